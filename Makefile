@@ -1,0 +1,54 @@
+# sipedge — see README.md. Two commands matter: `make run` and `make test`.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin
+
+.PHONY: all build run test test-unit test-integration deps bench bench-go bench-sipp lint clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# Start sipedge (embedded Redis) and two demo confnodes in the foreground.
+run: build
+	./scripts/run-demo.sh
+
+# Install what the tests need (redis-server, sipp) when missing, then run
+# every test: unit and integration.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+test-integration: deps
+	$(GO) test -count=1 -v -timeout 15m ./integration/
+
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $$missing; \
+	fi
+
+# Benchmarks: Go micro-benchmarks, then sipp stepped call rates.
+bench: bench-go bench-sipp
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./ring/ ./proxy/
+
+bench-sipp: deps build
+	./scripts/bench.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,83 @@
+// Package admission decides what happens to a request that would start a
+// new dialog: admit it to a media node (and which one), or reject it.
+//
+// The decision itself (Decide) is a pure function of the request's facts and
+// a snapshot of the shared state, so every rule is table-tested without I/O;
+// the Admitter gathers that state (ring snapshot, sticky placement from
+// Redis) and records placements when dialogs start and end.
+package admission
+
+import (
+	"github.com/sipedge/sipedge/ring"
+)
+
+// Rejection reasons, used in logs and as metric labels.
+const (
+	ReasonNoNode = "No media node available"
+)
+
+// Placement says how the target node was found.
+const (
+	PlacementSticky = "sticky" // the conference is already active on this node
+	PlacementRing   = "ring"   // consistent hash of the key
+)
+
+// Request holds the facts of a new-dialog request that admission needs.
+type Request struct {
+	Method string // INVITE, REGISTER, SUBSCRIBE, or another out-of-dialog method
+	CallID string
+	ConfID string // Request-URI user (conference id)
+	AOR    string // To URI user@host (REGISTER, SUBSCRIBE)
+}
+
+// Key is the value hashed onto the ring: the AOR for registrations and
+// subscriptions, the conference id for everything else.
+func (r Request) Key() string {
+	if r.UsesAOR() {
+		return r.AOR
+	}
+	return r.ConfID
+}
+
+// UsesAOR reports whether the request is placed by its address of record.
+func (r Request) UsesAOR() bool { return r.Method == "REGISTER" || r.Method == "SUBSCRIBE" }
+
+// NodeView is the part of a ring snapshot the decision reads.
+type NodeView interface {
+	Lookup(key string) (ring.Node, bool)
+	Node(name string) (ring.Node, bool)
+	Eligible(name string) bool
+}
+
+var _ NodeView = (*ring.Snapshot)(nil)
+
+// State is everything Decide looks at besides the request.
+type State struct {
+	Nodes      NodeView
+	Sticky     string // node of the active conference, "" if none
+	RetryAfter int    // seconds, for 503 answers
+}
+
+// Verdict is the outcome of Decide.
+type Verdict struct {
+	Admit      bool
+	Node       ring.Node
+	Placement  string
+	Code       int    // SIP status when rejected
+	Reason     string // rejection reason
+	RetryAfter int    // seconds, sent with 503
+}
+
+// Decide admits the request to a node or rejects it. It does no I/O.
+func Decide(req Request, st State) Verdict {
+	if st.Sticky != "" && !req.UsesAOR() {
+		// A conference is never split: stay on its node while it can serve.
+		if n, ok := st.Nodes.Node(st.Sticky); ok && st.Nodes.Eligible(st.Sticky) {
+			return Verdict{Admit: true, Node: n, Placement: PlacementSticky}
+		}
+	}
+	if n, ok := st.Nodes.Lookup(req.Key()); ok {
+		return Verdict{Admit: true, Node: n, Placement: PlacementRing}
+	}
+	return Verdict{Code: 503, Reason: ReasonNoNode, RetryAfter: st.RetryAfter}
+}

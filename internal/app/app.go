@@ -1,0 +1,180 @@
+// Package app wires the sipedge daemon: Redis (real or embedded), the ring
+// watcher, admission, the SIP proxy, the instance heartbeat and the admin
+// HTTP endpoints.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sipedge/sipedge/admission"
+	"github.com/sipedge/sipedge/internal/admin"
+	"github.com/sipedge/sipedge/internal/config"
+	"github.com/sipedge/sipedge/internal/embedredis"
+	"github.com/sipedge/sipedge/internal/instance"
+	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/proxy"
+	"github.com/sipedge/sipedge/ring"
+)
+
+// Version is reported in the Server header and logs.
+var Version = "dev"
+
+// Run starts sipedge and blocks until ctx is done or a part fails.
+func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
+	redisAddr := cfg.Redis
+	if redisAddr == "" {
+		emb, err := embedredis.Start("127.0.0.1:6379")
+		if err != nil {
+			// 6379 taken (a real Redis runs here?): any free loopback port.
+			emb, err = embedredis.Start("127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+		}
+		defer emb.Close()
+		redisAddr = emb.Addr()
+		log.Warn().Str("redis", redisAddr).Msg("no --redis given: embedded Redis started (demo only; point real deployments at a real Redis)")
+	}
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{redisAddr}})
+	defer rdb.Close()
+	if err := waitForRedis(ctx, rdb, redisAddr, cfg.StartupRetry, log); err != nil {
+		return err
+	}
+	k := keys.New(cfg.Prefix)
+
+	secret, err := routeSecret(ctx, rdb, k, cfg.RouteKey)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	adm := &lateAdmitter{}
+	px, err := proxy.New(proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
+		UserAgent: "sipedge/" + Version}, adm, log.With().Str("component", "proxy").Logger(), reg)
+	if err != nil {
+		return err
+	}
+	watcher, err := ring.NewWatcher(rdb, k, ring.WatcherOptions{
+		ResyncInterval: cfg.ResyncInterval,
+		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
+			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp},
+	}, px.Pinger(), log.With().Str("component", "ring").Logger(), reg)
+	if err != nil {
+		return err
+	}
+	if err := watcher.Start(ctx); err != nil {
+		return fmt.Errorf("load media nodes: %w", err)
+	}
+	a, err := admission.NewAdmitter(watcher, admission.NewConfStore(rdb, k, cfg.ConfTTL), admission.Options{
+		Instance: cfg.Name, RetryAfter: cfg.RetryAfter, RedisTimeout: cfg.RedisTimeout,
+	}, log.With().Str("component", "admission").Logger(), reg)
+	if err != nil {
+		return err
+	}
+	adm.set(a)
+
+	pub := instance.NewPublisher(rdb, k, instance.Info{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server, Addr: px.Addr()},
+		time.Second, func() string { return "normal" }, px.ActiveDialogs, log)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return px.Serve(gctx) })
+	g.Go(func() error { return watcher.Run(gctx) })
+	g.Go(func() error { pub.Run(gctx); return nil })
+	if cfg.Admin != "" {
+		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
+			Gatherer: reg,
+			Ready:    func() error { return nil },
+			Status:   func() any { return status(cfg, redisAddr, px, watcher) },
+		}, log)
+		if err != nil {
+			return err
+		}
+		log.Info().Str("admin", adminSrv.Addr()).Msg("admin HTTP listening (/metrics /healthz /readyz /api/status)")
+		g.Go(func() error { return adminSrv.Serve(gctx) })
+	}
+	log.Info().Str("instance", cfg.Name).Str("site", cfg.Site).Str("server", cfg.Server).
+		Str("sip", px.Addr()).Str("redis", redisAddr).Msg("sipedge started")
+	err = g.Wait()
+	log.Info().Msg("sipedge stopped")
+	return err
+}
+
+// waitForRedis retries PING for up to budget, then fails with a message an
+// operator can act on, instead of hanging.
+func waitForRedis(ctx context.Context, rdb redis.UniversalClient, addr string, budget time.Duration, log zerolog.Logger) error {
+	deadline := time.Now().Add(budget)
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := rdb.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis at %s unreachable after %d attempts over %s: %w", addr, attempt, budget, err)
+		}
+		log.Warn().Err(err).Str("redis", addr).Int("attempt", attempt).Msg("redis not reachable yet, retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// routeSecret returns the configured secret, or the one every instance
+// shares through Redis (created by the first instance that starts).
+func routeSecret(ctx context.Context, rdb redis.UniversalClient, k keys.Keys, configured string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate route secret: %w", err)
+	}
+	if err := rdb.SetNX(ctx, k.RouteSecret(), hex.EncodeToString(b[:]), 0).Err(); err != nil {
+		return "", fmt.Errorf("store route secret: %w", err)
+	}
+	s, err := rdb.Get(ctx, k.RouteSecret()).Result()
+	if err != nil {
+		return "", fmt.Errorf("read route secret: %w", err)
+	}
+	if s == "" {
+		return "", errors.New("route secret in redis is empty")
+	}
+	return s, nil
+}
+
+// lateAdmitter lets the proxy be built (it owns the prober the ring watcher
+// needs) before the admitter that needs the watcher exists.
+type lateAdmitter struct{ a *admission.Admitter }
+
+func (l *lateAdmitter) set(a *admission.Admitter) { l.a = a }
+
+func (l *lateAdmitter) Admit(ctx context.Context, r admission.Request) admission.Verdict {
+	return l.a.Admit(ctx, r)
+}
+
+func (l *lateAdmitter) DialogStarted(ctx context.Context, confID, node, callID string) {
+	l.a.DialogStarted(ctx, confID, node, callID)
+}
+
+func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, callID string) {
+	l.a.DialogEnded(ctx, confID, callID)
+}

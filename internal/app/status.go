@@ -1,0 +1,64 @@
+package app
+
+import (
+	"time"
+
+	"github.com/sipedge/sipedge/internal/config"
+	"github.com/sipedge/sipedge/proxy"
+	"github.com/sipedge/sipedge/ring"
+)
+
+type nodeStatus struct {
+	Name        string  `json:"name"`
+	Addr        string  `json:"addr"`
+	Transport   string  `json:"transport"`
+	Site        string  `json:"site"`
+	Server      string  `json:"server"`
+	Weight      float64 `json:"weight"`
+	Load        float64 `json:"load"`
+	Maintenance bool    `json:"maintenance"`
+	Capable     bool    `json:"capable"`
+	Healthy     bool    `json:"healthy"`
+	Eligible    bool    `json:"eligible"`
+	Reason      string  `json:"reason,omitempty"`
+	HeartbeatMs int64   `json:"heartbeat_age_ms,omitempty"`
+}
+
+type statusDoc struct {
+	Instance struct {
+		Name    string `json:"name"`
+		Site    string `json:"site"`
+		Server  string `json:"server"`
+		SIP     string `json:"sip"`
+		Redis   string `json:"redis"`
+		State   string `json:"state"`
+		Dialogs int    `json:"dialogs"`
+	} `json:"instance"`
+	Ring struct {
+		Version uint64 `json:"version"`
+		Members int    `json:"members"`
+	} `json:"ring"`
+	Nodes []nodeStatus `json:"nodes"`
+}
+
+func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watcher) statusDoc {
+	var d statusDoc
+	d.Instance.Name, d.Instance.Site, d.Instance.Server = cfg.Name, cfg.Site, cfg.Server
+	d.Instance.Redis = redisAddr
+	d.Instance.SIP, d.Instance.State, d.Instance.Dialogs = px.Addr(), "normal", px.ActiveDialogs()
+	snap := w.Snapshot()
+	d.Ring.Version, d.Ring.Members = snap.Version(), snap.Ring().Len()
+	now := time.Now()
+	d.Nodes = []nodeStatus{}
+	for _, s := range snap.Statuses() {
+		n := s.Node
+		ns := nodeStatus{Name: n.Name, Addr: n.Addr, Transport: n.Transport, Site: n.Site, Server: n.Server,
+			Weight: n.Weight, Load: n.Load, Maintenance: n.Maintenance, Capable: n.Capable,
+			Healthy: s.Healthy, Eligible: s.Eligible, Reason: s.Reason}
+		if !n.Heartbeat.IsZero() {
+			ns.HeartbeatMs = now.Sub(n.Heartbeat).Milliseconds()
+		}
+		d.Nodes = append(d.Nodes, ns)
+	}
+	return d
+}

@@ -1,0 +1,199 @@
+// Package config loads sipedge's configuration: defaults, then the YAML file,
+// then SIPEDGE_* environment variables, then command-line flags. Every field
+// is validated and a bad value stops start-up with an error naming the field.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config is the whole sipedge configuration. Tags: yaml key (also the flag
+// name with '_' → '-', and the env var SIPEDGE_<KEY>), and the flag usage.
+type Config struct {
+	Name       string `yaml:"name" usage:"instance name (default hostname)"`
+	Site       string `yaml:"site" usage:"site this instance belongs to"`
+	Server     string `yaml:"server" usage:"server name used by deservice profiles (default hostname)"`
+	Listen     string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP)"`
+	Advertise  string `yaml:"advertise" usage:"HOST[:PORT] written into Via and Record-Route (default: listen address)"`
+	Redis      string `yaml:"redis" usage:"Redis address; empty starts an embedded Redis on loopback"`
+	Prefix     string `yaml:"prefix" usage:"Redis key prefix"`
+	Admin      string `yaml:"admin" usage:"admin HTTP HOST:PORT (metrics, health, status)"`
+	LogFormat  string `yaml:"log_format" usage:"log format: json or console"`
+	LogLevel   string `yaml:"log_level" usage:"log level: debug, info, warn, error"`
+	RouteKey   string `yaml:"route_secret" usage:"secret signing Record-Route state (default: shared random key kept in Redis)"`
+	RetryAfter int    `yaml:"retry_after" usage:"Retry-After seconds on 503 answers"`
+
+	ProbeInterval    time.Duration `yaml:"probe_interval" usage:"SIP OPTIONS probe interval per node (0 disables probing)"`
+	ProbeTimeout     time.Duration `yaml:"probe_timeout" usage:"timeout of one OPTIONS probe"`
+	ProbeDown        int           `yaml:"probe_down" usage:"consecutive failed probes before a node is down"`
+	ProbeUp          int           `yaml:"probe_up" usage:"consecutive good probes before a down node is up again"`
+	HeartbeatTimeout time.Duration `yaml:"heartbeat_timeout" usage:"a node or instance heartbeat older than this is stale"`
+	ResyncInterval   time.Duration `yaml:"resync_interval" usage:"full reload of Redis state (bounds how late a plain redis-cli change applies)"`
+	ConfTTL          time.Duration `yaml:"conf_ttl" usage:"expiry of a conference placement key (safety net when BYEs are lost)"`
+	RedisTimeout     time.Duration `yaml:"redis_timeout" usage:"timeout of one Redis call on the SIP path"`
+	StartupRetry     time.Duration `yaml:"startup_retry" usage:"how long to retry an unreachable Redis at start-up before giving up"`
+}
+
+// Default returns the configuration used when nothing overrides it.
+func Default() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "sipedge"
+	}
+	return Config{
+		Name:             host,
+		Site:             "default",
+		Server:           host,
+		Listen:           "0.0.0.0:5060",
+		Prefix:           "sipedge:",
+		Admin:            "127.0.0.1:9060",
+		LogFormat:        "json",
+		LogLevel:         "info",
+		RetryAfter:       30,
+		ProbeInterval:    2 * time.Second,
+		ProbeTimeout:     time.Second,
+		ProbeDown:        3,
+		ProbeUp:          2,
+		HeartbeatTimeout: 5 * time.Second,
+		ResyncInterval:   500 * time.Millisecond,
+		ConfTTL:          24 * time.Hour,
+		RedisTimeout:     250 * time.Millisecond,
+		StartupRetry:     10 * time.Second,
+	}
+}
+
+// FieldError names the configuration field that holds a bad value.
+type FieldError struct {
+	Field string
+	Value string
+	Err   error
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("config field %q: %q: %v", e.Field, e.Value, e.Err)
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+var (
+	errNotHostPort = errors.New("must be HOST:PORT")
+	errOneOf       = errors.New("unknown value")
+	errRange       = errors.New("out of range")
+	errEmpty       = errors.New("must not be empty")
+)
+
+// Validate checks every field and returns the first bad one.
+func (c Config) Validate() error {
+	checks := []struct {
+		field string
+		value string
+		err   error
+	}{
+		{"name", c.Name, nonEmpty(c.Name)},
+		{"site", c.Site, nonEmpty(c.Site)},
+		{"server", c.Server, nonEmpty(c.Server)},
+		{"listen", c.Listen, hostPort(c.Listen, true)},
+		{"advertise", c.Advertise, advertise(c.Advertise)},
+		{"redis", c.Redis, optionalHostPort(c.Redis)},
+		{"prefix", c.Prefix, nonEmpty(c.Prefix)},
+		{"admin", c.Admin, optionalHostPort(c.Admin)},
+		{"log_format", c.LogFormat, oneOf(c.LogFormat, "json", "console")},
+		{"log_level", c.LogLevel, logLevel(c.LogLevel)},
+		{"retry_after", strconv.Itoa(c.RetryAfter), intRange(c.RetryAfter, 0, 86400)},
+		{"probe_interval", c.ProbeInterval.String(), durRange(c.ProbeInterval, 0, time.Hour)},
+		{"probe_timeout", c.ProbeTimeout.String(), durRange(c.ProbeTimeout, time.Millisecond, time.Minute)},
+		{"probe_down", strconv.Itoa(c.ProbeDown), intRange(c.ProbeDown, 1, 100)},
+		{"probe_up", strconv.Itoa(c.ProbeUp), intRange(c.ProbeUp, 1, 100)},
+		{"heartbeat_timeout", c.HeartbeatTimeout.String(), durRange(c.HeartbeatTimeout, 100*time.Millisecond, time.Hour)},
+		{"resync_interval", c.ResyncInterval.String(), durRange(c.ResyncInterval, 10*time.Millisecond, time.Hour)},
+		{"conf_ttl", c.ConfTTL.String(), durRange(c.ConfTTL, time.Second, 30*24*time.Hour)},
+		{"redis_timeout", c.RedisTimeout.String(), durRange(c.RedisTimeout, time.Millisecond, time.Minute)},
+		{"startup_retry", c.StartupRetry.String(), durRange(c.StartupRetry, 0, time.Hour)},
+	}
+	for _, ch := range checks {
+		if ch.err != nil {
+			return &FieldError{Field: ch.field, Value: ch.value, Err: ch.err}
+		}
+	}
+	return nil
+}
+
+func nonEmpty(s string) error {
+	if s == "" {
+		return errEmpty
+	}
+	return nil
+}
+
+func hostPort(s string, needPort bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errNotHostPort
+	}
+	if host == "" && !needPort {
+		return errNotHostPort
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%w: bad port", errNotHostPort)
+	}
+	return nil
+}
+
+func optionalHostPort(s string) error {
+	if s == "" {
+		return nil
+	}
+	return hostPort(s, true)
+}
+
+// advertise accepts HOST or HOST:PORT.
+func advertise(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(s); err == nil {
+		return hostPort(s, true)
+	}
+	if net.ParseIP(s) == nil && len(s) > 253 {
+		return errNotHostPort
+	}
+	return nil
+}
+
+func oneOf(s string, allowed ...string) error {
+	for _, a := range allowed {
+		if s == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w (want one of %v)", errOneOf, allowed)
+}
+
+func logLevel(s string) error {
+	if _, err := zerolog.ParseLevel(s); err != nil || s == "" {
+		return fmt.Errorf("%w (want debug, info, warn or error)", errOneOf)
+	}
+	return nil
+}
+
+func intRange(v, lo, hi int) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%w: want %d..%d", errRange, lo, hi)
+	}
+	return nil
+}
+
+func durRange(v, lo, hi time.Duration) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%w: want %s..%s", errRange, lo, hi)
+	}
+	return nil
+}

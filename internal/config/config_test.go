@@ -1,0 +1,91 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoad_Precedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "sipedge.yaml")
+	if err := os.WriteFile(file, []byte("site: file-site\nlisten: 127.0.0.1:5080\nprobe_interval: 3s\nretry_after: 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--config", file, "--retry-after", "20"},
+		env(map[string]string{"SIPEDGE_LISTEN": "127.0.0.1:5090", "SIPEDGE_RETRY_AFTER": "15"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Site != "file-site" {
+		t.Errorf("site = %q, want file value", cfg.Site)
+	}
+	if cfg.Listen != "127.0.0.1:5090" {
+		t.Errorf("listen = %q, want env value over file", cfg.Listen)
+	}
+	if cfg.RetryAfter != 20 {
+		t.Errorf("retry_after = %d, want flag value over env", cfg.RetryAfter)
+	}
+	if cfg.ProbeInterval != 3*time.Second {
+		t.Errorf("probe_interval = %s, want 3s from file", cfg.ProbeInterval)
+	}
+}
+
+func TestLoad_BadValueNamesField(t *testing.T) {
+	cases := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		field string
+	}{
+		{"listen without port", []string{"--listen", "127.0.0.1"}, nil, "listen"},
+		{"log format", []string{"--log-format", "xml"}, nil, "log_format"},
+		{"log level", []string{"--log-level", "loud"}, nil, "log_level"},
+		{"probe down zero", []string{"--probe-down", "0"}, nil, "probe_down"},
+		{"retry after text", []string{"--retry-after", "soon"}, nil, "retry_after"},
+		{"duration", []string{"--probe-interval", "fast"}, nil, "probe_interval"},
+		{"env redis", nil, map[string]string{"SIPEDGE_REDIS": "nohost"}, "redis"},
+		{"env int", nil, map[string]string{"SIPEDGE_PROBE_UP": "x"}, "probe_up"},
+		{"negative resync", []string{"--resync-interval", "-1s"}, nil, "resync_interval"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(tc.args, env(tc.env), io.Discard)
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("err = %v, want FieldError", err)
+			}
+			if fe.Field != tc.field {
+				t.Errorf("field = %q, want %q", fe.Field, tc.field)
+			}
+			if !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("message %q does not name %q", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestLoad_UnknownYAMLKeyRejected(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("lisen: 127.0.0.1:5060\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load([]string{"--config", file}, env(nil), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "lisen") {
+		t.Fatalf("err = %v, want it to name the unknown key", err)
+	}
+}
+
+func TestLoad_ExampleConfigIsValid(t *testing.T) {
+	if _, err := Load([]string{"--config", "../../configs/sipedge.yaml"}, env(nil), io.Discard); err != nil {
+		t.Fatalf("configs/sipedge.yaml: %v", err)
+	}
+}

@@ -1,0 +1,76 @@
+// Package instance publishes this sipedge instance in Redis
+// (sipedge:instances, sipedge:instance:<name>) with a heartbeat, so
+// operators and other instances can see who is alive.
+package instance
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/internal/keys"
+)
+
+// Info is what an instance writes about itself.
+type Info struct {
+	Name, Site, Server, Addr string
+}
+
+// Publisher writes the instance hash every interval.
+type Publisher struct {
+	rdb      redis.UniversalClient
+	keys     keys.Keys
+	info     Info
+	interval time.Duration
+	state    func() string
+	dialogs  func() int
+	log      zerolog.Logger
+}
+
+// NewPublisher returns a Publisher; state and dialogs are read at each beat.
+func NewPublisher(rdb redis.UniversalClient, k keys.Keys, info Info, interval time.Duration,
+	state func() string, dialogs func() int, log zerolog.Logger) *Publisher {
+	return &Publisher{rdb: rdb, keys: k, info: info, interval: interval, state: state, dialogs: dialogs, log: log}
+}
+
+// Beat writes the instance hash once.
+func (p *Publisher) Beat(ctx context.Context) error {
+	pipe := p.rdb.TxPipeline()
+	pipe.SAdd(ctx, p.keys.Instances(), p.info.Name)
+	pipe.HSet(ctx, p.keys.Instance(p.info.Name),
+		"site", p.info.Site, "server", p.info.Server, "addr", p.info.Addr,
+		"state", p.state(), "dialogs", strconv.Itoa(p.dialogs()),
+		"heartbeat", strconv.FormatInt(time.Now().UnixMilli(), 10))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("write instance %q heartbeat: %w", p.info.Name, err)
+	}
+	return nil
+}
+
+// Run beats until ctx is done; failures are logged, never fatal (Redis may
+// come back).
+func (p *Publisher) Run(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	failing := false
+	for {
+		err := p.Beat(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			p.log.Warn().Err(err).Msg("instance heartbeat failing")
+			failing = true
+		case err == nil && failing:
+			p.log.Info().Msg("instance heartbeat restored")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

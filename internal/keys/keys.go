@@ -1,0 +1,58 @@
+// Package keys names every Redis key of the sipedge contract (SPEC §2).
+// All processes (sipedge, sipedgectl, confnode) build key names here so a
+// configurable prefix changes them everywhere at once.
+package keys
+
+// DefaultPrefix is the key prefix used when none is configured.
+const DefaultPrefix = "sipedge:"
+
+// Keys builds key names under one prefix.
+type Keys struct{ Prefix string }
+
+// New returns Keys for prefix, or for DefaultPrefix when prefix is empty.
+func New(prefix string) Keys {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return Keys{Prefix: prefix}
+}
+
+// Nodes is the SET of media node names.
+func (k Keys) Nodes() string { return k.Prefix + "nodes" }
+
+// Node is the HASH describing one media node.
+func (k Keys) Node(name string) string { return k.Prefix + "node:" + name }
+
+// Instances is the SET of sipedge instance names.
+func (k Keys) Instances() string { return k.Prefix + "instances" }
+
+// Instance is the HASH each sipedge instance writes about itself.
+func (k Keys) Instance(name string) string { return k.Prefix + "instance:" + name }
+
+// Profiles is the SET of deservice profile ids.
+func (k Keys) Profiles() string { return k.Prefix + "profiles" }
+
+// Profile is the HASH of one deservice profile.
+func (k Keys) Profile(id string) string { return k.Prefix + "profile:" + id }
+
+// Exceptions is the SET of instance names exempt from the 503 rule.
+func (k Keys) Exceptions() string { return k.Prefix + "exceptions" }
+
+// Settings is the HASH of run-time settings.
+func (k Keys) Settings() string { return k.Prefix + "settings" }
+
+// Conf is the HASH holding placement and live state of an active conference.
+func (k Keys) Conf(id string) string { return k.Prefix + "conf:" + id }
+
+// ConfPattern matches every Conf key (for SCAN).
+func (k Keys) ConfPattern() string { return k.Prefix + "conf:*" }
+
+// ConfCfg is the HASH of per-conference overrides.
+func (k Keys) ConfCfg(id string) string { return k.Prefix + "confcfg:" + id }
+
+// Events is the pub/sub channel on which changes are announced.
+func (k Keys) Events() string { return k.Prefix + "events" }
+
+// RouteSecret is the STRING holding the shared key that signs Record-Route
+// parameters, so every instance can verify routes written by any other.
+func (k Keys) RouteSecret() string { return k.Prefix + "route_secret" }

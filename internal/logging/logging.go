@@ -1,0 +1,32 @@
+// Package logging builds the zerolog logger every sipedge binary uses.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// New returns a logger writing JSON lines (format "json") or human-readable
+// lines (format "console") at the given level.
+func New(w io.Writer, format, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("log level %q: %w", level, err)
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	switch format {
+	case "json", "":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	default:
+		return zerolog.Logger{}, fmt.Errorf("log format %q: want json or console", format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// Stderr is New on os.Stderr.
+func Stderr(format, level string) (zerolog.Logger, error) { return New(os.Stderr, format, level) }

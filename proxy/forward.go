@@ -1,0 +1,244 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// hop is where a forwarded request goes: always an address sipedge chose
+// (a node from the ring, or the source it saw), never one read from the
+// message itself.
+type hop struct {
+	addr      string // host:port
+	transport string // udp | tcp
+}
+
+// fwdInfo carries what the relay loop must do besides relaying.
+type fwdInfo struct {
+	confID     string
+	node       string
+	newDialog  bool // initial request: a 2xx to INVITE starts a dialog
+	endsDialog bool // BYE: its final response ends the dialog
+}
+
+// keepAsBuilt stops sipgo from adding headers of its own: the proxy has
+// built the request completely (Via, Max-Forwards, routes).
+func keepAsBuilt(*sipgo.Client, *sip.Request) error { return nil }
+
+const connectTimeout = 5 * time.Second
+
+// prepareForward applies the proxy's per-hop changes to the clone out.
+func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
+	if mf := out.MaxForwards(); mf != nil {
+		mf.Dec()
+	} else {
+		v := sip.MaxForwardsHeader(70)
+		out.PrependHeader(&v)
+	}
+	if via := out.Via(); via != nil {
+		markReceived(via, in.Source())
+	}
+	out.PrependHeader(&sip.ViaHeader{
+		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: upper(next.transport),
+		Host: p.advHost, Port: p.advPort, Params: sip.HeaderParams{{K: "branch", V: branch}},
+	})
+	out.SetDestination(next.addr)
+	out.SetTransport(upper(next.transport))
+	if next.transport == "udp" {
+		// Leave from the listening socket so the node answers (and sends its
+		// in-dialog requests) to the port it learned from Record-Route.
+		out.Laddr = p.udpLA
+	} else {
+		out.Laddr = sip.Addr{}
+	}
+}
+
+// forward sends out through a client transaction and relays every response
+// to the server transaction tx until a final one. It runs on the goroutine
+// sipgo gave the request, so it may block.
+func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, next hop, info fwdInfo) {
+	p.prepareForward(in, out, next, p.branch(in))
+	p.metrics.txActive.Inc()
+	defer p.metrics.txActive.Dec()
+
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	ctxTx, err := p.client.TransactionRequest(ctx, out, keepAsBuilt)
+	cancel()
+	if err != nil {
+		p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
+		p.log.Warn().Err(err).Str("call_id", callID(in)).Str("to", next.addr).Msg("request not forwarded")
+		p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
+		return
+	}
+	defer ctxTx.Terminate()
+
+	// 2xx retransmissions for INVITE arrive after the client transaction has
+	// passed the first one up; relay them statelessly so the caller's ACK
+	// still comes.
+	ctxTx.OnRetransmission(func(res *sip.Response) {
+		if r := upstream(res); r != nil {
+			_ = p.srv.WriteResponse(r)
+		}
+	})
+
+	var canceller *cancelSender
+	if in.IsInvite() {
+		canceller = &cancelSender{p: p, invite: out}
+		tx.OnCancel(func(*sip.Request) { canceller.requested() })
+	}
+
+	var started bool
+	for {
+		select {
+		case res, ok := <-ctxTx.Responses():
+			if !ok {
+				return
+			}
+			if canceller != nil && res.IsProvisional() {
+				canceller.provisional()
+			}
+			r := upstream(res)
+			if r == nil {
+				continue
+			}
+			if in.IsInvite() && res.IsSuccess() && info.newDialog && !started {
+				started = true
+				p.dialogStarted(in, info)
+			}
+			if info.endsDialog && !res.IsProvisional() {
+				p.dialogEnded(in, info)
+			}
+			p.metrics.countResponse(r)
+			if err := tx.Respond(r); err != nil {
+				p.log.Debug().Err(err).Str("call_id", callID(in)).Int("code", r.StatusCode).Msg("response not relayed")
+			}
+			if !res.IsProvisional() {
+				return
+			}
+		case <-ctxTx.Done():
+			p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
+			p.log.Info().AnErr("tx_error", ctxTx.Err()).Str("call_id", callID(in)).Str("to", next.addr).
+				Msg("no final response from next hop")
+			if info.endsDialog {
+				p.dialogEnded(in, info)
+			}
+			p.reply(tx, in, 408, "Request Timeout")
+			return
+		case <-tx.Done():
+			// Cancelled upstream (sipgo has answered 487) or the server
+			// transaction died: the CANCEL, if any, is on its way downstream.
+			return
+		}
+	}
+}
+
+// upstream turns a response from the next hop into the one sent back: the
+// proxy's own Via goes. Nil means the response is not ours to relay.
+func upstream(res *sip.Response) *sip.Response {
+	r := res.Clone()
+	if !r.RemoveHeader("Via") || r.Via() == nil {
+		return nil
+	}
+	return r
+}
+
+func (p *Proxy) dialogStarted(in *sip.Request, info fwdInfo) {
+	p.dialogs.Add(callID(in))
+	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
+	if info.confID == "" {
+		return
+	}
+	id := callID(in)
+	go p.admit.DialogStarted(context.Background(), info.confID, info.node, id)
+}
+
+func (p *Proxy) dialogEnded(in *sip.Request, info fwdInfo) {
+	id := callID(in)
+	if !p.dialogs.Remove(id) && info.confID == "" {
+		return
+	}
+	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
+	if info.confID != "" {
+		go p.admit.DialogEnded(context.Background(), info.confID, id)
+	}
+}
+
+// cancelSender sends CANCEL downstream once both the upstream CANCEL and a
+// provisional response from downstream have arrived (RFC 3261 §9.1: no
+// CANCEL before a provisional response).
+type cancelSender struct {
+	p      *Proxy
+	invite *sip.Request
+
+	mu                     sync.Mutex
+	wanted, gotProv, sent bool
+}
+
+func (c *cancelSender) requested() {
+	c.mu.Lock()
+	c.wanted = true
+	c.mu.Unlock()
+	c.maybeSend()
+}
+
+func (c *cancelSender) provisional() {
+	c.mu.Lock()
+	c.gotProv = true
+	c.mu.Unlock()
+	c.maybeSend()
+}
+
+func (c *cancelSender) maybeSend() {
+	c.mu.Lock()
+	send := c.wanted && c.gotProv && !c.sent
+	if send {
+		c.sent = true
+	}
+	c.mu.Unlock()
+	if !send {
+		return
+	}
+	cancel := cancelFor(c.invite)
+	go func() {
+		ctx, done := context.WithTimeout(context.Background(), connectTimeout)
+		defer done()
+		if _, err := c.p.client.Do(ctx, cancel, keepAsBuilt); err != nil {
+			c.p.log.Debug().Err(err).Str("call_id", callID(c.invite)).Msg("CANCEL downstream failed")
+		}
+	}()
+}
+
+// cancelFor builds the CANCEL for a forwarded INVITE (RFC 3261 §9.1): same
+// Request-URI, Call-ID, From, To, CSeq number, Route and top Via.
+func cancelFor(inv *sip.Request) *sip.Request {
+	c := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
+	if via := inv.Via(); via != nil {
+		c.AppendHeader(via.Clone())
+	}
+	for _, h := range inv.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	if h := inv.From(); h != nil {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	if h := inv.To(); h != nil {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	if h := inv.CallID(); h != nil {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	if h := inv.CSeq(); h != nil {
+		c.AppendHeader(&sip.CSeqHeader{SeqNo: h.SeqNo, MethodName: sip.CANCEL})
+	}
+	c.SetBody(nil)
+	c.SetDestination(inv.Destination())
+	c.SetTransport(inv.Transport())
+	c.Laddr = inv.Laddr
+	return c
+}

@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipedge/sipedge/admission"
+)
+
+// onRequest is the entry point of every request that starts a server
+// transaction (sipgo absorbs retransmissions and matched CANCELs itself).
+func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
+	p.metrics.countRequest(req.Method)
+	if req.IsAck() {
+		p.forwardAck(req)
+		return
+	}
+	if reason := malformed(req); reason != "" {
+		p.metrics.malformed.WithLabelValues(reason).Inc()
+		p.log.Debug().Str("call_id", callID(req)).Str("reason", reason).Msg("malformed request rejected")
+		p.reply(tx, req, 400, "Bad Request ("+reason+")")
+		return
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		p.reply(tx, req, 483, "Too Many Hops")
+		return
+	}
+	if p.isLoop(req) {
+		p.reply(tx, req, 482, "Loop Detected")
+		return
+	}
+	if req.IsCancel() {
+		// Matched CANCELs never reach us: sipgo pairs them with their INVITE
+		// transaction. An unmatched one is for a transaction we do not have.
+		p.reply(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if st, n, err := p.ourRoute(req); err != nil || n > 0 || hasToTag(req) {
+		p.inDialog(req, tx, st, n, err)
+		return
+	}
+	p.newDialog(req, tx)
+}
+
+// newDialog handles an out-of-dialog request: admission picks the node.
+func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
+	if req.Method == sip.OPTIONS && req.Recipient.User == "" {
+		p.answerOptions(req, tx)
+		return
+	}
+	if req.IsInvite() {
+		// Answer at once so the caller stops retransmitting while Redis is asked.
+		p.reply(tx, req, 100, "Trying")
+	}
+	areq := admission.Request{Method: string(req.Method), CallID: callID(req), ConfID: req.Recipient.User}
+	if to := req.To(); to != nil {
+		areq.AOR = to.Address.User + "@" + to.Address.Host
+	}
+	if areq.Key() == "" {
+		p.reply(tx, req, 404, "Not Found (no conference id in Request-URI)")
+		return
+	}
+	v := p.admit.Admit(context.Background(), areq)
+	if !v.Admit {
+		res := sip.NewResponseFromRequest(req, v.Code, v.Reason, nil)
+		if v.Code == 503 {
+			ra := sip.NewHeader("Retry-After", strconv.Itoa(v.RetryAfter))
+			res.AppendHeader(ra)
+		}
+		p.respond(tx, res)
+		return
+	}
+	p.log.Debug().Str("call_id", areq.CallID).Str("method", areq.Method).Str("conf_id", areq.ConfID).
+		Str("node", v.Node.Name).Str("placement", v.Placement).Msg("new dialog admitted")
+
+	out := req.Clone()
+	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
+	nodeTransport := transportOrUDP(v.Node.Transport)
+	st := routeState{
+		NodeAddr: v.Node.Addr, NodeTransport: nodeTransport,
+		PeerAddr: req.Source(), PeerTransport: lower(req.Transport()),
+		FromTag: fromTag(req),
+	}
+	if req.Method == sip.INVITE {
+		st.ConfID = areq.ConfID
+	}
+	if req.Method == sip.INVITE || req.Method == sip.SUBSCRIBE {
+		p.recordRoute(out, st)
+	}
+	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: nodeTransport},
+		fwdInfo{confID: st.ConfID, node: v.Node.Name, newDialog: true})
+}
+
+// inDialog routes a request carrying sipedge's Record-Route state.
+func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeState, n int, err error) {
+	if err != nil || n == 0 {
+		p.metrics.badRoutes.Inc()
+		p.log.Debug().Str("call_id", callID(req)).AnErr("route_error", err).Msg("in-dialog request without a valid sipedge route")
+		p.reply(tx, req, 404, "Not Here")
+		return
+	}
+	out := req.Clone()
+	dropRoutes(out, n)
+	next := p.nextHop(req, st)
+	info := fwdInfo{confID: st.ConfID}
+	if req.Method == sip.BYE {
+		info.endsDialog = true
+	}
+	p.forward(req, tx, out, next, info)
+}
+
+// nextHop picks the direction: requests from the dialog's caller go to the
+// node, everything else goes back to the address the caller used.
+func (p *Proxy) nextHop(req *sip.Request, st routeState) hop {
+	if fromTag(req) == st.FromTag {
+		return hop{addr: st.NodeAddr, transport: st.NodeTransport}
+	}
+	return hop{addr: st.PeerAddr, transport: st.PeerTransport}
+}
+
+// forwardAck relays an ACK for a 2xx (a transaction of its own) statelessly.
+// ACKs for non-2xx never get here: their INVITE transaction absorbs them.
+func (p *Proxy) forwardAck(req *sip.Request) {
+	st, n, err := p.ourRoute(req)
+	if err != nil || n == 0 {
+		p.metrics.badRoutes.Inc()
+		p.log.Debug().Str("call_id", callID(req)).AnErr("route_error", err).Msg("ACK without a sipedge route dropped")
+		return
+	}
+	out := req.Clone()
+	dropRoutes(out, n)
+	next := p.nextHop(req, st)
+	p.prepareForward(req, out, next, statelessBranch(req))
+	if err := p.client.WriteRequest(out, keepAsBuilt); err != nil {
+		p.metrics.forwardErrors.WithLabelValues("ACK").Inc()
+		p.log.Warn().Err(err).Str("call_id", callID(req)).Str("to", next.addr).Msg("ACK not forwarded")
+	}
+}
+
+// answerOptions replies to OPTIONS addressed to sipedge itself (load
+// balancer and monitoring probes).
+func (p *Proxy) answerOptions(req *sip.Request, tx sip.ServerTransaction) {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, PRACK, UPDATE"))
+	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	p.respond(tx, res)
+}
+
+func (p *Proxy) reply(tx sip.ServerTransaction, req *sip.Request, code int, reason string) {
+	p.respond(tx, sip.NewResponseFromRequest(req, code, reason, nil))
+}
+
+func (p *Proxy) respond(tx sip.ServerTransaction, res *sip.Response) {
+	if p.opts.UserAgent != "" {
+		res.AppendHeader(sip.NewHeader("Server", p.opts.UserAgent))
+	}
+	p.metrics.countResponse(res)
+	if err := tx.Respond(res); err != nil {
+		p.log.Debug().Err(err).Str("call_id", callIDRes(res)).Int("code", res.StatusCode).Msg("response not sent")
+	}
+}

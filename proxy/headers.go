@@ -1,0 +1,240 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Branches sipedge writes start with this after the RFC 3261 cookie; the
+// next 16 hex digits are the loop-detection hash (RFC 3261 §16.6 step 8).
+const branchMark = sip.RFC3261BranchMagicCookie + "sE"
+
+// malformed returns why a request cannot be proxied, "" if it can.
+func malformed(req *sip.Request) string {
+	switch {
+	case req.Via() == nil:
+		return "missing Via"
+	case req.From() == nil:
+		return "missing From"
+	case req.To() == nil:
+		return "missing To"
+	case req.CallID() == nil || string(*req.CallID()) == "":
+		return "missing Call-ID"
+	case req.CSeq() == nil:
+		return "missing CSeq"
+	case req.CSeq().MethodName != req.Method && !req.IsAck() && !req.IsCancel():
+		return "CSeq method mismatch"
+	case fromTag(req) == "":
+		return "missing From tag"
+	case req.Recipient.Host == "":
+		return "bad Request-URI"
+	}
+	return ""
+}
+
+func hasToTag(req *sip.Request) bool {
+	to := req.To()
+	if to == nil {
+		return false
+	}
+	tag, _ := to.Params.Get("tag")
+	return tag != ""
+}
+
+func fromTag(req *sip.Request) string {
+	from := req.From()
+	if from == nil {
+		return ""
+	}
+	tag, _ := from.Params.Get("tag")
+	return tag
+}
+
+func callID(req *sip.Request) string {
+	if id := req.CallID(); id != nil {
+		return string(*id)
+	}
+	return ""
+}
+
+func callIDRes(res *sip.Response) string {
+	if id := res.CallID(); id != nil {
+		return string(*id)
+	}
+	return ""
+}
+
+// ourRoute reads the sipedge Route entries at the top of the route set
+// (one, or two when the dialog changed transport at sipedge). It returns
+// the decoded state and how many entries to remove; an entry carrying the
+// sipedge parameter with a bad signature is an error.
+func (p *Proxy) ourRoute(req *sip.Request) (routeState, int, error) {
+	var st routeState
+	n := 0
+	for _, h := range req.GetHeaders("Route") {
+		rh, ok := h.(*sip.RouteHeader)
+		if !ok {
+			break
+		}
+		v, ok := rh.Address.UriParams.Get(routeParam)
+		if !ok {
+			break
+		}
+		s, err := p.signer.Decode(v)
+		if err != nil {
+			return routeState{}, 0, err
+		}
+		st = s
+		n++
+		if n == 2 {
+			break
+		}
+	}
+	return st, n, nil
+}
+
+// dropRoutes removes the first n Route entries.
+func dropRoutes(req *sip.Request, n int) {
+	for i := 0; i < n; i++ {
+		req.RemoveHeader("Route")
+	}
+}
+
+// recordRoute inserts sipedge's Record-Route. When the two sides use
+// different transports it inserts two (RFC 5658 double Record-Route): the
+// lower one faces the caller, the top one faces the node.
+func (p *Proxy) recordRoute(out *sip.Request, st routeState) {
+	token := p.signer.Encode(st)
+	rr := func(transport string) *sip.RecordRouteHeader {
+		return &sip.RecordRouteHeader{Address: sip.Uri{
+			Scheme: "sip", Host: p.advHost, Port: p.advPort,
+			UriParams: sip.HeaderParams{{K: "transport", V: transport}, {K: "lr", V: ""}, {K: routeParam, V: token}},
+		}}
+	}
+	if st.PeerTransport != st.NodeTransport {
+		out.PrependHeader(rr(st.PeerTransport))
+	}
+	out.PrependHeader(rr(st.NodeTransport))
+}
+
+// loopHash covers the fields that stay the same when a request comes back
+// to us unchanged (RFC 3261 §16.6 step 8), FNV-1a without allocation.
+func loopHash(req *sip.Request) uint64 {
+	h := uint64(14695981039346656037)
+	mix := func(s string) {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+		h ^= 0xff
+		h *= 1099511628211
+	}
+	mix(req.Recipient.User)
+	mix(req.Recipient.Host)
+	mix(strconv.Itoa(req.Recipient.Port))
+	mix(fromTag(req))
+	if to := req.To(); to != nil {
+		tag, _ := to.Params.Get("tag")
+		mix(tag)
+	}
+	mix(callID(req))
+	if cs := req.CSeq(); cs != nil {
+		mix(strconv.FormatUint(uint64(cs.SeqNo), 10))
+	}
+	return h
+}
+
+func (p *Proxy) branch(req *sip.Request) string {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	return branchMark + strconv.FormatUint(loopHash(req), 16) + "." + hex.EncodeToString(rnd[:])
+}
+
+// statelessBranch is deterministic so a retransmitted ACK keeps its branch.
+func statelessBranch(req *sip.Request) string {
+	b := ""
+	if via := req.Via(); via != nil {
+		b, _ = via.Params.Get("branch")
+	}
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(b); i++ {
+		h ^= uint64(b[i])
+		h *= 1099511628211
+	}
+	return branchMark + strconv.FormatUint(loopHash(req), 16) + ".a" + strconv.FormatUint(h, 16)
+}
+
+// isLoop reports whether the request already passed through this proxy
+// unchanged: one of its Vias is ours and carries the same loop hash.
+// A spiral (the request came back with a new Request-URI) is not a loop.
+func (p *Proxy) isLoop(req *sip.Request) bool {
+	var want string
+	for _, h := range req.GetHeaders("Via") {
+		via, ok := h.(*sip.ViaHeader)
+		if !ok || via.Host != p.advHost || via.Port != p.advPort {
+			continue
+		}
+		b, _ := via.Params.Get("branch")
+		if !strings.HasPrefix(b, branchMark) {
+			continue
+		}
+		if want == "" {
+			want = branchMark + strconv.FormatUint(loopHash(req), 16) + "."
+		}
+		if strings.HasPrefix(b, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// markReceived adds received/rport to the sender's Via (RFC 3261 §18.2.1,
+// RFC 3581) so responses find their way back through NAT.
+func markReceived(via *sip.ViaHeader, source string) {
+	host, port, err := net.SplitHostPort(source)
+	if err != nil {
+		return
+	}
+	if via.Params.Has("rport") {
+		via.Params = setParam(via.Params, "rport", port)
+		via.Params = setParam(via.Params, "received", host)
+		return
+	}
+	if via.Host != host {
+		via.Params = setParam(via.Params, "received", host)
+	}
+}
+
+func setParam(ps sip.HeaderParams, k, v string) sip.HeaderParams {
+	for i := range ps {
+		if ps[i].K == k {
+			ps[i].V = v
+			return ps
+		}
+	}
+	return append(ps, sip.HeaderKV{K: k, V: v})
+}
+
+func splitHostPort(addr string) (string, int) {
+	h, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, 0
+	}
+	port, _ := strconv.Atoi(ps)
+	return h, port
+}
+
+func transportOrUDP(t string) string {
+	if t == "" {
+		return "udp"
+	}
+	return lower(t)
+}
+
+func lower(s string) string { return strings.ToLower(s) }
+func upper(s string) string { return strings.ToUpper(s) }

@@ -1,0 +1,99 @@
+package proxy
+
+import (
+	"fmt"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// knownMethods get pre-resolved counters so counting a request allocates
+// nothing; anything else is counted as "other" (bounded label values).
+var knownMethods = []sip.RequestMethod{sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER, sip.OPTIONS,
+	sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH}
+
+var classes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"}
+
+type metrics struct {
+	requests      map[sip.RequestMethod]prometheus.Counter
+	otherRequests prometheus.Counter
+	responses     map[sip.RequestMethod]*[6]prometheus.Counter
+	otherResp     *[6]prometheus.Counter
+	malformed     *prometheus.CounterVec
+	badRoutes     prometheus.Counter
+	forwardErrors *prometheus.CounterVec
+	txActive      prometheus.Gauge
+	dialogsActive prometheus.Gauge
+	sipgoErrors   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	reqVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_requests_total", Help: "SIP requests received, by method.",
+	}, []string{"method"})
+	resVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_responses_total", Help: "SIP responses sent upstream, by request method and class.",
+	}, []string{"method", "class"})
+	m := &metrics{
+		requests:  make(map[sip.RequestMethod]prometheus.Counter),
+		responses: make(map[sip.RequestMethod]*[6]prometheus.Counter),
+		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_sip_malformed_total", Help: "Malformed SIP messages answered 400 or dropped, by reason.",
+		}, []string{"reason"}),
+		badRoutes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_bad_routes_total", Help: "In-dialog requests without a valid sipedge route.",
+		}),
+		forwardErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_sip_forward_errors_total", Help: "Requests that could not be forwarded or got no final answer, by method.",
+		}, []string{"method"}),
+		txActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sipedge_sip_transactions_active", Help: "Proxied transactions waiting for a final response.",
+		}),
+		dialogsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sipedge_dialogs_active", Help: "Dialogs established through this instance and not yet ended here.",
+		}),
+	}
+	for _, meth := range knownMethods {
+		m.requests[meth] = reqVec.WithLabelValues(string(meth))
+		m.responses[meth] = classCounters(resVec, string(meth))
+	}
+	m.otherRequests = reqVec.WithLabelValues("other")
+	m.otherResp = classCounters(resVec, "other")
+	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.forwardErrors, m.txActive, m.dialogsActive} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register proxy metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func classCounters(vec *prometheus.CounterVec, method string) *[6]prometheus.Counter {
+	var cs [6]prometheus.Counter
+	for i, c := range classes {
+		cs[i] = vec.WithLabelValues(method, c)
+	}
+	return &cs
+}
+
+func (m *metrics) countRequest(method sip.RequestMethod) {
+	if c, ok := m.requests[method]; ok {
+		c.Inc()
+		return
+	}
+	m.otherRequests.Inc()
+}
+
+func (m *metrics) countResponse(res *sip.Response) {
+	class := res.StatusCode/100 - 1
+	if class < 0 || class > 5 {
+		return
+	}
+	cs := m.otherResp
+	if cseq := res.CSeq(); cseq != nil {
+		if c, ok := m.responses[cseq.MethodName]; ok {
+			cs = c
+		}
+	}
+	cs[class].Inc()
+}

@@ -1,0 +1,179 @@
+// Package proxy is sipedge's SIP front end: a transaction-stateful proxy on
+// sipgo. It asks admission where each new dialog goes, records its choice in
+// a signed Record-Route so any instance can route the dialog's later
+// requests with no local state, and relays responses back over the
+// transport each request came on.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/admission"
+)
+
+// Admitter decides new dialogs and records conference placements.
+type Admitter interface {
+	Admit(ctx context.Context, req admission.Request) admission.Verdict
+	DialogStarted(ctx context.Context, confID, node, callID string)
+	DialogEnded(ctx context.Context, confID, callID string)
+}
+
+var _ Admitter = (*admission.Admitter)(nil)
+
+// Options configures a Proxy.
+type Options struct {
+	Listen      string // HOST:PORT for UDP and TCP
+	Advertise   string // HOST[:PORT] for Via and Record-Route; default: the listen address
+	RouteSecret string // key signing Record-Route state; shared by all instances
+	UserAgent   string // Server / User-Agent header value
+}
+
+// Proxy is a running SIP proxy.
+type Proxy struct {
+	opts    Options
+	admit   Admitter
+	log     zerolog.Logger
+	metrics *metrics
+	signer  routeSigner
+
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+
+	udp    net.PacketConn
+	tcp    net.Listener
+	udpLA  sip.Addr // local address of the UDP listener: requests leave from it
+	advHost string
+	advPort int
+
+	dialogs dialogSet
+	wg      sync.WaitGroup
+}
+
+// New binds the listeners (so a bad or busy address fails at start-up) and
+// prepares the SIP stack; Serve starts handling traffic.
+func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Registerer) (*Proxy, error) {
+	if opts.RouteSecret == "" {
+		return nil, errors.New("proxy: empty route secret")
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{opts: opts, admit: admit, log: log, metrics: m, signer: newRouteSigner(opts.RouteSecret)}
+	if err := p.listen(); err != nil {
+		return nil, err
+	}
+	slog := newSlogBridge(log, m)
+	p.ua, err = sipgo.NewUA(
+		sipgo.WithUserAgent(opts.UserAgent),
+		sipgo.WithUserAgentHostname(p.advHost),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog)),
+	)
+	if err != nil {
+		p.closeListeners()
+		return nil, fmt.Errorf("proxy: create user agent: %w", err)
+	}
+	p.srv, err = sipgo.NewServer(p.ua, sipgo.WithServerLogger(slog))
+	if err != nil {
+		p.closeListeners()
+		return nil, fmt.Errorf("proxy: create server: %w", err)
+	}
+	p.client, err = sipgo.NewClient(p.ua, sipgo.WithClientLogger(slog),
+		sipgo.WithClientHostname(p.advHost), sipgo.WithClientPort(p.advPort))
+	if err != nil {
+		p.closeListeners()
+		return nil, fmt.Errorf("proxy: create client: %w", err)
+	}
+	p.srv.OnNoRoute(p.onRequest)
+	for _, method := range []sip.RequestMethod{sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER,
+		sip.OPTIONS, sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH} {
+		p.srv.OnRequest(method, p.onRequest)
+	}
+	return p, nil
+}
+
+// listen binds UDP first and TCP on the same port, so "port 0" still gives
+// one port for both transports.
+func (p *Proxy) listen() error {
+	udp, err := net.ListenPacket("udp", p.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen udp %s: %w", p.opts.Listen, err)
+	}
+	ua := udp.LocalAddr().(*net.UDPAddr)
+	tcp, err := net.Listen("tcp", net.JoinHostPort(ua.IP.String(), strconv.Itoa(ua.Port)))
+	if err != nil {
+		udp.Close()
+		return fmt.Errorf("proxy: listen tcp %s: %w", p.opts.Listen, err)
+	}
+	p.udp, p.tcp = udp, tcp
+	p.udpLA = sip.Addr{IP: ua.IP, Port: ua.Port}
+	p.advHost, p.advPort = advertised(p.opts.Advertise, ua)
+	return nil
+}
+
+// advertised resolves the address written into Via and Record-Route.
+func advertised(adv string, local *net.UDPAddr) (string, int) {
+	if adv != "" {
+		if h, ps, err := net.SplitHostPort(adv); err == nil {
+			port, _ := strconv.Atoi(ps)
+			return h, port
+		}
+		return adv, local.Port
+	}
+	if local.IP.IsUnspecified() {
+		// Listening on every address: loopback is the only one we can be
+		// sure a peer on this host reaches; deployments set --advertise.
+		return "127.0.0.1", local.Port
+	}
+	return local.IP.String(), local.Port
+}
+
+// Addr is the advertised HOST:PORT of this proxy.
+func (p *Proxy) Addr() string { return net.JoinHostPort(p.advHost, strconv.Itoa(p.advPort)) }
+
+// Client exposes the SIP client (the OPTIONS prober uses it).
+func (p *Proxy) Client() *sipgo.Client { return p.client }
+
+// ActiveDialogs is the number of dialogs established through this instance.
+func (p *Proxy) ActiveDialogs() int { return p.dialogs.Len() }
+
+// Serve handles SIP until ctx is done.
+func (p *Proxy) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- p.srv.ServeUDP(p.udp) }()
+	go func() { errc <- p.srv.ServeTCP(p.tcp) }()
+	go p.dialogs.sweep(ctx, time.Minute)
+	p.log.Info().Str("listen", p.udp.LocalAddr().String()).Str("advertise", p.Addr()).Msg("SIP proxy listening (udp, tcp)")
+	select {
+	case <-ctx.Done():
+		p.closeListeners()
+		p.wg.Wait()
+		_ = p.ua.Close()
+		return nil
+	case err := <-errc:
+		p.closeListeners()
+		return fmt.Errorf("proxy: serve: %w", err)
+	}
+}
+
+func (p *Proxy) closeListeners() {
+	if p.udp != nil {
+		p.udp.Close()
+	}
+	if p.tcp != nil {
+		p.tcp.Close()
+	}
+}

@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"strings"
+)
+
+// routeParam is the Record-Route URI parameter that carries a dialog's
+// routing state. Every sipedge instance sharing the route secret can read
+// it, so in-dialog requests route with no local state and no Redis call.
+const routeParam = "se"
+
+// routeState is what sipedge needs to route a dialog's later requests: the
+// node it chose (downstream) and the address the caller's request really
+// came from (upstream), plus the From tag that tells the two directions apart.
+type routeState struct {
+	NodeAddr      string // host:port of the media node
+	NodeTransport string // udp | tcp
+	PeerAddr      string // host:port the initial request came from
+	PeerTransport string
+	FromTag       string // From tag of the initial request
+	ConfID        string // conference id (empty for non-conference dialogs)
+}
+
+var (
+	errRouteMalformed = errors.New("malformed sipedge route state")
+	errRouteSignature = errors.New("sipedge route state signature mismatch")
+)
+
+const (
+	routeVersion = "1"
+	macLen       = 12 // truncated HMAC-SHA256: 96 bits is plenty against forgery here
+	fieldSep     = "\x1f"
+)
+
+// routeSigner encodes and verifies routeState with an HMAC so a peer cannot
+// make sipedge relay to a destination sipedge did not choose itself.
+type routeSigner struct{ key []byte }
+
+func newRouteSigner(secret string) routeSigner { return routeSigner{key: []byte(secret)} }
+
+func (s routeSigner) mac(payload []byte) []byte {
+	m := hmac.New(sha256.New, s.key)
+	m.Write(payload)
+	return m.Sum(nil)[:macLen]
+}
+
+// Encode returns the value of the routeParam URI parameter.
+func (s routeSigner) Encode(st routeState) string {
+	payload := strings.Join([]string{routeVersion, st.NodeAddr, st.NodeTransport,
+		st.PeerAddr, st.PeerTransport, st.FromTag, st.ConfID}, fieldSep)
+	b := make([]byte, 0, len(payload)+macLen)
+	b = append(b, payload...)
+	b = append(b, s.mac([]byte(payload))...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Decode verifies and decodes a routeParam value.
+func (s routeSigner) Decode(v string) (routeState, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil || len(raw) <= macLen {
+		return routeState{}, errRouteMalformed
+	}
+	payload, sum := raw[:len(raw)-macLen], raw[len(raw)-macLen:]
+	if !hmac.Equal(sum, s.mac(payload)) {
+		return routeState{}, errRouteSignature
+	}
+	f := strings.Split(string(payload), fieldSep)
+	if len(f) != 7 || f[0] != routeVersion {
+		return routeState{}, errRouteMalformed
+	}
+	return routeState{NodeAddr: f[1], NodeTransport: f[2], PeerAddr: f[3],
+		PeerTransport: f[4], FromTag: f[5], ConfID: f[6]}, nil
+}
