@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -74,7 +75,9 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
 		return
 	}
-	defer ctxTx.Terminate()
+	// No Terminate on the way out: after a final response the client
+	// transaction must live on its timers to ACK and absorb retransmitted
+	// non-2xx answers and to pass retransmitted 2xx answers up (below).
 
 	// 2xx retransmissions for INVITE arrive after the client transaction has
 	// passed the first one up; relay them statelessly so the caller's ACK
@@ -126,6 +129,10 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if info.endsDialog {
 				p.dialogEnded(in, info)
 			}
+			if errors.Is(ctxTx.Err(), sip.ErrTransactionTransport) {
+				p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
+				return
+			}
 			p.reply(tx, in, 408, "Request Timeout")
 			return
 		case <-tx.Done():
@@ -143,6 +150,10 @@ func upstream(res *sip.Response) *sip.Response {
 	if !r.RemoveHeader("Via") || r.Via() == nil {
 		return nil
 	}
+	// Clone pins destination and transport to the hop the response came
+	// from; clear them so both follow the Via now on top (received/rport).
+	r.SetDestination("")
+	r.SetTransport("")
 	return r
 }
 

@@ -60,7 +60,7 @@ func (s routeSigner) Encode(st routeState) string {
 
 // Decode verifies and decodes a routeParam value.
 func (s routeSigner) Decode(v string) (routeState, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(v)
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(v)
 	if err != nil || len(raw) <= macLen {
 		return routeState{}, errRouteMalformed
 	}
