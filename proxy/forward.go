@@ -185,7 +185,7 @@ type cancelSender struct {
 	p      *Proxy
 	invite *sip.Request
 
-	mu                     sync.Mutex
+	mu                    sync.Mutex
 	wanted, gotProv, sent bool
 }
 

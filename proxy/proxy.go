@@ -51,9 +51,9 @@ type Proxy struct {
 	srv    *sipgo.Server
 	client *sipgo.Client
 
-	udp    net.PacketConn
-	tcp    net.Listener
-	udpLA  sip.Addr // local address of the UDP listener: requests leave from it
+	udp     net.PacketConn
+	tcp     net.Listener
+	udpLA   sip.Addr // local address of the UDP listener: requests leave from it
 	advHost string
 	advPort int
 
