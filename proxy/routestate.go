@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"hash"
 	"strings"
+	"sync"
 )
 
 // routeParam is the Record-Route URI parameter that carries a dialog's
@@ -38,14 +40,22 @@ const (
 
 // routeSigner encodes and verifies routeState with an HMAC so a peer cannot
 // make sipedge relay to a destination sipedge did not choose itself.
-type routeSigner struct{ key []byte }
+type routeSigner struct{ macs *sync.Pool }
 
-func newRouteSigner(secret string) routeSigner { return routeSigner{key: []byte(secret)} }
+func newRouteSigner(secret string) routeSigner {
+	key := []byte(secret)
+	// HMAC state is reused: building it costs more than hashing a route.
+	return routeSigner{macs: &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
+}
 
 func (s routeSigner) mac(payload []byte) []byte {
-	m := hmac.New(sha256.New, s.key)
+	m := s.macs.Get().(hash.Hash)
+	m.Reset()
 	m.Write(payload)
-	return m.Sum(nil)[:macLen]
+	var sum [sha256.Size]byte
+	out := m.Sum(sum[:0])
+	s.macs.Put(m)
+	return out[:macLen]
 }
 
 // Encode returns the value of the routeParam URI parameter.
