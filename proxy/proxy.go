@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -57,6 +58,8 @@ type Proxy struct {
 	advHost string
 	advPort int
 
+	slog    *slog.Logger // sipgo's logs, bridged to zerolog
+
 	dialogs dialogSet
 	wg      sync.WaitGroup
 }
@@ -76,6 +79,7 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 		return nil, err
 	}
 	slog := newSlogBridge(log, m)
+	p.slog = slog
 	p.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(p.advHost),
@@ -143,6 +147,10 @@ func advertised(adv string, local *net.UDPAddr) (string, int) {
 
 // Addr is the advertised HOST:PORT of this proxy.
 func (p *Proxy) Addr() string { return net.JoinHostPort(p.advHost, strconv.Itoa(p.advPort)) }
+
+// SlogLogger is the slog bridge into this proxy's zerolog logger; the
+// daemon makes it sipgo's process-wide default so no sipgo line escapes.
+func (p *Proxy) SlogLogger() *slog.Logger { return p.slog }
 
 // Client exposes the SIP client (the OPTIONS prober uses it).
 func (p *Proxy) Client() *sipgo.Client { return p.client }

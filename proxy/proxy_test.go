@@ -114,11 +114,15 @@ func startProxy(t *testing.T, adm Admitter) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serve(t, px)
+	return px
+}
+
+func serve(t *testing.T, px *Proxy) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = px.Serve(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return px
 }
 
 func invite(from *peer, ruri, callID, branch string, maxFwd int) string {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
@@ -67,6 +68,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	sip.SetDefaultLogger(px.SlogLogger())
 	watcher, err := ring.NewWatcher(rdb, k, ring.WatcherOptions{
 		ResyncInterval: cfg.ResyncInterval,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
