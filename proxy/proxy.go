@@ -58,7 +58,7 @@ type Proxy struct {
 	advHost string
 	advPort int
 
-	slog    *slog.Logger // sipgo's logs, bridged to zerolog
+	slog *slog.Logger // sipgo's logs, bridged to zerolog
 
 	dialogs dialogSet
 	wg      sync.WaitGroup
