@@ -1,0 +1,165 @@
+// Command confnode is a small reference media (conference) node for sipedge:
+// a real SIP UA that answers INVITEs with SDP and keeps itself registered in
+// Redis with heartbeats and load (SPEC §1, §2).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/sipedge/sipedge/internal/keys"
+)
+
+// config is everything confnode is told on its command line.
+type config struct {
+	Name              string
+	Listen            string
+	Advertise         string
+	Redis             string
+	Prefix            string
+	Site              string
+	Server            string
+	Weight            float64
+	Capacity          int
+	HeartbeatInterval time.Duration
+	AnswerDelay       time.Duration
+	LogFormat         string
+	LogLevel          string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newCommand().ExecuteContext(ctx); err != nil {
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	host, _ := os.Hostname()
+	cfg := config{}
+	cmd := &cobra.Command{
+		Use:   "confnode",
+		Short: "Reference media node for sipedge: answers SIP calls and registers itself in Redis",
+		Long: "confnode answers INVITE with an SDP answer (PCMU/8000), handles ACK, BYE, CANCEL,\n" +
+			"OPTIONS, REGISTER and SUBSCRIBE, and writes its node hash and heartbeat to Redis.\n" +
+			"Every flag can also be set as CONFNODE_<FLAG> (e.g. CONFNODE_REDIS, CONFNODE_HEARTBEAT_INTERVAL).",
+		SilenceUsage: true,
+		Args:         cobra.NoArgs,
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags(), "CONFNODE_")
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.validate(); err != nil {
+				return err
+			}
+			log, err := newLogger(cmd.ErrOrStderr(), cfg.LogFormat, cfg.LogLevel)
+			if err != nil {
+				return err
+			}
+			// go-redis logs pool trouble on its own; keep it in our stream.
+			redis.SetLogger(redisLogger{log.With().Str("component", "redis").Logger()})
+			return run(cmd.Context(), cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Name, "name", host, "node name (member of the nodes set)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:5070", "SIP listen address, UDP and TCP")
+	f.StringVar(&cfg.Advertise, "advertise", "", "host:port written to Redis and Contact (default: --listen)")
+	f.StringVar(&cfg.Redis, "redis", "", "Redis address (required)")
+	f.StringVar(&cfg.Prefix, "prefix", keys.DefaultPrefix, "Redis key prefix")
+	f.StringVar(&cfg.Site, "site", "default", "site written to the node hash")
+	f.StringVar(&cfg.Server, "server", host, "server (host machine) written to the node hash")
+	f.Float64Var(&cfg.Weight, "weight", 100, "ring weight, written only when the node hash has none yet")
+	f.IntVar(&cfg.Capacity, "capacity", 100, "calls at which reported load is 1")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", time.Second, "how often heartbeat and load are written")
+	f.DurationVar(&cfg.AnswerDelay, "answer-delay", 0, "ring (180) this long before answering; lets callers CANCEL")
+	f.StringVar(&cfg.LogFormat, "log-format", "json", "log format: json or console")
+	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func (c config) validate() error {
+	switch {
+	case c.Redis == "":
+		return errors.New("confnode: --redis is required")
+	case c.Name == "":
+		return errors.New("confnode: --name is empty")
+	case c.Weight < 0:
+		return fmt.Errorf("confnode: --weight %v must be >= 0", c.Weight)
+	case c.Capacity <= 0:
+		return fmt.Errorf("confnode: --capacity %d must be > 0", c.Capacity)
+	case c.HeartbeatInterval <= 0:
+		return fmt.Errorf("confnode: --heartbeat-interval %v must be > 0", c.HeartbeatInterval)
+	case c.AnswerDelay < 0:
+		return fmt.Errorf("confnode: --answer-delay %v must be >= 0", c.AnswerDelay)
+	}
+	return nil
+}
+
+// applyEnv sets every flag not given on the command line from
+// <prefix><FLAG_NAME> when that variable is set.
+func applyEnv(fs *pflag.FlagSet, prefix string) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		name := prefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("confnode: %s=%q: %w", name, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("confnode: --log-level %q: %w", level, err)
+	}
+	switch format {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	default:
+		return zerolog.Logger{}, fmt.Errorf("confnode: --log-format %q: want json or console", format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", "confnode").Logger(), nil
+}
+
+// redisLogger routes go-redis's internal messages (dial failures, retries)
+// to zerolog at debug level: failures that matter surface as command errors.
+type redisLogger struct{ log zerolog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug().Msgf(format, v...)
+}
+
+// run serves until ctx ends (SIGINT/SIGTERM).
+func run(ctx context.Context, cfg config, log zerolog.Logger) error {
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(cfg.Redis, ",")})
+	defer rdb.Close()
+	n, err := newNode(cfg, log, rdb)
+	if err != nil {
+		return err
+	}
+	if err := n.listen(); err != nil {
+		return err
+	}
+	return n.serve(ctx)
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+)
+
+func newConfCommand(a *app) *cobra.Command {
+	cmd := &cobra.Command{Use: "conf", Short: "Active conferences (placement kept in Redis)"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List active conferences: node, start, dialogs, owning instance, TTL",
+		Args:  cobra.NoArgs,
+		RunE:  a.confList,
+	})
+	return cmd
+}
+
+// confRow is one conference as `conf list` shows it.
+type confRow struct {
+	ID        string            `json:"id"`
+	Node      string            `json:"node"`
+	StartedMs *int64            `json:"started_unix_ms"`
+	AgeMs     *int64            `json:"age_ms"`
+	Dialogs   *int64            `json:"dialogs"`
+	Instance  string            `json:"instance"`
+	TTLMs     *int64            `json:"ttl_ms"` // nil: no expiry
+	Fields    map[string]string `json:"fields"`
+	started   time.Time
+	ttl       time.Duration
+}
+
+func (a *app) confList(cmd *cobra.Command, _ []string) error {
+	ctx, cancel := a.ctx(cmd)
+	defer cancel()
+
+	keys, err := a.scanConfKeys(ctx)
+	if err != nil {
+		return redisErr("scan conferences", err)
+	}
+	sort.Strings(keys)
+	now := a.now()
+	rows := make([]confRow, 0, len(keys))
+	for _, key := range keys {
+		fields, err := a.rdb.HGetAll(ctx, key).Result()
+		if err != nil {
+			return redisErr("read "+key, err)
+		}
+		if len(fields) == 0 {
+			continue // ended between SCAN and HGETALL
+		}
+		ttl, err := a.rdb.PTTL(ctx, key).Result()
+		if err != nil {
+			return redisErr("ttl "+key, err)
+		}
+		r := confRow{
+			ID:       strings.TrimPrefix(key, a.k.Conf("")),
+			Node:     fields["node"],
+			Instance: fields["instance"],
+			Fields:   fields,
+			ttl:      ttl,
+		}
+		if t, ok := parseUnixMs(fields["started"]); ok {
+			r.started, r.StartedMs, r.AgeMs = t, unixMs(t), ageMs(now, t)
+		}
+		if n, err := strconv.ParseInt(fields["dialogs"], 10, 64); err == nil {
+			r.Dialogs = &n
+		}
+		if ttl >= 0 {
+			ms := ttl.Milliseconds()
+			r.TTLMs = &ms
+		}
+		rows = append(rows, r)
+	}
+
+	out := cmd.OutOrStdout()
+	if a.json {
+		return printJSON(out, map[string]any{"conferences": rows})
+	}
+	table := make([][]string, 0, len(rows))
+	for _, r := range rows {
+		started, dialogs, ttl := "", "", "none"
+		if !r.started.IsZero() {
+			started = r.started.UTC().Format(time.RFC3339) + " (" + age(now, r.started) + ")"
+		}
+		if r.Dialogs != nil {
+			dialogs = strconv.FormatInt(*r.Dialogs, 10)
+		}
+		if r.TTLMs != nil {
+			ttl = roundDur(r.ttl).String()
+		}
+		table = append(table, []string{r.ID, r.Node, started, dialogs, r.Instance, ttl})
+	}
+	return printTable(out, []string{"CONFERENCE", "NODE", "STARTED", "DIALOGS", "INSTANCE", "TTL"}, table)
+}
+
+// scanConfKeys walks every conference key with SCAN (on every master of a
+// Cluster, in parallel), never KEYS, so a large keyspace does not block Redis.
+func (a *app) scanConfKeys(ctx context.Context) ([]string, error) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		iter := c.Scan(ctx, 0, a.k.ConfPattern(), 500).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			seen[iter.Val()] = true // SCAN may return a key twice
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	if cc, ok := a.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, a.rdb)
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	return keys, err
+}
