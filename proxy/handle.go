@@ -95,6 +95,10 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 
 // inDialog routes a request carrying sipedge's Record-Route state.
 func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeState, n int, err error) {
+	if err == nil && n == 0 && p.addressedToUs(req) && req.Recipient.User != "" {
+		p.inDialogByPlacement(req, tx)
+		return
+	}
 	if err != nil || n == 0 {
 		p.metrics.badRoutes.Inc()
 		p.log.Debug().Str("call_id", callID(req)).AnErr("route_error", err).Msg("in-dialog request without a valid sipedge route")
@@ -111,6 +115,32 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 	p.forward(req, tx, out, next, info)
 }
 
+// inDialogByPlacement serves callers that ignore Record-Route (sipp's
+// built-in scenarios, simple softphones): an in-dialog request sent to
+// sipedge's own address goes to the node of its conference, found the same
+// way as for the INVITE. The destination is still one sipedge chose.
+func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) {
+	p.metrics.placementRouted.Inc()
+	v := p.admit.Admit(context.Background(), admission.Request{Method: string(req.Method), CallID: callID(req), ConfID: req.Recipient.User})
+	if !v.Admit {
+		p.reply(tx, req, 404, "Not Here")
+		return
+	}
+	out := req.Clone()
+	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
+	info := fwdInfo{confID: req.Recipient.User, endsDialog: req.Method == sip.BYE}
+	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}, info)
+}
+
+// addressedToUs reports whether the Request-URI names this proxy.
+func (p *Proxy) addressedToUs(req *sip.Request) bool {
+	port := req.Recipient.Port
+	if port == 0 {
+		port = 5060
+	}
+	return req.Recipient.Host == p.advHost && port == p.advPort
+}
+
 // nextHop picks the direction: requests from the dialog's caller go to the
 // node, everything else goes back to the address the caller used.
 func (p *Proxy) nextHop(req *sip.Request, st routeState) hop {
@@ -124,14 +154,25 @@ func (p *Proxy) nextHop(req *sip.Request, st routeState) hop {
 // ACKs for non-2xx never get here: their INVITE transaction absorbs them.
 func (p *Proxy) forwardAck(req *sip.Request) {
 	st, n, err := p.ourRoute(req)
-	if err != nil || n == 0 {
+	var next hop
+	out := req.Clone()
+	switch {
+	case err == nil && n > 0:
+		dropRoutes(out, n)
+		next = p.nextHop(req, st)
+	case err == nil && p.addressedToUs(req) && req.Recipient.User != "":
+		p.metrics.placementRouted.Inc()
+		v := p.admit.Admit(context.Background(), admission.Request{Method: "ACK", CallID: callID(req), ConfID: req.Recipient.User})
+		if !v.Admit {
+			return
+		}
+		out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
+		next = hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}
+	default:
 		p.metrics.badRoutes.Inc()
 		p.log.Debug().Str("call_id", callID(req)).AnErr("route_error", err).Msg("ACK without a sipedge route dropped")
 		return
 	}
-	out := req.Clone()
-	dropRoutes(out, n)
-	next := p.nextHop(req, st)
 	p.prepareForward(req, out, next, statelessBranch(req))
 	if err := p.client.WriteRequest(out, keepAsBuilt); err != nil {
 		p.metrics.forwardErrors.WithLabelValues("ACK").Inc()

@@ -21,10 +21,13 @@ type metrics struct {
 	otherResp     *[6]prometheus.Counter
 	malformed     *prometheus.CounterVec
 	badRoutes     prometheus.Counter
-	forwardErrors *prometheus.CounterVec
-	txActive      prometheus.Gauge
-	dialogsActive prometheus.Gauge
-	sipgoErrors   prometheus.Counter
+	// placementRouted counts in-dialog requests from UAs that ignored
+	// Record-Route, routed by conference placement instead.
+	placementRouted prometheus.Counter
+	forwardErrors   *prometheus.CounterVec
+	txActive        prometheus.Gauge
+	dialogsActive   prometheus.Gauge
+	sipgoErrors     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,6 +46,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		badRoutes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sipedge_sip_bad_routes_total", Help: "In-dialog requests without a valid sipedge route.",
 		}),
+		placementRouted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_placement_routed_total", Help: "In-dialog requests without Route (the UA ignored Record-Route) routed by conference placement.",
+		}),
 		forwardErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_sip_forward_errors_total", Help: "Requests that could not be forwarded or got no final answer, by method.",
 		}, []string{"method"}),
@@ -60,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.otherRequests = reqVec.WithLabelValues("other")
 	m.otherResp = classCounters(resVec, "other")
 	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.forwardErrors, m.txActive, m.dialogsActive} {
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}

@@ -376,3 +376,36 @@ func testLogger(t *testing.T) zerolog.Logger {
 	}
 	return zerolog.New(io.Discard)
 }
+
+// A caller that ignores Record-Route (sipp's built-in uac) sends ACK and
+// BYE to sipedge's own address without Route: they go to the conference's
+// node found by placement, like the INVITE.
+func TestProxy_CallerIgnoringRecordRoute(t *testing.T) {
+	node := newPeer(t)
+	adm := &fakeAdmitter{node: ring.Node{Name: "n1", Addr: node.addr()}}
+	px := startProxy(t, adm)
+	caller := newPeer(t)
+	caller.send(px.Addr(), invite(caller, "sip:conf1@"+px.Addr(), "norr-1", "z9hG4bK-n1", 70))
+	inv := node.recv("INVITE ")
+	node.send(px.Addr(), answer(inv, 200, "OK", "node1", node.addr()))
+	caller.recv("SIP/2.0 200")
+	noRoute := func(method, branch string, cseq int) string {
+		return fmt.Sprintf(`%s sip:conf1@%s SIP/2.0
+Via: SIP/2.0/UDP %s;branch=%s
+Max-Forwards: 70
+From: <sip:alice@example.com>;tag=caller1
+To: <sip:conf1@example.com>;tag=node1
+Call-ID: norr-1
+CSeq: %d %s
+Content-Length: 0
+
+`, method, px.Addr(), caller.addr(), branch, cseq, method)
+	}
+	caller.send(px.Addr(), noRoute("ACK", "z9hG4bK-n2", 1))
+	node.recv("ACK sip:conf1@" + node.addr())
+	caller.send(px.Addr(), noRoute("BYE", "z9hG4bK-n3", 2))
+	bye := node.recv("BYE sip:conf1@" + node.addr())
+	node.send(px.Addr(), answer(bye, 200, "OK", "", node.addr()))
+	caller.recv("SIP/2.0 200")
+	waitFor(t, func() bool { return strings.Contains(strings.Join(adm.events(), ","), "end conf1") }, "dialog end recorded")
+}
