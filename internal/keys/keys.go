@@ -56,3 +56,9 @@ func (k Keys) Events() string { return k.Prefix + "events" }
 // RouteSecret is the STRING holding the shared key that signs Record-Route
 // parameters, so every instance can verify routes written by any other.
 func (k Keys) RouteSecret() string { return k.Prefix + "route_secret" }
+
+// NodeCalls is the HASH node name -> active dialogs through sipedge on it.
+func (k Keys) NodeCalls() string { return k.Prefix + "node_calls" }
+
+// ProfilePattern matches every Profile key (for SCAN).
+func (k Keys) ProfilePattern() string { return k.Prefix + "profile:*" }
