@@ -2,6 +2,8 @@ package admission
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,25 +17,45 @@ type SnapshotSource interface {
 	Snapshot() *ring.Snapshot
 }
 
+// ClusterSource yields the current cluster state (StateWatcher does).
+type ClusterSource interface {
+	Cluster() *Cluster
+}
+
 // Options configures an Admitter.
 type Options struct {
-	Instance     string        // this instance's name, recorded with placements
-	RetryAfter   int           // seconds sent with 503
-	RedisTimeout time.Duration // bound on the sticky lookup on the SIP path
-	Now          func() time.Time
+	Self             Self
+	HeartbeatTimeout time.Duration // an instance older than this is not alive
+	RedisTimeout     time.Duration // bound on the sticky lookup on the SIP path
+	Now              func() time.Time
 }
 
 // Admitter gathers the state a decision needs and records placements.
 type Admitter struct {
 	nodes   SnapshotSource
+	cluster ClusterSource
 	confs   *ConfStore
 	opts    Options
 	log     zerolog.Logger
 	metrics *metrics
+
+	verdict atomic.Pointer[judged] // cached instance verdict
+	mu      sync.Mutex             // serialises recomputing and logging changes
 }
 
+// judged is an instance verdict with what it was computed from.
+type judged struct {
+	v       InstanceVerdict
+	cluster *Cluster
+	at      time.Time
+}
+
+// verdictTTL bounds how stale the cached instance verdict may be: heartbeats
+// age even when the cluster snapshot does not change.
+const verdictTTL = 200 * time.Millisecond
+
 // NewAdmitter wires an Admitter; metrics are registered on reg.
-func NewAdmitter(nodes SnapshotSource, confs *ConfStore, opts Options, log zerolog.Logger, reg prometheus.Registerer) (*Admitter, error) {
+func NewAdmitter(nodes SnapshotSource, cluster ClusterSource, confs *ConfStore, opts Options, log zerolog.Logger, reg prometheus.Registerer) (*Admitter, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -41,14 +63,47 @@ func NewAdmitter(nodes SnapshotSource, confs *ConfStore, opts Options, log zerol
 	if err != nil {
 		return nil, err
 	}
-	return &Admitter{nodes: nodes, confs: confs, opts: opts, log: log, metrics: m}, nil
+	return &Admitter{nodes: nodes, cluster: cluster, confs: confs, opts: opts, log: log, metrics: m}, nil
+}
+
+// Instance returns this instance's current verdict (deserviced, rejecting,
+// held back), recomputed when the state changed or verdictTTL passed.
+func (a *Admitter) Instance() InstanceVerdict {
+	c, now := a.cluster.Cluster(), a.opts.Now()
+	if j := a.verdict.Load(); j != nil && j.cluster == c && now.Sub(j.at) < verdictTTL {
+		return j.v
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	v := JudgeInstance(a.opts.Self, c, now, a.opts.HeartbeatTimeout)
+	prev := a.verdict.Load()
+	a.verdict.Store(&judged{v: v, cluster: c, at: now})
+	if prev == nil || prev.v.Reject != v.Reject || prev.v.HeldBack != v.HeldBack {
+		a.logVerdict(v)
+	}
+	return v
+}
+
+func (a *Admitter) logVerdict(v InstanceVerdict) {
+	switch {
+	case v.Reject:
+		a.log.Warn().Strs("profiles", v.Profiles).Strs("standby", v.Standby).
+			Msg("instance deserviced: new dialogs answered 503, in-dialog traffic passes")
+	case v.HeldBack && v.Exempt:
+		a.log.Warn().Strs("profiles", v.Profiles).Msg("instance deserviced but listed in exceptions: deservice held back")
+	case v.HeldBack:
+		a.log.Warn().Strs("profiles", v.Profiles).
+			Msg("instance deserviced but it is the last normal instance of its site: deservice held back")
+	default:
+		a.log.Info().Msg("instance in normal service")
+	}
 }
 
 // Admit decides where a new dialog goes. A Redis failure on the sticky
 // lookup does not block the call: it falls back to the ring (fail-static).
 func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
-	st := State{Nodes: a.nodes.Snapshot(), RetryAfter: a.opts.RetryAfter}
-	if !req.UsesAOR() && req.ConfID != "" {
+	st := State{Instance: a.Instance(), Nodes: nodeView(a.nodes.Snapshot()), RetryAfter: a.cluster.Cluster().Settings.RetryAfter}
+	if !st.Instance.Reject && !req.UsesAOR() && req.ConfID != "" {
 		lctx, cancel := context.WithTimeout(ctx, a.opts.RedisTimeout)
 		node, err := a.confs.Node(lctx, req.ConfID)
 		cancel()
@@ -73,7 +128,7 @@ func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
 
 // DialogStarted records a conference dialog established on node.
 func (a *Admitter) DialogStarted(ctx context.Context, confID, node, callID string) {
-	placed, err := a.confs.DialogStarted(ctx, confID, node, a.opts.Instance, a.opts.Now())
+	placed, err := a.confs.DialogStarted(ctx, confID, node, a.opts.Self.Name, a.opts.Now())
 	if err != nil {
 		a.metrics.redisErrors.WithLabelValues("conf_start").Inc()
 		a.log.Error().Err(err).Str("call_id", callID).Str("conf_id", confID).Msg("placement not recorded")
@@ -88,8 +143,8 @@ func (a *Admitter) DialogStarted(ctx context.Context, confID, node, callID strin
 }
 
 // DialogEnded records the end of a conference dialog.
-func (a *Admitter) DialogEnded(ctx context.Context, confID, callID string) {
-	left, err := a.confs.DialogEnded(ctx, confID)
+func (a *Admitter) DialogEnded(ctx context.Context, confID, node, callID string) {
+	left, err := a.confs.DialogEnded(ctx, confID, node)
 	if err != nil {
 		a.metrics.redisErrors.WithLabelValues("conf_end").Inc()
 		a.log.Error().Err(err).Str("call_id", callID).Str("conf_id", confID).Msg("dialog end not recorded")

@@ -44,13 +44,19 @@ var startScript = redis.NewScript(`
 redis.call('HSETNX', KEYS[1], 'node', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'started', ARGV[2])
 redis.call('HSETNX', KEYS[1], 'instance', ARGV[3])
-local n = redis.call('HINCRBY', KEYS[1], 'dialogs', 1)
+redis.call('HINCRBY', KEYS[1], 'dialogs', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return redis.call('HGET', KEYS[1], 'node')
 `)
 
-// The last dialog to end removes the placement.
+// The last dialog to end removes the placement. The node's call count
+// never goes below zero (a BYE from both sides ends one dialog once).
 var endScript = redis.NewScript(`
+if ARGV[1] ~= '' then
+  local c = redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+  if c <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local n = redis.call('HINCRBY', KEYS[1], 'dialogs', -1)
 if n <= 0 then redis.call('DEL', KEYS[1]) end
@@ -60,7 +66,7 @@ return n
 // DialogStarted records an established dialog of a conference on node and
 // returns the node the conference is placed on.
 func (s *ConfStore) DialogStarted(ctx context.Context, confID, node, instance string, now time.Time) (string, error) {
-	placed, err := startScript.Run(ctx, s.rdb, []string{s.keys.Conf(confID)},
+	placed, err := startScript.Run(ctx, s.rdb, []string{s.keys.Conf(confID), s.keys.NodeCalls()},
 		node, strconv.FormatInt(now.UnixMilli(), 10), instance, s.ttl.Milliseconds()).Text()
 	if err != nil {
 		return "", fmt.Errorf("record dialog of conference %q: %w", confID, err)
@@ -68,10 +74,10 @@ func (s *ConfStore) DialogStarted(ctx context.Context, confID, node, instance st
 	return placed, nil
 }
 
-// DialogEnded records the end of one dialog; it returns the dialogs left
-// (-1 when the conference was not known).
-func (s *ConfStore) DialogEnded(ctx context.Context, confID string) (int64, error) {
-	n, err := endScript.Run(ctx, s.rdb, []string{s.keys.Conf(confID)}).Int64()
+// DialogEnded records the end of one dialog of confID on node; it returns
+// the dialogs left in the conference (-1 when it was not known).
+func (s *ConfStore) DialogEnded(ctx context.Context, confID, node string) (int64, error) {
+	n, err := endScript.Run(ctx, s.rdb, []string{s.keys.Conf(confID), s.keys.NodeCalls()}, node).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("end dialog of conference %q: %w", confID, err)
 	}

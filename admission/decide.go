@@ -13,7 +13,8 @@ import (
 
 // Rejection reasons, used in logs and as metric labels.
 const (
-	ReasonNoNode = "No media node available"
+	ReasonNoNode      = "No media node available"
+	ReasonMaintenance = "System in maintenance mode"
 )
 
 // Placement says how the target node was found.
@@ -39,6 +40,12 @@ func (r Request) Key() string {
 	return r.ConfID
 }
 
+// NewDialog reports whether the method starts a dialog or registration
+// that a deserviced instance turns away; everything else always passes.
+func (r Request) NewDialog() bool {
+	return r.Method == "INVITE" || r.Method == "REGISTER" || r.Method == "SUBSCRIBE"
+}
+
 // UsesAOR reports whether the request is placed by its address of record.
 func (r Request) UsesAOR() bool { return r.Method == "REGISTER" || r.Method == "SUBSCRIBE" }
 
@@ -46,13 +53,20 @@ func (r Request) UsesAOR() bool { return r.Method == "REGISTER" || r.Method == "
 type NodeView interface {
 	Lookup(key string) (ring.Node, bool)
 	Node(name string) (ring.Node, bool)
-	Eligible(name string) bool
+	Healthy(name string) bool
 }
 
-var _ NodeView = (*ring.Snapshot)(nil)
+// nodeView adapts a ring snapshot. TODO(issue 3): drop once ring.Snapshot
+// has Healthy (being added by the ring work in progress).
+func nodeView(s *ring.Snapshot) NodeView { return healthyView{s} }
+
+type healthyView struct{ *ring.Snapshot }
+
+func (h healthyView) Healthy(name string) bool { return h.Eligible(name) }
 
 // State is everything Decide looks at besides the request.
 type State struct {
+	Instance   InstanceVerdict
 	Nodes      NodeView
 	Sticky     string // node of the active conference, "" if none
 	RetryAfter int    // seconds, for 503 answers
@@ -70,9 +84,13 @@ type Verdict struct {
 
 // Decide admits the request to a node or rejects it. It does no I/O.
 func Decide(req Request, st State) Verdict {
+	if st.Instance.Reject && req.NewDialog() {
+		return Verdict{Code: 503, Reason: ReasonMaintenance, RetryAfter: st.RetryAfter}
+	}
 	if st.Sticky != "" && !req.UsesAOR() {
-		// A conference is never split: stay on its node while it can serve.
-		if n, ok := st.Nodes.Node(st.Sticky); ok && st.Nodes.Eligible(st.Sticky) {
+		// A conference is never split: it stays on its node while the node
+		// is alive, even when it is draining for maintenance.
+		if n, ok := st.Nodes.Node(st.Sticky); ok && st.Nodes.Healthy(st.Sticky) {
 			return Verdict{Admit: true, Node: n, Placement: PlacementSticky}
 		}
 	}

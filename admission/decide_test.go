@@ -8,9 +8,9 @@ import (
 
 // fakeNodes is a NodeView with fixed answers.
 type fakeNodes struct {
-	nodes    map[string]ring.Node
-	eligible map[string]bool
-	lookup   string // node every key hashes to; "" = empty ring
+	nodes   map[string]ring.Node
+	healthy map[string]bool
+	lookup  string // node every key hashes to; "" = empty ring
 }
 
 func (f fakeNodes) Lookup(string) (ring.Node, bool) {
@@ -18,7 +18,7 @@ func (f fakeNodes) Lookup(string) (ring.Node, bool) {
 	return n, ok && f.lookup != ""
 }
 func (f fakeNodes) Node(name string) (ring.Node, bool) { n, ok := f.nodes[name]; return n, ok }
-func (f fakeNodes) Eligible(name string) bool          { return f.eligible[name] }
+func (f fakeNodes) Healthy(name string) bool           { return f.healthy[name] }
 
 func TestDecide(t *testing.T) {
 	n1 := ring.Node{Name: "n1", Addr: "127.0.0.1:5071"}
@@ -39,7 +39,7 @@ func TestDecide(t *testing.T) {
 			fakeNodes{both, map[string]bool{"n1": true, "n2": true}, "n2"}, "n1", true, "n1", PlacementSticky},
 		{"sticky node gone falls back to ring", Request{Method: "INVITE", ConfID: "c1"},
 			fakeNodes{map[string]ring.Node{"n2": n2}, map[string]bool{"n2": true}, "n2"}, "n1", true, "n2", PlacementRing},
-		{"sticky node unhealthy falls back to ring", Request{Method: "INVITE", ConfID: "c1"},
+		{"sticky node dead falls back to ring", Request{Method: "INVITE", ConfID: "c1"},
 			fakeNodes{both, map[string]bool{"n2": true}, "n2"}, "n1", true, "n2", PlacementRing},
 		{"register ignores conference placement", Request{Method: "REGISTER", AOR: "alice@example.com", ConfID: "c1"},
 			fakeNodes{both, map[string]bool{"n1": true, "n2": true}, "n2"}, "n1", true, "n2", PlacementRing},

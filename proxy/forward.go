@@ -174,7 +174,7 @@ func (p *Proxy) dialogEnded(in *sip.Request, info fwdInfo) {
 	}
 	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
 	if info.confID != "" {
-		go p.admit.DialogEnded(context.Background(), info.confID, id)
+		go p.admit.DialogEnded(context.Background(), info.confID, info.node, id)
 	}
 }
 

@@ -79,7 +79,7 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
 	nodeTransport := transportOrUDP(v.Node.Transport)
 	st := routeState{
-		NodeAddr: v.Node.Addr, NodeTransport: nodeTransport,
+		NodeName: v.Node.Name, NodeAddr: v.Node.Addr, NodeTransport: nodeTransport,
 		PeerAddr: req.Source(), PeerTransport: lower(req.Transport()),
 		FromTag: fromTag(req),
 	}
@@ -108,10 +108,7 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 	out := req.Clone()
 	dropRoutes(out, n)
 	next := p.nextHop(req, st)
-	info := fwdInfo{confID: st.ConfID}
-	if req.Method == sip.BYE {
-		info.endsDialog = true
-	}
+	info := fwdInfo{confID: st.ConfID, node: st.NodeName, endsDialog: req.Method == sip.BYE}
 	p.forward(req, tx, out, next, info)
 }
 
@@ -128,7 +125,7 @@ func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) 
 	}
 	out := req.Clone()
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
-	info := fwdInfo{confID: req.Recipient.User, endsDialog: req.Method == sip.BYE}
+	info := fwdInfo{confID: req.Recipient.User, node: v.Node.Name, endsDialog: req.Method == sip.BYE}
 	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}, info)
 }
 

@@ -27,7 +27,7 @@ import (
 type Admitter interface {
 	Admit(ctx context.Context, req admission.Request) admission.Verdict
 	DialogStarted(ctx context.Context, confID, node, callID string)
-	DialogEnded(ctx context.Context, confID, callID string)
+	DialogEnded(ctx context.Context, confID, node, callID string)
 }
 
 var _ Admitter = (*admission.Admitter)(nil)

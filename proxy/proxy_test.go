@@ -35,7 +35,9 @@ func (f *fakeAdmitter) Admit(_ context.Context, r admission.Request) admission.V
 func (f *fakeAdmitter) DialogStarted(_ context.Context, confID, node, _ string) {
 	f.record("start " + confID + " " + node)
 }
-func (f *fakeAdmitter) DialogEnded(_ context.Context, confID, _ string) { f.record("end " + confID) }
+func (f *fakeAdmitter) DialogEnded(_ context.Context, confID, node, _ string) {
+	f.record("end " + confID + " " + node)
+}
 func (f *fakeAdmitter) record(s string) {
 	f.mu.Lock()
 	f.log = append(f.log, s)

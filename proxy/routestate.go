@@ -19,6 +19,7 @@ const routeParam = "se"
 // node it chose (downstream) and the address the caller's request really
 // came from (upstream), plus the From tag that tells the two directions apart.
 type routeState struct {
+	NodeName      string // the node's name in the ring (for call counts)
 	NodeAddr      string // host:port of the media node
 	NodeTransport string // udp | tcp
 	PeerAddr      string // host:port the initial request came from
@@ -33,7 +34,7 @@ var (
 )
 
 const (
-	routeVersion = "1"
+	routeVersion = "2"
 	macLen       = 12 // truncated HMAC-SHA256: 96 bits is plenty against forgery here
 	fieldSep     = "\x1f"
 )
@@ -60,7 +61,7 @@ func (s routeSigner) mac(payload []byte) []byte {
 
 // Encode returns the value of the routeParam URI parameter.
 func (s routeSigner) Encode(st routeState) string {
-	payload := strings.Join([]string{routeVersion, st.NodeAddr, st.NodeTransport,
+	payload := strings.Join([]string{routeVersion, st.NodeName, st.NodeAddr, st.NodeTransport,
 		st.PeerAddr, st.PeerTransport, st.FromTag, st.ConfID}, fieldSep)
 	b := make([]byte, 0, len(payload)+macLen)
 	b = append(b, payload...)
@@ -79,9 +80,9 @@ func (s routeSigner) Decode(v string) (routeState, error) {
 		return routeState{}, errRouteSignature
 	}
 	f := strings.Split(string(payload), fieldSep)
-	if len(f) != 7 || f[0] != routeVersion {
+	if len(f) != 8 || f[0] != routeVersion {
 		return routeState{}, errRouteMalformed
 	}
-	return routeState{NodeAddr: f[1], NodeTransport: f[2], PeerAddr: f[3],
-		PeerTransport: f[4], FromTag: f[5], ConfID: f[6]}, nil
+	return routeState{NodeName: f[1], NodeAddr: f[2], NodeTransport: f[3], PeerAddr: f[4],
+		PeerTransport: f[5], FromTag: f[6], ConfID: f[7]}, nil
 }

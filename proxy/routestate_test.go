@@ -7,7 +7,7 @@ import (
 
 func TestRouteSigner_RoundTrip(t *testing.T) {
 	s := newRouteSigner("secret-1")
-	st := routeState{NodeAddr: "127.0.0.2:5070", NodeTransport: "udp", PeerAddr: "127.0.0.1:40000",
+	st := routeState{NodeName: "n1", NodeAddr: "127.0.0.2:5070", NodeTransport: "udp", PeerAddr: "127.0.0.1:40000",
 		PeerTransport: "tcp", FromTag: "abc;def", ConfID: "conf|42"}
 	got, err := s.Decode(s.Encode(st))
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -69,6 +70,15 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		return err
 	}
 	sip.SetDefaultLogger(px.SlogLogger())
+	state, err := admission.NewStateWatcher(rdb, k, admission.Settings{
+		RetryAfter: cfg.RetryAfter, DrainTimeout: cfg.DrainTimeout, DrainBye: cfg.DrainAction == "bye", SlowStart: cfg.SlowStart,
+	}, cfg.ResyncInterval, log.With().Str("component", "state").Logger(), reg)
+	if err != nil {
+		return err
+	}
+	if err := state.Start(ctx); err != nil {
+		return fmt.Errorf("load cluster state: %w", err)
+	}
 	watcher, err := ring.NewWatcher(rdb, k, ring.WatcherOptions{
 		ResyncInterval: cfg.ResyncInterval,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
@@ -80,8 +90,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if err := watcher.Start(ctx); err != nil {
 		return fmt.Errorf("load media nodes: %w", err)
 	}
-	a, err := admission.NewAdmitter(watcher, admission.NewConfStore(rdb, k, cfg.ConfTTL), admission.Options{
-		Instance: cfg.Name, RetryAfter: cfg.RetryAfter, RedisTimeout: cfg.RedisTimeout,
+	a, err := admission.NewAdmitter(watcher, state, admission.NewConfStore(rdb, k, cfg.ConfTTL), admission.Options{
+		Self:             admission.Self{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server},
+		HeartbeatTimeout: cfg.HeartbeatTimeout, RedisTimeout: cfg.RedisTimeout,
 	}, log.With().Str("component", "admission").Logger(), reg)
 	if err != nil {
 		return err
@@ -89,17 +100,22 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	adm.set(a)
 
 	pub := instance.NewPublisher(rdb, k, instance.Info{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server, Addr: px.Addr()},
-		time.Second, func() string { return "normal" }, px.ActiveDialogs, log)
+		time.Second, func() instance.State {
+			v := a.Instance()
+			d := px.ActiveDialogs()
+			return instance.State{Name: admission.InstanceState(v, d), Dialogs: d, Deserviced: v.Deserviced, HeldBack: v.HeldBack}
+		}, log)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return px.Serve(gctx) })
 	g.Go(func() error { return watcher.Run(gctx) })
+	g.Go(func() error { return state.Run(gctx) })
 	g.Go(func() error { pub.Run(gctx); return nil })
 	if cfg.Admin != "" {
 		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
 			Gatherer: reg,
-			Ready:    func() error { return nil },
-			Status:   func() any { return status(cfg, redisAddr, px, watcher) },
+			Ready:    func() error { return ready(a.Instance()) },
+			Status:   func() any { return status(cfg, redisAddr, px, watcher, a) },
 		}, log)
 		if err != nil {
 			return err
@@ -112,6 +128,15 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	err = g.Wait()
 	log.Info().Msg("sipedge stopped")
 	return err
+}
+
+// ready is /readyz: a deserviced instance (one that answers 503 to new
+// dialogs) tells HTTP load balancers to drain it too.
+func ready(v admission.InstanceVerdict) error {
+	if v.Reject {
+		return fmt.Errorf("deserviced by profile %s", strings.Join(v.Profiles, ","))
+	}
+	return nil
 }
 
 // waitForRedis retries PING for up to budget, then fails with a message an
@@ -177,6 +202,6 @@ func (l *lateAdmitter) DialogStarted(ctx context.Context, confID, node, callID s
 	l.a.DialogStarted(ctx, confID, node, callID)
 }
 
-func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, callID string) {
-	l.a.DialogEnded(ctx, confID, callID)
+func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, callID string) {
+	l.a.DialogEnded(ctx, confID, node, callID)
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"time"
 
+	"github.com/sipedge/sipedge/admission"
 	"github.com/sipedge/sipedge/internal/config"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
@@ -26,13 +27,16 @@ type nodeStatus struct {
 
 type statusDoc struct {
 	Instance struct {
-		Name    string `json:"name"`
-		Site    string `json:"site"`
-		Server  string `json:"server"`
-		SIP     string `json:"sip"`
-		Redis   string `json:"redis"`
-		State   string `json:"state"`
-		Dialogs int    `json:"dialogs"`
+		Name       string   `json:"name"`
+		Site       string   `json:"site"`
+		Server     string   `json:"server"`
+		SIP        string   `json:"sip"`
+		Redis      string   `json:"redis"`
+		State      string   `json:"state"`
+		Dialogs    int      `json:"dialogs"`
+		Deserviced bool     `json:"deserviced"`
+		HeldBack   bool     `json:"held_back"`
+		Profiles   []string `json:"profiles,omitempty"`
 	} `json:"instance"`
 	Ring struct {
 		Version uint64 `json:"version"`
@@ -41,11 +45,14 @@ type statusDoc struct {
 	Nodes []nodeStatus `json:"nodes"`
 }
 
-func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watcher) statusDoc {
+func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watcher, a *admission.Admitter) statusDoc {
 	var d statusDoc
 	d.Instance.Name, d.Instance.Site, d.Instance.Server = cfg.Name, cfg.Site, cfg.Server
 	d.Instance.Redis = redisAddr
-	d.Instance.SIP, d.Instance.State, d.Instance.Dialogs = px.Addr(), "normal", px.ActiveDialogs()
+	v := a.Instance()
+	d.Instance.SIP, d.Instance.Dialogs = px.Addr(), px.ActiveDialogs()
+	d.Instance.State = admission.InstanceState(v, d.Instance.Dialogs)
+	d.Instance.Deserviced, d.Instance.HeldBack, d.Instance.Profiles = v.Deserviced, v.HeldBack, v.Profiles
 	snap := w.Snapshot()
 	d.Ring.Version, d.Ring.Members = snap.Version(), snap.Ring().Len()
 	now := time.Now()

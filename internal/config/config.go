@@ -28,7 +28,11 @@ type Config struct {
 	LogFormat  string `yaml:"log_format" usage:"log format: json or console"`
 	LogLevel   string `yaml:"log_level" usage:"log level: debug, info, warn, error"`
 	RouteKey   string `yaml:"route_secret" usage:"secret signing Record-Route state (default: shared random key kept in Redis)"`
-	RetryAfter int    `yaml:"retry_after" usage:"Retry-After seconds on 503 answers"`
+	RetryAfter int    `yaml:"retry_after" usage:"Retry-After seconds on 503 answers (default of sipedge:settings retry_after)"`
+
+	DrainTimeout time.Duration `yaml:"drain_timeout" usage:"a node drain still holding calls after this ends them (0 = never; default of sipedge:settings drain_timeout)"`
+	DrainAction  string        `yaml:"drain_action" usage:"at drain timeout: bye (end the calls) or keep"`
+	SlowStart    time.Duration `yaml:"slow_start" usage:"a returning node's weight ramps from 0 to full over this (default of sipedge:settings slow_start)"`
 
 	ProbeInterval    time.Duration `yaml:"probe_interval" usage:"SIP OPTIONS probe interval per node (0 disables probing)"`
 	ProbeTimeout     time.Duration `yaml:"probe_timeout" usage:"timeout of one OPTIONS probe"`
@@ -57,6 +61,9 @@ func Default() Config {
 		LogFormat:        "json",
 		LogLevel:         "info",
 		RetryAfter:       30,
+		DrainTimeout:     7200 * time.Second,
+		DrainAction:      "bye",
+		SlowStart:        60 * time.Second,
 		ProbeInterval:    2 * time.Second,
 		ProbeTimeout:     time.Second,
 		ProbeDown:        3,
@@ -107,6 +114,9 @@ func (c Config) Validate() error {
 		{"log_format", c.LogFormat, oneOf(c.LogFormat, "json", "console")},
 		{"log_level", c.LogLevel, logLevel(c.LogLevel)},
 		{"retry_after", strconv.Itoa(c.RetryAfter), intRange(c.RetryAfter, 0, 86400)},
+		{"drain_timeout", c.DrainTimeout.String(), durRange(c.DrainTimeout, 0, 7*24*time.Hour)},
+		{"drain_action", c.DrainAction, oneOf(c.DrainAction, "bye", "keep")},
+		{"slow_start", c.SlowStart.String(), durRange(c.SlowStart, 0, time.Hour)},
 		{"probe_interval", c.ProbeInterval.String(), durRange(c.ProbeInterval, 0, time.Hour)},
 		{"probe_timeout", c.ProbeTimeout.String(), durRange(c.ProbeTimeout, time.Millisecond, time.Minute)},
 		{"probe_down", strconv.Itoa(c.ProbeDown), intRange(c.ProbeDown, 1, 100)},

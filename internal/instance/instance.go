@@ -20,30 +20,46 @@ type Info struct {
 	Name, Site, Server, Addr string
 }
 
+// State is the part of the hash that changes: read at each beat.
+type State struct {
+	Name       string // normal | draining | drained
+	Dialogs    int
+	Deserviced bool
+	HeldBack   bool
+}
+
 // Publisher writes the instance hash every interval.
 type Publisher struct {
 	rdb      redis.UniversalClient
 	keys     keys.Keys
 	info     Info
 	interval time.Duration
-	state    func() string
-	dialogs  func() int
+	state    func() State
 	log      zerolog.Logger
 }
 
-// NewPublisher returns a Publisher; state and dialogs are read at each beat.
+// NewPublisher returns a Publisher; state is read at each beat.
 func NewPublisher(rdb redis.UniversalClient, k keys.Keys, info Info, interval time.Duration,
-	state func() string, dialogs func() int, log zerolog.Logger) *Publisher {
-	return &Publisher{rdb: rdb, keys: k, info: info, interval: interval, state: state, dialogs: dialogs, log: log}
+	state func() State, log zerolog.Logger) *Publisher {
+	return &Publisher{rdb: rdb, keys: k, info: info, interval: interval, state: state, log: log}
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // Beat writes the instance hash once.
 func (p *Publisher) Beat(ctx context.Context) error {
+	st := p.state()
 	pipe := p.rdb.TxPipeline()
 	pipe.SAdd(ctx, p.keys.Instances(), p.info.Name)
 	pipe.HSet(ctx, p.keys.Instance(p.info.Name),
 		"site", p.info.Site, "server", p.info.Server, "addr", p.info.Addr,
-		"state", p.state(), "dialogs", strconv.Itoa(p.dialogs()),
+		"state", st.Name, "dialogs", strconv.Itoa(st.Dialogs),
+		"deserviced", flag(st.Deserviced), "held_back", flag(st.HeldBack),
 		"heartbeat", strconv.FormatInt(time.Now().UnixMilli(), 10))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("write instance %q heartbeat: %w", p.info.Name, err)

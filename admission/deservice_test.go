@@ -1,0 +1,159 @@
+package admission
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sipedge/sipedge/ring"
+)
+
+var t0 = time.UnixMilli(1_800_000_000_000)
+
+// cluster builds a Cluster: profiles as "id=status:server,server", other
+// instances as name -> (site, heartbeat age).
+func cluster(profiles []string, exceptions []string, others map[string]instanceFact) *Cluster {
+	c := &Cluster{Profiles: map[string]Profile{}, Exceptions: map[string]bool{}, Instances: map[string]Instance{},
+		Settings: DefaultSettings()}
+	for i, p := range profiles {
+		var status, servers string
+		fmt.Sscanf(p, "%s %s", &status, &servers)
+		prof, _ := ParseProfile(fmt.Sprint(i), map[string]string{"status": status, "servers": servers}, Profile{})
+		c.Profiles[prof.ID] = prof
+	}
+	for _, e := range exceptions {
+		c.Exceptions[e] = true
+	}
+	for name, f := range others {
+		c.Instances[name] = Instance{Name: name, Site: f.site, Server: f.server, Heartbeat: t0.Add(-f.age)}
+	}
+	return c
+}
+
+type instanceFact struct {
+	site, server string
+	age          time.Duration
+}
+
+// TestJudgeInstance covers every combination of the SPEC §3 rule 1 inputs:
+// deserviced (by name, by server, not), another alive normal instance of
+// the site (yes, only stale, only deserviced, only other site, none), and
+// the exceptions list.
+func TestJudgeInstance(t *testing.T) {
+	self := Self{Name: "A", Site: "s1", Server: "hostA"}
+	peerOK := map[string]instanceFact{"A": {"s1", "hostA", 0}, "B": {"s1", "hostB", time.Second}}
+	peerStale := map[string]instanceFact{"B": {"s1", "hostB", 10 * time.Second}}
+	peerDeserviced := map[string]instanceFact{"B": {"s1", "hostB", 0}}
+	peerOtherSite := map[string]instanceFact{"B": {"s2", "hostB", 0}}
+	cases := []struct {
+		name       string
+		profiles   []string
+		exceptions []string
+		others     map[string]instanceFact
+		deserviced bool
+		reject     bool
+		heldBack   bool
+	}{
+		{"normal instance admits", nil, nil, peerOK, false, false, false},
+		{"profile in normal status admits", []string{"normal hostA"}, nil, peerOK, false, false, false},
+		{"deserviced by server with a standby rejects", []string{"deservice hostA"}, nil, peerOK, true, true, false},
+		{"deserviced by instance name rejects", []string{"deservice X,A"}, nil, peerOK, true, true, false},
+		{"deserviced, standby stale: held back", []string{"deservice hostA"}, nil, peerStale, true, false, true},
+		{"both deserviced: held back", []string{"deservice hostA,hostB"}, nil, peerDeserviced, true, false, true},
+		{"peer deserviced by another profile: held back", []string{"deservice hostA", "deservice B"}, nil, peerDeserviced, true, false, true},
+		{"only peer in another site: held back", []string{"deservice hostA"}, nil, peerOtherSite, true, false, true},
+		{"alone: held back", []string{"deservice hostA"}, nil, nil, true, false, true},
+		{"exempt: held back", []string{"deservice hostA"}, []string{"A"}, peerOK, true, false, true},
+		{"exception of another instance does not help", []string{"deservice hostA"}, []string{"B"}, peerOK, true, true, false},
+		{"peer with no heartbeat is not alive", []string{"deservice hostA"}, nil, map[string]instanceFact{}, true, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := JudgeInstance(self, cluster(tc.profiles, tc.exceptions, tc.others), t0, 5*time.Second)
+			if v.Deserviced != tc.deserviced || v.Reject != tc.reject || v.HeldBack != tc.heldBack {
+				t.Fatalf("verdict %+v, want deserviced=%v reject=%v heldBack=%v", v, tc.deserviced, tc.reject, tc.heldBack)
+			}
+		})
+	}
+}
+
+// TestDecide_DeservicedInstance: new dialogs get 503 + Retry-After, every
+// other method passes to admission's node choice.
+func TestDecide_DeservicedInstance(t *testing.T) {
+	n1 := ring.Node{Name: "n1", Addr: "127.0.0.1:5071"}
+	nodes := fakeNodes{map[string]ring.Node{"n1": n1}, map[string]bool{"n1": true}, "n1"}
+	for _, method := range []string{"INVITE", "REGISTER", "SUBSCRIBE", "MESSAGE", "OPTIONS"} {
+		for _, reject := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s reject=%v", method, reject), func(t *testing.T) {
+				req := Request{Method: method, ConfID: "c1", AOR: "a@b"}
+				v := Decide(req, State{Instance: InstanceVerdict{Deserviced: true, Reject: reject}, Nodes: nodes, RetryAfter: 12})
+				wantReject := reject && req.NewDialog()
+				if v.Admit == wantReject {
+					t.Fatalf("admit = %v, want %v", v.Admit, !wantReject)
+				}
+				if wantReject && (v.Code != 503 || v.RetryAfter != 12 || v.Reason != ReasonMaintenance) {
+					t.Errorf("rejection %d %q retry %d", v.Code, v.Reason, v.RetryAfter)
+				}
+			})
+		}
+	}
+}
+
+func TestInstanceState(t *testing.T) {
+	cases := []struct {
+		v       InstanceVerdict
+		dialogs int
+		want    string
+	}{
+		{InstanceVerdict{}, 3, "normal"},
+		{InstanceVerdict{Deserviced: true, HeldBack: true}, 3, "normal"},
+		{InstanceVerdict{Deserviced: true, Reject: true}, 3, "draining"},
+		{InstanceVerdict{Deserviced: true, Reject: true}, 0, "drained"},
+	}
+	for _, tc := range cases {
+		if got := InstanceState(tc.v, tc.dialogs); got != tc.want {
+			t.Errorf("InstanceState(%+v, %d) = %q, want %q", tc.v, tc.dialogs, got, tc.want)
+		}
+	}
+}
+
+func TestParseSettings_BadValuesKeepLastGood(t *testing.T) {
+	def := DefaultSettings()
+	last := def
+	last.RetryAfter = 10
+	s, errs := ParseSettings(def, last, map[string]string{
+		"retry_after": "abc", "drain_timeout": "5", "slow_start": "99999", "drain_action": "keep", "media_timeout": "x",
+	})
+	if s.RetryAfter != 10 {
+		t.Errorf("retry_after = %d, want last good 10", s.RetryAfter)
+	}
+	if s.DrainTimeout != 5*time.Second || s.DrainBye {
+		t.Errorf("drain = %s bye=%v, want 5s keep", s.DrainTimeout, s.DrainBye)
+	}
+	if s.SlowStart != def.SlowStart {
+		t.Errorf("slow_start = %s, want last good %s", s.SlowStart, def.SlowStart)
+	}
+	fields := map[string]bool{}
+	for _, e := range errs {
+		fields[e.Field] = true
+	}
+	if len(errs) != 2 || !fields["retry_after"] || !fields["slow_start"] {
+		t.Errorf("errors = %v, want retry_after and slow_start", errs)
+	}
+	// A field removed from Redis returns to the default.
+	s, _ = ParseSettings(def, s, map[string]string{})
+	if s != def {
+		t.Errorf("empty hash gives %+v, want defaults", s)
+	}
+}
+
+func TestParseProfile(t *testing.T) {
+	p, errs := ParseProfile("p1", map[string]string{"name": "rack 4", "servers": " hostA, hostB ,,", "status": "deservice"}, Profile{})
+	if len(errs) != 0 || !p.Deservice || len(p.Servers) != 2 || p.Servers[1] != "hostB" {
+		t.Fatalf("got %+v %v", p, errs)
+	}
+	p, errs = ParseProfile("p1", map[string]string{"status": "off"}, Profile{Deservice: true})
+	if len(errs) != 1 || errs[0].Field != "status" || !p.Deservice {
+		t.Fatalf("bad status: %+v %v, want last good deservice kept and the field named", p, errs)
+	}
+}
