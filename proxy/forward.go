@@ -110,7 +110,8 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			}
 			if in.IsInvite() && res.IsSuccess() && info.newDialog && !started {
 				started = true
-				p.dialogStarted(in, info)
+				p.dialogStarted(p.newDialogRecord(in, res, info,
+					hop{addr: in.Source(), transport: lower(in.Transport())}, next))
 			}
 			if info.endsDialog && !res.IsProvisional() {
 				p.dialogEnded(in, info)
@@ -157,14 +158,13 @@ func upstream(res *sip.Response) *sip.Response {
 	return r
 }
 
-func (p *Proxy) dialogStarted(in *sip.Request, info fwdInfo) {
-	p.dialogs.Add(callID(in))
+func (p *Proxy) dialogStarted(dl *dialog) {
+	p.dialogs.Add(dl)
 	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
-	if info.confID == "" {
+	if dl.confID == "" {
 		return
 	}
-	id := callID(in)
-	go p.admit.DialogStarted(context.Background(), info.confID, info.node, id)
+	go p.admit.DialogStarted(context.Background(), dl.confID, dl.node, dl.callID)
 }
 
 func (p *Proxy) dialogEnded(in *sip.Request, info fwdInfo) {

@@ -108,6 +108,11 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 	out := req.Clone()
 	dropRoutes(out, n)
 	next := p.nextHop(req, st)
+	if dl := p.dialogs.Get(callID(req)); dl != nil {
+		if cs := req.CSeq(); cs != nil {
+			dl.noteCSeq(fromTag(req) == st.FromTag, cs.SeqNo)
+		}
+	}
 	info := fwdInfo{confID: st.ConfID, node: st.NodeName, endsDialog: req.Method == sip.BYE}
 	p.forward(req, tx, out, next, info)
 }

@@ -27,6 +27,7 @@ type metrics struct {
 	forwardErrors   *prometheus.CounterVec
 	txActive        prometheus.Gauge
 	dialogsActive   prometheus.Gauge
+	endedBySipedge  *prometheus.CounterVec
 	sipgoErrors     prometheus.Counter
 }
 
@@ -55,6 +56,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		txActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sipedge_sip_transactions_active", Help: "Proxied transactions waiting for a final response.",
 		}),
+		endedBySipedge: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_dialogs_ended_total", Help: "Dialogs sipedge ended itself with BYE on both legs, by reason.",
+		}, []string{"reason"}),
 		dialogsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sipedge_dialogs_active", Help: "Dialogs established through this instance and not yet ended here.",
 		}),
@@ -66,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.otherRequests = reqVec.WithLabelValues("other")
 	m.otherResp = classCounters(resVec, "other")
 	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive} {
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}

@@ -110,6 +110,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	g.Go(func() error { return px.Serve(gctx) })
 	g.Go(func() error { return watcher.Run(gctx) })
 	g.Go(func() error { return state.Run(gctx) })
+	g.Go(func() error {
+		enforceDrains(gctx, time.Second, watcher, state, px, log.With().Str("component", "drain").Logger())
+		return nil
+	})
 	g.Go(func() error { pub.Run(gctx); return nil })
 	if cfg.Admin != "" {
 		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
