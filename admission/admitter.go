@@ -102,7 +102,7 @@ func (a *Admitter) logVerdict(v InstanceVerdict) {
 // Admit decides where a new dialog goes. A Redis failure on the sticky
 // lookup does not block the call: it falls back to the ring (fail-static).
 func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
-	st := State{Instance: a.Instance(), Nodes: nodeView(a.nodes.Snapshot()), RetryAfter: a.cluster.Cluster().Settings.RetryAfter}
+	st := State{Instance: a.Instance(), Nodes: a.nodes.Snapshot(), RetryAfter: a.cluster.Cluster().Settings.RetryAfter}
 	if !st.Instance.Reject && !req.UsesAOR() && req.ConfID != "" {
 		lctx, cancel := context.WithTimeout(ctx, a.opts.RedisTimeout)
 		node, err := a.confs.Node(lctx, req.ConfID)

@@ -56,13 +56,7 @@ type NodeView interface {
 	Healthy(name string) bool
 }
 
-// nodeView adapts a ring snapshot. TODO(issue 3): drop once ring.Snapshot
-// has Healthy (being added by the ring work in progress).
-func nodeView(s *ring.Snapshot) NodeView { return healthyView{s} }
-
-type healthyView struct{ *ring.Snapshot }
-
-func (h healthyView) Healthy(name string) bool { return h.Eligible(name) }
+var _ NodeView = (*ring.Snapshot)(nil)
 
 // State is everything Decide looks at besides the request.
 type State struct {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/internal/resync"
+	"github.com/sipedge/sipedge/ring"
 )
 
 // StateWatcher keeps a Cluster snapshot of profiles, exceptions, instances
@@ -180,3 +181,12 @@ func load(ctx context.Context, rdb redis.UniversalClient, k keys.Keys, defaults 
 	}
 	return c, bad, nil
 }
+
+// NodePolicy gives the ring the node rules' inputs from the current state.
+func (w *StateWatcher) NodePolicy() ring.Policy {
+	c := w.Cluster()
+	return ring.Policy{DeservicedServers: c.DeservicedServers(), SlowStart: c.Settings.SlowStart,
+		DrainTimeout: c.Settings.DrainTimeout}
+}
+
+var _ ring.PolicySource = (*StateWatcher)(nil)

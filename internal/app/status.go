@@ -10,19 +10,26 @@ import (
 )
 
 type nodeStatus struct {
-	Name        string  `json:"name"`
-	Addr        string  `json:"addr"`
-	Transport   string  `json:"transport"`
-	Site        string  `json:"site"`
-	Server      string  `json:"server"`
-	Weight      float64 `json:"weight"`
-	Load        float64 `json:"load"`
-	Maintenance bool    `json:"maintenance"`
-	Capable     bool    `json:"capable"`
-	Healthy     bool    `json:"healthy"`
-	Eligible    bool    `json:"eligible"`
-	Reason      string  `json:"reason,omitempty"`
-	HeartbeatMs int64   `json:"heartbeat_age_ms,omitempty"`
+	Name         string  `json:"name"`
+	Addr         string  `json:"addr"`
+	Transport    string  `json:"transport"`
+	Site         string  `json:"site"`
+	Server       string  `json:"server"`
+	Weight       float64 `json:"weight"`
+	Load         float64 `json:"load"`
+	Maintenance  bool    `json:"maintenance"`
+	Capable      bool    `json:"capable"`
+	Healthy      bool    `json:"healthy"`
+	Eligible     bool    `json:"eligible"`
+	Reason       string  `json:"reason,omitempty"`
+	State        string  `json:"state"`
+	InService    bool    `json:"in_service"`
+	OutReason    string  `json:"out_reason,omitempty"`
+	Calls        int     `json:"calls"`
+	Effective    float64 `json:"effective_weight"`
+	KeptActive   bool    `json:"kept_active,omitempty"`
+	DrainExpired bool    `json:"drain_expired,omitempty"`
+	HeartbeatMs  int64   `json:"heartbeat_age_ms,omitempty"`
 }
 
 type statusDoc struct {
@@ -60,8 +67,10 @@ func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watche
 	for _, s := range snap.Statuses() {
 		n := s.Node
 		ns := nodeStatus{Name: n.Name, Addr: n.Addr, Transport: n.Transport, Site: n.Site, Server: n.Server,
-			Weight: n.Weight, Load: n.Load, Maintenance: n.Maintenance, Capable: n.Capable,
-			Healthy: s.Healthy, Eligible: s.Eligible, Reason: s.Reason}
+			Weight: n.Weight, Load: s.ReportedLoad, Maintenance: n.Maintenance, Capable: n.Capable,
+			Healthy: s.Healthy, Eligible: s.Eligible, Reason: s.Reason, State: s.State, InService: s.InService,
+			OutReason: s.OutReason, Calls: s.Calls, Effective: s.EffectiveWeight, KeptActive: s.KeptActive,
+			DrainExpired: s.DrainExpired}
 		if !n.Heartbeat.IsZero() {
 			ns.HeartbeatMs = now.Sub(n.Heartbeat).Milliseconds()
 		}
