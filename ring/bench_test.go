@@ -145,7 +145,7 @@ func BenchmarkLookup_DistinctWeights(b *testing.B) {
 func BenchmarkSnapshotLookup(b *testing.B) {
 	nodes := make([]Node, 10)
 	for i := range nodes {
-		nodes[i] = Node{Name: fmt.Sprintf("node-%d", i), Addr: "127.0.0.1:5060", Weight: 100}
+		nodes[i] = Node{Name: fmt.Sprintf("node-%d", i), Addr: "127.0.0.1:5060", Weight: 100, Capable: true}
 	}
 	s := BuildSnapshot(nodes, nil, time.Now(), HealthOptions{})
 	keys := make([]string, 1024)

@@ -10,9 +10,47 @@
 //   - BuildSnapshot judges health and eligibility from nodes, probe state
 //     and a clock, and builds the ring of eligible nodes. sipedgectl calls
 //     it too, so the CLI shows exactly what the proxy computes.
+//   - BuildSnapshotFrom also applies the service rules (SPEC §3–4) from a
+//     Policy (deservice profiles, slow_start, drain_timeout, supplied by the
+//     admission package) and the calls per node; BuildSnapshot is it with
+//     none of those.
+//   - MarkOutOfService / MarkInService record service transitions in the
+//     node hash (drain_started, restored_at) with Lua scripts, so
+//     instances racing on the same change agree on one timestamp.
 //   - Watcher keeps a Snapshot current: periodic resync, reload on any
 //     message on the events channel, SIP OPTIONS probes through a Pinger,
-//     fail-static on Redis errors. Readers get the snapshot lock-free.
+//     fail-static on Redis errors, and the Mark calls when a node's service
+//     state changed (nothing is written while nothing changes). Readers get
+//     the snapshot lock-free.
+//
+// # Service state
+//
+// Health (heartbeat, probes) and service are judged apart. A node is out of
+// service for new conferences when capable=0 (forced maintenance; the manual
+// flag then has no effect), when a deservice profile lists its server, or
+// when maintenance=1; OutReason names the first of these that holds. Out of
+// service it is "draining" while sipedge counts calls on it (node_calls) and
+// "maintenance" once none are left, and reports load 1.0. Sticky
+// conferences stay on a node while Snapshot.Healthy holds, whatever its
+// service state. Per site, when no healthy node would remain to take new
+// conferences, the site's healthy out-of-service nodes stay in the ring
+// (KeptActive) at full weight, and their drain does not expire while they
+// serve. A draining node whose drain_started is older than drain_timeout is
+// DrainExpired: its calls are due a BYE. On return to service its ring
+// weight ramps linearly from 0 over slow_start from restored_at, so Version
+// moves at every reload during a ramp; a node at effective weight 0 takes
+// nothing, unless no node at all has a positive weight.
+//
+// # Metrics
+//
+//	sipedge_ring_nodes{state=healthy|unhealthy|invalid}        nodes by health
+//	sipedge_ring_node_states{state=normal|draining|maintenance} valid nodes by service state
+//	sipedge_node_drain_calls{node}                             calls left on each out-of-service node
+//	sipedge_ring_rebuilds_total                                ring changes (members or effective weights)
+//	sipedge_ring_node_errors_total                             bad node hashes and node_calls values (as logged)
+//	sipedge_ring_redis_errors_total{op=load|mark}              Redis errors reading nodes / recording transitions
+//	sipedge_ring_probe_failures_total                          failed OPTIONS probes
+//	sipedge_ring_last_load_timestamp_seconds                   last successful read
 //
 // # Why weighted rendezvous hashing
 //

@@ -9,6 +9,8 @@ import (
 type metrics struct {
 	rebuilds      prometheus.Counter
 	nodes         *prometheus.GaugeVec
+	states        *prometheus.GaugeVec
+	drainCalls    *prometheus.GaugeVec
 	nodeErrors    prometheus.Counter
 	redisErrors   *prometheus.CounterVec
 	probeFailures prometheus.Counter
@@ -25,13 +27,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sipedge_ring_nodes",
 			Help: "Media nodes listed in Redis, by state (healthy, unhealthy, invalid).",
 		}, []string{"state"}),
+		states: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sipedge_ring_node_states",
+			Help: "Valid media nodes by service state (normal, draining, maintenance), health aside.",
+		}, []string{"state"}),
+		drainCalls: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sipedge_node_drain_calls",
+			Help: "Calls left on each media node out of service (draining; 0 once in maintenance).",
+		}, []string{"node"}),
 		nodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sipedge_ring_node_errors_total",
-			Help: "Invalid node hashes seen, counted once per distinct error (as logged).",
+			Help: "Invalid node hashes and node_calls values seen, counted once per distinct error (as logged).",
 		}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_ring_redis_errors_total",
-			Help: "Redis errors while reading media nodes, by operation.",
+			Help: "Redis errors about media nodes, by operation (load: reading them; mark: recording a service transition).",
 		}, []string{"op"}),
 		probeFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sipedge_ring_probe_failures_total",
@@ -45,8 +55,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, s := range []string{"healthy", "unhealthy", "invalid"} {
 		m.nodes.WithLabelValues(s) // export zeros before the first load
 	}
+	for _, s := range []string{StateNormal, StateDraining, StateMaintenance} {
+		m.states.WithLabelValues(s)
+	}
 	m.redisErrors.WithLabelValues("load")
-	for _, c := range []prometheus.Collector{m.rebuilds, m.nodes, m.nodeErrors, m.redisErrors, m.probeFailures, m.lastLoad} {
+	m.redisErrors.WithLabelValues("mark")
+	for _, c := range []prometheus.Collector{m.rebuilds, m.nodes, m.states, m.drainCalls, m.nodeErrors, m.redisErrors, m.probeFailures, m.lastLoad} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ring metrics: %w", err)
 		}

@@ -23,6 +23,10 @@ type Node struct {
 	Capable                             bool      // field "capable" "1"/"0" (default 1)
 	Load                                float64   // field "load" 0..1 (default 0)
 	Heartbeat                           time.Time // field "heartbeat" unix ms; zero when absent
+
+	// Written by sipedge (MarkOutOfService, MarkInService), not operators.
+	DrainStarted time.Time // field "drain_started" unix ms: went out of service; zero while in service
+	RestoredAt   time.Time // field "restored_at" unix ms: last came back into service; drives slow start
 }
 
 // Defaults for fields a node hash may leave out.
@@ -99,12 +103,17 @@ func ParseNode(name string, fields map[string]string) (Node, error) {
 		}
 		n.Load = l
 	}
-	if v := get("heartbeat"); v != "" {
-		ms, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || ms < 0 {
-			return bad("heartbeat", "%q is not unix milliseconds", v)
+	for _, f := range []struct {
+		name string
+		dst  *time.Time
+	}{{"heartbeat", &n.Heartbeat}, {"drain_started", &n.DrainStarted}, {"restored_at", &n.RestoredAt}} {
+		if v := get(f.name); v != "" {
+			ms, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || ms < 0 {
+				return bad(f.name, "%q is not unix milliseconds", v)
+			}
+			*f.dst = time.UnixMilli(ms)
 		}
-		n.Heartbeat = time.UnixMilli(ms)
 	}
 	return n, nil
 }

@@ -9,7 +9,8 @@ import (
 
 func TestParseNode(t *testing.T) {
 	good := map[string]string{"addr": "10.0.0.5:5060", "transport": "TCP", "site": "ams", "server": "srv1",
-		"weight": "50.5", "maintenance": "1", "capable": "0", "load": "0.25", "heartbeat": "1700000000123"}
+		"weight": "50.5", "maintenance": "1", "capable": "0", "load": "0.25", "heartbeat": "1700000000123",
+		"drain_started": "1700000000456", "restored_at": "1690000000000"}
 	for _, tc := range []struct {
 		name    string
 		fields  map[string]string
@@ -19,7 +20,8 @@ func TestParseNode(t *testing.T) {
 	}{
 		{name: "every field", fields: good, want: Node{Name: "n1", Addr: "10.0.0.5:5060", Transport: "tcp",
 			Site: "ams", Server: "srv1", Weight: 50.5, Maintenance: true, Capable: false, Load: 0.25,
-			Heartbeat: time.UnixMilli(1700000000123)}},
+			Heartbeat: time.UnixMilli(1700000000123), DrainStarted: time.UnixMilli(1700000000456),
+			RestoredAt: time.UnixMilli(1690000000000)}},
 		{name: "defaults", fields: map[string]string{"addr": "media.example.net:5070"},
 			want: Node{Name: "n1", Addr: "media.example.net:5070", Transport: "udp", Weight: 100, Capable: true}},
 		{name: "empty optional fields take defaults", fields: map[string]string{"addr": "[::1]:5060", "weight": "",
@@ -51,6 +53,10 @@ func TestParseNode(t *testing.T) {
 			wantErr: `node "n1": field "heartbeat": "2024-01-01T00:00:00Z" is not unix milliseconds`, field: "heartbeat"},
 		{name: "negative heartbeat", fields: map[string]string{"addr": "h:1", "heartbeat": "-1"},
 			wantErr: `node "n1": field "heartbeat": "-1" is not unix milliseconds`, field: "heartbeat"},
+		{name: "bad drain_started", fields: map[string]string{"addr": "h:1", "drain_started": "soon"},
+			wantErr: `node "n1": field "drain_started": "soon" is not unix milliseconds`, field: "drain_started"},
+		{name: "negative restored_at", fields: map[string]string{"addr": "h:1", "restored_at": "-5"},
+			wantErr: `node "n1": field "restored_at": "-5" is not unix milliseconds`, field: "restored_at"},
 		{name: "unknown transport", fields: map[string]string{"addr": "h:1", "transport": "sctp"},
 			wantErr: `node "n1": field "transport": "sctp" is not udp, tcp, tls, ws or wss`, field: "transport"},
 	} {

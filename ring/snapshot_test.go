@@ -63,8 +63,8 @@ func TestBuildSnapshot_Eligibility(t *testing.T) {
 
 func TestBuildSnapshot_SortedAndLookupMatchesRing(t *testing.T) {
 	now := time.Now()
-	nodes := []Node{{Name: "c", Addr: "h:3", Weight: 100}, {Name: "a", Addr: "h:1", Weight: 100},
-		{Name: "b", Addr: "h:2", Weight: 50}, {Name: "d", Addr: "h:4", Weight: 0}}
+	nodes := []Node{{Name: "c", Addr: "h:3", Weight: 100, Capable: true}, {Name: "a", Addr: "h:1", Weight: 100, Capable: true},
+		{Name: "b", Addr: "h:2", Weight: 50, Capable: true}, {Name: "d", Addr: "h:4", Weight: 0, Capable: true}}
 	s := BuildSnapshot(nodes, nil, now, HealthOptions{})
 	var names []string
 	for _, st := range s.Statuses() {
@@ -92,13 +92,13 @@ func TestBuildSnapshot_SortedAndLookupMatchesRing(t *testing.T) {
 
 func TestBuild_VersionMovesOnlyWithMembership(t *testing.T) {
 	now := time.Now()
-	a := Node{Name: "a", Addr: "h:1", Weight: 100, Load: 0.1}
-	b := Node{Name: "b", Addr: "h:2", Weight: 100}
-	s1 := build(nil, []Node{a, b}, nil, now, HealthOptions{})
+	a := Node{Name: "a", Addr: "h:1", Weight: 100, Capable: true, Load: 0.1}
+	b := Node{Name: "b", Addr: "h:2", Weight: 100, Capable: true}
+	s1 := build(nil, Inputs{Nodes: []Node{a, b}, Now: now})
 
 	a2 := a
 	a2.Load, a2.Addr = 0.9, "h:9" // data changes, placement does not
-	s2 := build(s1, []Node{b, a2}, nil, now.Add(time.Second), HealthOptions{})
+	s2 := build(s1, Inputs{Nodes: []Node{b, a2}, Now: now.Add(time.Second)})
 	if s2.Version() != s1.Version() || s2.Ring() != s1.Ring() {
 		t.Errorf("version %d -> %d with the same members", s1.Version(), s2.Version())
 	}
@@ -108,8 +108,8 @@ func TestBuild_VersionMovesOnlyWithMembership(t *testing.T) {
 
 	a3 := a2
 	a3.Weight = 50
-	s3 := build(s2, []Node{a3, b}, nil, now, HealthOptions{})
-	s4 := build(s3, []Node{a3}, nil, now, HealthOptions{})
+	s3 := build(s2, Inputs{Nodes: []Node{a3, b}, Now: now})
+	s4 := build(s3, Inputs{Nodes: []Node{a3}, Now: now})
 	if s3.Version() != s2.Version()+1 || s4.Version() != s3.Version()+1 {
 		t.Errorf("versions %d, %d, %d: want +1 on a weight change and on a removal", s2.Version(), s3.Version(), s4.Version())
 	}
@@ -127,7 +127,7 @@ func TestSnapshot_NilAndUnknown(t *testing.T) {
 }
 
 func TestSnapshot_LookupDoesNotAllocate(t *testing.T) {
-	s := BuildSnapshot([]Node{{Name: "a", Addr: "h:1", Weight: 100}, {Name: "b", Addr: "h:2", Weight: 100}},
+	s := BuildSnapshot([]Node{{Name: "a", Addr: "h:1", Weight: 100, Capable: true}, {Name: "b", Addr: "h:2", Weight: 100, Capable: true}},
 		nil, time.Now(), HealthOptions{})
 	if allocs := testing.AllocsPerRun(1000, func() { _, _ = s.Lookup("conf-7") }); allocs != 0 {
 		t.Errorf("Snapshot.Lookup allocates %.1f times per call", allocs)

@@ -19,7 +19,11 @@ import (
 type WatcherOptions struct {
 	ResyncInterval time.Duration // periodic full reload (default 500ms so a plain redis-cli HSET applies < 1s)
 	Health         HealthOptions
-	Now            func() time.Time // injected clock, default time.Now
+	// Policy gives deservice profiles and settings; nil = zero Policy. It
+	// must have loaded them before Start: judged without its profiles, a
+	// deserviced node would be recorded as back in service.
+	Policy PolicySource
+	Now    func() time.Time // injected clock, default time.Now
 }
 
 // DefaultResyncInterval keeps a change made with plain redis-cli (no
@@ -43,11 +47,16 @@ type Watcher struct {
 	snap   atomic.Pointer[Snapshot]
 	kick   chan struct{} // reload requests from pub/sub, coalesced
 
-	mu       sync.Mutex        // serialises builds and guards the fields below
-	nodes    []Node            // valid nodes of the last successful load
-	readAt   time.Time         // when they were read
-	nodeErrs map[string]string // node key -> last logged error, to log once per change
-	redisErr string            // last logged Redis error, "" while Redis answers
+	mu         sync.Mutex        // serialises builds and guards the fields below
+	nodes      []Node            // valid nodes of the last successful load
+	calls      map[string]int    // node_calls of that load
+	policy     Policy            // policy at that load
+	readAt     time.Time         // when they were read
+	nodeErrs   map[string]string // node key -> last logged error, to log once per change
+	callErrs   map[string]string // node -> last logged bad node_calls value
+	redisErr   string            // last logged Redis error, "" while Redis answers
+	markErr    string            // last logged error writing a transition
+	drainGauge map[string]bool   // nodes with a sipedge_node_drain_calls series
 }
 
 // NewWatcher wires a Watcher and registers its metrics on reg. pinger may
@@ -72,9 +81,10 @@ func NewWatcher(rdb redis.UniversalClient, k keys.Keys, opts WatcherOptions, pin
 	}
 	w := &Watcher{rdb: rdb, k: k, opts: opts, pinger: pinger, log: log, m: m,
 		probes: newProbes(opts.Health.DownAfter, opts.Health.UpAfter),
-		kick:   make(chan struct{}, 1), nodeErrs: map[string]string{}}
+		kick:   make(chan struct{}, 1), nodeErrs: map[string]string{}, callErrs: map[string]string{},
+		drainGauge: map[string]bool{}}
 	// An empty snapshot until the first load: Snapshot is never nil.
-	empty := build(nil, nil, nil, time.Time{}, opts.Health)
+	empty := build(nil, Inputs{Health: opts.Health})
 	empty.version = 0
 	w.snap.Store(empty)
 	return w, nil
@@ -82,6 +92,16 @@ func NewWatcher(rdb redis.UniversalClient, k keys.Keys, opts WatcherOptions, pin
 
 // Snapshot returns the current snapshot without locking; never nil.
 func (w *Watcher) Snapshot() *Snapshot { return w.snap.Load() }
+
+// Refresh asks Run for a reload soon, without waiting for it: the admission
+// package calls it when deservice profiles or settings change, so nodes
+// follow without waiting for the next resync.
+func (w *Watcher) Refresh() {
+	select {
+	case w.kick <- struct{}{}:
+	default: // a reload is already pending
+	}
+}
 
 // Start does the first load synchronously, so an instance does not accept
 // calls before it knows its nodes. It fails when Redis does.
@@ -132,21 +152,32 @@ func (w *Watcher) subscribe(ctx context.Context) {
 			if !ok {
 				return
 			}
-			select {
-			case w.kick <- struct{}{}:
-			default: // a reload is already pending; it will see this change too
-			}
+			w.Refresh()
 		}
 	}
 }
 
-// reload reads the nodes and rebuilds the snapshot. On a Redis error the
-// current snapshot stays (fail-static) and the error is counted and logged.
+// reload reads the nodes and their calls, records service transitions, and
+// rebuilds the snapshot. On a Redis read error the current snapshot stays
+// (fail-static) and the error is counted and logged.
 func (w *Watcher) reload(ctx context.Context) error {
 	lctx, cancel := context.WithTimeout(ctx, max(minLoadTimeout, w.opts.ResyncInterval))
+	defer cancel()
 	nodes, errs, err := Load(lctx, w.rdb, w.k)
-	cancel()
+	var calls map[string]int
+	var badCalls map[string]string
+	if err == nil {
+		calls, badCalls, err = LoadCalls(lctx, w.rdb, w.k)
+	}
+	var policy Policy
+	if w.opts.Policy != nil {
+		policy = w.opts.Policy.NodePolicy()
+	}
 	now := w.opts.Now()
+	var markErr error
+	if err == nil {
+		markErr = w.recordTransitions(lctx, nodes, policy, now)
+	}
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -166,8 +197,18 @@ func (w *Watcher) reload(ctx context.Context) error {
 		w.redisErr = ""
 		w.log.Info().Msg("media nodes readable from Redis again")
 	}
+	if markErr != nil && ctx.Err() == nil {
+		w.m.redisErrors.WithLabelValues("mark").Inc()
+		if msg := markErr.Error(); msg != w.markErr {
+			w.markErr = msg
+			w.log.Error().Err(markErr).Msg("cannot record a media node service transition; retrying at the next reload")
+		}
+	} else if markErr == nil {
+		w.markErr = ""
+	}
 	w.logInvalidLocked(errs)
-	w.nodes, w.readAt = nodes, now
+	w.logBadCallsLocked(badCalls)
+	w.nodes, w.calls, w.policy, w.readAt = nodes, calls, policy, now
 	w.m.lastLoad.Set(float64(now.UnixMilli()) / 1e3)
 	w.m.nodes.WithLabelValues("invalid").Set(float64(len(errs)))
 	known := make(map[string]bool, len(nodes))
@@ -205,29 +246,159 @@ func (w *Watcher) logInvalidLocked(errs []error) {
 	}
 }
 
-// rebuildLocked judges the last loaded nodes with the current probe state.
-// Heartbeats are judged at the time they were read: while Redis is down
-// nothing new can be known about them, and ageing them against the wall
-// clock would empty the ring exactly when fail-static matters.
-func (w *Watcher) rebuildLocked() {
-	prev := w.snap.Load()
-	s := build(prev, w.nodes, w.probes.up, w.readAt, w.opts.Health)
-	w.snap.Store(s)
-	healthy := 0
-	for _, st := range s.statuses {
-		if st.Healthy {
-			healthy++
+// recordTransitions writes drain_started for nodes that went out of service
+// and clears it (setting restored_at) for those back in service, and
+// updates nodes to match, so this very reload already ramps a returning
+// node from 0. Nothing is written while nothing changes. A failed write is
+// retried at the next reload, and the node judged as read; the first error
+// is returned.
+func (w *Watcher) recordTransitions(ctx context.Context, nodes []Node, p Policy, now time.Time) (first error) {
+	for i := range nodes {
+		n := &nodes[i]
+		out := outReason(*n, p)
+		var err error
+		switch {
+		case out != "" && n.DrainStarted.IsZero():
+			var wrote bool
+			if wrote, err = markOut(ctx, w.rdb, w.k, n.Name, now); err == nil {
+				// Another instance may have written an earlier time; the
+				// next reload reads it.
+				n.DrainStarted = now
+				w.log.Debug().Str("node", n.Name).Str("reason", out).Bool("wrote", wrote).Msg("drain start recorded")
+			}
+		case out == "" && !n.DrainStarted.IsZero():
+			var restored bool
+			var at time.Time
+			if restored, at, err = markIn(ctx, w.rdb, w.k, n.Name, now); err == nil {
+				n.DrainStarted, n.RestoredAt = time.Time{}, at
+				w.log.Debug().Str("node", n.Name).Bool("wrote", restored).Msg("return to service recorded")
+			}
+		}
+		if first == nil {
+			first = err
 		}
 	}
-	w.m.nodes.WithLabelValues("healthy").Set(float64(healthy))
-	w.m.nodes.WithLabelValues("unhealthy").Set(float64(len(s.statuses) - healthy))
+	return first
+}
+
+// logBadCallsLocked logs each bad node_calls value once per change.
+func (w *Watcher) logBadCallsLocked(bad map[string]string) {
+	for node, v := range bad {
+		if old, ok := w.callErrs[node]; ok && old == v {
+			continue
+		}
+		w.callErrs[node] = v
+		w.m.nodeErrors.Inc()
+		w.log.Warn().Str("key", w.k.NodeCalls()).Str("field", node).Str("value", v).
+			Msg("invalid call count counted as 0 until fixed")
+	}
+	for node := range w.callErrs {
+		if _, ok := bad[node]; !ok {
+			delete(w.callErrs, node)
+		}
+	}
+}
+
+// rebuildLocked judges the last loaded nodes with the current probe state.
+// Heartbeats and slow start are judged at the time the nodes were read:
+// while Redis is down nothing new can be known about them, and ageing them
+// against the wall clock would empty the ring exactly when fail-static
+// matters.
+func (w *Watcher) rebuildLocked() {
+	prev := w.snap.Load()
+	s := build(prev, Inputs{Nodes: w.nodes, ProbeUp: w.probes.up, Now: w.readAt, Health: w.opts.Health,
+		Policy: w.policy, Calls: w.calls})
+	w.snap.Store(s)
+	w.updateGaugesLocked(s)
+	w.logTransitions(prev, s)
 	if s.version != prev.version {
 		w.m.rebuilds.Inc()
-		ev := w.log.Info().Uint64("version", s.version).Int("members", s.ring.Len())
+		lvl := zerolog.InfoLevel
+		if rampOnly(prev, s) {
+			lvl = zerolog.DebugLevel // at every reload while a node ramps up
+		}
 		names := make([]string, 0, s.ring.Len())
 		for _, m := range s.ring.members {
 			names = append(names, m.name)
 		}
-		ev.Strs("nodes", names).Msg("media node ring changed")
+		w.log.WithLevel(lvl).Uint64("version", s.version).Int("members", s.ring.Len()).Strs("nodes", names).Msg("media node ring changed")
 	}
+}
+
+func (w *Watcher) updateGaugesLocked(s *Snapshot) {
+	healthy, states := 0, map[string]int{StateNormal: 0, StateDraining: 0, StateMaintenance: 0}
+	out := make(map[string]bool, len(w.drainGauge))
+	for _, st := range s.statuses {
+		if st.Healthy {
+			healthy++
+		}
+		states[st.State]++
+		if !st.InService {
+			out[st.Node.Name] = true
+			w.m.drainCalls.WithLabelValues(st.Node.Name).Set(float64(st.Calls))
+		}
+	}
+	for name := range w.drainGauge {
+		if !out[name] {
+			w.m.drainCalls.DeleteLabelValues(name)
+		}
+	}
+	w.drainGauge = out
+	w.m.nodes.WithLabelValues("healthy").Set(float64(healthy))
+	w.m.nodes.WithLabelValues("unhealthy").Set(float64(len(s.statuses) - healthy))
+	for state, n := range states {
+		w.m.states.WithLabelValues(state).Set(float64(n))
+	}
+}
+
+// logTransitions logs each node whose service state, kept-active or
+// drain-expired verdict changed, and on the first sight of a node any that
+// is not plainly normal. Calls coming and going on a node kept active move
+// it between draining and maintenance; that alone is not logged.
+func (w *Watcher) logTransitions(prev, s *Snapshot) {
+	for _, st := range s.statuses {
+		old, known := prev.Status(st.Node.Name)
+		if !known {
+			old = NodeStatus{State: StateNormal, InService: true}
+		}
+		if old.KeptActive == st.KeptActive && old.DrainExpired == st.DrainExpired &&
+			(old.State == st.State || st.KeptActive) {
+			continue
+		}
+		ev := w.log.Info().Str("node", st.Node.Name).Str("state", st.State).Int("calls", st.Calls)
+		if known {
+			ev.Str("from", old.State)
+		}
+		if st.OutReason != "" {
+			ev.Str("reason", st.OutReason)
+		}
+		if st.KeptActive || old.KeptActive {
+			ev.Bool("kept_active", st.KeptActive)
+		}
+		if st.DrainExpired {
+			ev.Bool("drain_expired", true).Dur("drain_timeout", w.policy.DrainTimeout)
+		}
+		if st.InService && !old.InService && w.policy.SlowStart > 0 {
+			ev.Dur("slow_start", w.policy.SlowStart)
+		}
+		ev.Msg("media node state changed")
+	}
+}
+
+// rampOnly reports whether the ring moved only because nodes ramped up in
+// slow start: same nodes, same configured weights, and every change of
+// effective weight on a node ramping before or after.
+func rampOnly(prev, s *Snapshot) bool {
+	if len(prev.statuses) != len(s.statuses) {
+		return false
+	}
+	ramping := func(st NodeStatus) bool { return st.InService && st.Eligible && st.EffectiveWeight < st.Node.Weight }
+	for i, st := range s.statuses {
+		p := prev.statuses[i]
+		if p.Node.Name != st.Node.Name || p.Eligible != st.Eligible || p.Node.Weight != st.Node.Weight ||
+			(p.EffectiveWeight != st.EffectiveWeight && !ramping(p) && !ramping(st)) {
+			return false
+		}
+	}
+	return true
 }

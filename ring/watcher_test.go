@@ -55,6 +55,7 @@ func (l *logBuf) lines(t *testing.T, msg string) []map[string]any {
 
 type harness struct {
 	mr  *miniredis.Miniredis
+	rdb *redis.Client
 	w   *Watcher
 	log *logBuf
 	now atomic.Int64 // unix ms of the injected clock
@@ -67,6 +68,7 @@ func newHarness(t *testing.T, opts WatcherOptions, p Pinger) *harness {
 	opts.Now = func() time.Time { return time.UnixMilli(h.now.Load()) }
 	rdb := redis.NewClient(&redis.Options{Addr: h.mr.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
+	h.rdb = rdb
 	w, err := NewWatcher(rdb, tk, opts, p, zerolog.New(h.log), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
