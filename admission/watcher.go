@@ -3,6 +3,7 @@ package admission
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,8 @@ type StateWatcher struct {
 	log      zerolog.Logger
 	now      func() time.Time
 
-	cur atomic.Pointer[Cluster]
+	cur      atomic.Pointer[Cluster]
+	onPolicy func() // called when the node policy changed (ring reloads at once)
 
 	mu        sync.Mutex
 	logged    map[string]string // "key/field" -> last logged error text
@@ -101,7 +103,28 @@ func (w *StateWatcher) reload(ctx context.Context) error {
 	c.ReadAt = w.now()
 	w.stale.Set(float64(c.ReadAt.UnixMilli()) / 1e3)
 	w.cur.Store(c)
+	if w.onPolicy != nil && !samePolicy(prev, c) {
+		w.onPolicy()
+	}
 	return nil
+}
+
+// OnPolicyChange registers f, called after a reload that changed what the
+// node rules read (deservice profiles, slow start, drain timeout), so the
+// ring applies a sipedgectl change without waiting for its own resync.
+func (w *StateWatcher) OnPolicyChange(f func()) { w.onPolicy = f }
+
+func samePolicy(a, b *Cluster) bool {
+	if a.Settings != b.Settings || len(a.Profiles) != len(b.Profiles) {
+		return false
+	}
+	for id, p := range a.Profiles {
+		q, ok := b.Profiles[id]
+		if !ok || p.Deservice != q.Deservice || strings.Join(p.Servers, ",") != strings.Join(q.Servers, ",") {
+			return false
+		}
+	}
+	return true
 }
 
 // logBadLocked logs each bad value once per change of its error text.

@@ -88,6 +88,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	state.OnPolicyChange(watcher.Refresh)
 	if err := watcher.Start(ctx); err != nil {
 		return fmt.Errorf("load media nodes: %w", err)
 	}
