@@ -330,6 +330,8 @@ func TestConfnode_Cancel_Gets487AndEndsCall(t *testing.T) {
 		t.Fatalf("final response %v, want 487", sess.InviteResponse)
 	}
 	waitFor(t, "canceled call removed", func() bool { return h.node.activeCalls() == 0 })
+	// The call is forgotten just before its end is logged: wait for the line.
+	waitFor(t, "call ended logged", func() bool { return len(h.logs.lines("call ended")) == 1 })
 	lines := h.logs.lines("call ended")
 	if len(lines) != 1 || lines[0]["reason"] != "canceled" {
 		t.Errorf("call ended logs %v, want one with reason canceled", lines)

@@ -56,7 +56,7 @@ func newNodesCommand(a *app) *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE:  func(cmd *cobra.Command, args []string) error { return a.nodesSetWeight(cmd, args[0], args[1]) },
 	}
-	cmd.AddCommand(list, add, remove, setWeight)
+	cmd.AddCommand(list, add, remove, setWeight, newMaintenanceCommand(a))
 	return cmd
 }
 
@@ -71,7 +71,7 @@ type nodeRow struct {
 	Maintenance *bool             `json:"maintenance"`
 	Capable     *bool             `json:"capable"`
 	Load        *float64          `json:"load"`
-	Calls       *int64            `json:"calls,omitempty"`
+	Calls       *int64            `json:"calls,omitempty"` // as the node reports it
 	HeartbeatMs *int64            `json:"heartbeat_unix_ms"`
 	AgeMs       *int64            `json:"heartbeat_age_ms"`
 	Valid       bool              `json:"valid"`
@@ -81,25 +81,57 @@ type nodeRow struct {
 	Reason      string            `json:"reason,omitempty"`
 	Fields      map[string]string `json:"fields"`
 	heartbeat   time.Time
+
+	// The service verdict (issue 3), for valid nodes.
+	State           string   `json:"state,omitempty"` // normal, draining or maintenance
+	InService       bool     `json:"in_service"`
+	OutReason       string   `json:"out_reason,omitempty"`
+	NodeCalls       int      `json:"node_calls"` // dialogs through sipedge on it (node_calls)
+	ReportedLoad    *float64 `json:"reported_load,omitempty"`
+	EffectiveWeight float64  `json:"effective_weight"`
+	KeptActive      bool     `json:"kept_active"`
+	DrainExpired    bool     `json:"drain_expired"`
+	DrainStartedMs  *int64   `json:"drain_started_unix_ms"`
+	RestoredAtMs    *int64   `json:"restored_at_unix_ms"`
+	RampLeftMs      *int64   `json:"ramp_left_ms,omitempty"` // in slow start: time to full weight
+	drainStarted    time.Time
+	rampLeft        time.Duration
 }
 
 // nodeView is everything known about the nodes at one moment.
 type nodeView struct {
 	rows     []nodeRow // sorted by name
 	snapshot *ring.Snapshot
+	policy   policyView
+	badCalls map[string]string // node -> bad node_calls value (counted as 0)
 }
 
 // loadNodes reads the nodes with ring.Load, as every sipedge instance does,
-// and judges them with ring.BuildSnapshot, probes assumed up (probe state
-// lives in each instance). The raw hashes are read too, for display.
+// and judges them with ring.BuildSnapshotFrom under the deservice profiles,
+// settings and node_calls in Redis, probes assumed up (probe state lives in
+// each instance). The raw hashes are read too, for display.
 func (a *app) loadNodes(ctx context.Context, hbTimeout time.Duration) (nodeView, error) {
+	pol, err := a.loadPolicy(ctx)
+	if err != nil {
+		return nodeView{}, err
+	}
+	calls, badCalls, err := ring.LoadCalls(ctx, a.rdb, a.k)
+	if err != nil {
+		return nodeView{}, redisErr("load node calls", err)
+	}
 	nodes, errs, err := ring.Load(ctx, a.rdb, a.k)
 	if err != nil {
 		return nodeView{}, redisErr("load nodes", err)
 	}
 	now := a.now()
-	snap := ring.BuildSnapshot(nodes, func(string) bool { return true }, now,
-		ring.HealthOptions{HeartbeatTimeout: hbTimeout})
+	snap := ring.BuildSnapshotFrom(ring.Inputs{
+		Nodes:   nodes,
+		ProbeUp: func(string) bool { return true },
+		Now:     now,
+		Health:  ring.HealthOptions{HeartbeatTimeout: hbTimeout},
+		Policy:  pol.policy,
+		Calls:   calls,
+	})
 
 	invalid := map[string]string{}
 	names := make([]string, 0, len(nodes)+len(errs))
@@ -130,25 +162,40 @@ func (a *app) loadNodes(ctx context.Context, hbTimeout time.Duration) (nodeView,
 		return nodeView{}, redisErr("read node hashes", err)
 	}
 
-	status := map[string]ring.NodeStatus{}
-	for _, st := range snap.Statuses() {
-		status[st.Node.Name] = st
-	}
 	rows := make([]nodeRow, 0, len(names))
 	for i, name := range names {
 		r := rawNodeRow(name, raw[i].Val(), now)
+		r.NodeCalls = calls[name]
 		if msg, bad := invalid[name]; bad {
 			r.Error = msg
-		} else if st, ok := status[name]; ok {
+		} else if st, ok := snap.Status(name); ok {
 			n := st.Node
 			r.Valid = true
 			r.Addr, r.Transport, r.Site, r.Server = n.Addr, n.Transport, n.Site, n.Server
 			r.Weight, r.Maintenance, r.Capable, r.Load = &n.Weight, &n.Maintenance, &n.Capable, &n.Load
 			r.Healthy, r.Eligible, r.Reason = st.Healthy, st.Eligible, st.Reason
+			r.State, r.InService, r.OutReason = st.State, st.InService, st.OutReason
+			r.ReportedLoad, r.EffectiveWeight = &st.ReportedLoad, st.EffectiveWeight
+			r.KeptActive, r.DrainExpired = st.KeptActive, st.DrainExpired
+			r.drainStarted, r.DrainStartedMs, r.RestoredAtMs = n.DrainStarted, unixMs(n.DrainStarted), unixMs(n.RestoredAt)
+			if left := rampLeft(n, now, pol.settings.SlowStart); st.InService && st.Eligible && left > 0 {
+				r.rampLeft = left
+				ms := left.Milliseconds()
+				r.RampLeftMs = &ms
+			}
 		}
 		rows = append(rows, r)
 	}
-	return nodeView{rows: rows, snapshot: snap}, nil
+	return nodeView{rows: rows, snapshot: snap, policy: pol, badCalls: badCalls}, nil
+}
+
+// rampLeft is how long until n, back in service, reaches its full weight;
+// 0 when it is not ramping.
+func rampLeft(n ring.Node, now time.Time, slowStart time.Duration) time.Duration {
+	if slowStart <= 0 || n.RestoredAt.IsZero() || !n.DrainStarted.IsZero() {
+		return 0
+	}
+	return max(0, n.RestoredAt.Add(slowStart).Sub(now))
 }
 
 // rawNodeRow fills what can be read from the hash even when it is invalid.

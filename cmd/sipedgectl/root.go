@@ -68,7 +68,8 @@ func newRootCommand(a *app) *cobra.Command {
 	f.BoolVar(&a.json, "json", false, "print one JSON document instead of tables")
 	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "time limit for the Redis work of a command")
 
-	root.AddCommand(newNodesCommand(a), newRingCommand(a), newConfCommand(a), newInstancesCommand(a))
+	root.AddCommand(newNodesCommand(a), newRingCommand(a), newConfCommand(a), newInstancesCommand(a),
+		newProfilesCommand(a), newExceptionsCommand(a), newStatusCommand(a), newDrainCommand(a))
 	return root
 }
 
