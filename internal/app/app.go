@@ -25,6 +25,7 @@ import (
 	"github.com/sipedge/sipedge/internal/embedredis"
 	"github.com/sipedge/sipedge/internal/instance"
 	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/internal/logging"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -48,6 +49,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		redisAddr = emb.Addr()
 		log.Warn().Str("redis", redisAddr).Msg("no --redis given: embedded Redis started (demo only; point real deployments at a real Redis)")
 	}
+	redis.SetLogger(logging.RedisLogger{Log: log})
 	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{redisAddr}})
 	defer rdb.Close()
 	if err := waitForRedis(ctx, rdb, redisAddr, cfg.StartupRetry, log); err != nil {

@@ -2,6 +2,7 @@
 package logging
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -30,3 +31,12 @@ func New(w io.Writer, format, level string) (zerolog.Logger, error) {
 
 // Stderr is New on os.Stderr.
 func Stderr(format, level string) (zerolog.Logger, error) { return New(os.Stderr, format, level) }
+
+// RedisLogger adapts a zerolog logger to go-redis's logger interface, so
+// its messages (dial failures, pool warnings) are JSON lines like ours.
+type RedisLogger struct{ Log zerolog.Logger }
+
+// Printf implements go-redis's internal.Logging.
+func (r RedisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.Log.Warn().Str("component", "go-redis").Msg(fmt.Sprintf(format, v...))
+}
