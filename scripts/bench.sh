@@ -6,12 +6,15 @@
 # < 0.1 % failed calls.
 #
 # Environment: RATES="100 200 ..." (calls/s), SECONDS_PER_STEP (default 10),
-# LIMIT (max concurrent calls, default 2000).
+# LIMIT (max concurrent calls, default 2000), HOLD_MS (call duration between
+# ACK and BYE, default 500: with 0 the ACK and the BYE leave the caller
+# back to back and may overtake each other inside any parallel proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${RATES:-"100 200 400 600 800 1000"}
 STEP=${SECONDS_PER_STEP:-10}
 LIMIT=${LIMIT:-2000}
+HOLD_MS=${HOLD_MS:-500}
 TD=integration/testdata
 work=$(mktemp -d)
 pids=()
@@ -63,7 +66,7 @@ for rate in $RATES; do
   { echo SEQUENTIAL; for i in $(seq 1 "$calls"); do echo "bench$((i % 500));127.0.0.1;$SP"; done; } >"$work/calls.csv"
   t0=$(date +%s.%N); c0=$(cpu_ticks "$SIPEDGE")
   "${pin_load[@]}" sipp -sf $TD/uac_call.xml -inf "$work/calls.csv" -i 127.0.0.1 -p "$(free_port)" \
-    -r "$rate" -m "$calls" -l "$LIMIT" -d 0 -timeout $((STEP * 3 + 30))s -nostdin \
+    -r "$rate" -m "$calls" -l "$LIMIT" -d "$HOLD_MS" -timeout $((STEP * 3 + 30))s -nostdin \
     -trace_stat -stf "$work/stat_$rate.csv" -fd 1 "127.0.0.1:$SP" >/dev/null 2>&1 || true
   t1=$(date +%s.%N); c1=$(cpu_ticks "$SIPEDGE")
   line=$(tail -n 1 "$work/stat_$rate.csv")
