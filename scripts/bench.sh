@@ -42,7 +42,7 @@ for _ in $(seq 50); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0
 
 for i in 1 2 3; do
   NP=$(free_port)
-  "${pin_load[@]}" sipp -sf $TD/node_uas.xml -i 127.0.0.1 -p "$NP" -nostdin -trace_err -error_file "$work/node$i.err" \
+  "${pin_load[@]}" sipp -sf $TD/node_uas.xml -i 127.0.0.1 -p "$NP" -buff_size 4194304 -nostdin -trace_err -error_file "$work/node$i.err" \
     >/dev/null 2>&1 &
   pids+=($!)
   redis-cli -p "$RP" SADD sipedge:nodes "node$i" >/dev/null
@@ -56,19 +56,20 @@ pids+=($SIPEDGE)
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$AP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 sleep 1.5 # first probes
 
+udp_drops() { awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-printf '%-8s %-8s %-8s %-8s %-10s %-10s\n' rate calls ok failed fail% cpu%
+printf '%-8s %-8s %-8s %-8s %-10s %-10s %-10s\n' rate calls ok failed fail% cpu% udp_drops
 best=0
 for rate in $RATES; do
   calls=$((rate * STEP))
   { echo SEQUENTIAL; for i in $(seq 1 "$calls"); do echo "bench$((i % 500));127.0.0.1;$SP"; done; } >"$work/calls.csv"
-  t0=$(date +%s.%N); c0=$(cpu_ticks "$SIPEDGE")
+  t0=$(date +%s.%N); c0=$(cpu_ticks "$SIPEDGE"); d0=$(udp_drops)
   "${pin_load[@]}" sipp -sf $TD/uac_call.xml -inf "$work/calls.csv" -i 127.0.0.1 -p "$(free_port)" \
-    -r "$rate" -m "$calls" -l "$LIMIT" -d "$HOLD_MS" -timeout $((STEP * 3 + 30))s -nostdin \
+    -buff_size 4194304 -r "$rate" -m "$calls" -l "$LIMIT" -d "$HOLD_MS" -timeout $((STEP * 3 + 30))s -nostdin \
     -trace_stat -stf "$work/stat_$rate.csv" -fd 1 "127.0.0.1:$SP" >/dev/null 2>&1 || true
-  t1=$(date +%s.%N); c1=$(cpu_ticks "$SIPEDGE")
+  t1=$(date +%s.%N); c1=$(cpu_ticks "$SIPEDGE"); d1=$(udp_drops)
   line=$(tail -n 1 "$work/stat_$rate.csv")
   header=$(head -n 1 "$work/stat_$rate.csv")
   col() { awk -F';' -v h="$header" -v name="$1" -v l="$line" 'BEGIN{n=split(h,H,";"); split(l,L,";"); for(i=1;i<=n;i++) if(H[i]==name){print L[i]; exit}}'; }
@@ -76,7 +77,7 @@ for rate in $RATES; do
   ok=${ok:-0}; failed=${failed:-0}
   pct=$(awk -v f="$failed" -v c="$calls" 'BEGIN{printf "%.3f", (c ? 100*f/c : 100)}')
   cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$hz" 'BEGIN{printf "%.1f", 100*(b-a)/hz/(t1-t0)}')
-  printf '%-8s %-8s %-8s %-8s %-10s %-10s\n' "$rate" "$calls" "$ok" "$failed" "$pct" "$cpu"
+  printf '%-8s %-8s %-8s %-8s %-10s %-10s %-10s\n' "$rate" "$calls" "$ok" "$failed" "$pct" "$cpu" "$((d1 - d0))"
   if awk -v p="$pct" -v ok="$ok" -v c="$calls" 'BEGIN{exit !(p < 0.1 && ok >= c*0.999)}'; then best=$rate; fi
 done
 echo "highest rate with < 0.1% failed calls: $best calls/s (sipedge on core 0, sipp on core 1)"

@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 
 	adm := &lateAdmitter{}
 	px, err := proxy.New(proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
-		UserAgent: "sipedge/" + Version}, adm, log.With().Str("component", "proxy").Logger(), reg)
+		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer}, adm, log.With().Str("component", "proxy").Logger(), reg)
 	if err != nil {
 		return err
 	}

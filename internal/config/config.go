@@ -21,6 +21,7 @@ type Config struct {
 	Site       string `yaml:"site" usage:"site this instance belongs to"`
 	Server     string `yaml:"server" usage:"server name used by deservice profiles (default hostname)"`
 	Listen     string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP)"`
+	UDPBuffer  int    `yaml:"udp_buffer" usage:"UDP socket buffer bytes (capped by net.core.rmem_max/wmem_max)"`
 	Advertise  string `yaml:"advertise" usage:"HOST[:PORT] written into Via and Record-Route (default: listen address)"`
 	Redis      string `yaml:"redis" usage:"Redis address; empty starts an embedded Redis on loopback"`
 	Prefix     string `yaml:"prefix" usage:"Redis key prefix"`
@@ -56,6 +57,7 @@ func Default() Config {
 		Site:             "default",
 		Server:           host,
 		Listen:           "0.0.0.0:5060",
+		UDPBuffer:        4 << 20,
 		Prefix:           "sipedge:",
 		Admin:            "127.0.0.1:9060",
 		LogFormat:        "json",
@@ -108,6 +110,7 @@ func (c Config) Validate() error {
 		{"server", c.Server, nonEmpty(c.Server)},
 		{"listen", c.Listen, hostPort(c.Listen, true)},
 		{"advertise", c.Advertise, advertise(c.Advertise)},
+		{"udp_buffer", strconv.Itoa(c.UDPBuffer), intRange(c.UDPBuffer, 0, 1<<30)},
 		{"redis", c.Redis, optionalHostPort(c.Redis)},
 		{"prefix", c.Prefix, nonEmpty(c.Prefix)},
 		{"admin", c.Admin, optionalHostPort(c.Admin)},
