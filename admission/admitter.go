@@ -143,8 +143,8 @@ func (a *Admitter) DialogStarted(ctx context.Context, confID, node, callID strin
 }
 
 // DialogEnded records the end of a conference dialog.
-func (a *Admitter) DialogEnded(ctx context.Context, confID, node, callID string) {
-	left, err := a.confs.DialogEnded(ctx, confID, node)
+func (a *Admitter) DialogEnded(ctx context.Context, confID, node, instance, callID string) {
+	left, err := a.confs.DialogEnded(ctx, confID, node, instance)
 	if err != nil {
 		a.metrics.redisErrors.WithLabelValues("conf_end").Inc()
 		a.log.Error().Err(err).Str("call_id", callID).Str("conf_id", confID).Msg("dialog end not recorded")
@@ -153,4 +153,10 @@ func (a *Admitter) DialogEnded(ctx context.Context, confID, node, callID string)
 	if left == 0 {
 		a.log.Info().Str("call_id", callID).Str("conf_id", confID).Msg("conference ended: last dialog gone")
 	}
+}
+
+// Calls is the number of active conference dialogs this instance
+// established, counted cluster-wide in Redis.
+func (a *Admitter) Calls(ctx context.Context) (int, error) {
+	return a.confs.InstanceCalls(ctx, a.opts.Self.Name)
 }

@@ -38,29 +38,35 @@ func TestConfStore_PlacementLifecycle(t *testing.T) {
 	if got := mr.HGet(k.NodeCalls(), "n2"); got != "1" {
 		t.Errorf("node_calls[n2] = %q, want 1 (the racing dialog really went to n2)", got)
 	}
+	if n, err := s.InstanceCalls(ctx, "A"); err != nil || n != 1 {
+		t.Errorf("instance_calls[A] = %d (%v), want 1", n, err)
+	}
 	if got := mr.HGet(k.Conf("c1"), "started"); got != "1000" {
 		t.Errorf("started = %q, want first start 1000", got)
 	}
 	if ttl := mr.TTL(k.Conf("c1")); ttl <= 0 || ttl > time.Hour {
 		t.Errorf("ttl = %s, want (0, 1h]", ttl)
 	}
-	if left, err := s.DialogEnded(ctx, "c1", "n1"); err != nil || left != 1 {
+	if left, err := s.DialogEnded(ctx, "c1", "n1", "A"); err != nil || left != 1 {
 		t.Fatalf("first end: left %d err %v", left, err)
 	}
 	if !mr.Exists(k.Conf("c1")) {
 		t.Fatal("placement removed while a dialog remains")
 	}
-	if left, err := s.DialogEnded(ctx, "c1", "n2"); err != nil || left != 0 {
+	if left, err := s.DialogEnded(ctx, "c1", "n2", "B"); err != nil || left != 0 {
 		t.Fatalf("last end: left %d err %v", left, err)
 	}
 	if mr.Exists(k.Conf("c1")) {
 		t.Fatal("placement kept after the last dialog ended")
 	}
+	if mr.Exists(k.InstanceCalls()) {
+		t.Errorf("instance_calls kept after every dialog ended")
+	}
 	if mr.Exists(k.NodeCalls()) {
 		keys, _ := mr.HKeys(k.NodeCalls())
 		t.Errorf("node_calls kept after every dialog ended: %v", keys)
 	}
-	if left, err := s.DialogEnded(ctx, "c1", "n1"); err != nil || left != -1 {
+	if left, err := s.DialogEnded(ctx, "c1", "n1", "A"); err != nil || left != -1 {
 		t.Fatalf("end of unknown conference: left %d err %v, want -1", left, err)
 	}
 }

@@ -56,7 +56,7 @@ func (p *Proxy) EndDialogs(ctx context.Context, match func(Dialog) bool, reason 
 		go p.sendBye(ctx, dl, true, reason)
 		go p.sendBye(ctx, dl, false, reason)
 		if dl.confID != "" {
-			go p.admit.DialogEnded(context.Background(), dl.confID, dl.node, dl.callID)
+			go p.admit.DialogEnded(context.Background(), dl.confID, dl.node, p.opts.Instance, dl.callID)
 		}
 		p.metrics.endedBySipedge.WithLabelValues(reason).Inc()
 	}

@@ -22,8 +22,9 @@ type hop struct {
 type fwdInfo struct {
 	confID     string
 	node       string
-	newDialog  bool // initial request: a 2xx to INVITE starts a dialog
-	endsDialog bool // BYE: its final response ends the dialog
+	instance   string // instance that established the dialog
+	newDialog  bool   // initial request: a 2xx to INVITE starts a dialog
+	endsDialog bool   // BYE: its final response ends the dialog
 }
 
 // keepAsBuilt stops sipgo from adding headers of its own: the proxy has
@@ -174,7 +175,7 @@ func (p *Proxy) dialogEnded(in *sip.Request, info fwdInfo) {
 	}
 	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
 	if info.confID != "" {
-		go p.admit.DialogEnded(context.Background(), info.confID, info.node, id)
+		go p.admit.DialogEnded(context.Background(), info.confID, info.node, info.instance, id)
 	}
 }
 

@@ -81,7 +81,7 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	st := routeState{
 		NodeName: v.Node.Name, NodeAddr: v.Node.Addr, NodeTransport: nodeTransport,
 		PeerAddr: req.Source(), PeerTransport: lower(req.Transport()),
-		FromTag: fromTag(req),
+		FromTag: fromTag(req), Instance: p.opts.Instance,
 	}
 	if req.Method == sip.INVITE {
 		st.ConfID = areq.ConfID
@@ -113,7 +113,7 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 			dl.noteCSeq(fromTag(req) == st.FromTag, cs.SeqNo)
 		}
 	}
-	info := fwdInfo{confID: st.ConfID, node: st.NodeName, endsDialog: req.Method == sip.BYE}
+	info := fwdInfo{confID: st.ConfID, node: st.NodeName, instance: st.Instance, endsDialog: req.Method == sip.BYE}
 	p.forward(req, tx, out, next, info)
 }
 
@@ -130,7 +130,7 @@ func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) 
 	}
 	out := req.Clone()
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
-	info := fwdInfo{confID: req.Recipient.User, node: v.Node.Name, endsDialog: req.Method == sip.BYE}
+	info := fwdInfo{confID: req.Recipient.User, node: v.Node.Name, instance: p.opts.Instance, endsDialog: req.Method == sip.BYE}
 	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}, info)
 }
 

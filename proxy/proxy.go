@@ -27,7 +27,7 @@ import (
 type Admitter interface {
 	Admit(ctx context.Context, req admission.Request) admission.Verdict
 	DialogStarted(ctx context.Context, confID, node, callID string)
-	DialogEnded(ctx context.Context, confID, node, callID string)
+	DialogEnded(ctx context.Context, confID, node, instance, callID string)
 }
 
 var _ Admitter = (*admission.Admitter)(nil)
@@ -39,6 +39,7 @@ type Options struct {
 	RouteSecret string // key signing Record-Route state; shared by all instances
 	UserAgent   string // Server / User-Agent header value
 	UDPBuffer   int    // socket buffer bytes of the UDP listener (0: kernel default)
+	Instance    string // this instance's name, carried in Record-Route state
 }
 
 // Proxy is a running SIP proxy.

@@ -35,7 +35,7 @@ func (f *fakeAdmitter) Admit(_ context.Context, r admission.Request) admission.V
 func (f *fakeAdmitter) DialogStarted(_ context.Context, confID, node, _ string) {
 	f.record("start " + confID + " " + node)
 }
-func (f *fakeAdmitter) DialogEnded(_ context.Context, confID, node, _ string) {
+func (f *fakeAdmitter) DialogEnded(_ context.Context, confID, node, _, _ string) {
 	f.record("end " + confID + " " + node)
 }
 func (f *fakeAdmitter) record(s string) {

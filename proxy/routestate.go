@@ -26,6 +26,7 @@ type routeState struct {
 	PeerTransport string
 	FromTag       string // From tag of the initial request
 	ConfID        string // conference id (empty for non-conference dialogs)
+	Instance      string // the sipedge instance that established the dialog
 }
 
 var (
@@ -34,7 +35,7 @@ var (
 )
 
 const (
-	routeVersion = "2"
+	routeVersion = "3"
 	macLen       = 12 // truncated HMAC-SHA256: 96 bits is plenty against forgery here
 	fieldSep     = "\x1f"
 )
@@ -62,7 +63,7 @@ func (s routeSigner) mac(payload []byte) []byte {
 // Encode returns the value of the routeParam URI parameter.
 func (s routeSigner) Encode(st routeState) string {
 	payload := strings.Join([]string{routeVersion, st.NodeName, st.NodeAddr, st.NodeTransport,
-		st.PeerAddr, st.PeerTransport, st.FromTag, st.ConfID}, fieldSep)
+		st.PeerAddr, st.PeerTransport, st.FromTag, st.ConfID, st.Instance}, fieldSep)
 	b := make([]byte, 0, len(payload)+macLen)
 	b = append(b, payload...)
 	b = append(b, s.mac([]byte(payload))...)
@@ -80,9 +81,9 @@ func (s routeSigner) Decode(v string) (routeState, error) {
 		return routeState{}, errRouteSignature
 	}
 	f := strings.Split(string(payload), fieldSep)
-	if len(f) != 8 || f[0] != routeVersion {
+	if len(f) != 9 || f[0] != routeVersion {
 		return routeState{}, errRouteMalformed
 	}
 	return routeState{NodeName: f[1], NodeAddr: f[2], NodeTransport: f[3], PeerAddr: f[4],
-		PeerTransport: f[5], FromTag: f[6], ConfID: f[7]}, nil
+		PeerTransport: f[5], FromTag: f[6], ConfID: f[7], Instance: f[8]}, nil
 }

@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 
 	adm := &lateAdmitter{}
 	px, err := proxy.New(proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
-		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer}, adm, log.With().Str("component", "proxy").Logger(), reg)
+		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name}, adm, log.With().Str("component", "proxy").Logger(), reg)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,12 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	pub := instance.NewPublisher(rdb, k, instance.Info{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server, Addr: px.Addr()},
 		time.Second, func() instance.State {
 			v := a.Instance()
-			d := px.ActiveDialogs()
+			// Counted in Redis: a dialog set up here may end through another
+			// instance. Fall back to what this instance saw if Redis fails.
+			d, err := a.Calls(ctx)
+			if err != nil {
+				d = px.ActiveDialogs()
+			}
 			return instance.State{Name: admission.InstanceState(v, d), Dialogs: d, Deserviced: v.Deserviced, HeldBack: v.HeldBack}
 		}, log)
 
@@ -210,6 +215,6 @@ func (l *lateAdmitter) DialogStarted(ctx context.Context, confID, node, callID s
 	l.a.DialogStarted(ctx, confID, node, callID)
 }
 
-func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, callID string) {
-	l.a.DialogEnded(ctx, confID, node, callID)
+func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, callID string) {
+	l.a.DialogEnded(ctx, confID, node, instance, callID)
 }

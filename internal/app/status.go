@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"time"
 
 	"github.com/sipedge/sipedge/admission"
@@ -58,6 +59,11 @@ func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watche
 	d.Instance.Redis = redisAddr
 	v := a.Instance()
 	d.Instance.SIP, d.Instance.Dialogs = px.Addr(), px.ActiveDialogs()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	if n, err := a.Calls(ctx); err == nil {
+		d.Instance.Dialogs = n // cluster-wide count of the dialogs set up here
+	}
+	cancel()
 	d.Instance.State = admission.InstanceState(v, d.Instance.Dialogs)
 	d.Instance.Deserviced, d.Instance.HeldBack, d.Instance.Profiles = v.Deserviced, v.HeldBack, v.Profiles
 	snap := w.Snapshot()

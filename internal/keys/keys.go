@@ -62,3 +62,7 @@ func (k Keys) NodeCalls() string { return k.Prefix + "node_calls" }
 
 // ProfilePattern matches every Profile key (for SCAN).
 func (k Keys) ProfilePattern() string { return k.Prefix + "profile:*" }
+
+// InstanceCalls is the HASH instance name -> active conference dialogs it
+// established, kept cluster-wide so a BYE through another instance counts.
+func (k Keys) InstanceCalls() string { return k.Prefix + "instance_calls" }
