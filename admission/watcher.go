@@ -73,7 +73,7 @@ func (w *StateWatcher) Start(ctx context.Context) error { return w.reload(ctx) }
 
 // Run keeps the snapshot current until ctx is done.
 func (w *StateWatcher) Run(ctx context.Context) error {
-	resync.Loop(ctx, w.rdb, w.k.Events(), w.every, func(ctx context.Context) { _ = w.reload(ctx) })
+	resync.Loop(ctx, w.rdb, w.k.Events(), w.every, nil, func(ctx context.Context) { _ = w.reload(ctx) })
 	return nil
 }
 

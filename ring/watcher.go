@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/internal/resync"
 )
 
 // WatcherOptions configures a Watcher.
@@ -120,41 +121,12 @@ func (w *Watcher) Start(ctx context.Context) error {
 func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { w.subscribe(ctx) })
 	if w.opts.Health.ProbeInterval > 0 {
 		wg.Go(func() { w.probeLoop(ctx) })
 	}
-	t := time.NewTicker(w.opts.ResyncInterval)
-	defer t.Stop()
-	for {
-		_ = w.reload(ctx) // errors are counted and logged inside
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-w.kick:
-		}
-	}
-}
-
-// subscribe turns any message on the events channel into a reload. go-redis
-// resubscribes by itself after a connection loss; the confirmation of each
-// (re)subscription also triggers a reload, covering events missed meanwhile.
-func (w *Watcher) subscribe(ctx context.Context) {
-	ps := w.rdb.Subscribe(ctx, w.k.Events())
-	defer ps.Close()
-	ch := ps.ChannelWithSubscriptions()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-			w.Refresh()
-		}
-	}
+	// Errors are counted and logged inside reload.
+	resync.Loop(ctx, w.rdb, w.k.Events(), w.opts.ResyncInterval, w.kick, func(ctx context.Context) { _ = w.reload(ctx) })
+	return nil
 }
 
 // reload reads the nodes and their calls, records service transitions, and

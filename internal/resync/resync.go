@@ -15,9 +15,13 @@ import (
 // (fail-static views keep their last state); Loop never stops on them.
 // go-redis resubscribes by itself after a connection loss, and each
 // (re)subscription confirmation triggers a reload too, covering events
-// missed meanwhile.
-func Loop(ctx context.Context, rdb redis.UniversalClient, channel string, every time.Duration, reload func(context.Context)) {
-	kick := make(chan struct{}, 1)
+// missed meanwhile. A send on kick (buffered, size 1; nil for none) asks
+// for a reload from elsewhere.
+func Loop(ctx context.Context, rdb redis.UniversalClient, channel string, every time.Duration,
+	kick chan struct{}, reload func(context.Context)) {
+	if kick == nil {
+		kick = make(chan struct{}, 1)
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
