@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin
 
-.PHONY: all build run test test-unit test-integration deps bench bench-go bench-sipp lint clean
+.PHONY: all build run test test-unit test-integration deps bench bench-go bench-sipp bench-propagation lint clean
 
 all: build
 
@@ -41,13 +41,18 @@ deps:
 	fi
 
 # Benchmarks: Go micro-benchmarks, then sipp stepped call rates.
-bench: bench-go bench-sipp
+bench: bench-go bench-sipp bench-propagation
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./ring/ ./proxy/
 
 bench-sipp: deps build
 	./scripts/bench.sh
+
+# Time from a deservice write (plain redis-cli, and sipedgectl) to the first
+# 503 a client sees, with real redis-server, sipedge and sipp.
+bench-propagation: deps
+	$(GO) test -count=1 -v -run 'TestPropagation' ./integration/ | grep -E 'first 503|prober:|^(ok|FAIL|---)'
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
