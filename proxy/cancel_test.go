@@ -100,3 +100,23 @@ func TestProxy_TCPCallerUDPNode(t *testing.T) {
 		}
 	}
 }
+
+// RFC 3261 §16.7: a stateful proxy answers 100 Trying itself and never
+// forwards the next hop's; other provisional responses are relayed.
+func TestProxy_NodeTryingNotRelayed(t *testing.T) {
+	node := newPeer(t)
+	a := startProxy(t, &fakeAdmitter{node: ring.Node{Name: "n1", Addr: node.addr(), Transport: "udp"}})
+	caller := newPeer(t)
+
+	caller.send(a.Addr(), invite(caller, "sip:conf1@"+a.Addr(), "call-trying", "z9hG4bK-t1", 70))
+	caller.recv("SIP/2.0 100") // sipedge's own
+	inv := node.recv("INVITE ")
+	node.send(a.Addr(), answer(inv, 100, "Trying", "", node.addr()))
+	for _, m := range caller.drain() {
+		if strings.HasPrefix(m, "SIP/2.0 100") {
+			t.Errorf("the node's 100 Trying was relayed upstream:\n%s", m)
+		}
+	}
+	node.send(a.Addr(), answer(inv, 180, "Ringing", "node1", node.addr()))
+	caller.recv("SIP/2.0 180")
+}

@@ -105,6 +105,11 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if canceller != nil && res.IsProvisional() {
 				canceller.provisional()
 			}
+			if res.StatusCode == 100 {
+				// RFC 3261 §16.7: a stateful proxy never forwards 100 Trying;
+				// sipedge sent its own.
+				continue
+			}
 			r := upstream(res)
 			if r == nil {
 				continue
