@@ -89,6 +89,7 @@ func TestDeserviceInstance_MidCall_CallsFinish_NewDialogs503(t *testing.T) {
 		return ""
 	})
 
+	follow := c.startCtl("drain", "--wait", "--timeout", "30s", "A")
 	rejected := requireRejected(t, a.sipAddr(), "t9a-new", "17")
 	if code, err := sipOptions(a.sipAddr(), 2*time.Second); err != nil || code != 200 {
 		t.Errorf("OPTIONS to deserviced A: %d %v, want 200", code, err)
@@ -110,6 +111,9 @@ func TestDeserviceInstance_MidCall_CallsFinish_NewDialogs503(t *testing.T) {
 		return ""
 	})
 	c.waitInstanceHash(3*time.Second, "A", "state", "drained")
+	if err := follow.wait(t, 10*time.Second); err != nil {
+		t.Errorf("sipedgectl drain --wait A: %v\n%s%s", err, follow.stdout.String(), follow.stderr.String())
+	}
 	if got := a.readyz(); got != 503 {
 		t.Errorf("drained A /readyz = %d, want 503", got)
 	}

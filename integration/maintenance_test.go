@@ -53,6 +53,8 @@ func TestNodeMaintenance_MidConference_StickyThenMaintenance(t *testing.T) {
 		}
 	}
 
+	follow := c.startCtl("drain", "--wait", "--timeout", "30s", node)
+
 	fresh := runUAC(t, "new-confs", uac{Scenario: "uac_call.xml", Target: b.sipAddr(),
 		Rows: callRows(b.sipAddr(), ids("t9d-new", 30)...), Rate: 30, Hold: 20 * time.Millisecond})
 	fresh.requireAllSucceeded(t, 30)
@@ -73,6 +75,12 @@ func TestNodeMaintenance_MidConference_StickyThenMaintenance(t *testing.T) {
 			}
 			return ""
 		})
+	}
+	if err := follow.wait(t, 10*time.Second); err != nil {
+		t.Errorf("sipedgectl drain --wait %s: %v\n%s%s", node, err, follow.stdout.String(), follow.stderr.String())
+	}
+	if out := follow.stdout.String(); !strings.Contains(out, node) || !strings.Contains(out, "maintenance") {
+		t.Errorf("sipedgectl drain --wait %s printed no progress naming the node and its end state:\n%s", node, out)
 	}
 	if got := c.ctlStatusNodeOf(node); got.State != "maintenance" || got.InService {
 		t.Errorf("sipedgectl status: node %+v, want state maintenance, not in service", got)
@@ -293,4 +301,34 @@ func TestNodeMaintenance_SurvivesRestarts(t *testing.T) {
 	if placed["cn1"] != 0 || placed["cn2"] != 10 {
 		t.Errorf("new conferences after restarts placed %v, want all 10 on cn2", placed)
 	}
+}
+
+// 9e, drain_action keep: at drain_timeout the calls are left alone; the node
+// stays draining until they end by themselves, then enters maintenance.
+func TestNodeDrainTimeout_KeepAction_CallsContinue(t *testing.T) {
+	c := newCluster(t, []string{"A"}, []string{"n1", "n2"})
+	a := c.inst[0]
+	const conf = "t9e-keep"
+	c.writeSettings("drain_timeout", "1", "drain_action", "keep")
+
+	held := startUAC(t, "held", uac{Scenario: "uac_call.xml", Target: a.sipAddr(),
+		Rows: callRows(a.sipAddr(), conf), Hold: 4 * time.Second})
+	var node string
+	eventually(t, 5*time.Second, "call established", func() string {
+		if node = c.confNode(conf); node == "" || c.nodeCalls(node) != "1" {
+			return fmt.Sprintf("node %q", node)
+		}
+		return ""
+	})
+	c.writeHash("sipedge:node:"+node, "maintenance", "1")
+	a.waitNodeState(t, 2*time.Second, node, "draining", nil)
+	time.Sleep(2 * time.Second) // past drain_timeout
+	a.waitNodeState(t, time.Second, node, "draining", func(n svcNode) string {
+		if n.Calls != 1 {
+			return fmt.Sprintf("%d calls", n.Calls)
+		}
+		return ""
+	})
+	held.wait().requireAllSucceeded(t, 1) // a BYE from sipedge would be unexpected and fail the call
+	a.waitNodeState(t, 3*time.Second, node, "maintenance", nil)
 }
