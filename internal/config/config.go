@@ -44,6 +44,16 @@ type Config struct {
 	ConfTTL          time.Duration `yaml:"conf_ttl" usage:"expiry of a conference placement key (safety net when BYEs are lost)"`
 	RedisTimeout     time.Duration `yaml:"redis_timeout" usage:"timeout of one Redis call on the SIP path"`
 	StartupRetry     time.Duration `yaml:"startup_retry" usage:"how long to retry an unreachable Redis at start-up before giving up"`
+
+	MediaPorts      string `yaml:"media_ports" usage:"RTP relay port range MIN-MAX (MIN even); empty turns media anchoring off"`
+	MediaIP         string `yaml:"media_ip" usage:"IP the relay ports bind to (default: the listen host)"`
+	MediaAdvertise  string `yaml:"media_advertise" usage:"IP written into rewritten SDP (default: the advertised SIP host)"`
+	TrustedNetworks string `yaml:"trusted_networks" usage:"comma-separated CIDRs whose X-Sipedge-* headers are honoured (media nodes always are)"`
+
+	MediaTimeout           time.Duration `yaml:"media_timeout" usage:"a participant whose RTP is silent this long is ended (default of sipedge:settings media_timeout)"`
+	PresenceTimeout        time.Duration `yaml:"presence_timeout" usage:"a participant silent this long is no longer present (keeps no conference alive)"`
+	GuestsOnlyTimeout      time.Duration `yaml:"guests_only_timeout" usage:"conference end after the last Host keeping it alive left (default of sipedge:settings)"`
+	LastParticipantTimeout time.Duration `yaml:"last_participant_timeout" usage:"conference end while one participant remains (0 = never; default of sipedge:settings)"`
 }
 
 // Default returns the configuration used when nothing overrides it.
@@ -75,6 +85,11 @@ func Default() Config {
 		ConfTTL:          24 * time.Hour,
 		RedisTimeout:     250 * time.Millisecond,
 		StartupRetry:     10 * time.Second,
+
+		MediaPorts:        "30000-39999",
+		MediaTimeout:      60 * time.Second,
+		PresenceTimeout:   5 * time.Second,
+		GuestsOnlyTimeout: 60 * time.Second,
 	}
 }
 
@@ -129,6 +144,14 @@ func (c Config) Validate() error {
 		{"conf_ttl", c.ConfTTL.String(), durRange(c.ConfTTL, time.Second, 30*24*time.Hour)},
 		{"redis_timeout", c.RedisTimeout.String(), durRange(c.RedisTimeout, time.Millisecond, time.Minute)},
 		{"startup_retry", c.StartupRetry.String(), durRange(c.StartupRetry, 0, time.Hour)},
+		{"media_ports", c.MediaPorts, portRange(c.MediaPorts)},
+		{"media_ip", c.MediaIP, optionalIP(c.MediaIP)},
+		{"media_advertise", c.MediaAdvertise, optionalIP(c.MediaAdvertise)},
+		{"trusted_networks", c.TrustedNetworks, cidrList(c.TrustedNetworks)},
+		{"media_timeout", c.MediaTimeout.String(), durRange(c.MediaTimeout, time.Second, 86400*time.Second)},
+		{"presence_timeout", c.PresenceTimeout.String(), durRange(c.PresenceTimeout, 100*time.Millisecond, time.Hour)},
+		{"guests_only_timeout", c.GuestsOnlyTimeout.String(), durRange(c.GuestsOnlyTimeout, 0, 86400*time.Second)},
+		{"last_participant_timeout", c.LastParticipantTimeout.String(), backstop(c.LastParticipantTimeout)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {

@@ -55,6 +55,15 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"env redis", nil, map[string]string{"SIPEDGE_REDIS": "nohost"}, "redis"},
 		{"env int", nil, map[string]string{"SIPEDGE_PROBE_UP": "x"}, "probe_up"},
 		{"negative resync", []string{"--resync-interval", "-1s"}, nil, "resync_interval"},
+		{"media ports odd min", []string{"--media-ports", "30001-30100"}, nil, "media_ports"},
+		{"media ports reversed", []string{"--media-ports", "40000-30000"}, nil, "media_ports"},
+		{"media ports text", []string{"--media-ports", "lots"}, nil, "media_ports"},
+		{"media ip hostname", []string{"--media-ip", "relay.example"}, nil, "media_ip"},
+		{"media advertise", []string{"--media-advertise", "300.1.1.1"}, nil, "media_advertise"},
+		{"trusted networks", []string{"--trusted-networks", "10.0.0.0/8,bogus"}, nil, "trusted_networks"},
+		{"media timeout zero", []string{"--media-timeout", "0s"}, nil, "media_timeout"},
+		{"backstop 30s", []string{"--last-participant-timeout", "30s"}, nil, "last_participant_timeout"},
+		{"guests only negative", nil, map[string]string{"SIPEDGE_GUESTS_ONLY_TIMEOUT": "-1s"}, "guests_only_timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
