@@ -1,0 +1,184 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// ErrExhausted is returned by Pool.Allocate when no port pair in the range
+// can be bound.
+var ErrExhausted = errors.New("relay: port range exhausted")
+
+// Pool hands out RTP/RTCP port pairs from [min, max] on one local IP. Pairs
+// start on even ports (RTP) with RTCP on port+1, and are taken round-robin
+// so a port just freed is reused as late as possible (stray packets of the
+// previous call rarely reach the next one). Ports someone else holds are
+// skipped. A Pool is safe for concurrent use.
+type Pool struct {
+	ip        netip.Addr
+	advertise netip.Addr
+	min, max  int
+	network   string
+
+	mu    sync.Mutex
+	next  int    // slot to try first
+	taken []bool // slot i is ports min+2i, min+2i+1
+
+	inUse atomic.Int64
+}
+
+// PoolOption configures a Pool.
+type PoolOption func(*Pool)
+
+// WithAdvertise sets the address LocalA/LocalB report (and so what goes into
+// SDP) when the pool binds a wildcard address or sits behind 1:1 NAT.
+func WithAdvertise(ip netip.Addr) PoolOption {
+	return func(p *Pool) { p.advertise = ip.Unmap() }
+}
+
+// NewPool returns a pool of the ports in [min, max] on ip. min must be even,
+// min < max, and the range within 1024..65535.
+func NewPool(ip netip.Addr, min, max int, opts ...PoolOption) (*Pool, error) {
+	switch {
+	case !ip.IsValid():
+		return nil, errors.New("relay: pool: invalid IP")
+	case min%2 != 0:
+		return nil, fmt.Errorf("relay: pool: min port %d is odd", min)
+	case min >= max:
+		return nil, fmt.Errorf("relay: pool: min port %d not below max %d", min, max)
+	case min < 1024 || max > 65535:
+		return nil, fmt.Errorf("relay: pool: range %d-%d outside 1024-65535", min, max)
+	}
+	ip = ip.Unmap()
+	p := &Pool{ip: ip, advertise: ip, min: min, max: max, network: "udp4",
+		taken: make([]bool, (max-min+1)/2)}
+	if ip.Is6() {
+		p.network = "udp6"
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p, nil
+}
+
+// InUse reports the ports currently bound through the pool.
+func (p *Pool) InUse() int { return int(p.inUse.Load()) }
+
+// Size reports how many port pairs the range holds.
+func (p *Pool) Size() int { return len(p.taken) }
+
+// PortPair is one allocated RTP port and, unless allocated for rtcp-mux, its
+// RTCP companion on port+1.
+type PortPair struct {
+	pool        *Pool
+	slot        int
+	rtp, rtcp   *net.UDPConn
+	rtpA, rtcpA netip.AddrPort // advertised
+	once        sync.Once
+	err         error
+}
+
+// RTP returns the RTP socket.
+func (pp *PortPair) RTP() *net.UDPConn { return pp.rtp }
+
+// RTCP returns the RTCP socket, nil for a mux pair.
+func (pp *PortPair) RTCP() *net.UDPConn { return pp.rtcp }
+
+// Addrs returns the advertised RTP and RTCP addresses; for a mux pair both
+// are the RTP address.
+func (pp *PortPair) Addrs() (rtp, rtcp netip.AddrPort) { return pp.rtpA, pp.rtcpA }
+
+// Close closes the sockets and returns the ports to the pool. It is
+// idempotent and returns the first close error.
+func (pp *PortPair) Close() error {
+	pp.once.Do(func() {
+		n := int64(1)
+		err := pp.rtp.Close()
+		if pp.rtcp != nil {
+			n++
+			err = errors.Join(err, pp.rtcp.Close())
+		}
+		pp.pool.inUse.Add(-n)
+		pp.pool.unreserve(pp.slot)
+		if err != nil {
+			pp.err = fmt.Errorf("relay: close port %d: %w", pp.rtpA.Port(), err)
+		}
+	})
+	return pp.err
+}
+
+// Allocate binds the next free pair: RTP on an even port and, unless mux,
+// RTCP on port+1. Pairs whose ports are bound by someone else are skipped;
+// when none is left it returns ErrExhausted.
+func (p *Pool) Allocate(mux bool) (*PortPair, error) {
+	for range p.taken {
+		slot, ok := p.reserve()
+		if !ok {
+			break
+		}
+		pp, err := p.bind(slot, mux)
+		if err == nil {
+			return pp, nil
+		}
+		p.unreserve(slot)
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, err
+		}
+	}
+	return nil, ErrExhausted
+}
+
+func (p *Pool) reserve() (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.taken)
+	for i := range n {
+		s := (p.next + i) % n
+		if !p.taken[s] {
+			p.taken[s] = true
+			p.next = (s + 1) % n
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+func (p *Pool) unreserve(slot int) {
+	p.mu.Lock()
+	p.taken[slot] = false
+	p.mu.Unlock()
+}
+
+func (p *Pool) bind(slot int, mux bool) (*PortPair, error) {
+	port := p.min + 2*slot
+	rtp, err := p.listen(port)
+	if err != nil {
+		return nil, err
+	}
+	pp := &PortPair{pool: p, slot: slot, rtp: rtp,
+		rtpA: netip.AddrPortFrom(p.advertise, uint16(port))}
+	pp.rtcpA = pp.rtpA
+	if !mux {
+		if pp.rtcp, err = p.listen(port + 1); err != nil {
+			_ = rtp.Close()
+			return nil, err
+		}
+		pp.rtcpA = netip.AddrPortFrom(p.advertise, uint16(port+1))
+		p.inUse.Add(1)
+	}
+	p.inUse.Add(1)
+	return pp, nil
+}
+
+func (p *Pool) listen(port int) (*net.UDPConn, error) {
+	c, err := net.ListenUDP(p.network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.ip, uint16(port))))
+	if err != nil {
+		return nil, fmt.Errorf("relay: bind %s port %d: %w", p.ip, port, err)
+	}
+	return c, nil
+}
