@@ -51,6 +51,7 @@ func (p *Proxy) EndDialogs(ctx context.Context, match func(Dialog) bool, reason 
 			continue // ended meanwhile
 		}
 		p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
+		p.mediaEnded(dl.callID)
 		p.log.Info().Str("call_id", dl.callID).Str("conf_id", dl.confID).Str("node", dl.node).
 			Str("reason", reason).Msg("ending call: BYE to both legs")
 		go p.sendBye(ctx, dl, true, reason)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipedge/sipedge/media"
 )
 
 // hop is where a forwarded request goes: always an address sipedge chose
@@ -22,9 +24,12 @@ type hop struct {
 type fwdInfo struct {
 	confID     string
 	node       string
-	instance   string // instance that established the dialog
-	newDialog  bool   // initial request: a 2xx to INVITE starts a dialog
-	endsDialog bool   // BYE: its final response ends the dialog
+	instance   string      // instance that established the dialog
+	newDialog  bool        // initial request: a 2xx to INVITE starts a dialog
+	endsDialog bool        // BYE: its final response ends the dialog
+	fromCaller bool        // sent by the dialog's caller: SDP in responses comes from the callee
+	join       *media.Join // new INVITE dialog: the participant it becomes when answered
+	anchored   bool        // new dialog whose media session must be freed if it fails
 }
 
 // keepAsBuilt stops sipgo from adding headers of its own: the proxy has
@@ -85,6 +90,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	// still comes.
 	ctxTx.OnRetransmission(func(res *sip.Response) {
 		if r := upstream(res); r != nil {
+			p.anchorResponse(in, r, info)
 			_ = p.srv.WriteResponse(r)
 		}
 	})
@@ -114,10 +120,17 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if r == nil {
 				continue
 			}
+			p.anchorResponse(in, r, info)
 			if in.IsInvite() && res.IsSuccess() && info.newDialog && !started {
 				started = true
 				p.dialogStarted(p.newDialogRecord(in, res, info,
 					hop{addr: in.Source(), transport: lower(in.Transport())}, next))
+				if info.join != nil && p.media != nil {
+					go p.media.Joined(context.Background(), *info.join)
+				}
+			}
+			if info.anchored && !started && res.StatusCode >= 300 {
+				p.mediaEnded(callID(in)) // the call failed: free its ports
 			}
 			if info.endsDialog && !res.IsProvisional() {
 				p.dialogEnded(in, info)
@@ -136,6 +149,9 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if info.endsDialog {
 				p.dialogEnded(in, info)
 			}
+			if info.anchored && !started {
+				p.mediaEnded(callID(in))
+			}
 			if errors.Is(ctxTx.Err(), sip.ErrTransactionTransport) {
 				p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
 				return
@@ -145,6 +161,9 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		case <-tx.Done():
 			// Cancelled upstream (sipgo has answered 487) or the server
 			// transaction died: the CANCEL, if any, is on its way downstream.
+			if info.anchored && !started {
+				p.mediaEnded(callID(in))
+			}
 			return
 		}
 	}
@@ -175,6 +194,7 @@ func (p *Proxy) dialogStarted(dl *dialog) {
 
 func (p *Proxy) dialogEnded(in *sip.Request, info fwdInfo) {
 	id := callID(in)
+	p.mediaEnded(id)
 	if !p.dialogs.Remove(id) && info.confID == "" {
 		return
 	}
@@ -258,4 +278,21 @@ func cancelFor(inv *sip.Request) *sip.Request {
 	c.SetTransport(inv.Transport())
 	c.Laddr = inv.Laddr
 	return c
+}
+
+// anchorResponse rewrites the SDP of a response to INVITE, UPDATE or
+// PRACK (an offer or answer of the side the request went to). A body that
+// cannot be anchored is passed unchanged and counted: a response cannot be
+// refused, and the caller still gets its call.
+func (p *Proxy) anchorResponse(in *sip.Request, r *sip.Response, info fwdInfo) {
+	switch in.Method {
+	case sip.INVITE, sip.UPDATE, sip.PRACK:
+	default:
+		return
+	}
+	if err := p.anchor(r, callID(in), !info.fromCaller); err != nil {
+		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
+		p.log.Warn().Err(err).Str("call_id", callID(in)).Int("code", r.StatusCode).
+			Msg("SDP of a response cannot be anchored: passed unchanged")
+	}
 }

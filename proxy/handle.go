@@ -54,6 +54,13 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		// Answer at once so the caller stops retransmitting while Redis is asked.
 		p.reply(tx, req, 100, "Trying")
 	}
+	node, trusted := p.trust(req)
+	if trusted && req.IsInvite() {
+		if conf := headerValue(req, hdrConference); conf != "" {
+			p.nodeCall(req, tx, node, conf)
+			return
+		}
+	}
 	areq := admission.Request{Method: string(req.Method), CallID: callID(req), ConfID: req.Recipient.User}
 	if to := req.To(); to != nil {
 		areq.AOR = to.Address.User + "@" + to.Address.Host
@@ -77,20 +84,36 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 
 	out := req.Clone()
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
+	p.dropOwnRoutes(out)
+	if !trusted {
+		p.stripTrusted(out)
+	}
+	info := fwdInfo{node: v.Node.Name, newDialog: true, fromCaller: true}
+	if req.Method == sip.INVITE {
+		info.confID = areq.ConfID
+		j := joinOf(req, areq.ConfID, trusted, fromURI(req))
+		info.join = &j
+		if p.media != nil {
+			p.media.Open(areq.CallID, areq.ConfID, true)
+			info.anchored = true
+			if err := p.anchor(out, areq.CallID, true); err != nil {
+				p.mediaEnded(areq.CallID)
+				p.rejectSDP(tx, req, err)
+				return
+			}
+		}
+	}
 	nodeTransport := transportOrUDP(v.Node.Transport)
 	st := routeState{
 		NodeName: v.Node.Name, NodeAddr: v.Node.Addr, NodeTransport: nodeTransport,
 		PeerAddr: req.Source(), PeerTransport: lower(req.Transport()),
 		FromTag: fromTag(req), Instance: p.opts.Instance,
 	}
-	if req.Method == sip.INVITE {
-		st.ConfID = areq.ConfID
-	}
+	st.ConfID = info.confID
 	if req.Method == sip.INVITE || req.Method == sip.SUBSCRIBE {
 		p.recordRoute(out, st)
 	}
-	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: nodeTransport},
-		fwdInfo{confID: st.ConfID, node: v.Node.Name, newDialog: true})
+	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: nodeTransport}, info)
 }
 
 // inDialog routes a request carrying sipedge's Record-Route state.
@@ -107,13 +130,25 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 	}
 	out := req.Clone()
 	dropRoutes(out, n)
+	if _, trusted := p.trust(req); !trusted {
+		p.stripTrusted(out)
+	}
+	fromCaller := fromTag(req) == st.FromTag
+	if err := p.anchor(out, callID(req), fromCaller); err != nil {
+		if req.Method == sip.INVITE || req.Method == sip.UPDATE {
+			p.rejectSDP(tx, req, err)
+			return
+		}
+		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
+	}
 	next := p.nextHop(req, st)
 	if dl := p.dialogs.Get(callID(req)); dl != nil {
 		if cs := req.CSeq(); cs != nil {
 			dl.noteCSeq(fromTag(req) == st.FromTag, cs.SeqNo)
 		}
 	}
-	info := fwdInfo{confID: st.ConfID, node: st.NodeName, instance: st.Instance, endsDialog: req.Method == sip.BYE}
+	info := fwdInfo{confID: st.ConfID, node: st.NodeName, instance: st.Instance, endsDialog: req.Method == sip.BYE,
+		fromCaller: fromCaller}
 	p.forward(req, tx, out, next, info)
 }
 
@@ -130,7 +165,13 @@ func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) 
 	}
 	out := req.Clone()
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
-	info := fwdInfo{confID: req.Recipient.User, node: v.Node.Name, instance: p.opts.Instance, endsDialog: req.Method == sip.BYE}
+	p.stripTrusted(out)
+	if err := p.anchor(out, callID(req), true); err != nil && (req.Method == sip.INVITE || req.Method == sip.UPDATE) {
+		p.rejectSDP(tx, req, err)
+		return
+	}
+	info := fwdInfo{confID: req.Recipient.User, node: v.Node.Name, instance: p.opts.Instance, endsDialog: req.Method == sip.BYE,
+		fromCaller: true}
 	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}, info)
 }
 
@@ -174,6 +215,11 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 		p.metrics.badRoutes.Inc()
 		p.log.Debug().Str("call_id", callID(req)).AnErr("route_error", err).Msg("ACK without a sipedge route dropped")
 		return
+	}
+	// An ACK may carry the answer to an offer made in a 2xx (late offer).
+	if err := p.anchor(out, callID(req), n == 0 || fromTag(req) == st.FromTag); err != nil {
+		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
+		p.log.Warn().Err(err).Str("call_id", callID(req)).Msg("SDP of an ACK cannot be anchored: passed unchanged")
 	}
 	p.prepareForward(req, out, next, statelessBranch(req))
 	if err := p.client.WriteRequest(out, keepAsBuilt); err != nil {

@@ -29,6 +29,9 @@ type metrics struct {
 	dialogsActive   prometheus.Gauge
 	endedBySipedge  *prometheus.CounterVec
 	sipgoErrors     prometheus.Counter
+	// strippedHeaders counts X-Sipedge-* headers removed from untrusted sources.
+	strippedHeaders prometheus.Counter
+	sdpRejected     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -62,6 +65,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		dialogsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sipedge_dialogs_active", Help: "Dialogs established through this instance and not yet ended here.",
 		}),
+		strippedHeaders: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_trusted_headers_stripped_total", Help: "X-Sipedge-* headers removed from messages of untrusted sources.",
+		}),
+		sdpRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_sip_sdp_rejected_total", Help: "Messages whose SDP could not be anchored, by what was done (488, passed).",
+		}, []string{"action"}),
 	}
 	for _, meth := range knownMethods {
 		m.requests[meth] = reqVec.WithLabelValues(string(meth))
@@ -70,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.otherRequests = reqVec.WithLabelValues("other")
 	m.otherResp = classCounters(resVec, "other")
 	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge} {
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}

@@ -40,6 +40,8 @@ type Options struct {
 	UserAgent   string // Server / User-Agent header value
 	UDPBuffer   int    // socket buffer bytes of the UDP listener (0: kernel default)
 	Instance    string // this instance's name, carried in Record-Route state
+	Media       Media     // RTP anchoring; nil turns it off
+	Trust       TrustFunc // who may set X-Sipedge-* headers; nil trusts nobody
 }
 
 // Proxy is a running SIP proxy.
@@ -63,6 +65,7 @@ type Proxy struct {
 	slog *slog.Logger // sipgo's logs, bridged to zerolog
 
 	dialogs dialogSet
+	media   Media // nil: media not anchored
 	wg      sync.WaitGroup
 }
 
@@ -76,7 +79,7 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{opts: opts, admit: admit, log: log, metrics: m, signer: newRouteSigner(opts.RouteSecret)}
+	p := &Proxy{opts: opts, admit: admit, log: log, metrics: m, signer: newRouteSigner(opts.RouteSecret), media: opts.Media}
 	if err := p.listen(); err != nil {
 		return nil, err
 	}

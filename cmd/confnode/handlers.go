@@ -78,8 +78,17 @@ func (n *node) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 
-	c := &call{id: req.CallID().Value(), conf: req.Recipient.User, dlg: dlg, rtp: rtp,
+	c := &call{id: req.CallID().Value(), conf: req.Recipient.User, dlg: dlg, uas: dlg, rtp: rtp,
 		sdp: answer, sessID: sessID, version: sessID, started: time.Now()}
+	if n.cfg.RTP {
+		if c.media, err = newRTPStream(rtp, log); err != nil {
+			rtp.Close()
+			log.Error().Err(err).Msg("media setup failed")
+			reply(log, req, tx, 500, "Server Internal Error")
+			return
+		}
+		c.media.update(req.Body())
+	}
 	n.mu.Lock()
 	if _, dup := n.calls[c.id]; dup {
 		n.mu.Unlock()
@@ -116,6 +125,11 @@ func (n *node) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	res := sip.NewSDPResponseFromRequest(dlg.InviteRequest, answer)
 	res.AppendHeader(&contact)
 	log.Info().Msg("call answered")
+	if c.media != nil {
+		// RTP flows from the answer on, ACK or not; end() stops it. The
+		// first packet leaves one ptime later, after the 200 is on the wire.
+		c.media.start()
+	}
 	err = dlg.WriteResponse(res) // returns once the ACK came (or 64*T1 passed)
 	switch {
 	case errors.Is(context.Cause(dlg.Context()), sip.ErrTransactionCanceled):
@@ -173,6 +187,9 @@ func (n *node) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		log.Warn().Err(err).Msg("send 200 OK failed")
 		return
 	}
+	if c.media != nil {
+		c.media.update(req.Body()) // a new offer moves or pauses the RTP
+	}
 	log.Info().Str("method", string(req.Method)).Msg("call session refreshed")
 }
 
@@ -185,7 +202,13 @@ func (n *node) onAck(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	log = n.logFor(c)
-	if err := c.dlg.ReadAck(req, tx); err != nil {
+	if c.media != nil {
+		c.media.update(req.Body()) // the answer to a late offer, if any
+	}
+	if c.uas == nil {
+		return // ACK of a re-INVITE on a call confnode placed
+	}
+	if err := c.uas.ReadAck(req, tx); err != nil {
 		log.Debug().Err(err).Msg("ACK ignored")
 		return
 	}

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +37,9 @@ type config struct {
 	Capacity          int
 	HeartbeatInterval time.Duration
 	AnswerDelay       time.Duration
+	RTP               bool
+	Proxy             string
+	DialTimeout       time.Duration
 	LogFormat         string
 	LogLevel          string
 }
@@ -55,7 +60,18 @@ func newCommand() *cobra.Command {
 		Short: "Reference media node for sipedge: answers SIP calls and registers itself in Redis",
 		Long: "confnode answers INVITE with an SDP answer (PCMU/8000), handles ACK, BYE, CANCEL,\n" +
 			"OPTIONS, REGISTER and SUBSCRIBE, and writes its node hash and heartbeat to Redis.\n" +
-			"Every flag can also be set as CONFNODE_<FLAG> (e.g. CONFNODE_REDIS, CONFNODE_HEARTBEAT_INTERVAL).",
+			"\n" +
+			"Media (--rtp, on by default): every answered call sends PCMU silence (20 ms packets)\n" +
+			"to the address of the remote SDP, or to where the remote's RTP comes from (symmetric\n" +
+			"RTP), and counts the RTP it receives (rtp_sent, rtp_received in the call ended log).\n" +
+			"\n" +
+			"Dialing (ADP / admin participants): confnode takes JSON dial requests from the Redis\n" +
+			"list <prefix>dial:<name> (sipedgectl conf dial pushes them) and calls the URI through\n" +
+			"sipedge at --proxy, as a participant of the conference, with X-Sipedge-* headers.\n" +
+			"Without --proxy, dial requests are taken off the list and refused.\n" +
+			"\n" +
+			"Every flag can also be set as CONFNODE_<FLAG> (e.g. CONFNODE_REDIS, CONFNODE_HEARTBEAT_INTERVAL,\n" +
+			"CONFNODE_RTP, CONFNODE_PROXY).",
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -86,6 +102,9 @@ func newCommand() *cobra.Command {
 	f.IntVar(&cfg.Capacity, "capacity", 100, "calls at which reported load is 1")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", time.Second, "how often heartbeat and load are written")
 	f.DurationVar(&cfg.AnswerDelay, "answer-delay", 0, "ring (180) this long before answering; lets callers CANCEL")
+	f.BoolVar(&cfg.RTP, "rtp", true, "send PCMU silence on every call and count received RTP (--rtp=false: SDP only)")
+	f.StringVar(&cfg.Proxy, "proxy", "", "sipedge host:port (UDP) that calls from the dial queue go through; empty: dialing refused")
+	f.DurationVar(&cfg.DialTimeout, "dial-timeout", 60*time.Second, "give up (CANCEL) a dialed call not answered within this time")
 	f.StringVar(&cfg.LogFormat, "log-format", "json", "log format: json or console")
 	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
@@ -105,6 +124,14 @@ func (c config) validate() error {
 		return fmt.Errorf("confnode: --heartbeat-interval %v must be > 0", c.HeartbeatInterval)
 	case c.AnswerDelay < 0:
 		return fmt.Errorf("confnode: --answer-delay %v must be >= 0", c.AnswerDelay)
+	case c.DialTimeout <= 0:
+		return fmt.Errorf("confnode: --dial-timeout %v must be > 0", c.DialTimeout)
+	}
+	if c.Proxy != "" {
+		_, port, err := net.SplitHostPort(c.Proxy)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p <= 0 || p > 65535 {
+			return fmt.Errorf("confnode: --proxy %q: want host:port", c.Proxy)
+		}
 	}
 	return nil
 }

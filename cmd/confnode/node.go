@@ -37,18 +37,35 @@ type node struct {
 	advHost string // host written in Contact, SDP and Redis
 	advPort int
 
-	stopping chan struct{} // closed when shutdown begins
+	stopping chan struct{}  // closed (under mu) when shutdown begins
+	dials    sync.WaitGroup // outgoing INVITEs in progress (dial.go)
 
 	mu    sync.Mutex
 	calls map[string]*call // by Call-ID
 }
 
-// call is one active dialog.
+// session is what a call needs from its sipgo dialog, whichever side
+// created it.
+type session interface {
+	LoadState() sip.DialogState
+	Bye(ctx context.Context) error
+	ReadBye(req *sip.Request, tx sip.ServerTransaction) error
+	ReadRequest(req *sip.Request, tx sip.ServerTransaction) error
+}
+
+var (
+	_ session = (*sipgo.DialogServerSession)(nil)
+	_ session = (*sipgo.DialogClientSession)(nil)
+)
+
+// call is one active dialog: answered (uas set) or placed by confnode.
 type call struct {
 	id      string
 	conf    string
-	dlg     *sipgo.DialogServerSession
-	rtp     net.PacketConn // reserved media port, RTP comes later
+	dlg     session
+	uas     *sipgo.DialogServerSession // nil for calls confnode placed
+	rtp     net.PacketConn             // the call's media port
+	media   *rtpStream                 // nil with --rtp=false
 	sdp     []byte
 	sessID  uint64 // SDP o= session id, fixed for the dialog
 	version uint64 // SDP o= version, +1 per new answer (guarded by node.mu)
@@ -158,19 +175,25 @@ func (n *node) serve(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = n.srv.ServeUDP(n.udp) }()
 	go func() { defer wg.Done(); _ = n.srv.ServeTCP(n.tcp) }()
 	go func() { defer wg.Done(); n.heartbeat(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); n.dialQueue(ctx) }()
 	n.log.Info().Str("listen", n.udp.LocalAddr().String()).Str("advertise", n.advertise()).
 		Str("node", n.cfg.Name).Msg("confnode started")
 
 	<-ctx.Done()
-	close(n.stopping) // ringing calls are refused with 503 by onInvite
+	n.mu.Lock()
+	close(n.stopping) // ringing calls are refused with 503 by onInvite, dials refused
+	n.mu.Unlock()
+	n.waitDials(2 * time.Second) // their context is done: each sends CANCEL
 	n.hangupAll()
 	for deadline := time.Now().Add(time.Second); n.activeCalls() > 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
 	n.udp.Close()
 	n.tcp.Close()
-	_ = n.ua.Close()
+	_ = n.ua.Close() // ends the transactions of dials still waiting
 	wg.Wait()
+	n.dials.Wait()
 	n.log.Info().Str("node", n.cfg.Name).Msg("confnode stopped")
 	return nil
 }
@@ -207,9 +230,14 @@ func (n *node) end(c *call, reason string) {
 	}
 	delete(n.calls, c.id)
 	n.mu.Unlock()
+	if c.media != nil {
+		c.media.stop()
+	}
 	c.rtp.Close()
+	sent, received := c.media.counts()
 	n.log.Info().Str("call_id", c.id).Str("conf_id", c.conf).Str("reason", reason).
-		Dur("duration", time.Since(c.started)).Int("active_calls", n.activeCalls()).Msg("call ended")
+		Dur("duration", time.Since(c.started)).Uint64("rtp_sent", sent).Uint64("rtp_received", received).
+		Int("active_calls", n.activeCalls()).Msg("call ended")
 }
 
 // hangupAll sends BYE on every answered call at shutdown.

@@ -79,6 +79,9 @@ func startNode(t *testing.T, cfg config, setup func(*miniredis.Miniredis)) *harn
 	}
 	cfg.Capacity = 10
 	cfg.HeartbeatInterval = 50 * time.Millisecond
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}

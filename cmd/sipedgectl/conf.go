@@ -19,7 +19,7 @@ func newConfCommand(a *app) *cobra.Command {
 		Short: "List active conferences: node, start, dialogs, owning instance, TTL",
 		Args:  cobra.NoArgs,
 		RunE:  a.confList,
-	})
+	}, newConfShowCommand(a), newConfEndCommand(a), newConfDialCommand(a))
 	return cmd
 }
 
@@ -49,35 +49,13 @@ func (a *app) confList(cmd *cobra.Command, _ []string) error {
 	now := a.now()
 	rows := make([]confRow, 0, len(keys))
 	for _, key := range keys {
-		fields, err := a.rdb.HGetAll(ctx, key).Result()
+		r, found, err := a.readConf(ctx, strings.TrimPrefix(key, a.k.Conf("")), now)
 		if err != nil {
-			return redisErr("read "+key, err)
+			return err
 		}
-		if len(fields) == 0 {
-			continue // ended between SCAN and HGETALL
+		if found { // else ended between SCAN and HGETALL
+			rows = append(rows, r)
 		}
-		ttl, err := a.rdb.PTTL(ctx, key).Result()
-		if err != nil {
-			return redisErr("ttl "+key, err)
-		}
-		r := confRow{
-			ID:       strings.TrimPrefix(key, a.k.Conf("")),
-			Node:     fields["node"],
-			Instance: fields["instance"],
-			Fields:   fields,
-			ttl:      ttl,
-		}
-		if t, ok := parseUnixMs(fields["started"]); ok {
-			r.started, r.StartedMs, r.AgeMs = t, unixMs(t), ageMs(now, t)
-		}
-		if n, err := strconv.ParseInt(fields["dialogs"], 10, 64); err == nil {
-			r.Dialogs = &n
-		}
-		if ttl >= 0 {
-			ms := ttl.Milliseconds()
-			r.TTLMs = &ms
-		}
-		rows = append(rows, r)
 	}
 
 	out := cmd.OutOrStdout()
@@ -99,6 +77,35 @@ func (a *app) confList(cmd *cobra.Command, _ []string) error {
 		table = append(table, []string{r.ID, r.Node, started, dialogs, r.Instance, ttl})
 	}
 	return printTable(out, []string{"CONFERENCE", "NODE", "STARTED", "DIALOGS", "INSTANCE", "TTL"}, table)
+}
+
+// readConf reads one conference hash and its TTL; found is false when the
+// hash does not exist.
+func (a *app) readConf(ctx context.Context, id string, now time.Time) (r confRow, found bool, err error) {
+	key := a.k.Conf(id)
+	fields, err := a.rdb.HGetAll(ctx, key).Result()
+	if err != nil {
+		return r, false, redisErr("read "+key, err)
+	}
+	if len(fields) == 0 {
+		return r, false, nil
+	}
+	ttl, err := a.rdb.PTTL(ctx, key).Result()
+	if err != nil {
+		return r, false, redisErr("ttl "+key, err)
+	}
+	r = confRow{ID: id, Node: fields["node"], Instance: fields["instance"], Fields: fields, ttl: ttl}
+	if t, ok := parseUnixMs(fields["started"]); ok {
+		r.started, r.StartedMs, r.AgeMs = t, unixMs(t), ageMs(now, t)
+	}
+	if n, err := strconv.ParseInt(fields["dialogs"], 10, 64); err == nil {
+		r.Dialogs = &n
+	}
+	if ttl >= 0 {
+		ms := ttl.Milliseconds()
+		r.TTLMs = &ms
+	}
+	return r, true, nil
 }
 
 // scanConfKeys walks every conference key with SCAN (on every master of a

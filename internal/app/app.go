@@ -66,8 +66,17 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	adm := &lateAdmitter{}
-	px, err := proxy.New(proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
-		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name}, adm, log.With().Str("component", "proxy").Logger(), reg)
+	mgr, err := newMediaManager(cfg, rdb, k, log.With().Str("component", "media").Logger(), reg)
+	if err != nil {
+		return err
+	}
+	var trust lateTrust
+	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
+		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check}
+	if mgr != nil {
+		popts.Media = mgr
+	}
+	px, err := proxy.New(popts, adm, log.With().Str("component", "proxy").Logger(), reg)
 	if err != nil {
 		return err
 	}
@@ -91,6 +100,8 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		return err
 	}
 	state.OnPolicyChange(watcher.Refresh)
+	networks, _ := config.TrustedPrefixes(cfg.TrustedNetworks) // validated with the config
+	trust.set(newTrust(watcher, networks))
 	if err := watcher.Start(ctx); err != nil {
 		return fmt.Errorf("load media nodes: %w", err)
 	}
@@ -124,6 +135,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		return nil
 	})
 	g.Go(func() error { pub.Run(gctx); return nil })
+	if mgr != nil {
+		mgr.SetEnder(px)
+		g.Go(func() error { return mgr.Run(gctx) })
+	}
 	if cfg.Admin != "" {
 		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
 			Gatherer: reg,

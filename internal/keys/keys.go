@@ -66,3 +66,12 @@ func (k Keys) ProfilePattern() string { return k.Prefix + "profile:*" }
 // InstanceCalls is the HASH instance name -> active conference dialogs it
 // established, kept cluster-wide so a BYE through another instance counts.
 func (k Keys) InstanceCalls() string { return k.Prefix + "instance_calls" }
+
+// Dial is the LIST of dial requests (JSON) for one media node: sipedgectl
+// pushes with LPUSH, the node takes the oldest with BRPOP and places the call
+// through sipedge.
+func (k Keys) Dial(node string) string { return k.Prefix + "dial:" + node }
+
+// Participants is the HASH Call-ID -> participant JSON of one conference,
+// written by sipedge.
+func (k Keys) Participants(conf string) string { return k.Prefix + "participants:" + conf }

@@ -1,0 +1,86 @@
+package app
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/internal/config"
+	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/media"
+	"github.com/sipedge/sipedge/media/policy"
+	"github.com/sipedge/sipedge/media/relay"
+	"github.com/sipedge/sipedge/proxy"
+)
+
+// newMediaManager builds the RTP anchor from the config; nil when
+// media_ports is empty (anchoring off).
+func newMediaManager(cfg config.Config, rdb redis.UniversalClient, k keys.Keys, log zerolog.Logger, reg prometheus.Registerer) (*media.Manager, error) {
+	lo, hi, on, err := config.PortRange(cfg.MediaPorts)
+	if err != nil || !on {
+		return nil, err // validated with the config: err is nil here
+	}
+	bind, adv := mediaAddrs(cfg)
+	pool, err := relay.NewPool(bind, lo, hi, relay.WithAdvertise(adv))
+	if err != nil {
+		return nil, fmt.Errorf("media: %w", err)
+	}
+	mgr, err := media.New(media.Options{
+		Pool: pool, Redis: rdb, Keys: k, Instance: cfg.Name,
+		Defaults: media.Settings{MediaTimeout: cfg.MediaTimeout,
+			Policy: policy.Settings{GuestsOnly: cfg.GuestsOnlyTimeout, Backstop: cfg.LastParticipantTimeout}},
+		Presence: cfg.PresenceTimeout, Log: log, Reg: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info().Str("bind", bind.String()).Str("advertise", adv.String()).Int("min_port", lo).Int("max_port", hi).
+		Msg("media anchoring on")
+	return mgr, nil
+}
+
+// mediaAddrs picks the IP relay sockets bind to and the IP written in SDP.
+func mediaAddrs(cfg config.Config) (bind, adv netip.Addr) {
+	bind = netip.IPv4Unspecified()
+	if cfg.MediaIP != "" {
+		bind = netip.MustParseAddr(cfg.MediaIP)
+	} else if h, _, err := net.SplitHostPort(cfg.Listen); err == nil {
+		if a, err := netip.ParseAddr(h); err == nil {
+			bind = a
+		}
+	}
+	switch {
+	case cfg.MediaAdvertise != "":
+		adv = netip.MustParseAddr(cfg.MediaAdvertise)
+	case !bind.IsUnspecified():
+		adv = bind
+	default:
+		adv = netip.MustParseAddr("127.0.0.1")
+		host := cfg.Advertise
+		if h, _, err := net.SplitHostPort(cfg.Advertise); err == nil {
+			host = h
+		}
+		if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
+			adv = a
+		}
+	}
+	return bind, adv
+}
+
+// lateTrust lets the proxy be built before the ring watcher its trust
+// check reads; until then nobody is trusted.
+type lateTrust struct{ fn atomic.Pointer[proxy.TrustFunc] }
+
+func (l *lateTrust) set(f proxy.TrustFunc) { l.fn.Store(&f) }
+
+func (l *lateTrust) check(src netip.AddrPort) (string, bool) {
+	if f := l.fn.Load(); f != nil {
+		return (*f)(src)
+	}
+	return "", false
+}

@@ -1,0 +1,315 @@
+package media
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sipedge/sipedge/media/policy"
+)
+
+// record is a participant as sipedge:participants:<conf> holds it (one
+// JSON value per Call-ID), read by every instance and by sipedgectl.
+type record struct {
+	CallID    string `json:"call_id"`
+	Instance  string `json:"instance"`
+	From      string `json:"from"`
+	Role      string `json:"role"`
+	Kind      string `json:"kind"`
+	KeepAlive string `json:"keep_alive"`
+	Media     bool   `json:"media"`
+	Present   bool   `json:"present"`
+	JoinedMs  int64  `json:"joined_ms"`
+	LastRTPMs int64  `json:"last_rtp_ms"`
+	Packets   uint64 `json:"packets"`
+	Bytes     uint64 `json:"bytes"`
+	Lost      uint64 `json:"lost"`
+}
+
+// Fields of sipedge:conf:<id> written here.
+const (
+	fieldNoHostSince  = "no_host_since"
+	fieldOneLeftSince = "one_left_since"
+	fieldEnded        = "ended"   // the rule (or "operator") that ended it
+	fieldCounted      = "counted" // the instance that logged and counted the end
+)
+
+// recordTTL bounds how long a participants hash outlives lost BYEs.
+const recordTTL = 24 * time.Hour
+
+// setIfExists sets a hash field only when it is not set yet and the hash
+// still exists: a conference whose last dialog ended is never recreated.
+var setIfExists = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1`)
+
+// confTracker remembers when each local conference must be evaluated again.
+type confTracker struct {
+	mu        sync.Mutex
+	deadlines map[string]time.Time
+	badRaw    map[string]string // last confcfg with bad values, per conference
+}
+
+func (s *session) record(instance string) record {
+	st := s.endpointStats()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := record{CallID: s.callID, Instance: instance, From: s.part.AOR, Role: string(s.part.Role),
+		Kind: string(s.part.Kind), KeepAlive: string(s.part.KeepAlive), Media: s.hasMedia, Present: s.present,
+		JoinedMs: s.joinedAt.UnixMilli(), Packets: st.Packets, Bytes: st.Bytes, Lost: st.Lost}
+	if !st.LastPacket.IsZero() {
+		r.LastRTPMs = st.LastPacket.UnixMilli()
+	}
+	return r
+}
+
+func (mg *Manager) writeParticipant(ctx context.Context, s *session) error {
+	r := s.record(mg.opts.Instance)
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	conf := s.confID
+	s.mu.Unlock()
+	key := mg.opts.Keys.Participants(conf)
+	_, err = mg.opts.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, key, s.callID, b)
+		p.PExpire(ctx, key, recordTTL)
+		return nil
+	})
+	return err
+}
+
+// leave removes a participant. The instance that removes the last one of a
+// conference nobody ended by a rule counts it as ended "empty".
+func (mg *Manager) leave(ctx context.Context, callID, conf string) {
+	key := mg.opts.Keys.Participants(conf)
+	var del *redis.IntCmd
+	var left *redis.IntCmd
+	var ended *redis.StringCmd
+	_, err := mg.opts.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		del = p.HDel(ctx, key, callID)
+		left = p.HLen(ctx, key)
+		ended = p.HGet(ctx, mg.opts.Keys.Conf(conf), fieldEnded)
+		return nil
+	})
+	if err != nil && err != redis.Nil {
+		mg.redisError("remove participant", err)
+		return
+	}
+	mg.log.Info().Str("call_id", callID).Str("conf_id", conf).Msg("participant left")
+	if del.Val() == 1 && left.Val() == 0 && ended.Val() == "" {
+		mg.m.ended.WithLabelValues(string(policy.RuleEmpty)).Inc()
+		mg.log.Info().Str("conf_id", conf).Str("rule", string(policy.RuleEmpty)).Str("call_id", callID).
+			Msg("conference ended")
+		return
+	}
+	mg.poke(conf)
+}
+
+// roleFromHosts reads the conference's hosts list: the AOR on it joins as
+// Host, anyone else as Guest; no list makes everyone a Host.
+func (mg *Manager) roleFromHosts(ctx context.Context, conf, aor string) policy.Role {
+	hosts, err := mg.opts.Redis.HGet(ctx, mg.opts.Keys.ConfCfg(conf), "hosts").Result()
+	if err != nil && err != redis.Nil {
+		mg.redisError("read hosts", err)
+		return policy.RoleHost // a Redis fault must not end conferences
+	}
+	if strings.TrimSpace(hosts) == "" {
+		return policy.RoleHost
+	}
+	if inHosts(hosts, aor) {
+		return policy.RoleHost
+	}
+	return policy.RoleGuest
+}
+
+// inHosts compares AORs case-insensitively, with or without a sip: scheme.
+func inHosts(list, aor string) bool {
+	norm := func(s string) string {
+		s = strings.ToLower(strings.TrimSpace(s))
+		s = strings.TrimPrefix(s, "sips:")
+		return strings.TrimPrefix(s, "sip:")
+	}
+	want := norm(aor)
+	for _, h := range strings.Split(list, ",") {
+		if norm(h) == want && want != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// evaluate runs the rules of one conference on the snapshot in Redis and
+// acts on the verdict.
+func (mg *Manager) evaluate(ctx context.Context, conf string, now time.Time) {
+	k := mg.opts.Keys
+	var partsCmd, cfgCmd *redis.MapStringStringCmd
+	var stateCmd *redis.SliceCmd
+	_, err := mg.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		partsCmd = p.HGetAll(ctx, k.Participants(conf))
+		stateCmd = p.HMGet(ctx, k.Conf(conf), fieldNoHostSince, fieldOneLeftSince, fieldEnded)
+		cfgCmd = p.HGetAll(ctx, k.ConfCfg(conf))
+		return nil
+	})
+	if err != nil {
+		mg.redisError("read conference", err)
+		return
+	}
+	state := stateCmd.Val()
+	if rule := str(state[2]); rule != "" {
+		mg.endLocal(ctx, conf, rule)
+		return
+	}
+	parts := mg.parseParticipants(conf, partsCmd.Val())
+	if len(parts) == 0 {
+		mg.confs.setDeadline(conf, time.Time{})
+		return
+	}
+	prev := policy.Timers{NoHostSince: msTime(str(state[0])), OneLeftSince: msTime(str(state[1]))}
+	v := policy.Step(prev, parts, mg.confSettings(conf, cfgCmd.Val()), now)
+	mg.storeTimers(ctx, conf, prev, v.Next)
+	if !v.End {
+		mg.confs.setDeadline(conf, v.Deadline)
+		return
+	}
+	if _, err := setIfExists.Run(ctx, mg.opts.Redis, []string{k.Conf(conf)}, fieldEnded, string(v.Rule)).Result(); err != nil {
+		mg.redisError("mark conference ended", err)
+		return
+	}
+	mg.endLocal(ctx, conf, string(v.Rule))
+}
+
+// endLocal ends this instance's legs of an ended conference; the first
+// instance to get here logs and counts the end.
+func (mg *Manager) endLocal(ctx context.Context, conf, rule string) {
+	won, err := setIfExists.Run(ctx, mg.opts.Redis, []string{mg.opts.Keys.Conf(conf)}, fieldCounted, mg.opts.Instance).Int()
+	if err == nil && won == 1 {
+		mg.m.ended.WithLabelValues(rule).Inc()
+		mg.log.Info().Str("conf_id", conf).Str("rule", rule).Msg("conference ended")
+		if err := mg.opts.Redis.Publish(ctx, mg.opts.Keys.Events(), "conf-end "+conf).Err(); err != nil {
+			mg.redisError("publish conference end", err)
+		}
+	}
+	mg.confs.setDeadline(conf, time.Time{})
+	if mg.ender == nil {
+		return
+	}
+	n := mg.ender.EndCalls(ctx, func(_, c string) bool { return c == conf }, rule)
+	if n > 0 {
+		mg.log.Info().Str("conf_id", conf).Str("rule", rule).Int("calls", n).Msg("conference legs ended here")
+	}
+}
+
+func (mg *Manager) parseParticipants(conf string, raw map[string]string) []policy.Participant {
+	out := make([]policy.Participant, 0, len(raw))
+	for id, v := range raw {
+		var r record
+		if err := json.Unmarshal([]byte(v), &r); err != nil {
+			mg.m.badValues.Inc()
+			mg.log.Error().Str("key", mg.opts.Keys.Participants(conf)).Str("field", id).Err(err).
+				Msg("bad participant record ignored")
+			continue
+		}
+		p := policy.Participant{ID: id, Role: policy.Role(r.Role), Kind: policy.Kind(r.Kind),
+			KeepAlive: policy.KeepAlive(r.KeepAlive), Present: r.Present}
+		out = append(out, p)
+	}
+	return out
+}
+
+// confSettings applies sipedge:confcfg:<id> over the global settings.
+func (mg *Manager) confSettings(conf string, cfg map[string]string) policy.Settings {
+	s, errs := policy.ParseSettings(mg.settings.get().Policy, cfg)
+	if len(errs) == 0 {
+		return s
+	}
+	raw := ""
+	for _, e := range errs {
+		raw += e.Field + "=" + e.Value + ";"
+	}
+	mg.confs.mu.Lock()
+	if mg.confs.badRaw == nil {
+		mg.confs.badRaw = map[string]string{}
+	}
+	seen := mg.confs.badRaw[conf] == raw
+	mg.confs.badRaw[conf] = raw
+	mg.confs.mu.Unlock()
+	if !seen {
+		for _, e := range errs {
+			mg.m.badValues.Inc()
+			mg.log.Error().Str("key", mg.opts.Keys.ConfCfg(conf)).Str("field", e.Field).Str("value", e.Value).
+				Err(e.Err).Msg("bad conference setting ignored")
+		}
+	}
+	return s
+}
+
+// storeTimers writes the rules' timers: a new start only if none is set
+// (the earliest instance wins), a stop as a delete.
+func (mg *Manager) storeTimers(ctx context.Context, conf string, prev, next policy.Timers) {
+	key := mg.opts.Keys.Conf(conf)
+	for _, f := range []struct {
+		field      string
+		prev, next time.Time
+	}{
+		{fieldNoHostSince, prev.NoHostSince, next.NoHostSince},
+		{fieldOneLeftSince, prev.OneLeftSince, next.OneLeftSince},
+	} {
+		switch {
+		case f.next.IsZero() && !f.prev.IsZero():
+			if err := mg.opts.Redis.HDel(ctx, key, f.field).Err(); err != nil {
+				mg.redisError("clear conference timer", err)
+			}
+		case !f.next.IsZero() && f.prev.IsZero():
+			ms := strconv.FormatInt(f.next.UnixMilli(), 10)
+			if err := setIfExists.Run(ctx, mg.opts.Redis, []string{key}, f.field, ms).Err(); err != nil {
+				mg.redisError("start conference timer", err)
+			}
+		}
+	}
+}
+
+func (c *confTracker) setDeadline(conf string, d time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d.IsZero() {
+		delete(c.deadlines, conf)
+		return
+	}
+	c.deadlines[conf] = d
+}
+
+// due lists conferences whose deadline has passed.
+func (c *confTracker) due(now time.Time) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for conf, d := range c.deadlines {
+		if !now.Before(d) {
+			out = append(out, conf)
+		}
+	}
+	return out
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func msTime(s string) time.Time {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(n)
+}

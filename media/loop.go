@@ -1,0 +1,121 @@
+package media
+
+import (
+	"context"
+	"strings"
+	"time"
+)
+
+// Run checks presence, media timeouts and conference timers until ctx
+// ends, then frees every relay port.
+func (mg *Manager) Run(ctx context.Context) error {
+	go mg.listen(ctx)
+	t := time.NewTicker(mg.opts.Tick)
+	defer t.Stop()
+	var lastFull time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			for _, s := range mg.snapshot() {
+				s.close()
+			}
+			return nil
+		case conf := <-mg.wake:
+			mg.evaluate(ctx, conf, mg.opts.Clock())
+		case <-t.C:
+			now := mg.opts.Clock()
+			mg.refreshSettings(ctx, now)
+			full := now.Sub(lastFull) >= time.Second
+			if full {
+				lastFull = now
+			}
+			mg.tick(ctx, now, full)
+		}
+	}
+}
+
+// tick updates presence, ends participants silent past media_timeout and
+// evaluates conferences: those whose timer is due, and every local one
+// once a second (which also catches an end decided elsewhere).
+func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
+	set := mg.settings.get()
+	confs := map[string]bool{}
+	present := 0
+	for _, s := range mg.snapshot() {
+		st := s.endpointStats()
+		s.mu.Lock()
+		if !s.joined {
+			s.mu.Unlock()
+			continue
+		}
+		since := silentSince(s.joinedAt, st)
+		silent := now.Sub(since)
+		was := s.present
+		s.present = s.hasMedia && silent < mg.opts.Presence
+		changed, conf, hasMedia := was != s.present, s.confID, s.hasMedia
+		if s.present {
+			present++
+		}
+		s.mu.Unlock()
+		confs[conf] = true
+
+		if hasMedia && silent >= set.MediaTimeout {
+			mg.mediaTimeout(ctx, s, conf, silent)
+			continue
+		}
+		if changed || full {
+			if err := mg.writeParticipant(ctx, s); err != nil {
+				mg.redisError("write participant", err)
+			}
+		}
+		if changed {
+			mg.log.Info().Str("call_id", s.callID).Str("conf_id", conf).Bool("present", !was).
+				Dur("silent", silent).Msg("participant presence changed")
+			mg.evaluate(ctx, conf, now)
+		}
+	}
+	mg.m.present.Set(float64(present))
+	mg.m.conferences.Set(float64(len(confs)))
+	if full {
+		for conf := range confs {
+			mg.evaluate(ctx, conf, now)
+		}
+		return
+	}
+	for _, conf := range mg.confs.due(now) {
+		mg.evaluate(ctx, conf, now)
+	}
+}
+
+// mediaTimeout ends a participant whose endpoint went silent: BYE to the
+// endpoint and to the node.
+func (mg *Manager) mediaTimeout(ctx context.Context, s *session, conf string, silent time.Duration) {
+	mg.m.mediaTimeouts.Inc()
+	mg.log.Info().Str("call_id", s.callID).Str("conf_id", conf).Dur("silent", silent).
+		Msg("participant ended: no RTP from its endpoint for media_timeout")
+	if mg.ender == nil || mg.ender.EndCalls(ctx, func(id, _ string) bool { return id == s.callID }, "media timeout") == 0 {
+		// Not a dialog the proxy holds (or already gone): free it anyway.
+		mg.Ended(s.callID)
+	}
+}
+
+// listen reacts at once to "conf-end <id>" on the events channel
+// (sipedgectl conf end, or another instance that decided an end).
+func (mg *Manager) listen(ctx context.Context) {
+	sub := mg.opts.Redis.Subscribe(ctx, mg.opts.Keys.Events())
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			if conf, found := strings.CutPrefix(msg.Payload, "conf-end "); found && conf != "" {
+				mg.poke(strings.TrimSpace(conf))
+			}
+		}
+	}
+}

@@ -1,0 +1,260 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/media/policy"
+	"github.com/sipedge/sipedge/media/relay"
+)
+
+// Ender ends calls this instance holds: a BYE on both legs with
+// `Reason: SIP;cause=200;text="<reason>"` (the proxy does it).
+type Ender interface {
+	EndCalls(ctx context.Context, match func(callID, confID string) bool, reason string) int
+}
+
+// Options configures a Manager.
+type Options struct {
+	Pool     *relay.Pool
+	Redis    redis.UniversalClient
+	Keys     keys.Keys
+	Instance string
+	Defaults Settings // YAML defaults of the sipedge:settings fields
+	// Presence is how long an endpoint may be silent and still count as
+	// present (SPEC §5: a Host keeps a conference alive only while present).
+	Presence time.Duration
+	Tick     time.Duration    // how often presence and timers are checked (default 200 ms)
+	Clock    func() time.Time // default time.Now
+	Log      zerolog.Logger
+	Reg      prometheus.Registerer
+}
+
+// Manager anchors the media of calls and runs the conference rules.
+type Manager struct {
+	opts    Options
+	log     zerolog.Logger
+	m       *metrics
+	relayMC relay.Config
+	ender   Ender
+
+	mu       sync.Mutex
+	sessions map[string]*session
+
+	settings settingsCache
+	confs    confTracker
+	wake     chan string // conference ids to evaluate now
+}
+
+// ErrNoPorts means the relay port range is exhausted: the call is refused.
+var ErrNoPorts = relay.ErrExhausted
+
+// New builds a Manager; Run starts its loop. SetEnder must be called
+// before Run.
+func New(opts Options) (*Manager, error) {
+	if opts.Pool == nil || opts.Redis == nil {
+		return nil, errors.New("media: manager needs a relay pool and a Redis client")
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = 200 * time.Millisecond
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Presence <= 0 {
+		opts.Presence = 5 * time.Second
+	}
+	m, err := newMetrics(opts.Reg)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := relay.NewMetrics(opts.Reg)
+	if err != nil {
+		return nil, fmt.Errorf("media: relay metrics: %w", err)
+	}
+	mg := &Manager{
+		opts: opts, log: opts.Log, m: m,
+		relayMC:  relay.Config{Metrics: rm, Logger: opts.Log, Clock: opts.Clock},
+		sessions: map[string]*session{},
+		wake:     make(chan string, 1024),
+	}
+	mg.settings.current = opts.Defaults
+	mg.confs.deadlines = map[string]time.Time{}
+	return mg, nil
+}
+
+// SetEnder gives the manager the proxy that sends its BYEs (the proxy is
+// built after the manager, which it uses).
+func (mg *Manager) SetEnder(e Ender) { mg.ender = e }
+
+// Open starts the session of a new call; endpointIsCaller is false for
+// calls a media node places into its conference (the callee is then the
+// participant's endpoint).
+func (mg *Manager) Open(callID, confID string, endpointIsCaller bool) {
+	mg.mu.Lock()
+	defer mg.mu.Unlock()
+	if s, ok := mg.sessions[callID]; ok {
+		s.mu.Lock()
+		s.confID, s.endpointIsCaller = confID, endpointIsCaller
+		s.mu.Unlock()
+		return
+	}
+	mg.sessions[callID] = mg.newSession(callID, confID, endpointIsCaller)
+	mg.m.sessions.Set(float64(len(mg.sessions)))
+}
+
+func (mg *Manager) newSession(callID, confID string, endpointIsCaller bool) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &session{callID: callID, ctx: ctx, cancel: cancel, confID: confID, endpointIsCaller: endpointIsCaller}
+}
+
+// SDP anchors an SDP body of call callID sent by the caller (fromCaller)
+// or the callee, and returns the body to forward. A call this instance
+// has not seen before (in-dialog traffic of a call set up by an instance
+// that died) is anchored from here on. An error means the body cannot be
+// anchored and must not be forwarded.
+func (mg *Manager) SDP(callID string, fromCaller bool, body []byte) ([]byte, error) {
+	mg.mu.Lock()
+	s, ok := mg.sessions[callID]
+	if !ok {
+		s = mg.newSession(callID, "", true)
+		mg.sessions[callID] = s
+		mg.m.sessions.Set(float64(len(mg.sessions)))
+	}
+	mg.mu.Unlock()
+	out, err := s.rewrite(mg.opts.Pool, mg.relayMC, fromCaller, body)
+	if err != nil {
+		mg.m.sdpErrors.WithLabelValues(errorClass(err)).Inc()
+		return nil, err
+	}
+	return out, nil
+}
+
+// Join is a call answered into its conference.
+type Join struct {
+	CallID, ConfID string
+	AOR            string // the endpoint's address of record (user@host)
+	// From trusted X-Sipedge-* headers; empty when absent.
+	Role, Kind, KeepAlive string
+}
+
+// Joined records an answered call as a participant of its conference. It
+// does Redis I/O: call it off the SIP path.
+func (mg *Manager) Joined(ctx context.Context, j Join) {
+	if j.ConfID == "" {
+		return
+	}
+	mg.mu.Lock()
+	s, ok := mg.sessions[j.CallID]
+	if !ok {
+		s = mg.newSession(j.CallID, j.ConfID, true)
+		mg.sessions[j.CallID] = s
+		mg.m.sessions.Set(float64(len(mg.sessions)))
+	}
+	mg.mu.Unlock()
+
+	p := mg.participantOf(ctx, j)
+	s.mu.Lock()
+	if s.joined {
+		s.mu.Unlock()
+		return
+	}
+	s.confID, s.joined, s.joinedAt, s.part = j.ConfID, true, mg.opts.Clock(), p
+	s.present = s.hasMedia
+	s.mu.Unlock()
+	mg.log.Info().Str("call_id", j.CallID).Str("conf_id", j.ConfID).Str("aor", p.AOR).
+		Str("role", string(p.Role)).Str("kind", string(p.Kind)).Str("keep_alive", string(p.KeepAlive)).
+		Bool("media", s.hasMedia).Msg("participant joined")
+	if err := mg.writeParticipant(ctx, s); err != nil {
+		mg.redisError("write participant", err)
+	}
+	mg.poke(j.ConfID)
+}
+
+// participantOf resolves role, kind and keep-alive: trusted headers first,
+// then the conference's hosts list (no list: everyone is a Host).
+func (mg *Manager) participantOf(ctx context.Context, j Join) participant {
+	p := participant{AOR: j.AOR, Role: policy.RoleHost, Kind: policy.KindNormal}
+	if k, err := policy.ParseKind(j.Kind); err == nil {
+		p.Kind = k
+	} else if j.Kind != "" {
+		mg.log.Warn().Str("call_id", j.CallID).Err(err).Msg("X-Sipedge-Participant ignored")
+	}
+	if r, err := policy.ParseRole(j.Role); err == nil {
+		p.Role = r
+	} else {
+		if j.Role != "" {
+			mg.log.Warn().Str("call_id", j.CallID).Err(err).Msg("X-Sipedge-Role ignored")
+		}
+		p.Role = mg.roleFromHosts(ctx, j.ConfID, j.AOR)
+	}
+	p.KeepAlive = policy.DefaultKeepAlive(p.Kind)
+	if ka, err := policy.ParseKeepAlive(j.KeepAlive); err == nil {
+		p.KeepAlive = ka
+	} else if j.KeepAlive != "" {
+		mg.log.Warn().Str("call_id", j.CallID).Err(err).Msg("X-Sipedge-Keep-Alive ignored")
+	}
+	return p
+}
+
+// Ended forgets a call: its ports are freed at once, its participant
+// leaves its conference (Redis I/O in the background).
+func (mg *Manager) Ended(callID string) {
+	mg.mu.Lock()
+	s, ok := mg.sessions[callID]
+	delete(mg.sessions, callID)
+	mg.m.sessions.Set(float64(len(mg.sessions)))
+	mg.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.close()
+	s.mu.Lock()
+	joined, conf := s.joined, s.confID
+	s.mu.Unlock()
+	if joined {
+		go mg.leave(context.Background(), callID, conf)
+	}
+}
+
+// Sessions is the number of calls anchored here.
+func (mg *Manager) Sessions() int {
+	mg.mu.Lock()
+	defer mg.mu.Unlock()
+	return len(mg.sessions)
+}
+
+// InUse is the number of relay ports bound.
+func (mg *Manager) InUse() int { return mg.opts.Pool.InUse() }
+
+// snapshot lists the sessions (for the loop and the status page).
+func (mg *Manager) snapshot() []*session {
+	mg.mu.Lock()
+	defer mg.mu.Unlock()
+	out := make([]*session, 0, len(mg.sessions))
+	for _, s := range mg.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// poke asks the loop to evaluate a conference now.
+func (mg *Manager) poke(confID string) {
+	select {
+	case mg.wake <- confID:
+	default: // the periodic pass will see it
+	}
+}
+
+func (mg *Manager) redisError(what string, err error) {
+	mg.m.redisErrors.Inc()
+	mg.log.Warn().Err(err).Msg("media: " + what)
+}

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipedge/sipedge/media"
+)
+
+// Media anchors the RTP of calls and follows their participants
+// (media.Manager). A nil Media in Options turns anchoring off.
+type Media interface {
+	Open(callID, confID string, endpointIsCaller bool)
+	SDP(callID string, fromCaller bool, body []byte) ([]byte, error)
+	Joined(ctx context.Context, j media.Join)
+	Ended(callID string)
+}
+
+var _ Media = (*media.Manager)(nil)
+
+// TrustFunc says whether a source may set the X-Sipedge-* headers, and
+// which media node it is ("" for a trusted network that is no node).
+type TrustFunc func(src netip.AddrPort) (node string, trusted bool)
+
+// The headers only media nodes and trusted networks may set (SPEC §5).
+const (
+	hdrRole        = "X-Sipedge-Role"
+	hdrParticipant = "X-Sipedge-Participant" // kind: normal, adp, admin
+	hdrKeepAlive   = "X-Sipedge-Keep-Alive"
+	hdrConference  = "X-Sipedge-Conference" // a node's own call into this conference
+)
+
+var trustedHeaders = [...]string{hdrRole, hdrParticipant, hdrKeepAlive, hdrConference}
+
+// trust resolves the sender of req.
+func (p *Proxy) trust(req *sip.Request) (node string, trusted bool) {
+	if p.opts.Trust == nil {
+		return "", false
+	}
+	ap, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return "", false
+	}
+	return p.opts.Trust(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+}
+
+// stripTrusted removes the X-Sipedge-* headers from a message that came
+// from anyone else: they must not reach a node as if a node had set them.
+func (p *Proxy) stripTrusted(m interface{ RemoveHeader(string) bool }) {
+	for _, h := range trustedHeaders {
+		for m.RemoveHeader(h) {
+			p.metrics.strippedHeaders.Inc()
+		}
+	}
+}
+
+// joinOf is what a new INVITE tells about its participant.
+func joinOf(req *sip.Request, confID string, trusted bool, aorOf *sip.Uri) media.Join {
+	j := media.Join{CallID: callID(req), ConfID: confID}
+	if aorOf != nil {
+		j.AOR = aorOf.User + "@" + aorOf.Host
+	}
+	if trusted {
+		j.Role = headerValue(req, hdrRole)
+		j.Kind = headerValue(req, hdrParticipant)
+		j.KeepAlive = headerValue(req, hdrKeepAlive)
+	}
+	return j
+}
+
+func headerValue(m interface{ GetHeader(string) sip.Header }, name string) string {
+	if h := m.GetHeader(name); h != nil {
+		return strings.TrimSpace(h.Value())
+	}
+	return ""
+}
+
+// sdpMessage is what anchoring needs of a request or a response.
+type sdpMessage interface {
+	Body() []byte
+	SetBody([]byte)
+	ContentType() *sip.ContentTypeHeader
+}
+
+// hasSDP reports whether m carries an SDP body.
+func hasSDP(m sdpMessage) bool {
+	if len(m.Body()) == 0 {
+		return false
+	}
+	ct := m.ContentType()
+	return ct != nil && strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct.Value())), "application/sdp")
+}
+
+// anchor rewrites m's SDP (sent by the caller when fromCaller) so its media
+// flows through the relay. Nothing to do returns nil; an error leaves m
+// untouched.
+func (p *Proxy) anchor(m sdpMessage, id string, fromCaller bool) error {
+	if p.media == nil || !hasSDP(m) {
+		return nil
+	}
+	out, err := p.media.SDP(id, fromCaller, m.Body())
+	if err != nil {
+		return err
+	}
+	m.SetBody(out)
+	return nil
+}
+
+// rejectSDP answers a request whose SDP cannot be anchored: 488 with the
+// reason in a Warning header (RFC 3261 §20.43), never a half-rewritten body.
+func (p *Proxy) rejectSDP(tx sip.ServerTransaction, req *sip.Request, err error) {
+	p.metrics.sdpRejected.WithLabelValues("488").Inc()
+	p.log.Info().Str("call_id", callID(req)).Err(err).Msg("SDP cannot be anchored: 488")
+	res := sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil)
+	res.AppendHeader(sip.NewHeader("Warning", `399 sipedge "`+warningText(err.Error())+`"`))
+	p.respond(tx, res)
+}
+
+// warningText keeps a Warning header's quoted text valid.
+func warningText(s string) string {
+	s = strings.NewReplacer(`"`, "'", "\r", " ", "\n", " ", `\`, "/").Replace(s)
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// mediaEnded tells the media manager a call is over (ports freed).
+func (p *Proxy) mediaEnded(id string) {
+	if p.media != nil {
+		p.media.Ended(id)
+	}
+}
+
+// EndCalls ends the dialogs held here that match (media.Ender).
+func (p *Proxy) EndCalls(ctx context.Context, match func(callID, confID string) bool, reason string) int {
+	return p.EndDialogs(ctx, func(d Dialog) bool { return match(d.CallID, d.ConfID) }, reason)
+}
+
+var _ media.Ender = (*Proxy)(nil)

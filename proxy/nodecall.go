@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"net/netip"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// nodeCall forwards a call a media node places into its own conference
+// (adp, or one an operator asked for with `sipedgectl conf dial`): the
+// callee in the Request-URI is the participant's endpoint. Only media
+// nodes get here, and the target must be an IP literal: sipedge resolves
+// nothing a message names.
+func (p *Proxy) nodeCall(req *sip.Request, tx sip.ServerTransaction, node, conf string) {
+	id := callID(req)
+	if node == "" {
+		p.reply(tx, req, 403, "Forbidden (only media nodes place calls into conferences)")
+		return
+	}
+	addr, err := netip.ParseAddr(req.Recipient.Host)
+	if err != nil {
+		p.reply(tx, req, 403, "Forbidden (node call target must be an IP address)")
+		return
+	}
+	port := req.Recipient.Port
+	if port == 0 {
+		port = 5060
+	}
+	target := netip.AddrPortFrom(addr.Unmap(), uint16(port)).String()
+	transport := "udp"
+	if t, ok := req.Recipient.UriParams.Get("transport"); ok && lower(t) == "tcp" {
+		transport = "tcp"
+	}
+
+	out := req.Clone()
+	p.dropOwnRoutes(out)
+	p.stripTrusted(out) // internal to sipedge and its nodes: the callee never sees them
+	j := joinOf(req, conf, true, &req.Recipient)
+	if j.Kind == "" {
+		j.Kind = "adp"
+	}
+	info := fwdInfo{confID: conf, node: node, newDialog: true, fromCaller: true, join: &j}
+	if p.media != nil {
+		p.media.Open(id, conf, false)
+		info.anchored = true
+		if err := p.anchor(out, id, true); err != nil {
+			p.mediaEnded(id)
+			p.rejectSDP(tx, req, err)
+			return
+		}
+	}
+	st := routeState{
+		NodeName: node, NodeAddr: target, NodeTransport: transport,
+		PeerAddr: req.Source(), PeerTransport: lower(req.Transport()),
+		FromTag: fromTag(req), Instance: p.opts.Instance, ConfID: conf,
+	}
+	p.recordRoute(out, st)
+	p.log.Info().Str("call_id", id).Str("conf_id", conf).Str("node", node).Str("to", target).
+		Str("kind", j.Kind).Str("role", j.Role).Str("keep_alive", j.KeepAlive).Msg("node call into its conference")
+	p.forward(req, tx, out, hop{addr: target, transport: transport}, info)
+}
+
+// fromURI is the caller's address (its AOR is the participant's identity).
+func fromURI(req *sip.Request) *sip.Uri {
+	if f := req.From(); f != nil {
+		return &f.Address
+	}
+	return nil
+}
+
+// dropOwnRoutes removes the Route entries on top that name this proxy
+// without sipedge's route state: a UA that uses sipedge as its outbound
+// proxy preloads one (RFC 3261 §16.4: a proxy removes itself).
+func (p *Proxy) dropOwnRoutes(out *sip.Request) {
+	for {
+		h := out.GetHeader("Route")
+		rh, ok := h.(*sip.RouteHeader)
+		if !ok || rh == nil {
+			return
+		}
+		port := rh.Address.Port
+		if port == 0 {
+			port = 5060
+		}
+		if _, stateful := rh.Address.UriParams.Get(routeParam); stateful || rh.Address.Host != p.advHost || port != p.advPort {
+			return
+		}
+		out.RemoveHeader("Route")
+	}
+}
