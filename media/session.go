@@ -138,4 +138,3 @@ func silentSince(joined time.Time, st relay.DirStats) time.Time {
 	}
 	return joined
 }
-

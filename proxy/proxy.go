@@ -34,12 +34,12 @@ var _ Admitter = (*admission.Admitter)(nil)
 
 // Options configures a Proxy.
 type Options struct {
-	Listen      string // HOST:PORT for UDP and TCP
-	Advertise   string // HOST[:PORT] for Via and Record-Route; default: the listen address
-	RouteSecret string // key signing Record-Route state; shared by all instances
-	UserAgent   string // Server / User-Agent header value
-	UDPBuffer   int    // socket buffer bytes of the UDP listener (0: kernel default)
-	Instance    string // this instance's name, carried in Record-Route state
+	Listen      string    // HOST:PORT for UDP and TCP
+	Advertise   string    // HOST[:PORT] for Via and Record-Route; default: the listen address
+	RouteSecret string    // key signing Record-Route state; shared by all instances
+	UserAgent   string    // Server / User-Agent header value
+	UDPBuffer   int       // socket buffer bytes of the UDP listener (0: kernel default)
+	Instance    string    // this instance's name, carried in Record-Route state
 	Media       Media     // RTP anchoring; nil turns it off
 	Trust       TrustFunc // who may set X-Sipedge-* headers; nil trusts nobody
 }

@@ -74,7 +74,9 @@ func mediaAddrs(cfg config.Config) (bind, adv netip.Addr) {
 
 // lateTrust lets the proxy be built before the ring watcher its trust
 // check reads; until then nobody is trusted.
-type lateTrust struct{ fn atomic.Pointer[proxy.TrustFunc] }
+type lateTrust struct {
+	fn atomic.Pointer[proxy.TrustFunc]
+}
 
 func (l *lateTrust) set(f proxy.TrustFunc) { l.fn.Store(&f) }
 
