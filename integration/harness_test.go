@@ -599,13 +599,14 @@ func (e *env) sipedgectl(args ...string) (string, error) {
 
 // startConfnode runs the reference media node; it registers itself in
 // Redis with heartbeats.
-func (e *env) startConfnode(name string) (*proc, string) {
+func (e *env) startConfnode(name string, extra ...string) (*proc, string) {
 	e.t.Helper()
 	bin := binary(e.t, "confnode")
 	addr := loopback(freePort(e.t))
-	p := startProc(e.t, "confnode-"+name, bin, "--name", name, "--listen", addr,
+	args := append([]string{"--name", name, "--listen", addr,
 		"--redis", e.redisAddr, "--log-format", "json", "--log-level", "debug",
-		"--heartbeat-interval", "300ms")
+		"--heartbeat-interval", "300ms"}, extra...)
+	p := startProc(e.t, "confnode-"+name, bin, args...)
 	return p, addr
 }
 

@@ -316,6 +316,7 @@ type sipMsg struct {
 	Method string // request method; "" for a response
 	Code   int    // response status; 0 for a request
 	hdr    map[string][]string
+	body   string // set by parsers that keep it
 }
 
 // compact maps RFC 3261 compact header names to full lower-case names.

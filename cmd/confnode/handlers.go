@@ -236,7 +236,11 @@ func (n *node) onBye(req *sip.Request, tx sip.ServerTransaction) {
 		reply(log, req, tx, 500, "Server Internal Error")
 		return
 	}
-	n.end(c, "bye")
+	reason := "bye"
+	if r := headerValue(req, "Reason"); r != "" {
+		reason = "bye (" + r + ")" // sipedge says why it ended the call
+	}
+	n.end(c, reason)
 }
 
 // onCancel sees only CANCELs that match no INVITE transaction: the
