@@ -158,3 +158,250 @@ func TestMediaTimeout_SilentCallerEnded_SilentNodeNot(t *testing.T) {
 		return ""
 	})
 }
+
+// 7.2: host + two guests; the host hangs up and both guests get BYE after
+// guests_only_timeout, with the rule in the Reason; the nodes too.
+func TestGuestsOnly_HostLeaves_GuestsEndedAfterTimeout(t *testing.T) {
+	m := newMediaEnv(t, []string{"guests_only_timeout", "2", "media_timeout", "60"}, nil)
+	const conf = "t7-2"
+	m.writeHash("sipedge:confcfg:"+conf, "hosts", "host@127.0.0.1")
+	host := m.join("host", conf)
+	g1, g2 := m.join("guest1", conf), m.join("guest2", conf)
+	m.waitParticipants(conf, 3, func(p map[string]map[string]any) string {
+		roles := map[string]int{}
+		for _, r := range p {
+			roles[fmt.Sprint(r["role"])]++
+		}
+		if roles["host"] != 1 || roles["guest"] != 2 {
+			return fmt.Sprintf("roles %v", roles)
+		}
+		return ""
+	})
+	if err := g1.noBye(time.Second); err != nil { // the host keeps it alive
+		t.Fatal(err)
+	}
+	if err := host.hangup(); err != nil {
+		t.Fatal(err)
+	}
+	left := time.Now()
+	for _, g := range []*rtpUA{g1, g2} {
+		reason, err := g.waitBye(6 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireReason(t, g.name, reason, "guests_only")
+		m.waitNodeBye(g.callID, "guests_only")
+	}
+	if el := time.Since(left); el < 2*time.Second {
+		t.Errorf("guests ended %v after the host left, before guests_only_timeout 2s", el)
+	}
+	if got := m.se.metric(t, "sipedge_conferences_ended_total", map[string]string{"rule": "guests_only"}); got != 1 {
+		t.Errorf("sipedge_conferences_ended_total{rule=guests_only} = %v, want 1", got)
+	}
+	m.waitParticipants(conf, 0, nil)
+	m.waitNoConferences(3 * time.Second)
+	if lines := m.se.logLines("conference ended"); len(lines) == 0 || lines[0]["rule"] != "guests_only" {
+		t.Errorf("no 'conference ended' log with rule guests_only: %v", lines)
+	}
+}
+
+// 7.4: a Host whose RTP stopped (control-only) no longer keeps the
+// conference alive: the guests-only timer runs although it is still in the
+// call, long before media_timeout would end it.
+func TestGuestsOnly_SilentHostKeepsNothingAlive(t *testing.T) {
+	m := newMediaEnv(t, []string{"guests_only_timeout", "1", "media_timeout", "60"}, nil, "--presence-timeout", "1s")
+	const conf = "t7-4"
+	m.writeHash("sipedge:confcfg:"+conf, "hosts", "host@127.0.0.1")
+	host := m.join("host", conf)
+	guest := m.join("guest", conf)
+	m.waitParticipants(conf, 2, nil)
+	if err := guest.noBye(2500 * time.Millisecond); err != nil { // present host: alive past guests_only
+		t.Fatal(err)
+	}
+	host.sending.Store(false)
+	silent := time.Now()
+	for _, u := range []*rtpUA{guest, host} {
+		reason, err := u.waitBye(6 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireReason(t, u.name, reason, "guests_only")
+	}
+	if el := time.Since(silent); el < 2*time.Second || el > 10*time.Second {
+		t.Errorf("ended %v after the host went silent, want presence 1s + guests_only 1s (and far before media_timeout 60s)", el)
+	}
+}
+
+// 7.3: one participant alone gets BYE after the last-participant backstop
+// (60 s, the shortest the rule allows, set for this conference only).
+func TestBackstop_LastParticipantEnded(t *testing.T) {
+	t.Parallel()
+	m := newMediaEnv(t, []string{"guests_only_timeout", "3600"}, nil)
+	const conf = "t7-3"
+	m.writeHash("sipedge:confcfg:"+conf, "last_participant_timeout", "60")
+	u := m.join("alone", conf)
+	joined := time.Now()
+	reason, err := u.waitBye(75 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(joined); el < 60*time.Second {
+		t.Errorf("ended %v after joining alone, before the 60 s backstop", el)
+	}
+	requireReason(t, "alone", reason, "last_participant")
+	m.waitNodeBye(u.callID, "last_participant")
+}
+
+// dialIn makes the conference's node call a new endpoint through sipedge
+// (sipedgectl conf dial) and answers it.
+func (m *mediaEnv) dialIn(conf, name string, flags ...string) *rtpUA {
+	m.t.Helper()
+	u := newRTPUA(m.t, name)
+	m.ctlOK(append([]string{"conf", "dial", conf, "sip:" + name + "@" + u.sipAddr()}, flags...)...)
+	if err := u.answer(5 * time.Second); err != nil {
+		m.t.Fatalf("%v\nconfnode log:\n%s", err, m.node.log())
+	}
+	return u
+}
+
+// 7.5: ADP and admin participants keep a conference alive only as SPEC §5
+// says: an adp Host with keep-alive no alone does not (the guests-only
+// timer ends it); two if-multiple participants, one of them a Host, do.
+func TestKeepAlive_ADPAndAdmin(t *testing.T) {
+	m := newMediaEnv(t, []string{"guests_only_timeout", "2", "media_timeout", "60"}, nil)
+	for _, conf := range []string{"t7-5-no", "t7-5-multi"} {
+		m.writeHash("sipedge:confcfg:"+conf, "hosts", "host@127.0.0.1")
+	}
+
+	t.Run("adp keep-alive no alone is ended", func(t *testing.T) {
+		const conf = "t7-5-no"
+		host := m.join("host", conf)
+		adp := m.dialIn(conf, "adpno", "--kind", "adp", "--role", "host", "--keep-alive", "no")
+		m.waitParticipants(conf, 2, func(p map[string]map[string]any) string {
+			for _, r := range p {
+				if r["kind"] == "adp" && (r["keep_alive"] != "no" || r["role"] != "host") {
+					return fmt.Sprintf("adp participant %v", r)
+				}
+			}
+			return ""
+		})
+		if err := host.hangup(); err != nil {
+			t.Fatal(err)
+		}
+		reason, err := adp.waitBye(6 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireReason(t, "adp callee", reason, "guests_only")
+		m.waitNodeBye(adp.callID, "guests_only")
+	})
+
+	t.Run("two if-multiple with a Host are kept", func(t *testing.T) {
+		const conf = "t7-5-multi"
+		host := m.join("host2", conf)
+		a1 := m.dialIn(conf, "adpmulti", "--kind", "adp", "--role", "host", "--keep-alive", "if-multiple")
+		a2 := m.dialIn(conf, "adminmulti", "--kind", "admin", "--role", "guest", "--keep-alive", "if-multiple")
+		m.waitParticipants(conf, 3, nil)
+		if err := host.hangup(); err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range []*rtpUA{a1, a2} {
+			if err := u.noBye(3 * time.Second); err != nil { // past guests_only_timeout
+				t.Fatal(err)
+			}
+		}
+		m.waitParticipants(conf, 2, nil)
+
+		// An operator ends it by hand.
+		m.ctlOK("conf", "end", conf)
+		for _, u := range []*rtpUA{a1, a2} {
+			reason, err := u.waitBye(3 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			requireReason(t, u.name, reason, "operator")
+		}
+	})
+}
+
+// 7.6: 200 concurrent calls with RTP both ways through the relay lose no
+// packet on loopback, and every relay port is free again afterwards.
+func TestRelay_200ConcurrentCalls_NoLoss(t *testing.T) {
+	const calls = 200
+	m := newMediaEnv(t, []string{"media_timeout", "60", "guests_only_timeout", "3600"}, nil)
+	uas := make([]*rtpUA, calls)
+	for i := range uas {
+		uas[i] = m.join(fmt.Sprintf("load%03d", i), fmt.Sprintf("t7-6-%02d", i%20))
+	}
+	eventually(t, 10*time.Second, "all calls anchored", func() string {
+		if got := m.se.metric(t, "sipedge_media_sessions_active", nil); got != calls {
+			return fmt.Sprintf("%v sessions", got)
+		}
+		return ""
+	})
+	time.Sleep(3 * time.Second)
+	for _, u := range uas {
+		u.sending.Store(false)
+	}
+	time.Sleep(300 * time.Millisecond) // the last packets land
+	var sent, got uint64
+	for _, u := range uas {
+		if err := u.hangup(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost, nodeLost := 0, 0
+	var nodeSent, uaGot uint64
+	eventually(t, 5*time.Second, "node logged every call's end", func() string {
+		for _, u := range uas {
+			if m.nodeEnded(u.callID) == nil {
+				return "call " + u.callID + " not ended at the node"
+			}
+		}
+		return ""
+	})
+	for _, u := range uas {
+		rec := m.nodeEnded(u.callID)
+		rcv, _ := rec["rtp_received"].(float64)
+		snt, _ := rec["rtp_sent"].(float64)
+		sent += u.sent.Load()
+		got += uint64(rcv)
+		nodeSent += uint64(snt)
+		uaGot += u.received.Load()
+		if uint64(rcv) != u.sent.Load() {
+			lost++
+		}
+		if u.received.Load() < uint64(snt) {
+			nodeLost++
+		}
+	}
+	t.Logf("endpoint→node: %d sent, %d received by the node; node→endpoint: %d sent, %d received", sent, got, nodeSent, uaGot)
+	if sent < calls*100 {
+		t.Errorf("only %d packets sent by %d endpoints in 3 s: the test did not load the relay", sent, calls)
+	}
+	if lost > 0 || got != sent {
+		t.Errorf("endpoint→node: %d of %d calls lost packets (%d sent, %d received)", lost, calls, sent, got)
+	}
+	// The node keeps sending until it sees the BYE; what it sent after the
+	// endpoint stopped listening is not a loss of the relay, so compare per
+	// call with the node's count as an upper bound only.
+	if uaGot == 0 || nodeLost > calls/20 {
+		t.Errorf("node→endpoint: %d calls received fewer packets than the node sent (total %d of %d)", nodeLost, uaGot, nodeSent)
+	}
+	// Everything went through sipedge's relay, none of it around it.
+	if relayed := m.se.metric(t, "sipedge_relay_packets_total", map[string]string{"dir": "a_to_b", "kind": "rtp"}); uint64(relayed) != sent {
+		t.Errorf("relay forwarded %v endpoint→node RTP packets, endpoints sent %d", relayed, sent)
+	}
+	if relayed := m.se.metric(t, "sipedge_relay_packets_total", map[string]string{"dir": "b_to_a", "kind": "rtp"}); uint64(relayed) != uaGot {
+		t.Errorf("relay forwarded %v node→endpoint RTP packets, endpoints received %d", relayed, uaGot)
+	}
+	eventually(t, 3*time.Second, "relay ports freed", func() string {
+		if got := m.se.metric(t, "sipedge_relay_ports_in_use", nil); got != 0 {
+			return fmt.Sprintf("%v ports in use", got)
+		}
+		return ""
+	})
+	if got := m.se.metric(t, "sipedge_relay_dropped_total", nil); got != 0 {
+		t.Errorf("relay dropped %v packets", got)
+	}
+}
