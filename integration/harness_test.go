@@ -491,6 +491,17 @@ func (s *sipedge) metric(t testing.TB, name string, match map[string]string) flo
 	return v
 }
 
+// metricOr0 is metric for a counter vector that may have no sample yet.
+func (s *sipedge) metricOr0(t testing.TB, name string, match map[string]string) float64 {
+	t.Helper()
+	code, body, err := s.get("/metrics")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("sipedge %s GET /metrics: %d %v", s.name, code, err)
+	}
+	v, _ := sumMetric(body, name, match)
+	return v
+}
+
 // sumMetric parses the Prometheus text format just enough for counters.
 func sumMetric(text, name string, match map[string]string) (float64, bool) {
 	var sum float64

@@ -405,3 +405,44 @@ func TestRelay_200ConcurrentCalls_NoLoss(t *testing.T) {
 		t.Errorf("relay dropped %v packets", got)
 	}
 }
+
+// 7 (item 1): after 1000 sipp calls through sipedge (SDP in INVITE and 200)
+// and a batch of calls refused 488 for SDP that cannot be anchored, no
+// relay port is left in use.
+func TestRelay_1000Calls_PortsReturnToZero(t *testing.T) {
+	e := newEnv(t)
+	e.startNode("n1")
+	e.startNode("n2")
+	a := e.startSipedge("A", "--media-ports", mediaPorts(t))
+	a.waitRing(t, 5*time.Second, "n1", "n2")
+	res := runUAC(t, "thousand", uac{Scenario: "uac_call.xml", Target: a.sipAddr(),
+		Rows: callRows(a.sipAddr(), ids("t7-1000", 1000)...), Rate: 200, Limit: 200, Hold: 50 * time.Millisecond,
+		Timeout: 90 * time.Second})
+	res.requireAllSucceeded(t, 1000)
+	if got := a.metricOr0(t, "sipedge_media_sdp_errors_total", nil); got != 0 {
+		t.Errorf("%v SDP errors on sipp's plain offers", got)
+	}
+	if got := a.metric(t, "sipedge_relay_streams_active", nil); got > 0 {
+		t.Logf("%v streams still open right after the run (BYE answers in flight)", got)
+	}
+	for i := 0; i < 5; i++ {
+		ans, err := sipNewDialogBody(a.sipAddr(), "t7-bad", "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 media.example.invalid\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ans.Code != 488 || !strings.Contains(ans.Header("warning"), "sipedge") {
+			t.Errorf("INVITE with a hostname in c= answered %d (Warning %q), want 488 with a Warning", ans.Code, ans.Header("warning"))
+		}
+	}
+	eventually(t, 5*time.Second, "relay ports and sessions back to zero", func() string {
+		ports := a.metric(t, "sipedge_relay_ports_in_use", nil)
+		sess := a.metric(t, "sipedge_media_sessions_active", nil)
+		if ports != 0 || sess != 0 {
+			return fmt.Sprintf("%v ports, %v sessions", ports, sess)
+		}
+		return ""
+	})
+	if got := a.metric(t, "sipedge_relay_streams_active", nil); got != 0 {
+		t.Errorf("%v relay streams still open", got)
+	}
+}

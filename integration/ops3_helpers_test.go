@@ -385,10 +385,20 @@ func newDialogRequest(method, target, local, user, callID, branch, tag string) s
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 }
 
+// sipNewDialogBody sends one INVITE with the given SDP body and returns its
+// final answer.
+func sipNewDialogBody(target, user, body string) (sipAnswer, error) {
+	return sipNewDialogWith(target, "INVITE", user, body, 3*time.Second)
+}
+
 // sipNewDialog sends one new-dialog request over UDP to target and returns
 // its final response. Retransmits every 500 ms (T1) until an answer comes.
 // A non-2xx final answer to an INVITE is ACKed (RFC 3261 17.1.1.3).
 func sipNewDialog(target, method, user string, timeout time.Duration) (sipAnswer, error) {
+	return sipNewDialogWith(target, method, user, "", timeout)
+}
+
+func sipNewDialogWith(target, method, user, body string, timeout time.Duration) (sipAnswer, error) {
 	c, err := net.Dial("udp", target)
 	if err != nil {
 		return sipAnswer{}, err
@@ -397,6 +407,11 @@ func sipNewDialog(target, method, user string, timeout time.Duration) (sipAnswer
 	local := c.LocalAddr().String()
 	callID, branch, tag := "svc-"+svcTag(), svcTag(), svcTag()
 	req := newDialogRequest(method, target, local, user, callID, branch, tag)
+	if body != "" {
+		head, _, _ := strings.Cut(req, "\r\n\r\n")
+		head = head[:strings.Index(head, "Content-Length:")]
+		req = head + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
 	deadline := time.Now().Add(timeout)
 	buf := make([]byte, 65535)
 	for {
