@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
 			Gatherer: reg,
 			Ready:    func() error { return ready(a.Instance()) },
-			Status:   func() any { return status(cfg, redisAddr, px, watcher, a) },
+			Status:   func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
 		}, log)
 		if err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sipedge/sipedge/admission"
 	"github.com/sipedge/sipedge/internal/config"
+	"github.com/sipedge/sipedge/media"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -51,9 +52,18 @@ type statusDoc struct {
 		Members int    `json:"members"`
 	} `json:"ring"`
 	Nodes []nodeStatus `json:"nodes"`
+	Media *mediaStatus `json:"media,omitempty"` // absent when anchoring is off
 }
 
-func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watcher, a *admission.Admitter) statusDoc {
+// mediaStatus is the media part of /api/status: relay usage and the
+// conferences with participants on this instance.
+type mediaStatus struct {
+	Sessions    int                    `json:"sessions"`
+	PortsInUse  int                    `json:"ports_in_use"`
+	Conferences []media.ConferenceView `json:"conferences"`
+}
+
+func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watcher, a *admission.Admitter, mgr *media.Manager) statusDoc {
 	var d statusDoc
 	d.Instance.Name, d.Instance.Site, d.Instance.Server = cfg.Name, cfg.Site, cfg.Server
 	d.Instance.Redis = redisAddr
@@ -81,6 +91,9 @@ func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watche
 			ns.HeartbeatMs = now.Sub(n.Heartbeat).Milliseconds()
 		}
 		d.Nodes = append(d.Nodes, ns)
+	}
+	if mgr != nil {
+		d.Media = &mediaStatus{Sessions: mgr.Sessions(), PortsInUse: mgr.InUse(), Conferences: mgr.Conferences()}
 	}
 	return d
 }
