@@ -22,9 +22,9 @@ for _ in $(seq 1 50); do
 done
 [ -n "$redis" ] || { echo "sipedge did not come up (see its log above)" >&2; exit 1; }
 
-./bin/confnode --name confnode-1 --listen 127.0.0.1:5071 --redis "$redis" --log-format console &
+./bin/confnode --name confnode-1 --listen 127.0.0.1:5071 --redis "$redis" --proxy 127.0.0.1:$SIP_PORT --log-format console &
 pids+=($!)
-./bin/confnode --name confnode-2 --listen 127.0.0.1:5072 --redis "$redis" --log-format console &
+./bin/confnode --name confnode-2 --listen 127.0.0.1:5072 --redis "$redis" --proxy 127.0.0.1:$SIP_PORT --log-format console &
 pids+=($!)
 
 cat <<MSG
@@ -38,6 +38,10 @@ cat <<MSG
     ./bin/sipedgectl --redis $redis nodes list
     ./bin/sipedgectl --redis $redis ring lookup demo
     ./bin/sipedgectl --redis $redis conf list
+    ./bin/sipedgectl --redis $redis conf show demo     # participants, presence, packets
+    ./bin/sipedgectl --redis $redis conf dial demo sip:someone@127.0.0.1:5090 --role host
+  Media: RTP of every call flows through relay ports 30000-39999; the
+  confnodes send RTP on every call, so presence shows up in conf show.
   Status:  curl http://$ADMIN/api/status
 
   Ctrl-C stops everything.
