@@ -446,3 +446,46 @@ func TestRelay_1000Calls_PortsReturnToZero(t *testing.T) {
 		t.Errorf("%v relay streams still open", got)
 	}
 }
+
+// Item 1: symmetric RTP. An endpoint behind NAT announces one address and
+// sends from another; the relay latches onto where its packets really
+// come from, so the node's RTP reaches it there.
+func TestRelay_LatchesOntoRealSource(t *testing.T) {
+	m := newMediaEnv(t, []string{"media_timeout", "60"}, nil)
+	u := newRTPUA(t, "natted")
+	u.sdpPort = freePort(t) // announced, never listened on
+	if err := u.dial(m.se.sipAddr(), "t7-nat"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "node RTP reaches the real source", func() string {
+		if got := u.received.Load(); got < 10 {
+			return fmt.Sprintf("%d packets received", got)
+		}
+		return ""
+	})
+	if err := u.hangup(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Item 3: X-Sipedge-* headers from an endpoint are not believed: the
+// participant gets its role from the hosts list, and the headers never
+// reach the node.
+func TestTrustedHeaders_FromEndpointIgnoredAndStripped(t *testing.T) {
+	m := newMediaEnv(t, []string{"media_timeout", "60", "guests_only_timeout", "3600"}, nil)
+	const conf = "t7-trust"
+	m.writeHash("sipedge:confcfg:"+conf, "hosts", "boss@127.0.0.1")
+	m.join("boss", conf)
+	m.join("intruder", conf, "X-Sipedge-Role: host", "X-Sipedge-Participant: admin", "X-Sipedge-Keep-Alive: yes")
+	m.waitParticipants(conf, 2, func(p map[string]map[string]any) string {
+		for _, r := range p {
+			if r["from"] == "intruder@127.0.0.1" && (r["role"] != "guest" || r["kind"] != "normal") {
+				return fmt.Sprintf("intruder recorded as %v", r)
+			}
+		}
+		return ""
+	})
+	if got := m.se.metric(t, "sipedge_sip_trusted_headers_stripped_total", nil); got != 3 {
+		t.Errorf("sipedge_sip_trusted_headers_stripped_total = %v, want 3", got)
+	}
+}

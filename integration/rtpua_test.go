@@ -36,6 +36,10 @@ type rtpUA struct {
 	cseq     int
 	media    netip.AddrPort // where our RTP goes
 	asCaller bool
+	// sdpPort, when set, is announced in SDP instead of the RTP socket's
+	// port: the endpoint behaves like one behind NAT, whose packets come
+	// from another address than the one it announced.
+	sdpPort int
 
 	sending  atomic.Bool
 	sent     atomic.Uint64
@@ -84,8 +88,12 @@ func (u *rtpUA) close() {
 }
 
 func (u *rtpUA) sdp() string {
+	port := u.rtpPort()
+	if u.sdpPort != 0 {
+		port = u.sdpPort
+	}
 	return "v=0\r\no=" + u.name + " 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
-		"m=audio " + strconv.Itoa(u.rtpPort()) + " RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n"
+		"m=audio " + strconv.Itoa(port) + " RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n"
 }
 
 // dial places a call to conference conf through sipedge at via and waits
