@@ -90,6 +90,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	// still comes.
 	ctxTx.OnRetransmission(func(res *sip.Response) {
 		if r := upstream(res); r != nil {
+			p.stripUntrustedResponse(res, r)
 			p.anchorResponse(in, r, info)
 			_ = p.srv.WriteResponse(r)
 		}
@@ -120,6 +121,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if r == nil {
 				continue
 			}
+			p.stripUntrustedResponse(res, r)
 			p.anchorResponse(in, r, info)
 			if in.IsInvite() && res.IsSuccess() && info.newDialog && !started {
 				started = true
@@ -295,4 +297,15 @@ func (p *Proxy) anchorResponse(in *sip.Request, r *sip.Response, info fwdInfo) {
 		p.log.Warn().Err(err).Str("call_id", callID(in)).Int("code", r.StatusCode).
 			Msg("SDP of a response cannot be anchored: passed unchanged")
 	}
+}
+
+// stripUntrustedResponse removes X-Sipedge-* headers from every relayed
+// response: nothing downstream needs them, and one from an untrusted
+// source (the callee of a node's call) is counted as an attempt.
+func (p *Proxy) stripUntrustedResponse(res, r *sip.Response) {
+	if _, trusted := p.trustAddr(res.Source()); trusted {
+		removeTrusted(r)
+		return
+	}
+	p.stripTrusted(r)
 }

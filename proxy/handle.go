@@ -130,7 +130,11 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 	}
 	out := req.Clone()
 	dropRoutes(out, n)
-	if _, trusted := p.trust(req); !trusted {
+	// Nothing in a dialog needs these headers: never pass them on, and
+	// count them only when an untrusted source tried.
+	if _, trusted := p.trust(req); trusted {
+		removeTrusted(out)
+	} else {
 		p.stripTrusted(out)
 	}
 	fromCaller := fromTag(req) == st.FromTag

@@ -37,23 +37,46 @@ var trustedHeaders = [...]string{hdrRole, hdrParticipant, hdrKeepAlive, hdrConfe
 
 // trust resolves the sender of req.
 func (p *Proxy) trust(req *sip.Request) (node string, trusted bool) {
+	return p.trustAddr(req.Source())
+}
+
+// trustAddr resolves a source address (host:port).
+func (p *Proxy) trustAddr(source string) (node string, trusted bool) {
 	if p.opts.Trust == nil {
 		return "", false
 	}
-	ap, err := netip.ParseAddrPort(req.Source())
+	ap, err := netip.ParseAddrPort(source)
 	if err != nil {
 		return "", false
 	}
 	return p.opts.Trust(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 }
 
-// stripTrusted removes the X-Sipedge-* headers from a message that came
-// from anyone else: they must not reach a node as if a node had set them.
-func (p *Proxy) stripTrusted(m interface{ RemoveHeader(string) bool }) {
-	for _, h := range trustedHeaders {
-		for m.RemoveHeader(h) {
-			p.metrics.strippedHeaders.Inc()
+// headerEditor is what removing headers needs of a request or response.
+type headerEditor interface {
+	GetHeader(string) sip.Header
+	RemoveHeader(string) bool
+}
+
+// removeTrusted removes every X-Sipedge-* header, whatever the case of its
+// name (sipgo's RemoveHeader matches names exactly, GetHeader does not),
+// and returns how many it removed.
+func removeTrusted(m headerEditor) int {
+	n := 0
+	for _, name := range trustedHeaders {
+		for h := m.GetHeader(name); h != nil && m.RemoveHeader(h.Name()); h = m.GetHeader(name) {
+			n++
 		}
+	}
+	return n
+}
+
+// stripTrusted removes the X-Sipedge-* headers from a message that came
+// from an untrusted source, so they never reach a node as if a node had set
+// them, and counts them: a non-zero rate is someone trying.
+func (p *Proxy) stripTrusted(m headerEditor) {
+	if n := removeTrusted(m); n > 0 {
+		p.metrics.strippedHeaders.Add(float64(n))
 	}
 }
 

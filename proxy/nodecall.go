@@ -34,7 +34,7 @@ func (p *Proxy) nodeCall(req *sip.Request, tx sip.ServerTransaction, node, conf 
 
 	out := req.Clone()
 	p.dropOwnRoutes(out)
-	p.stripTrusted(out) // internal to sipedge and its nodes: the callee never sees them
+	removeTrusted(out) // internal to sipedge and its nodes: the callee never sees them
 	j := joinOf(req, conf, true, &req.Recipient)
 	if j.Kind == "" {
 		j.Kind = "adp"

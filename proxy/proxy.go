@@ -13,6 +13,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -115,8 +116,19 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 }
 
 // listen binds UDP first and TCP on the same port, so "port 0" still gives
-// one port for both transports.
+// one port for both transports. With port 0 the kernel may hand out a UDP
+// port whose TCP twin is taken: then it tries another.
 func (p *Proxy) listen() error {
+	_, port, _ := net.SplitHostPort(p.opts.Listen)
+	for attempt := 1; ; attempt++ {
+		err := p.listenOnce()
+		if err == nil || port != "0" || attempt == 5 || !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+	}
+}
+
+func (p *Proxy) listenOnce() error {
 	udp, err := net.ListenPacket("udp", p.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("proxy: listen udp %s: %w", p.opts.Listen, err)
