@@ -44,7 +44,7 @@ deps:
 bench: bench-go bench-sipp bench-propagation
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./ring/ ./proxy/
+	$(GO) test -run '^$$' -bench . -benchmem ./ring/ ./proxy/ ./media/...
 
 bench-sipp: deps build
 	./scripts/bench.sh

@@ -8,7 +8,9 @@
 # Environment: RATES="100 200 ..." (calls/s), SECONDS_PER_STEP (default 10),
 # LIMIT (max concurrent calls, default 2000), HOLD_MS (call duration between
 # ACK and BYE, default 500: with 0 the ACK and the BYE leave the caller
-# back to back and may overtake each other inside any parallel proxy).
+# back to back and may overtake each other inside any parallel proxy),
+# SIPEDGE_ARGS (extra sipedge flags, e.g. --media-ports= to turn media
+# anchoring off and compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${RATES:-"100 200 400 600 800 1000"}
@@ -50,7 +52,7 @@ for i in 1 2 3; do
 done
 
 "${pin_proxy[@]}" ./bin/sipedge --name bench --redis "127.0.0.1:$RP" --listen "127.0.0.1:$SP" \
-  --admin "127.0.0.1:$AP" --log-level warn --probe-interval 1s >"$work/sipedge.log" 2>&1 &
+  --admin "127.0.0.1:$AP" --log-level warn --probe-interval 1s ${SIPEDGE_ARGS:-} >"$work/sipedge.log" 2>&1 &
 SIPEDGE=$!
 pids+=($SIPEDGE)
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$AP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
