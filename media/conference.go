@@ -25,6 +25,7 @@ type record struct {
 	Media     bool   `json:"media"`
 	Present   bool   `json:"present"`
 	JoinedMs  int64  `json:"joined_ms"`
+	UpdatedMs int64  `json:"updated_ms"` // the writer refreshes it every second
 	LastRTPMs int64  `json:"last_rtp_ms"`
 	Packets   uint64 `json:"packets"`
 	Bytes     uint64 `json:"bytes"`
@@ -42,6 +43,12 @@ const (
 // recordTTL bounds how long a participants hash outlives lost BYEs.
 const recordTTL = 24 * time.Hour
 
+// recordStale: another instance's record not refreshed for this long
+// belongs to an instance that died; the rules ignore it (liveness is a
+// timestamp, not a flag someone must remember to clear). Records are
+// rewritten every second.
+const recordStale = 10 * time.Second
+
 // setIfExists sets a hash field only when it is not set yet and the hash
 // still exists: a conference whose last dialog ended is never recreated.
 var setIfExists = redis.NewScript(`
@@ -57,13 +64,13 @@ type confTracker struct {
 	badRaw    map[string]string // last confcfg with bad values, per conference
 }
 
-func (s *session) record(instance string) record {
+func (s *session) record(instance string, now time.Time) record {
 	st := s.endpointStats()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := record{CallID: s.callID, Instance: instance, From: s.part.AOR, Role: string(s.part.Role),
 		Kind: string(s.part.Kind), KeepAlive: string(s.part.KeepAlive), Media: s.hasMedia, Present: s.present,
-		JoinedMs: s.joinedAt.UnixMilli(), Packets: st.Packets, Bytes: st.Bytes, Lost: st.Lost}
+		JoinedMs: s.joinedAt.UnixMilli(), UpdatedMs: now.UnixMilli(), Packets: st.Packets, Bytes: st.Bytes, Lost: st.Lost}
 	if !st.LastPacket.IsZero() {
 		r.LastRTPMs = st.LastPacket.UnixMilli()
 	}
@@ -71,14 +78,18 @@ func (s *session) record(instance string) record {
 }
 
 func (mg *Manager) writeParticipant(ctx context.Context, s *session) error {
-	r := s.record(mg.opts.Instance)
-	b, err := json.Marshal(r)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	conf, closed := s.confID, s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil // left: writing now would bring back a ghost
+	}
+	b, err := json.Marshal(s.record(mg.opts.Instance, mg.opts.Clock()))
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	conf := s.confID
-	s.mu.Unlock()
 	key := mg.opts.Keys.Participants(conf)
 	_, err = mg.opts.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, key, s.callID, b)
@@ -90,7 +101,10 @@ func (mg *Manager) writeParticipant(ctx context.Context, s *session) error {
 
 // leave removes a participant. The instance that removes the last one of a
 // conference nobody ended by a rule counts it as ended "empty".
-func (mg *Manager) leave(ctx context.Context, callID, conf string) {
+func (mg *Manager) leave(ctx context.Context, s *session, conf string) {
+	s.wmu.Lock() // a write already under way lands first, then goes
+	defer s.wmu.Unlock()
+	callID := s.callID
 	key := mg.opts.Keys.Participants(conf)
 	var del *redis.IntCmd
 	var left *redis.IntCmd
@@ -169,7 +183,7 @@ func (mg *Manager) evaluate(ctx context.Context, conf string, now time.Time) {
 		mg.endLocal(ctx, conf, rule)
 		return
 	}
-	parts := mg.parseParticipants(conf, partsCmd.Val())
+	parts := mg.parseParticipants(conf, partsCmd.Val(), now)
 	if len(parts) == 0 {
 		mg.confs.setDeadline(conf, time.Time{})
 		return
@@ -199,7 +213,7 @@ func (mg *Manager) endLocal(ctx context.Context, conf, rule string) {
 			mg.redisError("publish conference end", err)
 		}
 	}
-	mg.confs.setDeadline(conf, time.Time{})
+	mg.confs.forget(conf)
 	if mg.ender == nil {
 		return
 	}
@@ -209,7 +223,7 @@ func (mg *Manager) endLocal(ctx context.Context, conf, rule string) {
 	}
 }
 
-func (mg *Manager) parseParticipants(conf string, raw map[string]string) []policy.Participant {
+func (mg *Manager) parseParticipants(conf string, raw map[string]string, now time.Time) []policy.Participant {
 	out := make([]policy.Participant, 0, len(raw))
 	for id, v := range raw {
 		var r record
@@ -218,6 +232,9 @@ func (mg *Manager) parseParticipants(conf string, raw map[string]string) []polic
 			mg.log.Error().Str("key", mg.opts.Keys.Participants(conf)).Str("field", id).Err(err).
 				Msg("bad participant record ignored")
 			continue
+		}
+		if r.Instance != mg.opts.Instance && r.UpdatedMs > 0 && now.Sub(time.UnixMilli(r.UpdatedMs)) > recordStale {
+			continue // its instance stopped writing: it died, and its legs with it
 		}
 		p := policy.Participant{ID: id, Role: policy.Role(r.Role), Kind: policy.Kind(r.Kind),
 			KeepAlive: policy.KeepAlive(r.KeepAlive), Present: r.Present}
@@ -276,6 +293,14 @@ func (mg *Manager) storeTimers(ctx context.Context, conf string, prev, next poli
 			}
 		}
 	}
+}
+
+// forget drops what is kept about an ended conference.
+func (c *confTracker) forget(conf string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.deadlines, conf)
+	delete(c.badRaw, conf)
 }
 
 func (c *confTracker) setDeadline(conf string, d time.Time) {

@@ -48,6 +48,10 @@ type Manager struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// ended remembers calls that ended recently: a Joined that arrives
+	// after the BYE's Ended (the proxy reports the 2xx asynchronously) must
+	// not bring the participant back.
+	ended map[string]time.Time
 
 	settings settingsCache
 	confs    confTracker
@@ -84,6 +88,7 @@ func New(opts Options) (*Manager, error) {
 		opts: opts, log: opts.Log, m: m,
 		relayMC:  relay.Config{Metrics: rm, Logger: opts.Log, Clock: opts.Clock},
 		sessions: map[string]*session{},
+		ended:    map[string]time.Time{},
 		wake:     make(chan string, 1024),
 	}
 	mg.settings.current = opts.Defaults
@@ -153,6 +158,10 @@ func (mg *Manager) Joined(ctx context.Context, j Join) {
 		return
 	}
 	mg.mu.Lock()
+	if _, gone := mg.ended[j.CallID]; gone {
+		mg.mu.Unlock()
+		return
+	}
 	s, ok := mg.sessions[j.CallID]
 	if !ok {
 		s = mg.newSession(j.CallID, j.ConfID, true)
@@ -163,7 +172,7 @@ func (mg *Manager) Joined(ctx context.Context, j Join) {
 
 	p := mg.participantOf(ctx, j)
 	s.mu.Lock()
-	if s.joined {
+	if s.joined || s.closed {
 		s.mu.Unlock()
 		return
 	}
@@ -208,9 +217,16 @@ func (mg *Manager) participantOf(ctx context.Context, j Join) participant {
 // Ended forgets a call: its ports are freed at once, its participant
 // leaves its conference (Redis I/O in the background).
 func (mg *Manager) Ended(callID string) {
+	now := mg.opts.Clock()
 	mg.mu.Lock()
 	s, ok := mg.sessions[callID]
 	delete(mg.sessions, callID)
+	mg.ended[callID] = now
+	for id, at := range mg.ended {
+		if now.Sub(at) > endedMemory {
+			delete(mg.ended, id)
+		}
+	}
 	mg.m.sessions.Set(float64(len(mg.sessions)))
 	mg.mu.Unlock()
 	if !ok {
@@ -221,9 +237,13 @@ func (mg *Manager) Ended(callID string) {
 	joined, conf := s.joined, s.confID
 	s.mu.Unlock()
 	if joined {
-		go mg.leave(context.Background(), callID, conf)
+		go mg.leave(context.Background(), s, conf)
 	}
 }
+
+// endedMemory is how long an ended Call-ID is remembered: far longer than
+// a 2xx takes to be reported, short enough to keep the map small.
+const endedMemory = time.Minute
 
 // Sessions is the number of calls anchored here.
 func (mg *Manager) Sessions() int {

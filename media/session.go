@@ -18,7 +18,13 @@ type session struct {
 	ctx    context.Context // ends when the call ends; streams close with it
 	cancel context.CancelFunc
 
+	// wmu orders this participant's Redis writes with its removal: a write
+	// the loop started before the call ended must not land after the
+	// delete and leave a ghost participant.
+	wmu sync.Mutex
+
 	mu               sync.Mutex
+	closed           bool // the call ended: nothing is written any more
 	confID           string
 	endpointIsCaller bool // false for calls a media node places (adp, admin)
 	streams          []*relay.Stream
@@ -120,6 +126,7 @@ func (s *session) endpointStats() relay.DirStats {
 func (s *session) close() {
 	s.cancel()
 	s.mu.Lock()
+	s.closed = true
 	streams := s.streams
 	s.streams = nil
 	s.mu.Unlock()
