@@ -10,27 +10,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sipedge/sipedge/internal/records"
 	"github.com/sipedge/sipedge/media/policy"
 )
 
 // record is a participant as sipedge:participants:<conf> holds it (one
 // JSON value per Call-ID), read by every instance and by sipedgectl.
-type record struct {
-	CallID    string `json:"call_id"`
-	Instance  string `json:"instance"`
-	From      string `json:"from"`
-	Role      string `json:"role"`
-	Kind      string `json:"kind"`
-	KeepAlive string `json:"keep_alive"`
-	Media     bool   `json:"media"`
-	Present   bool   `json:"present"`
-	JoinedMs  int64  `json:"joined_ms"`
-	UpdatedMs int64  `json:"updated_ms"` // the writer refreshes it every second
-	LastRTPMs int64  `json:"last_rtp_ms"`
-	Packets   uint64 `json:"packets"`
-	Bytes     uint64 `json:"bytes"`
-	Lost      uint64 `json:"lost"`
-}
+type record = records.Participant
 
 // Fields of sipedge:conf:<id> written here.
 const (

@@ -14,6 +14,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/internal/records"
 )
 
 // dialPoll bounds one BRPOP, so the queue consumer notices shutdown within
@@ -26,14 +28,7 @@ const dialPoll = time.Second
 //	{"conf":"c1","uri":"sip:bob@10.0.0.5:5060","kind":"adp","role":"guest","keep_alive":"no","id":"r1"}
 //
 // role and keep_alive may be empty: the header is then not sent.
-type dialRequest struct {
-	Conf      string `json:"conf"`
-	URI       string `json:"uri"`
-	Kind      string `json:"kind"`
-	Role      string `json:"role"`
-	KeepAlive string `json:"keep_alive"`
-	ID        string `json:"id"`
-}
+type dialRequest = records.Dial
 
 // parseDialRequest decodes and checks one queue entry.
 func parseDialRequest(raw string) (dialRequest, sip.Uri, error) {

@@ -10,6 +10,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+
+	"github.com/sipedge/sipedge/internal/records"
 )
 
 // errConfNotActive is returned when dialing into a conference that has no
@@ -71,14 +73,7 @@ func (a *app) confEnd(cmd *cobra.Command, id, reason string) error {
 
 // dialEntry is one dial request as confnode reads it from <prefix>dial:<node>.
 // Empty role or keep_alive: confnode sends no header for it.
-type dialEntry struct {
-	Conf      string `json:"conf"`
-	URI       string `json:"uri"`
-	Kind      string `json:"kind"`
-	Role      string `json:"role"`
-	KeepAlive string `json:"keep_alive"`
-	ID        string `json:"id"`
-}
+type dialEntry = records.Dial
 
 func newConfDialCommand(a *app) *cobra.Command {
 	var e dialEntry
@@ -103,7 +98,7 @@ func newConfDialCommand(a *app) *cobra.Command {
 }
 
 // validate checks the flags and the URI, naming what is wrong.
-func (e dialEntry) validate() error {
+func validateDial(e dialEntry) error {
 	switch {
 	case e.Kind != "admin" && e.Kind != "adp":
 		return fmt.Errorf("--kind %q: want admin or adp", e.Kind)
@@ -120,7 +115,7 @@ func (e dialEntry) validate() error {
 }
 
 func (a *app) confDial(cmd *cobra.Command, e dialEntry) error {
-	if err := e.validate(); err != nil {
+	if err := validateDial(e); err != nil {
 		return err
 	}
 	ctx, cancel := a.ctx(cmd)

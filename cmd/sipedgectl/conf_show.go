@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sipedge/sipedge/internal/records"
 )
 
 // errUnknownConf is returned for a conference id with no conference hash.
@@ -25,21 +27,7 @@ func newConfShowCommand(a *app) *cobra.Command {
 }
 
 // participant is one value of the participants hash, as sipedge writes it.
-type participant struct {
-	CallID    string `json:"call_id"`
-	Instance  string `json:"instance"`
-	From      string `json:"from"`
-	Role      string `json:"role"`
-	Kind      string `json:"kind"`
-	KeepAlive string `json:"keep_alive"`
-	Media     bool   `json:"media"`
-	Present   bool   `json:"present"`
-	JoinedMs  int64  `json:"joined_ms"`
-	LastRTPMs int64  `json:"last_rtp_ms"`
-	Packets   int64  `json:"packets"`
-	Bytes     int64  `json:"bytes"`
-	Lost      int64  `json:"lost"`
-}
+type participant = records.Participant
 
 // participantRow is a participant as `conf show` reports it. A value that
 // is not valid JSON keeps only its Call-ID, the error and the raw value.
@@ -110,7 +98,7 @@ func (a *app) confShow(cmd *cobra.Command, id string) error {
 			lastRTP = age(now, time.UnixMilli(p.LastRTPMs))
 		}
 		table = append(table, []string{p.CallID, p.From, p.Role, p.Kind, p.KeepAlive, present,
-			strconv.FormatInt(p.Packets, 10), strconv.FormatInt(p.Lost, 10), lastRTP})
+			strconv.FormatUint(p.Packets, 10), strconv.FormatUint(p.Lost, 10), lastRTP})
 	}
 	return printTable(out, []string{"CALL-ID", "FROM", "ROLE", "KIND", "KEEP-ALIVE", "PRESENT", "PACKETS", "LOST", "LAST RTP"}, table)
 }
