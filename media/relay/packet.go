@@ -94,7 +94,9 @@ func (r *reader) handle(pkt []byte, src netip.AddrPort) {
 		return
 	}
 	if _, err := conn.WriteToUDPAddrPort(pkt, dst); err != nil {
-		r.drop(dropSendError)
+		if !r.s.closing.Load() { // the call ending mid-packet is not a fault
+			r.drop(dropSendError)
+		}
 		return
 	}
 	if rtcp {

@@ -48,6 +48,7 @@ type Stream struct {
 	wg       sync.WaitGroup
 	stopCtx  func() bool // unregisters the ctx hook; set after it is registered
 	closed   sync.Once
+	closing  atomic.Bool // set before the sockets close: a send that fails now is no drop
 	closeErr error
 }
 
@@ -202,6 +203,7 @@ func (s *Stream) Stats(side Side) DirStats { return s.legs[side].stats.snapshot(
 // pool. It is idempotent.
 func (s *Stream) Close() error {
 	s.closed.Do(func() {
+		s.closing.Store(true)
 		s.mu.Lock()
 		stop := s.stopCtx
 		s.mu.Unlock()
