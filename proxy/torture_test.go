@@ -1,16 +1,24 @@
 package proxy
 
 import (
+	"context"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/media"
+	"github.com/sipedge/sipedge/media/relay"
 	"github.com/sipedge/sipedge/ring"
 )
 
@@ -43,11 +51,29 @@ func TestTorture(t *testing.T) {
 	}
 	node := newPeer(t)
 	reg := prometheus.NewRegistry()
-	px, err := New(Options{Listen: "127.0.0.1:0", RouteSecret: "k"},
-		&fakeAdmitter{node: ring.Node{Name: "n1", Addr: node.addr()}}, testLogger(t), reg)
+	// The real media manager: hostile SDP bodies go through sdpx and the
+	// relay pool too.
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	pool, err := relay.NewPool(netip.MustParseAddr("127.0.0.1"), 46000, 46999)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mgr, err := media.New(media.Options{Pool: pool, Redis: rdb, Keys: keys.New(""), Instance: "torture",
+		Defaults: media.Settings{MediaTimeout: time.Minute}, Log: zerolog.Nop(), Reg: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := New(Options{Listen: "127.0.0.1:0", RouteSecret: "k", Media: mgr},
+		&fakeAdmitter{node: ring.Node{Name: "n1", Addr: node.addr()}}, zerolog.Nop(), reg) // transactions outlive the test: no t.Log
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr.SetEnder(px)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = mgr.Run(ctx) }()
 	serve(t, px)
 	sender := newPeer(t)
 	for _, f := range files {
@@ -82,7 +108,9 @@ Content-Length: 0
 		"CSeq method mismatch", "missing From tag", "bad Request-URI"} {
 		answered400 += testutil.ToFloat64(px.metrics.malformed.WithLabelValues(reason))
 	}
-	t.Logf("%d torture messages x2 transports: %v dropped unparsable, %v answered 400", len(files), bad, answered400)
+	sdp := testutil.ToFloat64(px.metrics.sdpRejected.WithLabelValues("488"))
+	t.Logf("%d torture messages x2 transports: %v dropped unparsable, %v answered 400, %v refused 488 (SDP), %d relay ports in use",
+		len(files), bad, answered400, sdp, pool.InUse())
 	if bad+answered400 == 0 {
 		t.Fatal("no torture message was counted as malformed")
 	}

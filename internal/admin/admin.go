@@ -1,9 +1,11 @@
 // Package admin serves sipedge's operations HTTP endpoints: /metrics,
-// /healthz, /readyz and /api/status.
+// /healthz, /readyz, /api/status and / (a live view of the status that
+// refreshes itself).
 package admin
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
+
+// page is the live view: static HTML whose script polls /api/status.
+//
+//go:embed page.html
+var page []byte
 
 // Sources are the live views the endpoints render.
 type Sources struct {
@@ -49,6 +56,10 @@ func Listen(addr string, src Sources, log zerolog.Logger) (*Server, error) {
 			return
 		}
 		w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(page)
 	})
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
