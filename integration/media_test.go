@@ -419,9 +419,18 @@ func TestRelay_1000Calls_PortsReturnToZero(t *testing.T) {
 	e.startNode("n2")
 	a := e.startSipedge("A", "--media-ports", mediaPorts(t))
 	a.waitRing(t, 5*time.Second, "n1", "n2")
-	res := runUAC(t, "thousand", uac{Scenario: "uac_call.xml", Target: a.sipAddr(),
+	run := startUAC(t, "thousand", uac{Scenario: "uac_call.xml", Target: a.sipAddr(),
 		Rows: callRows(a.sipAddr(), ids("t7-1000", 1000)...), Rate: 200, Limit: 200, Hold: 50 * time.Millisecond,
 		Timeout: 90 * time.Second})
+	// The calls really are anchored while they run (else "zero ports
+	// afterwards" would prove nothing).
+	eventually(t, 5*time.Second, "relay ports in use during the run", func() string {
+		if got := a.metric(t, "sipedge_relay_ports_in_use", nil); got < 4 {
+			return fmt.Sprintf("%v ports", got)
+		}
+		return ""
+	})
+	res := run.wait()
 	res.requireAllSucceeded(t, 1000)
 	if got := a.metricOr0(t, "sipedge_media_sdp_errors_total", nil); got != 0 {
 		t.Errorf("%v SDP errors on sipp's plain offers", got)
