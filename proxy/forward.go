@@ -72,6 +72,17 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	p.metrics.txActive.Inc()
 	defer p.metrics.txActive.Dec()
 
+	// A new call that never got its 2xx (refused, unreachable, timed out,
+	// cancelled) frees its relay ports on whichever path ends it.
+	var started bool
+	if info.anchored {
+		defer func() {
+			if !started {
+				p.mediaEnded(callID(in))
+			}
+		}()
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	ctxTx, err := p.client.TransactionRequest(ctx, out, keepAsBuilt)
 	cancel()
@@ -102,7 +113,6 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		tx.OnCancel(func(*sip.Request) { canceller.requested() })
 	}
 
-	var started bool
 	for {
 		select {
 		case res, ok := <-ctxTx.Responses():
@@ -131,9 +141,6 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 					go p.media.Joined(context.Background(), *info.join)
 				}
 			}
-			if info.anchored && !started && res.StatusCode >= 300 {
-				p.mediaEnded(callID(in)) // the call failed: free its ports
-			}
 			if info.endsDialog && !res.IsProvisional() {
 				p.dialogEnded(in, info)
 			}
@@ -151,9 +158,6 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if info.endsDialog {
 				p.dialogEnded(in, info)
 			}
-			if info.anchored && !started {
-				p.mediaEnded(callID(in))
-			}
 			if errors.Is(ctxTx.Err(), sip.ErrTransactionTransport) {
 				p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
 				return
@@ -163,9 +167,6 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		case <-tx.Done():
 			// Cancelled upstream (sipgo has answered 487) or the server
 			// transaction died: the CANCEL, if any, is on its way downstream.
-			if info.anchored && !started {
-				p.mediaEnded(callID(in))
-			}
 			return
 		}
 	}

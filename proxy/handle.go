@@ -93,14 +93,8 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		info.confID = areq.ConfID
 		j := joinOf(req, areq.ConfID, trusted, fromURI(req))
 		info.join = &j
-		if p.media != nil {
-			p.media.Open(areq.CallID, areq.ConfID, true)
-			info.anchored = true
-			if err := p.anchor(out, areq.CallID, true); err != nil {
-				p.mediaEnded(areq.CallID)
-				p.rejectSDP(tx, req, err)
-				return
-			}
+		if !p.openMedia(tx, req, out, &info, true) {
+			return
 		}
 	}
 	nodeTransport := transportOrUDP(v.Node.Transport)
@@ -148,7 +142,7 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 	next := p.nextHop(req, st)
 	if dl := p.dialogs.Get(callID(req)); dl != nil {
 		if cs := req.CSeq(); cs != nil {
-			dl.noteCSeq(fromTag(req) == st.FromTag, cs.SeqNo)
+			dl.noteCSeq(fromCaller, cs.SeqNo)
 		}
 	}
 	info := fwdInfo{confID: st.ConfID, node: st.NodeName, instance: st.Instance, endsDialog: req.Method == sip.BYE,
@@ -180,12 +174,15 @@ func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) 
 }
 
 // addressedToUs reports whether the Request-URI names this proxy.
-func (p *Proxy) addressedToUs(req *sip.Request) bool {
-	port := req.Recipient.Port
+func (p *Proxy) addressedToUs(req *sip.Request) bool { return p.namesUs(&req.Recipient) }
+
+// namesUs reports whether a URI's host and port are this proxy's.
+func (p *Proxy) namesUs(u *sip.Uri) bool {
+	port := u.Port
 	if port == 0 {
 		port = 5060
 	}
-	return req.Recipient.Host == p.advHost && port == p.advPort
+	return u.Host == p.advHost && port == p.advPort
 }
 
 // nextHop picks the direction: requests from the dialog's caller go to the

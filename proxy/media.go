@@ -114,7 +114,12 @@ func hasSDP(m sdpMessage) bool {
 		return false
 	}
 	ct := m.ContentType()
-	return ct != nil && strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct.Value())), "application/sdp")
+	if ct == nil {
+		return false
+	}
+	v := strings.TrimSpace(ct.Value())
+	const sdpType = "application/sdp"
+	return len(v) >= len(sdpType) && strings.EqualFold(v[:len(sdpType)], sdpType)
 }
 
 // anchor rewrites m's SDP (sent by the caller when fromCaller) so its media
@@ -130,6 +135,25 @@ func (p *Proxy) anchor(m sdpMessage, id string, fromCaller bool) error {
 	}
 	m.SetBody(out)
 	return nil
+}
+
+// openMedia starts the media session of a new INVITE dialog and anchors
+// its offer into out. It reports false when it has answered the request
+// itself (488: the SDP cannot be anchored) and nothing must be forwarded.
+// endpointIsCaller is false for a node's call into its conference.
+func (p *Proxy) openMedia(tx sip.ServerTransaction, req, out *sip.Request, info *fwdInfo, endpointIsCaller bool) bool {
+	if p.media == nil {
+		return true
+	}
+	id := callID(req)
+	p.media.Open(id, info.confID, endpointIsCaller)
+	info.anchored = true
+	if err := p.anchor(out, id, true); err != nil {
+		p.mediaEnded(id)
+		p.rejectSDP(tx, req, err)
+		return false
+	}
+	return true
 }
 
 // rejectSDP answers a request whose SDP cannot be anchored: 488 with the

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -753,4 +754,22 @@ func metricValue(t *testing.T, g prometheus.Gatherer, name string, labels ...str
 		}
 	}
 	return 0
+}
+
+// A new call that never reaches its node (TCP connect refused, before any
+// transaction exists) frees its media too.
+func TestMedia_UnreachableNodeFreesMedia(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there now: connect is refused
+	caller := newPeer(t)
+	md := &mediaRec{}
+	px, _ := startMediaProxy(t, &fakeAdmitter{node: ring.Node{Name: "n1", Addr: dead, Transport: "tcp"}},
+		func(o *Options) { o.Media = md })
+	caller.send(px.Addr(), withSDP(invite(caller, "sip:conf1@"+px.Addr(), "u1", "z9hG4bK-u1", 70), offerSDP))
+	caller.recv("SIP/2.0 503")
+	waitFor(t, func() bool { return md.has("ended u1") }, "Ended after an unreachable node")
 }

@@ -40,14 +40,8 @@ func (p *Proxy) nodeCall(req *sip.Request, tx sip.ServerTransaction, node, conf 
 		j.Kind = "adp"
 	}
 	info := fwdInfo{confID: conf, node: node, newDialog: true, fromCaller: true, join: &j}
-	if p.media != nil {
-		p.media.Open(id, conf, false)
-		info.anchored = true
-		if err := p.anchor(out, id, true); err != nil {
-			p.mediaEnded(id)
-			p.rejectSDP(tx, req, err)
-			return
-		}
+	if !p.openMedia(tx, req, out, &info, false) {
+		return
 	}
 	st := routeState{
 		NodeName: node, NodeAddr: target, NodeTransport: transport,
@@ -78,11 +72,7 @@ func (p *Proxy) dropOwnRoutes(out *sip.Request) {
 		if !ok || rh == nil {
 			return
 		}
-		port := rh.Address.Port
-		if port == 0 {
-			port = 5060
-		}
-		if _, stateful := rh.Address.UriParams.Get(routeParam); stateful || rh.Address.Host != p.advHost || port != p.advPort {
+		if _, stateful := rh.Address.UriParams.Get(routeParam); stateful || !p.namesUs(&rh.Address) {
 			return
 		}
 		out.RemoveHeader("Route")
