@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/internal/records"
 	"github.com/sipedge/sipedge/media/policy"
 )
@@ -195,7 +196,7 @@ func (mg *Manager) endLocal(ctx context.Context, conf, rule string) {
 	if err == nil && won == 1 {
 		mg.m.ended.WithLabelValues(rule).Inc()
 		mg.log.Info().Str("conf_id", conf).Str("rule", rule).Msg("conference ended")
-		if err := mg.opts.Redis.Publish(ctx, mg.opts.Keys.Events(), "conf-end "+conf).Err(); err != nil {
+		if err := mg.opts.Redis.Publish(ctx, mg.opts.Keys.Events(), keys.ConfEnd(conf)).Err(); err != nil {
 			mg.redisError("publish conference end", err)
 		}
 	}

@@ -2,8 +2,9 @@ package media
 
 import (
 	"context"
-	"strings"
 	"time"
+
+	"github.com/sipedge/sipedge/internal/keys"
 )
 
 // Run checks presence, media timeouts and conference timers until ctx
@@ -39,7 +40,7 @@ func (mg *Manager) Run(ctx context.Context) error {
 // once a second (which also catches an end decided elsewhere).
 func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
 	set := mg.settings.get()
-	confs := map[string]bool{}
+	confs := map[string]bool{} // local conferences; true: evaluate this tick
 	present := 0
 	for _, s := range mg.snapshot() {
 		st := s.endpointStats()
@@ -57,7 +58,7 @@ func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
 			present++
 		}
 		s.mu.Unlock()
-		confs[conf] = true
+		confs[conf] = confs[conf] || full
 
 		if hasMedia && silent >= set.MediaTimeout {
 			mg.mediaTimeout(ctx, s, conf, silent)
@@ -71,19 +72,20 @@ func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
 		if changed {
 			mg.log.Info().Str("call_id", s.callID).Str("conf_id", conf).Bool("present", !was).
 				Dur("silent", silent).Msg("participant presence changed")
-			mg.evaluate(ctx, conf, now)
+			confs[conf] = true
 		}
 	}
 	mg.m.present.Set(float64(present))
 	mg.m.conferences.Set(float64(len(confs)))
-	if full {
-		for conf := range confs {
+	for _, conf := range mg.confs.due(now) {
+		confs[conf] = true
+	}
+	// Each conference at most once a tick: an evaluation is three Redis
+	// round trips, however many of its participants changed.
+	for conf, due := range confs {
+		if due {
 			mg.evaluate(ctx, conf, now)
 		}
-		return
-	}
-	for _, conf := range mg.confs.due(now) {
-		mg.evaluate(ctx, conf, now)
 	}
 }
 
@@ -113,8 +115,8 @@ func (mg *Manager) listen(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if conf, found := strings.CutPrefix(msg.Payload, "conf-end "); found && conf != "" {
-				mg.poke(strings.TrimSpace(conf))
+			if conf, ok := keys.ParseConfEnd(msg.Payload); ok {
+				mg.poke(conf)
 			}
 		}
 	}

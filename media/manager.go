@@ -58,9 +58,6 @@ type Manager struct {
 	wake     chan string // conference ids to evaluate now
 }
 
-// ErrNoPorts means the relay port range is exhausted: the call is refused.
-var ErrNoPorts = relay.ErrExhausted
-
 // New builds a Manager; Run starts its loop. SetEnder must be called
 // before Run.
 func New(opts Options) (*Manager, error) {
@@ -105,20 +102,26 @@ func (mg *Manager) SetEnder(e Ender) { mg.ender = e }
 // participant's endpoint).
 func (mg *Manager) Open(callID, confID string, endpointIsCaller bool) {
 	mg.mu.Lock()
-	defer mg.mu.Unlock()
-	if s, ok := mg.sessions[callID]; ok {
+	s, found := mg.sessionLocked(callID, confID, endpointIsCaller)
+	mg.mu.Unlock()
+	if found {
 		s.mu.Lock()
 		s.confID, s.endpointIsCaller = confID, endpointIsCaller
 		s.mu.Unlock()
-		return
 	}
-	mg.sessions[callID] = mg.newSession(callID, confID, endpointIsCaller)
-	mg.m.sessions.Set(float64(len(mg.sessions)))
 }
 
-func (mg *Manager) newSession(callID, confID string, endpointIsCaller bool) *session {
+// sessionLocked returns the session of callID, creating it with confID
+// and endpointIsCaller when there is none (found false). mg.mu is held.
+func (mg *Manager) sessionLocked(callID, confID string, endpointIsCaller bool) (s *session, found bool) {
+	if s, ok := mg.sessions[callID]; ok {
+		return s, true
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &session{callID: callID, ctx: ctx, cancel: cancel, confID: confID, endpointIsCaller: endpointIsCaller}
+	s = &session{callID: callID, ctx: ctx, cancel: cancel, confID: confID, endpointIsCaller: endpointIsCaller}
+	mg.sessions[callID] = s
+	mg.m.sessions.Set(float64(len(mg.sessions)))
+	return s, false
 }
 
 // SDP anchors an SDP body of call callID sent by the caller (fromCaller)
@@ -128,12 +131,7 @@ func (mg *Manager) newSession(callID, confID string, endpointIsCaller bool) *ses
 // anchored and must not be forwarded.
 func (mg *Manager) SDP(callID string, fromCaller bool, body []byte) ([]byte, error) {
 	mg.mu.Lock()
-	s, ok := mg.sessions[callID]
-	if !ok {
-		s = mg.newSession(callID, "", true)
-		mg.sessions[callID] = s
-		mg.m.sessions.Set(float64(len(mg.sessions)))
-	}
+	s, _ := mg.sessionLocked(callID, "", true)
 	mg.mu.Unlock()
 	out, err := s.rewrite(mg.opts.Pool, mg.relayMC, fromCaller, body)
 	if err != nil {
@@ -162,12 +160,7 @@ func (mg *Manager) Joined(ctx context.Context, j Join) {
 		mg.mu.Unlock()
 		return
 	}
-	s, ok := mg.sessions[j.CallID]
-	if !ok {
-		s = mg.newSession(j.CallID, j.ConfID, true)
-		mg.sessions[j.CallID] = s
-		mg.m.sessions.Set(float64(len(mg.sessions)))
-	}
+	s, _ := mg.sessionLocked(j.CallID, j.ConfID, true)
 	mg.mu.Unlock()
 
 	p := mg.participantOf(ctx, j)

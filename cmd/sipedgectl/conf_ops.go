@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/internal/records"
 )
 
@@ -55,7 +56,7 @@ func (a *app) confEnd(cmd *cobra.Command, id, reason string) error {
 	case err != nil:
 		return redisErr("end conference "+id, err)
 	}
-	msg := "conf-end " + id
+	msg := keys.ConfEnd(id)
 	if err := a.publish(ctx, msg); err != nil {
 		return fmt.Errorf("ended=operator is set on %s, but the announcement failed "+
 			"(instances act at their next reload): %w", key, err)

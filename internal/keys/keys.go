@@ -1,7 +1,10 @@
-// Package keys names every Redis key of the sipedge contract (SPEC §2).
+// Package keys names every Redis key of the sipedge contract (SPEC §2),
+// and the messages of its events channel.
 // All processes (sipedge, sipedgectl, confnode) build key names here so a
 // configurable prefix changes them everywhere at once.
 package keys
+
+import "strings"
 
 // DefaultPrefix is the key prefix used when none is configured.
 const DefaultPrefix = "sipedge:"
@@ -75,3 +78,20 @@ func (k Keys) Dial(node string) string { return k.Prefix + "dial:" + node }
 // Participants is the HASH Call-ID -> participant JSON of one conference,
 // written by sipedge.
 func (k Keys) Participants(conf string) string { return k.Prefix + "participants:" + conf }
+
+// confEndPrefix starts the events-channel message that makes every
+// instance end its legs of a conference now.
+const confEndPrefix = "conf-end "
+
+// ConfEnd is the events message announcing that conference id ended.
+func ConfEnd(id string) string { return confEndPrefix + id }
+
+// ParseConfEnd reads a ConfEnd message; ok is false for any other message
+// (every other message just means "reload").
+func ParseConfEnd(msg string) (id string, ok bool) {
+	rest, found := strings.CutPrefix(msg, confEndPrefix)
+	if id = strings.TrimSpace(rest); !found || id == "" {
+		return "", false
+	}
+	return id, true
+}
