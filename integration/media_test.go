@@ -108,11 +108,15 @@ func (m *mediaEnv) waitNodeBye(callID, want string) {
 	})
 }
 
-func requireReason(t *testing.T, who, got, rule string) {
+// requireBye waits for sipedge's BYE to u and checks its Reason names rule.
+func requireBye(t *testing.T, u *rtpUA, rule string, within time.Duration) {
 	t.Helper()
-	want := `SIP;cause=200;text="` + rule + `"`
-	if got != want {
-		t.Errorf("%s: BYE Reason %q, want %q", who, got, want)
+	got, err := u.waitBye(within)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `SIP;cause=200;text="` + rule + `"`; got != want {
+		t.Errorf("%s: BYE Reason %q, want %q", u.name, got, want)
 	}
 }
 
@@ -127,15 +131,11 @@ func TestMediaTimeout_SilentCallerEnded_SilentNodeNot(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	silent.sending.Store(false)
 	stopped := time.Now()
-	reason, err := silent.waitBye(6 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	requireBye(t, silent, "media timeout", 6*time.Second)
 	// The last packet left up to 20 ms before `stopped`.
 	if el := time.Since(stopped); el < 2*time.Second-100*time.Millisecond {
 		t.Errorf("silent caller ended %v after its RTP stopped, before media_timeout 2s", el)
 	}
-	requireReason(t, "silent caller", reason, "media timeout")
 	m.waitNodeBye(silent.callID, "media timeout")
 
 	// The talker's node sends nothing (--rtp=false): still alive.
@@ -186,11 +186,7 @@ func TestGuestsOnly_HostLeaves_GuestsEndedAfterTimeout(t *testing.T) {
 	}
 	left := time.Now()
 	for _, g := range []*rtpUA{g1, g2} {
-		reason, err := g.waitBye(6 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		requireReason(t, g.name, reason, "guests_only")
+		requireBye(t, g, "guests_only", 6*time.Second)
 		m.waitNodeBye(g.callID, "guests_only")
 	}
 	// sipedge saw the host leave just before the BYE's 200 reached it.
@@ -223,11 +219,7 @@ func TestGuestsOnly_SilentHostKeepsNothingAlive(t *testing.T) {
 	host.sending.Store(false)
 	silent := time.Now()
 	for _, u := range []*rtpUA{guest, host} {
-		reason, err := u.waitBye(6 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		requireReason(t, u.name, reason, "guests_only")
+		requireBye(t, u, "guests_only", 6*time.Second)
 	}
 	// Lower bound: more than guests_only alone (the last packet left up to
 	// 20 ms before `silent`); upper: far before media_timeout.
@@ -245,14 +237,10 @@ func TestBackstop_LastParticipantEnded(t *testing.T) {
 	m.writeHash("sipedge:confcfg:"+conf, "last_participant_timeout", "60")
 	u := m.join("alone", conf)
 	joined := time.Now()
-	reason, err := u.waitBye(75 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	requireBye(t, u, "last_participant", 75*time.Second)
 	if el := time.Since(joined); el < 60*time.Second-500*time.Millisecond {
 		t.Errorf("ended %v after joining alone, before the 60 s backstop", el)
 	}
-	requireReason(t, "alone", reason, "last_participant")
 	m.waitNodeBye(u.callID, "last_participant")
 }
 
@@ -292,11 +280,7 @@ func TestKeepAlive_ADPAndAdmin(t *testing.T) {
 		if err := host.hangup(); err != nil {
 			t.Fatal(err)
 		}
-		reason, err := adp.waitBye(6 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		requireReason(t, "adp callee", reason, "guests_only")
+		requireBye(t, adp, "guests_only", 6*time.Second)
 		m.waitNodeBye(adp.callID, "guests_only")
 	})
 
@@ -319,11 +303,7 @@ func TestKeepAlive_ADPAndAdmin(t *testing.T) {
 		// An operator ends it by hand.
 		m.ctlOK("conf", "end", conf)
 		for _, u := range []*rtpUA{a1, a2} {
-			reason, err := u.waitBye(3 * time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			requireReason(t, u.name, reason, "operator")
+			requireBye(t, u, "operator", 3*time.Second)
 		}
 	})
 }
