@@ -97,6 +97,10 @@ func (p *Proxy) sendBye(ctx context.Context, dl *dialog, toCaller bool, reason s
 		leg = "caller"
 	}
 	if err != nil {
+		if bctx.Err() == nil {
+			p.notSent("BYE to "+leg, dl.callID, 0, err)
+			return
+		}
 		p.log.Warn().Err(err).Str("call_id", dl.callID).Str("leg", leg).Msg("BYE sent by sipedge got no answer")
 		return
 	}

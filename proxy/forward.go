@@ -88,7 +88,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	cancel()
 	if err != nil {
 		p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
-		p.log.Warn().Err(err).Str("call_id", callID(in)).Str("to", next.addr).Msg("request not forwarded")
+		p.notSent(string(in.Method)+" to "+next.addr, callID(in), 0, err)
 		p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
 		return
 	}
@@ -103,7 +103,9 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		if r := upstream(res); r != nil {
 			p.stripUntrustedResponse(res, r)
 			p.anchorResponse(in, r, info)
-			_ = p.srv.WriteResponse(r)
+			if err := p.srv.WriteResponse(r); err != nil {
+				p.notSent("retransmitted 2xx", callID(in), r.StatusCode, err)
+			}
 		}
 	})
 
@@ -146,7 +148,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			}
 			p.metrics.countResponse(r)
 			if err := tx.Respond(r); err != nil {
-				p.log.Debug().Err(err).Str("call_id", callID(in)).Int("code", r.StatusCode).Msg("response not relayed")
+				p.notSent("relayed response", callID(in), r.StatusCode, err)
 			}
 			if !res.IsProvisional() {
 				return
@@ -247,7 +249,7 @@ func (c *cancelSender) maybeSend() {
 		ctx, done := context.WithTimeout(context.Background(), connectTimeout)
 		defer done()
 		if _, err := c.p.client.Do(ctx, cancel, keepAsBuilt); err != nil {
-			c.p.log.Debug().Err(err).Str("call_id", callID(c.invite)).Msg("CANCEL downstream failed")
+			c.p.notSent("CANCEL", callID(c.invite), 0, err)
 		}
 	}()
 }

@@ -17,6 +17,9 @@ func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 		p.forwardAck(req)
 		return
 	}
+	if p.insane(req, tx) { // sanity.go
+		return
+	}
 	if reason := malformed(req); reason != "" {
 		p.metrics.malformed.WithLabelValues(reason).Inc()
 		p.log.Debug().Str("call_id", callID(req)).Str("reason", reason).Msg("malformed request rejected")
@@ -225,7 +228,7 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 	p.prepareForward(req, out, next, statelessBranch(req))
 	if err := p.client.WriteRequest(out, keepAsBuilt); err != nil {
 		p.metrics.forwardErrors.WithLabelValues("ACK").Inc()
-		p.log.Warn().Err(err).Str("call_id", callID(req)).Str("to", next.addr).Msg("ACK not forwarded")
+		p.notSent("ACK", callID(req), 0, err)
 	}
 }
 
@@ -248,6 +251,6 @@ func (p *Proxy) respond(tx sip.ServerTransaction, res *sip.Response) {
 	}
 	p.metrics.countResponse(res)
 	if err := tx.Respond(res); err != nil {
-		p.log.Debug().Err(err).Str("call_id", callIDRes(res)).Int("code", res.StatusCode).Msg("response not sent")
+		p.notSent("response", callIDRes(res), res.StatusCode, err)
 	}
 }

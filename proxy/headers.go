@@ -27,7 +27,9 @@ func malformed(req *sip.Request) string {
 		return "missing Call-ID"
 	case req.CSeq() == nil:
 		return "missing CSeq"
-	case req.CSeq().MethodName != req.Method && !req.IsAck() && !req.IsCancel():
+	case !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)) && !req.IsAck() && !req.IsCancel():
+		// EqualFold: sipgo upper-cases the request line's method only
+		// (RFC 4475 intmeth); a different method is still refused.
 		return "CSeq method mismatch"
 	case fromTag(req) == "":
 		return "missing From tag"
@@ -51,8 +53,16 @@ func fromTag(req *sip.Request) string {
 	if from == nil {
 		return ""
 	}
-	tag, _ := from.Params.Get("tag")
-	return tag
+	if tag, ok := from.Params.Get("tag"); ok {
+		return tag
+	}
+	// LWS around '=' (RFC 4475 wsinv) leaves sipgo with a padded key.
+	for _, kv := range from.Params {
+		if strings.TrimSpace(kv.K) == "tag" {
+			return strings.TrimSpace(kv.V)
+		}
+	}
+	return ""
 }
 
 func callID(req *sip.Request) string {

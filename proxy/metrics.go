@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,13 @@ type metrics struct {
 	// strippedHeaders counts X-Sipedge-* headers removed from untrusted sources.
 	strippedHeaders prometheus.Counter
 	sdpRejected     *prometheus.CounterVec
+	// notSent counts messages sipedge meant to send and did not, by reason.
+	notSent   *prometheus.CounterVec
+	tcpClosed *prometheus.CounterVec
+	tcpOpen   prometheus.Gauge
+	// dnsRefused counts DNS queries refused because dns_lookups is off.
+	dnsRefused prometheus.CounterFunc
+	dnsCount   atomic.Int64
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -72,6 +80,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sipedge_sip_sdp_rejected_total", Help: "Messages whose SDP could not be anchored, by what was done (488, passed).",
 		}, []string{"action"}),
 	}
+	m.notSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_messages_not_sent_total", Help: "Messages sipedge did not send or relay, by reason (too_large, write_error, connection_gone, response_too_large, no_transport).",
+	}, []string{"reason"})
+	m.tcpClosed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_tcp_closed_total", Help: "Accepted TCP connections closed, by reason (idle, header_timeout, peer_closed, framing, too_large, unparsable, per_source_limit, other).",
+	}, []string{"reason"})
+	m.tcpOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sipedge_sip_tcp_connections", Help: "Accepted TCP connections open.",
+	})
+	m.dnsRefused = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sipedge_sip_dns_refused_total", Help: "DNS queries refused because dns_lookups is off.",
+	}, func() float64 { return float64(m.dnsCount.Load()) })
 	for _, meth := range knownMethods {
 		m.requests[meth] = reqVec.WithLabelValues(string(meth))
 		m.responses[meth] = classCounters(resVec, string(meth))
@@ -79,7 +99,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.otherRequests = reqVec.WithLabelValues("other")
 	m.otherResp = classCounters(resVec, "other")
 	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected} {
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.notSent, m.tcpClosed, m.tcpOpen, m.dnsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}

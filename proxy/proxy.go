@@ -43,6 +43,7 @@ type Options struct {
 	Instance    string    // this instance's name, carried in Record-Route state
 	Media       Media     // RTP anchoring; nil turns it off
 	Trust       TrustFunc // who may set X-Sipedge-* headers; nil trusts nobody
+	Wire        WireOptions
 }
 
 // Proxy is a running SIP proxy.
@@ -65,6 +66,9 @@ type Proxy struct {
 
 	slog *slog.Logger // sipgo's logs, bridged to zerolog
 
+	maxMessage int      // max_message_size
+	udpw       *udpConn // the UDP listener as sipgo reads it
+
 	dialogs dialogSet
 	media   Media // nil: media not anchored
 	wg      sync.WaitGroup
@@ -84,14 +88,15 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 	if err := p.listen(); err != nil {
 		return nil, err
 	}
-	slog := newSlogBridge(log, m)
+	uaOpts := p.wire()
+	slog := newSlogBridge(log, m, p.parseFailed)
 	p.slog = slog
-	p.ua, err = sipgo.NewUA(
+	p.ua, err = sipgo.NewUA(append(uaOpts,
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(p.advHost),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog)),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog)),
-	)
+	)...)
 	if err != nil {
 		p.closeListeners()
 		return nil, fmt.Errorf("proxy: create user agent: %w", err)

@@ -15,19 +15,42 @@ type slogBridge struct {
 	log   zerolog.Logger
 	m     *metrics
 	attrs []slog.Attr
+	// parseFailed gets the bytes and error of every message sipgo could
+	// not parse (sipgo only logs them), so the proxy can answer 400.
+	parseFailed func(data, err string)
 }
 
-func newSlogBridge(log zerolog.Logger, m *metrics) *slog.Logger {
-	return slog.New(&slogBridge{log: log.With().Str("component", "sipgo").Logger(), m: m})
+func newSlogBridge(log zerolog.Logger, m *metrics, parseFailed func(data, err string)) *slog.Logger {
+	return slog.New(&slogBridge{log: log.With().Str("component", "sipgo").Logger(), m: m, parseFailed: parseFailed})
 }
 
 func (b *slogBridge) Enabled(_ context.Context, l slog.Level) bool {
-	return b.log.GetLevel() <= zlevel(l)
+	// Errors always reach Handle: they are counted (and answered) even
+	// when the log level hides them.
+	return l >= slog.LevelError || b.log.GetLevel() <= zlevel(l)
 }
 
 func (b *slogBridge) Handle(_ context.Context, r slog.Record) error {
-	if strings.HasPrefix(r.Message, "failed to parse") || strings.HasPrefix(r.Message, "Server tx failed to handle request") {
+	if strings.HasPrefix(r.Message, "failed to parse") {
 		b.m.sipgoErrors.Inc()
+		if b.parseFailed != nil {
+			var data, perr string
+			r.Attrs(func(a slog.Attr) bool {
+				switch a.Key {
+				case "data":
+					data = a.Value.String()
+				case "error":
+					perr = a.Value.String()
+				}
+				return true
+			})
+			b.parseFailed(data, perr)
+		}
+	} else if strings.HasPrefix(r.Message, "Server tx failed to handle request") {
+		b.m.sipgoErrors.Inc()
+	}
+	if b.log.GetLevel() > zlevel(r.Level) {
+		return nil
 	}
 	level := zlevel(r.Level)
 	if level > zerolog.DebugLevel && r.Level < slog.LevelError {

@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// Message sizes. An IPv4 UDP datagram carries at most 65 507 bytes: that
+// is the default ceiling, and sipedge sends such datagrams whole (the IP
+// layer fragments them, as Kamailio does).
+const (
+	MaxUDPPayload      = 65507
+	DefaultMaxMessage  = MaxUDPPayload
+	readBufferSize     = 65535 // sip.TransportBufferReadSize is a uint16
+	sipgoUDPWriteSlack = 200   // sipgo refuses UDP writes above UDPMTUSize-200
+)
+
+// Reasons a message was not sent (label of sipedge_sip_messages_not_sent_total).
+const (
+	notSentTooLarge    = "too_large"       // over max_message_size or the datagram limit
+	notSentWriteError  = "write_error"     // the socket refused it
+	notSentConnGone    = "connection_gone" // TCP peer gone and the received address unreachable
+	notSentRespTooBig  = "response_too_large"
+	notSentUnparsable  = "unparsable" // a message we could not read well enough to answer
+	notSentNoTransport = "no_transport"
+)
+
+// configureSizes sets sipgo's process-wide size knobs. sipgo keeps them as
+// package variables; every proxy in a process sets the same values.
+func configureSizes() {
+	sip.UDPMTUSize = MaxUDPPayload + sipgoUDPWriteSlack
+	sip.TransportBufferReadSize = readBufferSize
+}
+
+// notSentReason classifies a write error.
+func notSentReason(err error) string {
+	switch {
+	case errors.Is(err, sip.ErrUDPMTUCongestion), errors.Is(err, syscall.EMSGSIZE):
+		return notSentTooLarge
+	case strings.Contains(err.Error(), "transport") && strings.Contains(err.Error(), "not supported"):
+		return notSentNoTransport
+	}
+	return notSentWriteError
+}
+
+// notSent logs and counts a message that did not leave sipedge.
+func (p *Proxy) notSent(what, callID string, code int, err error) {
+	reason := notSentReason(err)
+	p.metrics.notSent.WithLabelValues(reason).Inc()
+	ev := p.log.Warn().Err(err).Str("call_id", callID).Str("message", what).Str("reason", reason)
+	if code > 0 {
+		ev = ev.Int("code", code)
+	}
+	ev.Msg("message not sent")
+}
+
+// errNoDNS is what every DNS query gets unless dns_lookups is on.
+var errNoDNS = errors.New("sipedge: DNS lookups are off (dns_lookups)")
+
+// noDNSResolver fails every query without sending one: names in messages
+// (a Via host, a Contact) are never looked up. IP literals need no query.
+func noDNSResolver(count *atomic.Int64) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		count.Add(1)
+		return nil, errNoDNS
+	}}
+}
+
+// udpConn wraps the UDP listener sipgo reads. It drops (and counts)
+// responses above the size limit, answers requests above it with 513, and
+// remembers the datagram being parsed so a parse failure sipgo reports can
+// be answered with 400 (sipgo itself only logs it).
+type udpConn struct {
+	net.PacketConn
+	p   *Proxy
+	max int
+
+	// Set and read only on sipgo's single reader goroutine of this
+	// listener: the parse failure is reported synchronously on it.
+	last     []byte
+	lastAddr net.Addr
+}
+
+func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			c.last = nil
+			return n, addr, err
+		}
+		data := b[:n]
+		if n > c.max {
+			c.p.oversized(data, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, addr); return err })
+			continue
+		}
+		n, why := rawSanity(data)
+		if why != "" {
+			c.p.refuseRaw(data, why, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, addr); return err })
+			continue
+		}
+		c.last, c.lastAddr = b[:n], addr
+		return n, addr, nil
+	}
+}
+
+// parseFailed is called (through the slog bridge) when sipgo could not
+// parse data. It answers when data is the datagram just read.
+func (c *udpConn) parseFailed(data string, perr string) bool {
+	last := c.last
+	if last == nil || len(last) != len(data) || string(last) != data {
+		return false
+	}
+	addr := c.lastAddr
+	c.last = nil
+	c.p.rejectRaw(last, perr, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, addr); return err })
+	return true
+}
+
+// oversized handles a message above max_message_size: a request gets 513,
+// a response is dropped. Both are logged and counted.
+func (p *Proxy) oversized(data []byte, send func([]byte) error) {
+	id := rawHeader(data, "call-id", "i")
+	if bytes.HasPrefix(data, []byte("SIP/")) {
+		p.metrics.notSent.WithLabelValues(notSentRespTooBig).Inc()
+		p.log.Warn().Str("call_id", id).Int("bytes", len(data)).Int("max_message_size", p.maxMessage).
+			Msg("response above max_message_size dropped")
+		return
+	}
+	p.metrics.malformed.WithLabelValues("too large").Inc()
+	p.log.Warn().Str("call_id", id).Int("bytes", len(data)).Int("max_message_size", p.maxMessage).
+		Msg("request above max_message_size answered 513")
+	if out := rawResponse(data, 513, "Message Too Large", p.opts.UserAgent); out != nil {
+		if err := send(out); err != nil {
+			p.notSent("513", id, 513, err)
+		}
+	}
+}
+
+// WireOptions are the limits on what sipedge reads and sends.
+type WireOptions struct {
+	MaxMessageSize       int           // bytes; 0: DefaultMaxMessage
+	TCPHeaderTimeout     time.Duration // 0: DefaultTCPHeaderTimeout; <0: none
+	TCPIdleTimeout       time.Duration // 0: DefaultTCPIdleTimeout; <0: none
+	TCPMaxConnsPerSource int           // 0: DefaultTCPMaxConnsPerSource; <0: no limit
+	DNSLookups           bool          // look up host names (off: no DNS query is ever sent)
+}
+
+func (w WireOptions) limits() tcpLimits {
+	def := func(d, def time.Duration) time.Duration {
+		switch {
+		case d == 0:
+			return def
+		case d < 0:
+			return 0
+		}
+		return d
+	}
+	lim := tcpLimits{headerTimeout: def(w.TCPHeaderTimeout, DefaultTCPHeaderTimeout),
+		idleTimeout: def(w.TCPIdleTimeout, DefaultTCPIdleTimeout), maxPerSource: w.TCPMaxConnsPerSource,
+		maxMessage: w.MaxMessageSize}
+	if lim.maxPerSource == 0 {
+		lim.maxPerSource = DefaultTCPMaxConnsPerSource
+	}
+	if lim.maxMessage <= 0 || lim.maxMessage > MaxUDPPayload {
+		lim.maxMessage = DefaultMaxMessage
+	}
+	return lim
+}
+
+// wire wraps the listeners New bound and returns the user agent options
+// that go with them.
+func (p *Proxy) wire() []sipgo.UserAgentOption {
+	configureSizes()
+	lim := p.opts.Wire.limits()
+	p.maxMessage = lim.maxMessage
+	p.udpw = &udpConn{PacketConn: p.udp, p: p, max: lim.maxMessage}
+	p.udp = p.udpw
+	p.tcp = newLimitListener(p.tcp, p, lim)
+	if p.opts.Wire.DNSLookups {
+		return nil
+	}
+	return []sipgo.UserAgentOption{sipgo.WithUserAgentDNSResolver(noDNSResolver(&p.metrics.dnsCount))}
+}
+
+// parseFailed receives sipgo's parse failures (slog bridge).
+func (p *Proxy) parseFailed(data, perr string) {
+	if p.udpw != nil {
+		p.udpw.parseFailed(data, perr)
+	}
+}
