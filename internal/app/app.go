@@ -72,7 +72,8 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	}
 	var trust lateTrust
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
-		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check}
+		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check,
+		Wire: wireOptions(cfg)}
 	if mgr != nil {
 		popts.Media = mgr
 	}

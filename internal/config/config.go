@@ -54,6 +54,12 @@ type Config struct {
 	PresenceTimeout        time.Duration `yaml:"presence_timeout" usage:"a participant silent this long is no longer present (keeps no conference alive)"`
 	GuestsOnlyTimeout      time.Duration `yaml:"guests_only_timeout" usage:"conference end after the last Host keeping it alive left (default of sipedge:settings)"`
 	LastParticipantTimeout time.Duration `yaml:"last_participant_timeout" usage:"conference end while one participant remains (0 = never; default of sipedge:settings)"`
+
+	MaxMessageSize       int           `yaml:"max_message_size" usage:"largest SIP message in bytes (requests above get 513, responses above are dropped); at most 65507"`
+	TCPHeaderTimeout     time.Duration `yaml:"tcp_header_timeout" usage:"a TCP message must arrive whole within this of its first byte (0 = no limit)"`
+	TCPIdleTimeout       time.Duration `yaml:"tcp_idle_timeout" usage:"a TCP connection with no traffic either way this long is closed (0 = never)"`
+	TCPMaxConnsPerSource int           `yaml:"tcp_max_conns_per_source" usage:"open TCP connections one source IP may hold (0 = no limit)"`
+	DNSLookups           string        `yaml:"dns_lookups" usage:"off: never send a DNS query (host names in messages are not resolved); on: resolve host names"`
 }
 
 // Default returns the configuration used when nothing overrides it.
@@ -90,6 +96,12 @@ func Default() Config {
 		MediaTimeout:      60 * time.Second,
 		PresenceTimeout:   5 * time.Second,
 		GuestsOnlyTimeout: 60 * time.Second,
+
+		MaxMessageSize:       65507,
+		TCPHeaderTimeout:     10 * time.Second,
+		TCPIdleTimeout:       120 * time.Second,
+		TCPMaxConnsPerSource: 64,
+		DNSLookups:           "off",
 	}
 }
 
@@ -152,6 +164,11 @@ func (c Config) Validate() error {
 		{"presence_timeout", c.PresenceTimeout.String(), durRange(c.PresenceTimeout, 100*time.Millisecond, time.Hour)},
 		{"guests_only_timeout", c.GuestsOnlyTimeout.String(), durRange(c.GuestsOnlyTimeout, 0, 86400*time.Second)},
 		{"last_participant_timeout", c.LastParticipantTimeout.String(), backstop(c.LastParticipantTimeout)},
+		{"max_message_size", strconv.Itoa(c.MaxMessageSize), intRange(c.MaxMessageSize, 1500, 65507)},
+		{"tcp_header_timeout", c.TCPHeaderTimeout.String(), durRange(c.TCPHeaderTimeout, 0, time.Hour)},
+		{"tcp_idle_timeout", c.TCPIdleTimeout.String(), durRange(c.TCPIdleTimeout, 0, 24*time.Hour)},
+		{"tcp_max_conns_per_source", strconv.Itoa(c.TCPMaxConnsPerSource), intRange(c.TCPMaxConnsPerSource, 0, 1<<20)},
+		{"dns_lookups", c.DNSLookups, oneOf(c.DNSLookups, "off", "on")},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {
