@@ -154,7 +154,7 @@ func (c *limitConn) Read(b []byte) (int, error) {
 			if st == frameOK {
 				var why string
 				if k, why = rawSanity(msg); why != "" {
-					c.l.p.refuseRaw(msg, why, func(out []byte) error { _, err := c.write(out); return err })
+					c.l.p.refuseRaw(msg, why, c.writeOwn)
 					continue
 				}
 				if expectsAnswer(msg) {
@@ -245,7 +245,7 @@ func (c *limitConn) refuse(pend []byte, st frameStatus, why string) {
 	p := c.l.p
 	c.broken = true
 	c.start = c.end
-	send := func(out []byte) error { _, err := c.write(out); return err }
+	send := c.writeOwn
 	if st == frameTooLarge {
 		c.reason = tcpClosedTooLarge
 		p.oversized(pend, send)
@@ -280,6 +280,14 @@ func (c *limitConn) linger() {
 
 func (c *limitConn) Write(b []byte) (int, error) { return c.write(b) }
 
+// writeOwn sends an answer sipedge made from raw bytes to a message that
+// never reached a transaction: it is not one of the finals linger waits for.
+func (c *limitConn) writeOwn(b []byte) error {
+	c.touch()
+	_, err := c.Conn.Write(b)
+	return err
+}
+
 func (c *limitConn) write(b []byte) (int, error) {
 	c.touch()
 	n, err := c.Conn.Write(b)
@@ -309,8 +317,10 @@ func (c *limitConn) Close() error {
 			if _, perr2 := sip.NewParser().ParseSIP(last); perr2 != nil {
 				perr = perr2.Error()
 			}
-			p.rejectRaw(last, perr, func(out []byte) error { _, err := c.write(out); return err })
-			c.requests.Add(-1) // answered here, not by a transaction
+			p.rejectRaw(last, perr, c.writeOwn)
+			if expectsAnswer(last) {
+				c.requests.Add(-1) // answered here (or not at all), never by a transaction
+			}
 			go func() {
 				c.linger()
 				c.finish(reason)
