@@ -219,14 +219,33 @@ func newRecorder(t *testing.T, addr string) *recorder {
 
 // TestWire_ResponseNeverToViaHost: TCP requests whose Via names another
 // host (127.0.0.9 with a listener, or a host name), from clients that close
-// at once: sipedge opens no connection to 127.0.0.9 and makes no DNS
-// query (RFC 3261 §18.2.2: the connection, else the received address).
+// at once: sipedge opens no connection to 127.0.0.9 and makes no DNS query;
+// the answer goes to the received address, 127.0.0.1 with the Via's port
+// (RFC 3261 §18.2.2: the connection, else the received address).
 func TestWire_ResponseNeverToViaHost(t *testing.T) {
 	e := newEnv(t)
 	se := e.startSipedge("A")
 	node := e.startNode("n1")
 	se.waitRing(t, 5*time.Second, "n1")
-	rec := newRecorder(t, "127.0.0.9:0")
+	// The received address: the source IP (127.0.0.1) with the Via's port.
+	received, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer received.Close()
+	got := make(chan string, 4)
+	go func() {
+		for {
+			c, err := received.Accept()
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(c)
+			c.Close()
+			got <- string(b)
+		}
+	}()
+	rec := newRecorder(t, net.JoinHostPort("127.0.0.9", strconv.Itoa(received.Addr().(*net.TCPAddr).Port)))
 	viaHosts := []string{rec.l.Addr().String(), "caller.sipedge-test.invalid:5099"}
 	for i, via := range viaHosts {
 		c, err := net.Dial("tcp", se.sipAddr())
@@ -251,6 +270,14 @@ func TestWire_ResponseNeverToViaHost(t *testing.T) {
 		return ""
 	})
 	time.Sleep(2 * time.Second) // the answers have come back and gone wherever they go
+	select {
+	case msg := <-got:
+		if !strings.HasPrefix(msg, "SIP/2.0 200") || !strings.Contains(msg, "via-host-0") {
+			t.Fatalf("the received address got %q; want the 200 to via-host-0", msg)
+		}
+	default:
+		t.Fatal("the answer never reached the received address (source IP, Via port)")
+	}
 	if n := rec.conns.Load(); n != 0 {
 		t.Fatalf("sipedge opened %d connections to the Via host 127.0.0.9; want 0", n)
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -118,6 +119,7 @@ type limitConn struct {
 	broken     bool      // stream unusable: answer what was read, then close
 	reason     string    // why the reader stopped
 
+	gone      atomic.Bool  // the peer closed: answers go to the received address
 	lastIO    atomic.Int64 // unix nanoseconds of the last byte either way
 	requests  atomic.Int64 // requests handed to sipgo that expect an answer
 	finals    atomic.Int64 // final responses written back
@@ -227,6 +229,7 @@ func (c *limitConn) fill() error {
 			return io.EOF
 		case errors.Is(err, io.EOF):
 			c.reason = tcpClosedPeer
+			c.gone.Store(true)
 			// RFC 3261 §18.2.2: answers to what was read still go over
 			// this connection; keep it in sipgo's pool until they are out,
 			// so sipgo never opens one to the host a Via names.
@@ -290,7 +293,13 @@ func (c *limitConn) writeOwn(b []byte) error {
 
 func (c *limitConn) write(b []byte) (int, error) {
 	c.touch()
-	n, err := c.Conn.Write(b)
+	var n int
+	var err error
+	if c.gone.Load() && bytes.HasPrefix(b, []byte("SIP/")) {
+		n, err = c.toReceived(b)
+	} else {
+		n, err = c.Conn.Write(b)
+	}
 	if isFinalResponse(b) {
 		c.finals.Add(1)
 		select {
@@ -423,4 +432,56 @@ func expectsAnswer(msg []byte) bool {
 // isFinalResponse: "SIP/2.0 2xx".."6xx".
 func isFinalResponse(b []byte) bool {
 	return len(b) > 9 && bytes.HasPrefix(b, []byte("SIP/2.0 ")) && b[8] >= '2' && b[8] <= '6'
+}
+
+// toReceived sends a response whose connection is gone over a new one to
+// the received address: the source IP of the request and the port of its
+// top Via (rport if it has a value), never the host the Via names
+// (RFC 3261 §18.2.2, RFC 3581).
+func (c *limitConn) toReceived(b []byte) (int, error) {
+	addr := net.JoinHostPort(c.ip, strconv.Itoa(topViaPort(b)))
+	d := net.Dialer{Timeout: 2 * time.Second}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		return 0, fmt.Errorf("connection gone, received address %s: %w", addr, err)
+	}
+	defer conn.Close()
+	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	c.l.p.log.Info().Str("call_id", rawHeader(b, "call-id", "i")).Str("to", addr).
+		Msg("TCP connection gone: response sent to the received address")
+	return conn.Write(b)
+}
+
+// topViaPort is the rport value, else the sent-by port, else 5060, of
+// the first Via in a message.
+func topViaPort(b []byte) int {
+	for _, l := range rawLines(b) {
+		if headerName(l) != "via" {
+			continue
+		}
+		v := l[strings.IndexByte(l, ':')+1:]
+		if i := strings.IndexByte(v, ','); i >= 0 {
+			v = v[:i]
+		}
+		parts := strings.Split(v, ";")
+		for _, p := range parts[1:] {
+			if k, val, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.EqualFold(k, "rport") {
+				if n, err := strconv.Atoi(strings.TrimSpace(val)); err == nil && n > 0 && n < 65536 {
+					return n
+				}
+			}
+		}
+		f := strings.Fields(parts[0])
+		if len(f) == 0 {
+			return 5060
+		}
+		hostport := f[len(f)-1]
+		if _, ps, err := net.SplitHostPort(hostport); err == nil {
+			if n, err := strconv.Atoi(ps); err == nil && n > 0 && n < 65536 {
+				return n
+			}
+		}
+		return 5060
+	}
+	return 5060
 }

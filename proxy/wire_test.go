@@ -333,3 +333,17 @@ func TestWire_TCPFramingErrorAfterAnswers(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+func TestTopViaPort(t *testing.T) {
+	for in, want := range map[string]int{
+		"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.9:5099;branch=z9hG4bK1\r\n\r\n":        5099,
+		"SIP/2.0 200 OK\r\nv: SIP/2.0/TCP host.example;rport=4000;branch=z9hG4bK1\r\n\r\n": 4000,
+		"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP host.example;rport;branch=z9hG4bK1\r\n\r\n":    5060,
+		"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP [2001:db8::1]:6000, SIP/2.0/UDP x:1\r\n\r\n":   6000,
+		"SIP/2.0 200 OK\r\nFrom: <sip:a@b>\r\n\r\n":                                        5060,
+	} {
+		if got := topViaPort([]byte(in)); got != want {
+			t.Errorf("topViaPort(%q) = %d; want %d", in, got, want)
+		}
+	}
+}
