@@ -56,21 +56,24 @@ func sanity(req *sip.Request) (code int, reason, unsupported string) {
 		// RFC 4475 escruri: headers belong in a URI, never in a Request-URI.
 		return 400, "Request-URI with headers", ""
 	}
-	for _, name := range singleValued {
-		if n := countHeaders(req, name); n > 1 {
-			return 400, "multiple " + name, ""
-		}
-	}
-	if req.IsCancel() {
-		return 0, "", "" // RFC 3261 §8.2.2.3: never refuse a CANCEL for an extension
-	}
-	// sipedge implements no proxy extension: any Proxy-Require is refused
-	// (RFC 3261 §16.3 item 6 / §20.29).
+	// One pass over the headers: duplicates of single-valued ones, and
+	// the option tags of Proxy-Require (sipedge implements no proxy
+	// extension, RFC 3261 §16.3 item 6 / §20.29).
+	var seen [len(singleValued)]uint8
 	var tags []string
-	for _, h := range req.GetHeaders("Proxy-Require") {
-		for _, t := range strings.Split(h.Value(), ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				tags = append(tags, t)
+	for _, h := range req.Headers() {
+		name := h.Name()
+		if i := singleIndex(name); i >= 0 {
+			if seen[i]++; seen[i] > 1 {
+				return 400, "multiple " + singleValued[i], ""
+			}
+			continue
+		}
+		if !req.IsCancel() && strings.EqualFold(name, "Proxy-Require") { // never refuse a CANCEL (§8.2.2.3)
+			for _, t := range strings.Split(h.Value(), ",") {
+				if t = strings.TrimSpace(t); t != "" {
+					tags = append(tags, t)
+				}
 			}
 		}
 	}
@@ -80,14 +83,14 @@ func sanity(req *sip.Request) (code int, reason, unsupported string) {
 	return 0, "", ""
 }
 
-func countHeaders(req *sip.Request, name string) int {
-	n := 0
-	for _, h := range req.Headers() {
-		if strings.EqualFold(h.Name(), name) {
-			n++
+// singleIndex is the index of name in singleValued, -1 if absent.
+func singleIndex(name string) int {
+	for i, n := range singleValued {
+		if len(n) == len(name) && (n == name || strings.EqualFold(n, name)) {
+			return i
 		}
 	}
-	return n
+	return -1
 }
 
 func sanityReason(code int, reason string) string {
