@@ -54,10 +54,10 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		// Answer at once so the caller stops retransmitting while Redis is asked.
 		p.reply(tx, req, 100, "Trying")
 	}
-	node, trusted := p.trust(req)
-	if trusted && req.IsInvite() {
+	node, trusted := p.trustNew(req)
+	if req.IsInvite() {
 		if conf := headerValue(req, hdrConference); conf != "" {
-			p.nodeCall(req, tx, node, conf)
+			p.nodeCall(req, tx, node, trusted, conf)
 			return
 		}
 	}

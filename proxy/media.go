@@ -33,7 +33,7 @@ const (
 	hdrConference  = "X-Sipedge-Conference" // a node's own call into this conference
 )
 
-var trustedHeaders = [...]string{hdrRole, hdrParticipant, hdrKeepAlive, hdrConference}
+var trustedHeaders = [...]string{hdrRole, hdrParticipant, hdrKeepAlive, hdrConference, hdrAuth}
 
 // trust resolves the sender of req.
 func (p *Proxy) trust(req *sip.Request) (node string, trusted bool) {

@@ -32,6 +32,7 @@ type metrics struct {
 	// strippedHeaders counts X-Sipedge-* headers removed from untrusted sources.
 	strippedHeaders prometheus.Counter
 	sdpRejected     *prometheus.CounterVec
+	trustMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -79,6 +80,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.otherRequests = reqVec.WithLabelValues("other")
 	m.otherResp = classCounters(resVec, "other")
 	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
+	if err := m.trustMetrics.register(reg); err != nil {
+		return nil, err
+	}
 	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
@@ -115,4 +119,34 @@ func (m *metrics) countResponse(res *sip.Response) {
 		}
 	}
 	cs[class].Inc()
+}
+
+// trustMetrics count what node trust (trust.go) and route secrets refuse.
+type trustMetrics struct {
+	// nodeAuthFailures counts X-Sipedge-* requests from a trusted address
+	// whose proof failed, by nodeauth.Reason.
+	nodeAuthFailures *prometheus.CounterVec
+	// nodeCallsRefused counts node calls answered 403, by reason.
+	nodeCallsRefused *prometheus.CounterVec
+	// routeOldSecret counts routes opened with a secret other than the
+	// current one: when it stops rising, the previous secret can go.
+	routeOldSecret prometheus.Counter
+}
+
+func (t *trustMetrics) register(reg prometheus.Registerer) error {
+	t.nodeAuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_node_auth_failures_total", Help: "Requests with X-Sipedge-* headers from a node or trusted network without valid X-Sipedge-Auth, by reason.",
+	}, []string{"reason"})
+	t.nodeCallsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_node_calls_refused_total", Help: "INVITEs with X-Sipedge-Conference answered 403 (no proof they come from a media node), by reason.",
+	}, []string{"reason"})
+	t.routeOldSecret = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sipedge_sip_route_old_secret_total", Help: "In-dialog requests whose route was made with a previous route secret (rotation).",
+	})
+	for _, c := range []prometheus.Collector{t.nodeAuthFailures, t.nodeCallsRefused, t.routeOldSecret} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register proxy trust metrics: %w", err)
+		}
+	}
+	return nil
 }

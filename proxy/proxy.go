@@ -43,6 +43,10 @@ type Options struct {
 	Instance    string    // this instance's name, carried in Record-Route state
 	Media       Media     // RTP anchoring; nil turns it off
 	Trust       TrustFunc // who may set X-Sipedge-* headers; nil trusts nobody
+
+	OldRouteSecrets []string      // also accepted on decode, never used to encode (rotation)
+	NodeSecrets     []string      // keys of nodes' X-Sipedge-Auth proofs; empty: no node call over UDP
+	NodeAuthWindow  time.Duration // how far a proof's timestamp may be off (0: 30 s)
 }
 
 // Proxy is a running SIP proxy.
@@ -52,6 +56,7 @@ type Proxy struct {
 	log     zerolog.Logger
 	metrics *metrics
 	signer  routeSigner
+	auth    nodeAuth // node proofs (trust.go)
 
 	ua     *sipgo.UserAgent
 	srv    *sipgo.Server
@@ -80,7 +85,10 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{opts: opts, admit: admit, log: log, metrics: m, signer: newRouteSigner(opts.RouteSecret), media: opts.Media}
+	p := &Proxy{opts: opts, admit: admit, log: log, metrics: m, media: opts.Media}
+	if err := p.initTrust(); err != nil {
+		return nil, err
+	}
 	if err := p.listen(); err != nil {
 		return nil, err
 	}
