@@ -61,6 +61,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	tsec, err := loadTrustSecrets(ctx, rdb, k, cfg)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -73,6 +77,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	var trust lateTrust
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
 		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check}
+	tsec.apply(&popts)
 	if mgr != nil {
 		popts.Media = mgr
 	}
@@ -135,6 +140,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		return nil
 	})
 	g.Go(func() error { pub.Run(gctx); return nil })
+	g.Go(func() error {
+		watchSecrets(gctx, rdb, k, cfg, secret, tsec, px, log.With().Str("component", "secrets").Logger())
+		return nil
+	})
 	if mgr != nil {
 		mgr.SetEnder(px)
 		g.Go(func() error { return mgr.Run(gctx) })

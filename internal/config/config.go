@@ -31,6 +31,11 @@ type Config struct {
 	RouteKey   string `yaml:"route_secret" usage:"secret signing Record-Route state (default: shared random key kept in Redis)"`
 	RetryAfter int    `yaml:"retry_after" usage:"Retry-After seconds on 503 answers (default of sipedge:settings retry_after)"`
 
+	RouteKeyPrev   string        `yaml:"route_secret_prev" usage:"previous route secret: its Record-Routes still route, none is made with it (rotation of a configured route_secret)"`
+	NodeSecret     string        `yaml:"node_secret" usage:"key media nodes sign X-Sipedge-Auth with (default: shared random key kept in Redis as <prefix>node_secret)"`
+	NodeSecretPrev string        `yaml:"node_secret_prev" usage:"previous node secret, still accepted (rotation of a configured node_secret)"`
+	NodeAuthWindow time.Duration `yaml:"node_auth_window" usage:"how far the timestamp of a node's X-Sipedge-Auth may be from this clock"`
+
 	DrainTimeout time.Duration `yaml:"drain_timeout" usage:"a node drain still holding calls after this ends them (0 = never; default of sipedge:settings drain_timeout)"`
 	DrainAction  string        `yaml:"drain_action" usage:"at drain timeout: bye (end the calls) or keep"`
 	SlowStart    time.Duration `yaml:"slow_start" usage:"a returning node's weight ramps from 0 to full over this (default of sipedge:settings slow_start)"`
@@ -85,6 +90,8 @@ func Default() Config {
 		ConfTTL:          24 * time.Hour,
 		RedisTimeout:     250 * time.Millisecond,
 		StartupRetry:     10 * time.Second,
+
+		NodeAuthWindow: 30 * time.Second,
 
 		MediaPorts:        "30000-39999",
 		MediaTimeout:      60 * time.Second,
@@ -148,6 +155,9 @@ func (c Config) Validate() error {
 		{"media_ip", c.MediaIP, optionalIP(c.MediaIP)},
 		{"media_advertise", c.MediaAdvertise, optionalIP(c.MediaAdvertise)},
 		{"trusted_networks", c.TrustedNetworks, cidrList(c.TrustedNetworks)},
+		{"route_secret_prev", hidden(c.RouteKeyPrev), previousSecret(c.RouteKeyPrev, c.RouteKey)},
+		{"node_secret_prev", hidden(c.NodeSecretPrev), previousSecret(c.NodeSecretPrev, c.NodeSecret)},
+		{"node_auth_window", c.NodeAuthWindow.String(), durRange(c.NodeAuthWindow, time.Second, 10*time.Minute)},
 		{"media_timeout", c.MediaTimeout.String(), durRange(c.MediaTimeout, time.Second, 86400*time.Second)},
 		{"presence_timeout", c.PresenceTimeout.String(), durRange(c.PresenceTimeout, 100*time.Millisecond, time.Hour)},
 		{"guests_only_timeout", c.GuestsOnlyTimeout.String(), durRange(c.GuestsOnlyTimeout, 0, 86400*time.Second)},

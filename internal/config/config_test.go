@@ -64,6 +64,10 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"media timeout zero", []string{"--media-timeout", "0s"}, nil, "media_timeout"},
 		{"backstop 30s", []string{"--last-participant-timeout", "30s"}, nil, "last_participant_timeout"},
 		{"guests only negative", nil, map[string]string{"SIPEDGE_GUESTS_ONLY_TIMEOUT": "-1s"}, "guests_only_timeout"},
+		{"route secret prev alone", []string{"--route-secret-prev", "old"}, nil, "route_secret_prev"},
+		{"node secret prev alone", nil, map[string]string{"SIPEDGE_NODE_SECRET_PREV": "old"}, "node_secret_prev"},
+		{"node auth window zero", []string{"--node-auth-window", "0s"}, nil, "node_auth_window"},
+		{"node auth window an hour", []string{"--node-auth-window", "1h"}, nil, "node_auth_window"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,5 +100,13 @@ func TestLoad_UnknownYAMLKeyRejected(t *testing.T) {
 func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	if _, err := Load([]string{"--config", "../../configs/sipedge.yaml"}, env(nil), io.Discard); err != nil {
 		t.Fatalf("configs/sipedge.yaml: %v", err)
+	}
+}
+
+// A bad secret is named by its field, never shown.
+func TestLoad_SecretNotInError(t *testing.T) {
+	_, err := Load([]string{"--route-secret-prev", "s3cr3t-value"}, env(nil), io.Discard)
+	if err == nil || strings.Contains(err.Error(), "s3cr3t-value") {
+		t.Fatalf("err = %v, want an error that hides the secret", err)
 	}
 }
