@@ -207,7 +207,7 @@ func sendSpoofedUDP(t *testing.T, src, dst netip.AddrPort, payload []byte) {
 	ip[0] = 0x45 // IPv4, 5 words of header
 	be.BigEndian.PutUint16(ip[2:], uint16(len(pkt)))
 	be.BigEndian.PutUint16(ip[4:], 0x5e1f) // id
-	ip[8] = 64                                 // TTL
+	ip[8] = 64                             // TTL
 	ip[9] = syscall.IPPROTO_UDP
 	s4, d4 := src.Addr().As4(), dst.Addr().As4()
 	copy(ip[12:16], s4[:])
