@@ -562,6 +562,36 @@ func TestMedia_NodeCallOverTCP(t *testing.T) {
 	}
 }
 
+// A genuine signed node call captured and replayed (on a new transaction,
+// from the node's forged address) while its timestamp is still valid is
+// refused: each proof is accepted once.
+func TestMedia_NodeCallReplayRefused(t *testing.T) {
+	mediaNode, callee := newPeer(t), newPeer(t)
+	md := &mediaRec{}
+	px, reg := startMediaProxy(t, &fakeAdmitter{}, func(o *Options) { o.Media, o.Trust = md, trustOnly(mediaNode, "n1") })
+	msg := signedBy(t, nodeInvite(mediaNode, px, "sip:callee@"+callee.addr(), "rp1"), testNodeSecret, time.Now())
+	mediaNode.send(px.Addr(), msg)
+	inv := callee.recv("INVITE ")
+	callee.send(px.Addr(), answer(inv, 486, "Busy Here", "callee1", callee.addr()))
+	mediaNode.recv("SIP/2.0 486")
+	callee.drain()
+	opens := len(md.events())
+
+	mediaNode.send(px.Addr(), strings.Replace(msg, "branch=z9hG4bK-rp1", "branch=z9hG4bK-rp1-again", 1))
+	mediaNode.recv("SIP/2.0 403")
+	for _, m := range callee.drain() {
+		if strings.HasPrefix(m, "INVITE ") {
+			t.Errorf("the replay reached the callee:\n%s", m)
+		}
+	}
+	if ev := md.events()[opens:]; len(ev) != 0 {
+		t.Errorf("media calls for the replay %q, want none", ev)
+	}
+	if v := metricValue(t, reg, "sipedge_sip_node_auth_failures_total", "reason", "replayed"); v != 1 {
+		t.Errorf("node_auth_failures{reason=replayed} = %v, want 1", v)
+	}
+}
+
 // testNodeSecret is the node secret of the test proxies.
 const testNodeSecret = "test-node-secret"
 

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +25,37 @@ type nodeAuth struct {
 	window  time.Duration
 	now     func() time.Time
 	log     zerolog.Logger // sampled: a forger must not flood the log
+	seen    *replayCache
+}
+
+// replayCache remembers the proofs accepted within the window, so a
+// captured request replayed (from a forged source) while its timestamp is
+// still valid is refused. Only valid proofs enter it: its size is bounded
+// by the rate of genuine node calls. Per instance: a replay to another
+// instance is caught by the window alone.
+type replayCache struct {
+	mu   sync.Mutex
+	seen map[string]time.Time // proof header value -> when it stops being valid
+}
+
+// fresh records v and reports whether it was not seen before; entries
+// past their validity are dropped on the way.
+func (c *replayCache) fresh(v string, now time.Time, validFor time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen == nil {
+		c.seen = map[string]time.Time{}
+	}
+	for k, until := range c.seen {
+		if now.After(until) {
+			delete(c.seen, k)
+		}
+	}
+	if _, dup := c.seen[v]; dup {
+		return false
+	}
+	c.seen[v] = now.Add(validFor)
+	return true
 }
 
 // initTrust installs the route secrets (current first) and the node
@@ -37,7 +70,7 @@ func (p *Proxy) initTrust() error {
 		window = nodeauth.DefaultWindow
 	}
 	p.auth = nodeAuth{secrets: &atomic.Pointer[[]string]{}, window: window, now: time.Now,
-		log: p.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})}
+		log: p.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}), seen: &replayCache{}}
 	p.SetNodeSecrets(p.opts.NodeSecrets...)
 	return nil
 }
@@ -87,9 +120,16 @@ func (p *Proxy) trustNew(req *sip.Request) (node string, trusted bool) {
 	if req.GetHeader(hdrAuth) == nil && lower(req.Transport()) != "udp" {
 		return node, true
 	}
-	err := nodeauth.Verify(req, *p.auth.secrets.Load(), p.auth.now(), p.auth.window)
+	now := p.auth.now()
+	err := nodeauth.Verify(req, *p.auth.secrets.Load(), now, p.auth.window)
+	if err == nil && !p.auth.seen.fresh(req.GetHeader(hdrAuth).Value(), now, 2*p.auth.window) {
+		err = errReplayed
+	}
 	if err != nil {
 		reason := nodeauth.Reason(err)
+		if errors.Is(err, errReplayed) {
+			reason = "replayed"
+		}
 		p.metrics.nodeAuthFailures.WithLabelValues(reason).Inc()
 		p.auth.log.Warn().Str("call_id", callID(req)).Str("source", req.Source()).Str("node", node).
 			Str("transport", req.Transport()).Str("reason", reason).
@@ -111,3 +151,6 @@ func (p *Proxy) refuseNodeCall(req *sip.Request, tx sip.ServerTransaction, reaso
 		Str("target", req.Recipient.Host).Msg("node call refused")
 	p.reply(tx, req, 403, "Forbidden (node calls need a media node's X-Sipedge-Auth)")
 }
+
+// errReplayed is a valid proof seen before within its window.
+var errReplayed = errors.New("X-Sipedge-Auth already used")
