@@ -1,6 +1,6 @@
 // Package proxy is sipedge's SIP front end: a transaction-stateful proxy on
 // sipgo. It asks admission where each new dialog goes, records its choice in
-// a signed Record-Route so any instance can route the dialog's later
+// a sealed (AES-GCM) Record-Route so any instance can route the dialog's later
 // requests with no local state, and relays responses back over the
 // transport each request came on.
 package proxy
@@ -37,7 +37,7 @@ var _ Admitter = (*admission.Admitter)(nil)
 type Options struct {
 	Listen      string    // HOST:PORT for UDP and TCP
 	Advertise   string    // HOST[:PORT] for Via and Record-Route; default: the listen address
-	RouteSecret string    // key signing Record-Route state; shared by all instances
+	RouteSecret string    // key sealing Record-Route state (current: encodes); shared by all instances
 	UserAgent   string    // Server / User-Agent header value
 	UDPBuffer   int       // socket buffer bytes of the UDP listener (0: kernel default)
 	Instance    string    // this instance's name, carried in Record-Route state
