@@ -1,8 +1,18 @@
 package app
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/internal/config"
+	"github.com/sipedge/sipedge/internal/keys"
 )
 
 // Issue 8 item 8: an instance follows a rotation of the route secret in
@@ -84,5 +94,116 @@ func TestSecretWatch_WriteBack(t *testing.T) {
 	w.nextRoute("B", "", "")
 	if cur, prev := w.writeBack(); cur != "B" || prev != "A" {
 		t.Fatalf("after rotation writeBack = %q %q, want B A (the replaced one)", cur, prev)
+	}
+}
+
+func TestLoadTrustSecrets(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	k := keys.New("")
+	ctx := context.Background()
+	cfg := config.Default()
+
+	_ = mr.Set(k.RouteSecretPrev(), "P")
+	ts, err := loadTrustSecrets(ctx, rdb, k, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, _ := mr.Get(k.NodeSecret())
+	if len(created) != 64 || !slices.Equal(ts.nodes, []string{created}) || !slices.Equal(ts.oldRoutes, []string{"P"}) {
+		t.Fatalf("redis mode: %+v, node secret in redis %q", ts, created)
+	}
+	if ts2, _ := loadTrustSecrets(ctx, rdb, k, cfg); !slices.Equal(ts2.nodes, ts.nodes) {
+		t.Fatalf("second start got node secrets %q, want the shared %q", ts2.nodes, ts.nodes)
+	}
+
+	cfg.RouteKey, cfg.RouteKeyPrev, cfg.NodeSecret, cfg.NodeSecretPrev = "R", "R0", "N", "N0"
+	ts, err = loadTrustSecrets(ctx, rdb, k, cfg)
+	if err != nil || !slices.Equal(ts.oldRoutes, []string{"R0"}) || !slices.Equal(ts.nodes, []string{"N", "N0"}) {
+		t.Fatalf("configured: %+v, %v", ts, err)
+	}
+}
+
+type sinkRec struct {
+	mu     sync.Mutex
+	routes [][]string
+	nodes  [][]string
+}
+
+func (s *sinkRec) SetRouteSecrets(cur string, old ...string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.routes = append(s.routes, append([]string{cur}, old...))
+	return nil
+}
+
+func (s *sinkRec) SetNodeSecrets(secrets ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nodes = append(s.nodes, secrets)
+}
+
+func (s *sinkRec) last() ([]string, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var r, n []string
+	if len(s.routes) > 0 {
+		r = s.routes[len(s.routes)-1]
+	}
+	if len(s.nodes) > 0 {
+		n = s.nodes[len(s.nodes)-1]
+	}
+	return r, n
+}
+
+// The watcher applies a rotation found in Redis and writes lost secrets back.
+func TestWatchSecrets_RotationAndWriteBack(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	k := keys.New("")
+	cfg := config.Default()
+	_ = mr.Set(k.RouteSecret(), "A")
+	_ = mr.Set(k.NodeSecret(), "N1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sink := &sinkRec{}
+	done := make(chan struct{})
+	go func() {
+		watchSecrets(ctx, rdb, k, cfg, "A", trustSecrets{nodes: []string{"N1"}}, sink, zerolog.Nop())
+		close(done)
+	}()
+
+	_ = mr.Set(k.RouteSecret(), "B")
+	_ = mr.Set(k.RouteSecretPrev(), "A")
+	_ = mr.Set(k.NodeSecret(), "N2")
+	waitUntil(t, func() bool {
+		r, n := sink.last()
+		return slices.Equal(r, []string{"B", "A"}) && slices.Equal(n, []string{"N2", "N1"})
+	}, "rotation applied")
+
+	mr.FlushAll() // Redis restarted empty
+	waitUntil(t, func() bool {
+		cur, _ := mr.Get(k.RouteSecret())
+		prev, _ := mr.Get(k.RouteSecretPrev())
+		node, _ := mr.Get(k.NodeSecret())
+		return cur == "B" && prev == "A" && node == "N2"
+	}, "secrets written back")
+	if r, _ := sink.last(); !slices.Equal(r, []string{"B", "A"}) {
+		t.Errorf("after the flush the proxy holds %q, want [B A] kept", r)
+	}
+	cancel()
+	<-done
+}
+
+func waitUntil(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
