@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"hash/maphash"
+	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,7 @@ import (
 // the Record-Route alone.
 type dialog struct {
 	callID, confID, node string
+	key                  string          // dialogKey(callID, caller's tag, node's tag)
 	from                 *sip.FromHeader // caller's From, with its tag
 	to                   *sip.ToHeader   // To with the node's tag
 	callerContact        sip.Uri
@@ -35,8 +38,15 @@ type Dialog struct {
 
 const dialogShards = 32
 
-// dialogSet is a sharded map keyed by Call-ID, so the per-call hot path
-// takes no global lock.
+// dialogKey names a dialog by its Call-ID and both tags (RFC 3261 §12):
+// the caller's From tag first, then the tag the node put in To.
+func dialogKey(callID, callerTag, nodeTag string) string {
+	return callID + "\x1f" + callerTag + "\x1f" + nodeTag
+}
+
+// dialogSet is a sharded map keyed by dialogKey, so the per-call hot path
+// takes no global lock. It is the truth for the dialogs this instance set
+// up: the counts in Redis are derived from it (Holdings).
 type dialogSet struct {
 	seed   maphash.Seed
 	once   sync.Once
@@ -46,47 +56,157 @@ type dialogSet struct {
 	}
 	n   atomic.Int64
 	ttl time.Duration
+
+	cmu   sync.Mutex           // guards confs and nodes, taken once per dialog start or end
+	confs map[string]confCount // conference id -> dialogs held here
+	nodes map[string]int       // node name -> dialogs held here
 }
 
-func (d *dialogSet) shard(id string) int {
+// confCount is what this instance holds of one conference.
+type confCount struct {
+	n    int
+	node string // the node of the latest of them
+}
+
+// shard hashes the Call-ID only, so both orders of the tags land together.
+func (d *dialogSet) shard(callID string) int {
 	d.once.Do(func() { d.seed = maphash.MakeSeed() })
-	return int(maphash.String(d.seed, id) % dialogShards)
+	return int(maphash.String(d.seed, callID) % dialogShards)
 }
 
-func (d *dialogSet) Add(dl *dialog) {
+// Add records dl; it reports false (and changes nothing) when a dialog
+// with the same Call-ID and tags is already held (a retransmitted 2xx).
+func (d *dialogSet) Add(dl *dialog) bool {
+	if dl.key == "" {
+		dl.key = dialogKey(dl.callID, tagOf(dl.from), toTagOf(dl.to))
+	}
 	s := &d.shards[d.shard(dl.callID)]
 	s.mu.Lock()
 	if s.items == nil {
 		s.items = make(map[string]*dialog)
 	}
-	if _, dup := s.items[dl.callID]; !dup {
+	_, dup := s.items[dl.key]
+	if !dup {
+		s.items[dl.key] = dl
 		d.n.Add(1)
 	}
-	s.items[dl.callID] = dl
 	s.mu.Unlock()
+	if !dup {
+		d.count(dl, 1)
+	}
+	return !dup
 }
 
-func (d *dialogSet) Get(callID string) *dialog {
+// Match finds the dialog a request belongs to from its Call-ID, From tag
+// and To tag, whichever side sent it; nil if none is held here.
+func (d *dialogSet) Match(callID, fromTag, toTag string) *dialog {
+	if callID == "" || fromTag == "" || toTag == "" {
+		return nil
+	}
 	s := &d.shards[d.shard(callID)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.items[callID]
+	if dl := s.items[dialogKey(callID, fromTag, toTag)]; dl != nil {
+		return dl
+	}
+	return s.items[dialogKey(callID, toTag, fromTag)]
 }
 
-// Remove reports whether the dialog was known here.
-func (d *dialogSet) Remove(callID string) bool {
-	s := &d.shards[d.shard(callID)]
+// Remove forgets dl; it reports whether dl was still held, so of two
+// concurrent ends (a BYE from each side, a replay) exactly one wins.
+func (d *dialogSet) Remove(dl *dialog) bool {
+	s := &d.shards[d.shard(dl.callID)]
 	s.mu.Lock()
-	_, ok := s.items[callID]
+	cur, ok := s.items[dl.key]
+	ok = ok && cur == dl
 	if ok {
-		delete(s.items, callID)
+		delete(s.items, dl.key)
 		d.n.Add(-1)
 	}
 	s.mu.Unlock()
+	if ok {
+		d.count(dl, -1)
+	}
 	return ok
 }
 
+// RemoveKey forgets the dialog named key (a dialogKey), if held.
+func (d *dialogSet) RemoveKey(key string) *dialog {
+	callID, _, _ := strings.Cut(key, "\x1f")
+	s := &d.shards[d.shard(callID)]
+	s.mu.Lock()
+	dl := s.items[key]
+	s.mu.Unlock()
+	if dl == nil || !d.Remove(dl) {
+		return nil
+	}
+	return dl
+}
+
+func (d *dialogSet) count(dl *dialog, delta int) {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+	if d.confs == nil {
+		d.confs, d.nodes = map[string]confCount{}, map[string]int{}
+	}
+	if dl.confID != "" {
+		c := d.confs[dl.confID]
+		if c.n += delta; c.n > 0 {
+			if delta > 0 {
+				c.node = dl.node
+			}
+			d.confs[dl.confID] = c
+		} else {
+			delete(d.confs, dl.confID)
+		}
+	}
+	if dl.node != "" {
+		if n := d.nodes[dl.node] + delta; n > 0 {
+			d.nodes[dl.node] = n
+		} else {
+			delete(d.nodes, dl.node)
+		}
+	}
+}
+
+// ConfDialogs is the number of dialogs of conference id held here.
+func (d *dialogSet) ConfDialogs(id string) int {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+	return d.confs[id].n
+}
+
+// NodeDialogs is the number of dialogs on node held here.
+func (d *dialogSet) NodeDialogs(node string) int {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+	return d.nodes[node]
+}
+
+// counts copies the per-conference and per-node counts.
+func (d *dialogSet) counts() (confs map[string]confCount, nodes map[string]int) {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+	return maps.Clone(d.confs), maps.Clone(d.nodes)
+}
+
 func (d *dialogSet) Len() int { return int(d.n.Load()) }
+
+func tagOf(f *sip.FromHeader) string {
+	if f == nil {
+		return ""
+	}
+	t, _ := f.Params.Get("tag")
+	return t
+}
+
+func toTagOf(t *sip.ToHeader) string {
+	if t == nil {
+		return ""
+	}
+	v, _ := t.Params.Get("tag")
+	return v
+}
 
 // Select returns the dialogs for which keep is true.
 func (d *dialogSet) Select(keep func(*dialog) bool) []*dialog {
@@ -119,7 +239,7 @@ func (d *dialogSet) sweep(ctx context.Context, every time.Duration) {
 				ttl = 24 * time.Hour
 			}
 			for _, dl := range d.Select(func(dl *dialog) bool { return now.Sub(dl.started) > ttl }) {
-				d.Remove(dl.callID)
+				d.Remove(dl)
 			}
 		}
 	}

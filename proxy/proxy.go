@@ -27,8 +27,13 @@ import (
 // Admitter decides new dialogs and records conference placements.
 type Admitter interface {
 	Admit(ctx context.Context, req admission.Request) admission.Verdict
+	// DialogStarted and DialogEnded report a dialog set up here that was
+	// added to or removed from this instance's dialog set; they must not
+	// block (the counts are written asynchronously).
 	DialogStarted(ctx context.Context, confID, node, callID string)
 	DialogEnded(ctx context.Context, confID, node, instance, callID string)
+	// DialogEndedElsewhere reports the end of dialog key, set up by owner.
+	DialogEndedElsewhere(ctx context.Context, owner, callID, key string)
 }
 
 var _ Admitter = (*admission.Admitter)(nil)
