@@ -164,7 +164,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 				}
 				return ready(a.Instance())
 			},
-			Status:   func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
+			Status: func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
 		}, log)
 		if err != nil {
 			return err
