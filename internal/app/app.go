@@ -93,6 +93,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	}
 	watcher, err := ring.NewWatcher(rdb, k, ring.WatcherOptions{
 		ResyncInterval: cfg.ResyncInterval,
+		EmptyGrace:     cfg.EmptyRingGrace,
 		Policy:         state,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
 			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp},
