@@ -144,13 +144,17 @@ func (a *Admitter) DialogEnded(_ context.Context, confID, node, _, _ string) {
 }
 
 // DialogEndedElsewhere tells owner, the instance that set the dialog key
-// up, that its dialog ended through this one.
-func (a *Admitter) DialogEndedElsewhere(_ context.Context, owner, callID, key string) {
+// up, that its dialog ended through this one, and re-derives the counts of
+// its conference and node: when owner is gone (its share expired) they
+// drop now, without waiting for it.
+func (a *Admitter) DialogEndedElsewhere(_ context.Context, owner, confID, node, callID, key string) {
 	if a.opts.Ledger == nil {
 		return
 	}
-	a.log.Debug().Str("call_id", callID).Str("owner", owner).Msg("dialog of another instance ended here: noted for it")
+	a.log.Debug().Str("call_id", callID).Str("owner", owner).Str("conf_id", confID).
+		Msg("dialog of another instance ended here: noted for it")
 	a.opts.Ledger.NoteEnded(owner, key)
+	a.opts.Ledger.Touch(confID, node)
 }
 
 // Calls is the number of active conference dialogs this instance

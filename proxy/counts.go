@@ -99,7 +99,7 @@ func (p *Proxy) endOfDialog(in *sip.Request, info fwdInfo, code int) {
 		return
 	}
 	p.mediaEnded(id)
-	p.admit.DialogEndedElsewhere(context.Background(), owner, id, dialogKey(id, info.callerTag, nodeTag))
+	p.admit.DialogEndedElsewhere(context.Background(), owner, info.confID, info.node, id, dialogKey(id, info.callerTag, nodeTag))
 }
 
 // reqToTag is the To tag of a request ("" out of dialog).

@@ -32,8 +32,9 @@ type Admitter interface {
 	// block (the counts are written asynchronously).
 	DialogStarted(ctx context.Context, confID, node, callID string)
 	DialogEnded(ctx context.Context, confID, node, instance, callID string)
-	// DialogEndedElsewhere reports the end of dialog key, set up by owner.
-	DialogEndedElsewhere(ctx context.Context, owner, callID, key string)
+	// DialogEndedElsewhere reports the end of dialog key of conference
+	// confID on node, set up by instance owner.
+	DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string)
 }
 
 var _ Admitter = (*admission.Admitter)(nil)

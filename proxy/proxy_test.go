@@ -38,7 +38,7 @@ func (f *fakeAdmitter) DialogStarted(_ context.Context, confID, node, _ string) 
 func (f *fakeAdmitter) DialogEnded(_ context.Context, confID, node, _, _ string) {
 	f.record("end " + confID + " " + node)
 }
-func (f *fakeAdmitter) DialogEndedElsewhere(_ context.Context, owner, _, key string) {
+func (f *fakeAdmitter) DialogEndedElsewhere(_ context.Context, owner, _, _, _, key string) {
 	f.record("noted " + owner + " " + key)
 }
 func (f *fakeAdmitter) record(s string) {

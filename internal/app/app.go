@@ -256,6 +256,6 @@ func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, 
 	l.a.DialogEnded(ctx, confID, node, instance, callID)
 }
 
-func (l *lateAdmitter) DialogEndedElsewhere(ctx context.Context, owner, callID, key string) {
-	l.a.DialogEndedElsewhere(ctx, owner, callID, key)
+func (l *lateAdmitter) DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string) {
+	l.a.DialogEndedElsewhere(ctx, owner, confID, node, callID, key)
 }
