@@ -79,6 +79,7 @@ type Ledger struct {
 	recent     map[string]time.Time // conf -> when it was last seen with dialogs here or touched
 	notes      map[string][]string  // owner -> dialog keys to note, kept until written
 	lastRecon  time.Time
+	okStreak   int // full writes in a row that succeeded
 }
 
 // NewLedger returns a Ledger for src; Run drives it.
@@ -228,17 +229,23 @@ func (l *Ledger) Beat(ctx context.Context) {
 		}
 	}
 	l.dirtyConfs, l.dirtyNodes = map[string]bool{}, map[string]bool{}
-	recon := now.Sub(l.lastRecon) >= l.opts.ReconcileEvery
+	// Reconcile only once Redis has answered for a few beats: after an
+	// outage every live instance must have rewritten its share first.
+	recon := now.Sub(l.lastRecon) >= l.opts.ReconcileEvery && l.okStreak >= reconcileAfter
 	l.mu.Unlock()
 	if err := l.write(ctx, sh, true); err != nil {
 		l.mu.Lock()
 		for c := range sh.confs {
 			l.dirtyConfs[c] = true
 		}
+		l.okStreak = 0
 		l.mu.Unlock()
 		l.fail(ctx, "beat", err)
 		return
 	}
+	l.mu.Lock()
+	l.okStreak++
+	l.mu.Unlock()
 	if recon {
 		if err := l.reconcile(ctx); err != nil {
 			l.fail(ctx, "reconcile", err)
@@ -490,6 +497,10 @@ func (l *Ledger) writeNotes(ctx context.Context) {
 		l.m.notes.WithLabelValues("sent").Add(float64(len(ks)))
 	}
 }
+
+// reconcileAfter is how many successful beats in a row come before a
+// reconcile: every live instance beats at the same interval.
+const reconcileAfter = 3
 
 // notesTTL bounds how long an end note waits for its owner.
 const notesTTL = 10 * time.Minute

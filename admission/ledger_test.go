@@ -245,6 +245,17 @@ func TestLedger_ReconcileWaitsForInstancesRewritingTheirShare(t *testing.T) {
 	e := newLedgerEnv(t)
 	ctx := context.Background()
 	a := e.ledger("A", newHolder())
+	e.mr.HSet(e.k.Conf("early"), "node", "n1", "dialogs", "1")
+	a.Beat(ctx)
+	a.Beat(ctx)
+	if !e.mr.Exists(e.k.Conf("early")) {
+		t.Fatal("reconciled before Redis answered for a few beats in a row")
+	}
+	a.Beat(ctx)
+	a.Beat(ctx)
+	if e.mr.Exists(e.k.Conf("early")) {
+		t.Fatal("conference no instance holds kept after a few beats")
+	}
 	// B is alive (fresh heartbeat) but has not rewritten its share yet.
 	e.mr.SAdd(e.k.Instances(), "B")
 	e.mr.HSet(e.k.Instance("B"), "heartbeat", "0")
