@@ -77,7 +77,7 @@ type Ledger struct {
 	dirtyConfs map[string]bool
 	dirtyNodes map[string]bool
 	recent     map[string]time.Time // conf -> when it was last seen with dialogs here or touched
-	notes      map[string][]string  // owner -> dialog keys to note, kept until written
+	notes      map[string]map[string]int // owner -> dialog key -> successful writes still due
 	lastRecon  time.Time
 	okStreak   int // full writes in a row that succeeded
 }
@@ -114,7 +114,7 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 	}
 	return &Ledger{rdb: rdb, k: k, opts: opts, src: src, log: log, m: m, wake: make(chan struct{}, 1),
 		dirtyConfs: map[string]bool{}, dirtyNodes: map[string]bool{}, recent: map[string]time.Time{},
-		notes: map[string][]string{}}, nil
+		notes: map[string]map[string]int{}}, nil
 }
 
 // Touch marks a conference and a node whose share changed here; the
@@ -139,7 +139,12 @@ func (l *Ledger) NoteEnded(owner, key string) {
 		return
 	}
 	l.mu.Lock()
-	l.notes[owner] = append(l.notes[owner], key)
+	if l.notes[owner] == nil {
+		l.notes[owner] = map[string]int{}
+	}
+	if _, dup := l.notes[owner][key]; !dup {
+		l.notes[owner][key] = noteWrites
+	}
 	l.mu.Unlock()
 	l.kick()
 }
@@ -171,7 +176,7 @@ func (l *Ledger) Run(ctx context.Context) {
 
 // flush writes the notes and the touched counts.
 func (l *Ledger) flush(ctx context.Context) {
-	l.writeNotes(ctx)
+	l.writeNotes(ctx, false)
 	l.mu.Lock()
 	confs, nodes := l.dirtyConfs, l.dirtyNodes
 	l.dirtyConfs, l.dirtyNodes = map[string]bool{}, map[string]bool{}
@@ -204,7 +209,7 @@ func (l *Ledger) flush(ctx context.Context) {
 // Beat consumes the end notes for this instance, then rewrites its whole
 // share and every node and instance count.
 func (l *Ledger) Beat(ctx context.Context) {
-	l.writeNotes(ctx)
+	l.writeNotes(ctx, true)
 	l.consumeNotes(ctx)
 	h := l.src.Holdings()
 	now := l.opts.Now()
@@ -464,19 +469,32 @@ func (l *Ledger) reconcile(ctx context.Context) error {
 	return nil
 }
 
-// writeNotes writes the pending end notes to their owners.
-func (l *Ledger) writeNotes(ctx context.Context) {
+// noteWrites is how many beats in a row a note is written again after it
+// was first written: a Redis that loses its data (restarted empty) before
+// the owner read the note gets it again. The owner ignores what it no
+// longer holds, so a note read twice ends nothing twice.
+const noteWrites = 5
+
+// writeNotes writes the end notes to their owners: new ones only (all is
+// false, on every change) or every note still due (at each beat).
+func (l *Ledger) writeNotes(ctx context.Context, all bool) {
 	l.mu.Lock()
-	notes := l.notes
-	l.notes = map[string][]string{}
+	batch := map[string][]string{}
+	for owner, ks := range l.notes {
+		for k, due := range ks {
+			if all || due == noteWrites {
+				batch[owner] = append(batch[owner], k)
+			}
+		}
+	}
 	l.mu.Unlock()
-	if len(notes) == 0 {
+	if len(batch) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, max(l.opts.RedisTimeout, time.Second))
 	defer cancel()
 	pipe := l.rdb.Pipeline()
-	for owner, ks := range notes {
+	for owner, ks := range batch {
 		members := make([]any, len(ks))
 		for i, k := range ks {
 			members[i] = k
@@ -485,16 +503,29 @@ func (l *Ledger) writeNotes(ctx context.Context) {
 		pipe.PExpire(ctx, l.k.Ended(owner), notesTTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		l.mu.Lock()
-		for owner, ks := range notes {
-			l.notes[owner] = append(l.notes[owner], ks...)
-		}
-		l.mu.Unlock()
-		l.fail(ctx, "note", err)
+		l.fail(ctx, "note", err) // all kept, due as before
 		return
 	}
-	for _, ks := range notes {
-		l.m.notes.WithLabelValues("sent").Add(float64(len(ks)))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for owner, ks := range batch {
+		for _, k := range ks {
+			due, ok := l.notes[owner][k]
+			if !ok {
+				continue
+			}
+			if due == noteWrites {
+				l.m.notes.WithLabelValues("sent").Inc()
+			}
+			if due <= 1 {
+				delete(l.notes[owner], k)
+			} else {
+				l.notes[owner][k] = due - 1
+			}
+		}
+		if len(l.notes[owner]) == 0 {
+			delete(l.notes, owner)
+		}
 	}
 }
 

@@ -274,3 +274,30 @@ func TestLedger_ReconcileWaitsForInstancesRewritingTheirShare(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestLedger_NotesSurviveAnEmptyRedis: a note written just before Redis
+// lost its data is written again at the next beats, so the owner still
+// ends its dialog; after noteWrites beats it is no longer sent.
+func TestLedger_NotesSurviveAnEmptyRedis(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := context.Background()
+	ha, hb := newHolder(), newHolder()
+	a, b := e.ledger("A", ha), e.ledger("B", hb)
+	ha.add("k1", "c1", "n1")
+	b.NoteEnded("A", "k1")
+	b.flush(ctx)
+	e.mr.FlushAll() // before A read it
+	b.Beat(ctx)
+	a.Beat(ctx)
+	if len(ha.d) != 0 {
+		t.Fatalf("A still holds %v: the note was lost with Redis", ha.d)
+	}
+	for range noteWrites {
+		b.Beat(ctx)
+	}
+	e.mr.Del(e.k.Ended("A"))
+	b.Beat(ctx)
+	if e.mr.Exists(e.k.Ended("A")) {
+		t.Errorf("note still sent after %d beats", noteWrites)
+	}
+}

@@ -87,6 +87,11 @@ func newFaultCluster(t *testing.T, aof bool, instances, nodes []string, extra ..
 	for _, s := range c.inst {
 		s.waitRing(t, 5*time.Second, nodes...)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.dumpCounts()
+		}
+	})
 	return c, r
 }
 
@@ -163,6 +168,25 @@ func (c *cluster) countsExact(h heldSet, inst string) string {
 		return fmt.Sprintf("instance_calls %v, want %s=%d only", ic, inst, len(h.confs)*h.per)
 	}
 	return ""
+}
+
+// dumpCounts logs the shares and a few conference keys (on failure).
+func (c *cluster) dumpCounts() {
+	ctx := context.Background()
+	for _, k := range []string{"sipedge:calls:A", "sipedge:calls:B", "sipedge:node_calls", "sipedge:instance_calls"} {
+		m, _ := c.rdb.HGetAll(ctx, k).Result()
+		c.t.Logf("%s = %v", k, m)
+	}
+	for _, k := range []string{"sipedge:ended:A", "sipedge:ended:B"} {
+		n, _ := c.rdb.SCard(ctx, k).Result()
+		c.t.Logf("%s: %d notes", k, n)
+	}
+	keys := c.confKeys()
+	sort.Strings(keys)
+	for _, k := range keys[:min(len(keys), 6)] {
+		m, _ := c.rdb.HGetAll(ctx, k).Result()
+		c.t.Logf("%s = %v", k, m)
+	}
 }
 
 // countsEmpty reports "" when no count is left at all.
