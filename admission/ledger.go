@@ -40,9 +40,10 @@ type Holdings struct {
 
 // Holder is the dialog set the counts are derived from (the proxy).
 type Holder interface {
-	// ConfDialogs and NodeDialogs count the dialogs held here.
-	ConfDialogs(conf string) int
+	// ConfHolding, NodeDialogs and ActiveDialogs count the dialogs held here.
+	ConfHolding(conf string) ConfHolding
 	NodeDialogs(node string) int
+	ActiveDialogs() int
 	Holdings() Holdings
 	// EndNoted ends the dialogs named by keys (dialogs set up here whose
 	// BYE passed another instance); unknown keys are ignored.
@@ -76,7 +77,7 @@ type Ledger struct {
 	mu         sync.Mutex
 	dirtyConfs map[string]bool
 	dirtyNodes map[string]bool
-	recent     map[string]time.Time // conf -> when it was last seen with dialogs here or touched
+	recent     map[string]time.Time      // conf -> when it was last seen with dialogs here or touched
 	notes      map[string]map[string]int // owner -> dialog key -> successful writes still due
 	lastRecon  time.Time
 	okStreak   int // full writes in a row that succeeded
@@ -184,14 +185,12 @@ func (l *Ledger) flush(ctx context.Context) {
 	if len(confs) == 0 && len(nodes) == 0 {
 		return
 	}
-	sh := share{total: -1, nodes: map[string]int{}, confs: map[string]ConfHolding{}}
+	sh := share{total: l.src.ActiveDialogs(), nodes: map[string]int{}, confs: map[string]ConfHolding{}}
 	for n := range nodes {
 		sh.nodes[n] = l.src.NodeDialogs(n)
 	}
-	h := l.src.Holdings() // the node of each conf; cheap next to a Redis round trip
-	sh.total = h.Total
 	for c := range confs {
-		sh.confs[c] = h.Confs[c]
+		sh.confs[c] = l.src.ConfHolding(c)
 	}
 	if err := l.write(ctx, sh, false); err != nil {
 		l.mu.Lock()
@@ -272,7 +271,7 @@ func (l *Ledger) fail(ctx context.Context, op string, err error) {
 
 // share is a set of absolute values of this instance's share.
 type share struct {
-	total int // -1: unchanged
+	total int
 	nodes map[string]int
 	confs map[string]ConfHolding
 }
@@ -282,7 +281,7 @@ type share struct {
 // has not expired.
 //
 // KEYS: share, node_calls, instance_calls, instances.
-// ARGV: self, live_ms, now_ms, conf_ttl_ms, total (-1: keep), full (1/0),
+// ARGV: self, live_ms, now_ms, conf_ttl_ms, total, full (1/0),
 // prefix, nodes count N, then N pairs (node, n), then triples (conf, n, node).
 // Returns, for each conf, its derived dialog count and placed node.
 var writeScript = redis.NewScript(`
@@ -307,8 +306,7 @@ while i <= #ARGV do
   confs[#confs + 1] = {ARGV[i], ARGV[i + 2]}
   i = i + 3
 end
-if total >= 0 then redis.call('HSET', share, 't', total) end
-if redis.call('HEXISTS', share, 't') == 0 then redis.call('HSET', share, 't', 0) end
+redis.call('HSET', share, 't', total)
 redis.call('PEXPIRE', share, live)
 
 local members = redis.call('SMEMBERS', instances)

@@ -37,8 +37,9 @@ func (h *fakeHolder) remove(key string) bool {
 	return ok
 }
 
-func (h *fakeHolder) ConfDialogs(conf string) int { return h.Holdings().Confs[conf].Dialogs }
-func (h *fakeHolder) NodeDialogs(node string) int { return h.Holdings().Nodes[node] }
+func (h *fakeHolder) ConfHolding(conf string) ConfHolding { return h.Holdings().Confs[conf] }
+func (h *fakeHolder) NodeDialogs(node string) int         { return h.Holdings().Nodes[node] }
+func (h *fakeHolder) ActiveDialogs() int                  { return h.Holdings().Total }
 
 func (h *fakeHolder) Holdings() Holdings {
 	h.mu.Lock()

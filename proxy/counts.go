@@ -13,8 +13,11 @@ import (
 // instance saw end, moves them. These methods make the Proxy its Holder.
 var _ admission.Holder = (*Proxy)(nil)
 
-// ConfDialogs is the number of dialogs of conference conf held here.
-func (p *Proxy) ConfDialogs(conf string) int { return p.dialogs.ConfDialogs(conf) }
+// ConfHolding is what this instance holds of conference conf.
+func (p *Proxy) ConfHolding(conf string) admission.ConfHolding {
+	n, node := p.dialogs.Conf(conf)
+	return admission.ConfHolding{Dialogs: n, Node: node}
+}
 
 // NodeDialogs is the number of dialogs on node held here.
 func (p *Proxy) NodeDialogs(node string) int { return p.dialogs.NodeDialogs(node) }

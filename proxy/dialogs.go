@@ -171,9 +171,17 @@ func (d *dialogSet) count(dl *dialog, delta int) {
 
 // ConfDialogs is the number of dialogs of conference id held here.
 func (d *dialogSet) ConfDialogs(id string) int {
+	n, _ := d.Conf(id)
+	return n
+}
+
+// Conf is the number of dialogs of conference id held here and the node
+// of the latest of them.
+func (d *dialogSet) Conf(id string) (int, string) {
 	d.cmu.Lock()
 	defer d.cmu.Unlock()
-	return d.confs[id].n
+	c := d.confs[id]
+	return c.n, c.node
 }
 
 // NodeDialogs is the number of dialogs on node held here.
