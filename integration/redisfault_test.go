@@ -219,7 +219,8 @@ func loadRows(byeTo, prefix string, n, confs int) [][]string {
 // the node set is empty, until the nodes register again. Afterwards every
 // count is exact again within seconds: the held calls' conferences,
 // node_calls and instance_calls, and nothing at all once they end. The
-// route secret is back in Redis, so an instance started now shares it.
+// route secret is back in Redis, so an instance started now shares it and
+// the BYEs of its calls pass another instance.
 func TestRedisFault_RestartedEmptyUnderLoad(t *testing.T) {
 	c, r := newFaultCluster(t, false, twoInstances, threeNodes)
 	a, b := c.inst[0], c.inst[1]
@@ -263,6 +264,12 @@ func TestRedisFault_RestartedEmptyUnderLoad(t *testing.T) {
 	if n := len(a.logLines("media node set is empty")); n == 0 {
 		t.Errorf("sipedge A did not report the empty node set")
 	}
+	// An instance started now shares the secret: the BYEs of its calls
+	// pass A.
+	late := c.startSipedge("C")
+	late.waitRing(t, 5*time.Second, threeNodes...)
+	runUAC(t, "via-late", uac{Scenario: "uac_call.xml", Target: late.sipAddr(),
+		Rows: callRows(a.sipAddr(), ids("rf-late", 10)...), Hold: 20 * time.Millisecond}).requireAllSucceeded(t, 10)
 
 	held.run.wait().requireAllSucceeded(t, len(held.confs)*held.per)
 	eventually(t, 10*time.Second, "no count left", c.countsEmpty)
