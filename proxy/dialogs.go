@@ -18,7 +18,8 @@ import (
 // the Record-Route alone.
 type dialog struct {
 	callID, confID, node string
-	key                  string          // dialogKey(callID, caller's tag, node's tag)
+	key                  string          // dialogKey(callID, callerTag, nodeTag)
+	callerTag, nodeTag   string          // From tag of the caller, To tag the node chose
 	from                 *sip.FromHeader // caller's From, with its tag
 	to                   *sip.ToHeader   // To with the node's tag
 	callerContact        sip.Uri
@@ -52,7 +53,7 @@ type dialogSet struct {
 	once   sync.Once
 	shards [dialogShards]struct {
 		mu    sync.Mutex
-		items map[string]*dialog
+		items map[string][]*dialog // by Call-ID: almost always one dialog each
 	}
 	n   atomic.Int64
 	ttl time.Duration
@@ -78,16 +79,20 @@ func (d *dialogSet) shard(callID string) int {
 // with the same Call-ID and tags is already held (a retransmitted 2xx).
 func (d *dialogSet) Add(dl *dialog) bool {
 	if dl.key == "" {
-		dl.key = dialogKey(dl.callID, tagOf(dl.from), toTagOf(dl.to))
+		dl.callerTag, dl.nodeTag = tagOf(dl.from), toTagOf(dl.to)
+		dl.key = dialogKey(dl.callID, dl.callerTag, dl.nodeTag)
 	}
 	s := &d.shards[d.shard(dl.callID)]
 	s.mu.Lock()
 	if s.items == nil {
-		s.items = make(map[string]*dialog)
+		s.items = make(map[string][]*dialog)
 	}
-	_, dup := s.items[dl.key]
+	dup := false
+	for _, cur := range s.items[dl.callID] {
+		dup = dup || cur.key == dl.key
+	}
 	if !dup {
-		s.items[dl.key] = dl
+		s.items[dl.callID] = append(s.items[dl.callID], dl)
 		d.n.Add(1)
 	}
 	s.mu.Unlock()
@@ -98,7 +103,8 @@ func (d *dialogSet) Add(dl *dialog) bool {
 }
 
 // Match finds the dialog a request belongs to from its Call-ID, From tag
-// and To tag, whichever side sent it; nil if none is held here.
+// and To tag, whichever side sent it; nil if none is held here. It
+// allocates nothing: it runs for every in-dialog request.
 func (d *dialogSet) Match(callID, fromTag, toTag string) *dialog {
 	if callID == "" || fromTag == "" || toTag == "" {
 		return nil
@@ -106,10 +112,12 @@ func (d *dialogSet) Match(callID, fromTag, toTag string) *dialog {
 	s := &d.shards[d.shard(callID)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if dl := s.items[dialogKey(callID, fromTag, toTag)]; dl != nil {
-		return dl
+	for _, dl := range s.items[callID] {
+		if (dl.callerTag == fromTag && dl.nodeTag == toTag) || (dl.callerTag == toTag && dl.nodeTag == fromTag) {
+			return dl
+		}
 	}
-	return s.items[dialogKey(callID, toTag, fromTag)]
+	return nil
 }
 
 // Remove forgets dl; it reports whether dl was still held, so of two
@@ -117,10 +125,21 @@ func (d *dialogSet) Match(callID, fromTag, toTag string) *dialog {
 func (d *dialogSet) Remove(dl *dialog) bool {
 	s := &d.shards[d.shard(dl.callID)]
 	s.mu.Lock()
-	cur, ok := s.items[dl.key]
-	ok = ok && cur == dl
+	ok := false
+	list := s.items[dl.callID]
+	for i, cur := range list {
+		if cur == dl {
+			ok = true
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
 	if ok {
-		delete(s.items, dl.key)
+		if len(list) == 0 {
+			delete(s.items, dl.callID)
+		} else {
+			s.items[dl.callID] = list
+		}
 		d.n.Add(-1)
 	}
 	s.mu.Unlock()
@@ -135,7 +154,12 @@ func (d *dialogSet) RemoveKey(key string) *dialog {
 	callID, _, _ := strings.Cut(key, "\x1f")
 	s := &d.shards[d.shard(callID)]
 	s.mu.Lock()
-	dl := s.items[key]
+	var dl *dialog
+	for _, cur := range s.items[callID] {
+		if cur.key == key {
+			dl = cur
+		}
+	}
 	s.mu.Unlock()
 	if dl == nil || !d.Remove(dl) {
 		return nil
@@ -222,9 +246,11 @@ func (d *dialogSet) Select(keep func(*dialog) bool) []*dialog {
 	for i := range d.shards {
 		s := &d.shards[i]
 		s.mu.Lock()
-		for _, dl := range s.items {
-			if keep(dl) {
-				out = append(out, dl)
+		for _, list := range s.items {
+			for _, dl := range list {
+				if keep(dl) {
+					out = append(out, dl)
+				}
 			}
 		}
 		s.mu.Unlock()
