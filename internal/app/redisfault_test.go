@@ -33,7 +33,10 @@ func TestKeepRouteSecret_WrittenBackWhenMissingOnly(t *testing.T) {
 	k := keys.New("")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { keepRouteSecret(ctx, rdb, k, "mine", 10*time.Millisecond, time.Second, zerolog.Nop()); close(done) }()
+	go func() {
+		keepRouteSecret(ctx, rdb, k, "mine", 10*time.Millisecond, time.Second, zerolog.Nop())
+		close(done)
+	}()
 	defer func() { cancel(); <-done }()
 
 	wait := func(want string) {
