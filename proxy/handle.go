@@ -140,13 +140,13 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
 	}
 	next := p.nextHop(req, st)
-	if dl := p.dialogs.Get(callID(req)); dl != nil {
+	if dl := p.dialogs.Match(callID(req), fromTag(req), reqToTag(req)); dl != nil {
 		if cs := req.CSeq(); cs != nil {
 			dl.noteCSeq(fromCaller, cs.SeqNo)
 		}
 	}
 	info := fwdInfo{confID: st.ConfID, node: st.NodeName, instance: st.Instance, endsDialog: req.Method == sip.BYE,
-		fromCaller: fromCaller}
+		fromCaller: fromCaller, callerTag: st.FromTag}
 	p.forward(req, tx, out, next, info)
 }
 

@@ -33,6 +33,10 @@ type metrics struct {
 	strippedHeaders prometheus.Counter
 	sdpRejected     *prometheus.CounterVec
 	trustMetrics
+	// dialogsEnded counts dialogs set up here that ended (by BYE here, or
+	// noted by another instance); byeIgnored the BYEs that moved no count.
+	dialogsEnded *prometheus.CounterVec
+	byeIgnored   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -82,6 +86,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
 	if err := m.trustMetrics.register(reg); err != nil {
 		return nil, err
+	}
+	m.dialogsEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_dialogs_closed_total", Help: "Dialogs set up here that ended, by how the end was learnt (bye, elsewhere).",
+	}, []string{"how"})
+	m.byeIgnored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_dialogs_bye_ignored_total", Help: "BYEs that ended no dialog set up here, by reason (unknown, ended, refused).",
+	}, []string{"reason"})
+	for _, c := range []prometheus.Collector{m.dialogsEnded, m.byeIgnored} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register proxy metrics: %w", err)
+		}
 	}
 	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected} {
 		if err := reg.Register(c); err != nil {

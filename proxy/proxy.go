@@ -27,8 +27,14 @@ import (
 // Admitter decides new dialogs and records conference placements.
 type Admitter interface {
 	Admit(ctx context.Context, req admission.Request) admission.Verdict
+	// DialogStarted and DialogEnded report a dialog set up here that was
+	// added to or removed from this instance's dialog set; they must not
+	// block (the counts are written asynchronously).
 	DialogStarted(ctx context.Context, confID, node, callID string)
 	DialogEnded(ctx context.Context, confID, node, instance, callID string)
+	// DialogEndedElsewhere reports the end of dialog key of conference
+	// confID on node, set up by instance owner.
+	DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string)
 }
 
 var _ Admitter = (*admission.Admitter)(nil)

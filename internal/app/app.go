@@ -26,6 +26,7 @@ import (
 	"github.com/sipedge/sipedge/internal/instance"
 	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/internal/logging"
+	"github.com/sipedge/sipedge/internal/redishealth"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -50,7 +51,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		log.Warn().Str("redis", redisAddr).Msg("no --redis given: embedded Redis started (demo only; point real deployments at a real Redis)")
 	}
 	redis.SetLogger(logging.RedisLogger{Log: log})
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{redisAddr}})
+	rdb := redis.NewUniversalClient(redisOptions(redisAddr, cfg.RedisTimeout))
 	defer rdb.Close()
 	if err := waitForRedis(ctx, rdb, redisAddr, cfg.StartupRetry, log); err != nil {
 		return err
@@ -97,6 +98,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	}
 	watcher, err := ring.NewWatcher(rdb, k, ring.WatcherOptions{
 		ResyncInterval: cfg.ResyncInterval,
+		EmptyGrace:     cfg.EmptyRingGrace,
 		Policy:         state,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
 			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp},
@@ -110,24 +112,31 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if err := watcher.Start(ctx); err != nil {
 		return fmt.Errorf("load media nodes: %w", err)
 	}
+	ledger, err := admission.NewLedger(rdb, k, admission.LedgerOptions{Self: cfg.Name, Interval: time.Second,
+		LiveFor: cfg.HeartbeatTimeout, HeartbeatTimeout: cfg.HeartbeatTimeout, ConfTTL: cfg.ConfTTL, RedisTimeout: cfg.RedisTimeout,
+	}, px, log.With().Str("component", "counts").Logger(), reg)
+	if err != nil {
+		return err
+	}
 	a, err := admission.NewAdmitter(watcher, state, admission.NewConfStore(rdb, k, cfg.ConfTTL), admission.Options{
 		Self:             admission.Self{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server},
-		HeartbeatTimeout: cfg.HeartbeatTimeout, RedisTimeout: cfg.RedisTimeout,
+		HeartbeatTimeout: cfg.HeartbeatTimeout, RedisTimeout: cfg.RedisTimeout, Ledger: ledger,
 	}, log.With().Str("component", "admission").Logger(), reg)
 	if err != nil {
 		return err
 	}
 	adm.set(a)
+	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
+	if err != nil {
+		return err
+	}
 
 	pub := instance.NewPublisher(rdb, k, instance.Info{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server, Addr: px.Addr()},
 		time.Second, func() instance.State {
 			v := a.Instance()
-			// Counted in Redis: a dialog set up here may end through another
-			// instance. Fall back to what this instance saw if Redis fails.
-			d, err := a.Calls(ctx)
-			if err != nil {
-				d = px.ActiveDialogs()
-			}
+			// The dialog set is the truth: ends seen by other instances are
+			// noted back to this one (admission.Ledger).
+			d := px.ActiveDialogs()
 			return instance.State{Name: admission.InstanceState(v, d), Dialogs: d, Deserviced: v.Deserviced, HeldBack: v.HeldBack}
 		}, log)
 
@@ -144,6 +153,8 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		watchSecrets(gctx, rdb, k, cfg, secret, tsec, px, log.With().Str("component", "secrets").Logger())
 		return nil
 	})
+	g.Go(func() error { ledger.Run(gctx); return nil })
+	g.Go(func() error { health.Run(gctx); return nil })
 	if mgr != nil {
 		mgr.SetEnder(px)
 		g.Go(func() error { return mgr.Run(gctx) })
@@ -151,8 +162,13 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if cfg.Admin != "" {
 		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
 			Gatherer: reg,
-			Ready:    func() error { return ready(a.Instance()) },
-			Status:   func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
+			Ready: func() error {
+				if err := health.Ready(); err != nil {
+					return err
+				}
+				return ready(a.Instance())
+			},
+			Status: func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
 		}, log)
 		if err != nil {
 			return err
@@ -241,4 +257,8 @@ func (l *lateAdmitter) DialogStarted(ctx context.Context, confID, node, callID s
 
 func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, callID string) {
 	l.a.DialogEnded(ctx, confID, node, instance, callID)
+}
+
+func (l *lateAdmitter) DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string) {
+	l.a.DialogEndedElsewhere(ctx, owner, confID, node, callID, key)
 }

@@ -49,6 +49,7 @@ type Config struct {
 	ConfTTL          time.Duration `yaml:"conf_ttl" usage:"expiry of a conference placement key (safety net when BYEs are lost)"`
 	RedisTimeout     time.Duration `yaml:"redis_timeout" usage:"timeout of one Redis call on the SIP path"`
 	StartupRetry     time.Duration `yaml:"startup_retry" usage:"how long to retry an unreachable Redis at start-up before giving up"`
+	EmptyRingGrace   time.Duration `yaml:"empty_ring_grace" usage:"a node set found empty (Redis restarted empty) keeps the last known ring this long, until nodes register again (0: empty at once)"`
 
 	MediaPorts      string `yaml:"media_ports" usage:"RTP relay port range MIN-MAX (MIN even); empty turns media anchoring off"`
 	MediaIP         string `yaml:"media_ip" usage:"IP the relay ports bind to (default: the listen host)"`
@@ -90,6 +91,7 @@ func Default() Config {
 		ConfTTL:          24 * time.Hour,
 		RedisTimeout:     250 * time.Millisecond,
 		StartupRetry:     10 * time.Second,
+		EmptyRingGrace:   30 * time.Second,
 
 		NodeAuthWindow: 30 * time.Second,
 
@@ -151,6 +153,7 @@ func (c Config) Validate() error {
 		{"conf_ttl", c.ConfTTL.String(), durRange(c.ConfTTL, time.Second, 30*24*time.Hour)},
 		{"redis_timeout", c.RedisTimeout.String(), durRange(c.RedisTimeout, time.Millisecond, time.Minute)},
 		{"startup_retry", c.StartupRetry.String(), durRange(c.StartupRetry, 0, time.Hour)},
+		{"empty_ring_grace", c.EmptyRingGrace.String(), durRange(c.EmptyRingGrace, 0, time.Hour)},
 		{"media_ports", c.MediaPorts, portRange(c.MediaPorts)},
 		{"media_ip", c.MediaIP, optionalIP(c.MediaIP)},
 		{"media_advertise", c.MediaAdvertise, optionalIP(c.MediaAdvertise)},

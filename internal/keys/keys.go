@@ -107,3 +107,13 @@ func ParseConfEnd(msg string) (id string, ok bool) {
 	}
 	return id, true
 }
+
+// Calls is the HASH of one instance's share of the dialog counts (fields
+// n:<node>, c:<conf>, t), rewritten with its heartbeat and expiring when it
+// stops: node_calls, instance_calls and conference dialog counts are sums
+// of the shares of the live instances.
+func (k Keys) Calls(instance string) string { return k.Prefix + "calls:" + instance }
+
+// Ended is the SET of dialogs set up by instance whose BYE passed another
+// instance: the owner removes them from its dialog set.
+func (k Keys) Ended(instance string) string { return k.Prefix + "ended:" + instance }
