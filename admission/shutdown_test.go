@@ -1,0 +1,59 @@
+package admission
+
+import (
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/ring"
+)
+
+func TestDecide_ShuttingDownTurnsAwayOnlyNewDialogs(t *testing.T) {
+	n1 := ring.Node{Name: "n1", Addr: "127.0.0.1:5071"}
+	nodes := fakeNodes{map[string]ring.Node{"n1": n1}, map[string]bool{"n1": true}, "n1"}
+	st := State{Instance: InstanceVerdict{Reject: true, ShuttingDown: true}, Nodes: nodes, RetryAfter: 7}
+	cases := []struct {
+		method string
+		admit  bool
+	}{
+		{"INVITE", false}, {"REGISTER", false}, {"SUBSCRIBE", false},
+		{"BYE", true}, {"ACK", true}, {"INFO", true}, {"OPTIONS", true}, {"MESSAGE", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method, func(t *testing.T) {
+			v := Decide(Request{Method: tc.method, ConfID: "c1", AOR: "a@b"}, st)
+			if v.Admit != tc.admit {
+				t.Fatalf("admit = %v, want %v (%+v)", v.Admit, tc.admit, v)
+			}
+			if !tc.admit && (v.Code != 503 || v.Reason != ReasonShutdown || v.RetryAfter != 7) {
+				t.Errorf("rejection = %d %q retry %d, want 503 %q retry 7", v.Code, v.Reason, v.RetryAfter, ReasonShutdown)
+			}
+		})
+	}
+}
+
+type fixedCluster struct{ c *Cluster }
+
+func (f fixedCluster) Cluster() *Cluster { return f.c }
+
+func TestAdmitter_SetShuttingDown(t *testing.T) {
+	c := &Cluster{Profiles: map[string]Profile{}, Exceptions: map[string]bool{}, Instances: map[string]Instance{}}
+	a := &Admitter{cluster: fixedCluster{c}, opts: Options{Self: Self{Name: "a", Site: "s", Server: "h"}, Now: time.Now,
+		HeartbeatTimeout: time.Second}, log: zerolog.Nop()}
+	if v := a.Instance(); v.Reject || v.ShuttingDown || InstanceState(v, 2) != "normal" {
+		t.Fatalf("before: %+v", v)
+	}
+	a.SetShuttingDown(true)
+	v := a.Instance() // the cached verdict must not hide the change
+	if !v.Reject || !v.ShuttingDown || v.HeldBack {
+		t.Fatalf("shutting down: %+v, want Reject and ShuttingDown", v)
+	}
+	if InstanceState(v, 2) != "draining" || InstanceState(v, 0) != "drained" {
+		t.Errorf("states %q/%q, want draining/drained", InstanceState(v, 2), InstanceState(v, 0))
+	}
+	a.SetShuttingDown(false)
+	if v := a.Instance(); v.Reject || v.ShuttingDown {
+		t.Errorf("after clearing: %+v", v)
+	}
+}
