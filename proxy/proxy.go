@@ -189,6 +189,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	go func() { errc <- p.srv.ServeUDP(p.udp) }()
 	go func() { errc <- p.srv.ServeTCP(p.tcp) }()
 	go p.dialogs.sweep(ctx, time.Minute)
+	go p.seq.sweep(ctx, time.Second)
 	p.log.Info().Str("listen", p.udp.LocalAddr().String()).Str("advertise", p.Addr()).Msg("SIP proxy listening (udp, tcp)")
 	select {
 	case <-ctx.Done():

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"hash/maphash"
 	"strings"
 	"sync"
@@ -40,13 +41,15 @@ import (
 // still arrival order: the read goroutine cannot have read the next message
 // before it stamps this one, so nothing of the dialog can be queued between.
 //
-// State is one small record per Call-ID in one of seqShards maps (a lock
-// each, so the read goroutines and the transaction goroutines rarely meet),
-// dropped seqIdle after its last request, which also bounds how long a
-// retransmission is recognised (Timer J: 64*T1).
+// State is one small record per Call-ID (its last seqSeen transaction keys)
+// in one of seqShards maps, a lock each, so the read goroutines and the
+// transaction goroutines rarely meet. sweep, run by Serve, drops a record
+// seqIdle after the last message of its Call-ID: a transaction that is
+// still being retransmitted refreshes it at least every T2 (4 s), so its
+// retransmissions stay recognised.
 const (
 	seqShards = 64
-	seqIdle   = 32 * time.Second
+	seqIdle   = 10 * time.Second
 	seqSeen   = 32 // transaction keys remembered per Call-ID
 	// seqMaxWait bounds how long a request waits for an earlier one of its
 	// dialog; a request that was stamped but will never arrive (lost inside
@@ -74,17 +77,17 @@ type seqEntry struct {
 	state seqState
 }
 
+// seqCall is one Call-ID: its last seqSeen transactions in arrival order.
+// Those handed on stay listed, so that a retransmission of one is known.
 type seqCall struct {
-	queue []*seqEntry // arrival order; handed-on entries are trimmed from the front
-	seen  []seqKey    // the last seqSeen transaction keys, oldest first
-	wake  chan struct{}
-	last  time.Time
+	entries []seqEntry
+	wake    chan struct{} // closed when an entry is handed on; nil until someone waits
+	last    time.Time
 }
 
 type seqShard struct {
 	mu    sync.Mutex
 	calls map[string]*seqCall
-	swept time.Time
 }
 
 // sequencer keeps the requests of each Call-ID in arrival order.
@@ -153,11 +156,8 @@ func (s *sequencer) stamp(msg sip.Message) {
 	sh := s.shard(id)
 	now := s.now()
 	sh.mu.Lock()
-	if now.Sub(sh.swept) > time.Second {
-		sh.sweep(now)
-	}
 	c := sh.call(id, now)
-	if !c.known(k) {
+	if c.index(k) < 0 {
 		c.add(k, seqQueued)
 	}
 	sh.mu.Unlock()
@@ -179,18 +179,16 @@ func (s *sequencer) wait(req *sip.Request) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	c := sh.call(id, now)
-	e := c.find(k)
-	if e == nil {
-		if c.known(k) {
-			return // handed on before (a retransmission sipgo passed up again)
-		}
-		e = c.add(k, seqEntered) // reached here before stamp ran: see above
+	i := c.index(k)
+	switch {
+	case i < 0:
+		i = c.add(k, seqEntered) // reached here before stamp ran: see above
+	case c.entries[i].state == seqDone:
+		return // handed on before (a retransmission sipgo passed up again)
+	default:
+		c.entries[i].state = seqEntered
 	}
-	if e.state == seqDone {
-		return
-	}
-	e.state = seqEntered
-	if c.ahead(e) == 0 {
+	if c.ahead(i) == 0 {
 		return
 	}
 	if s.onWait != nil {
@@ -198,7 +196,7 @@ func (s *sequencer) wait(req *sip.Request) {
 	}
 	timer := time.NewTimer(s.maxWait)
 	defer timer.Stop()
-	for c.ahead(e) > 0 {
+	for {
 		if c.wake == nil {
 			c.wake = make(chan struct{})
 		}
@@ -209,10 +207,15 @@ func (s *sequencer) wait(req *sip.Request) {
 			sh.mu.Lock()
 		case <-timer.C:
 			sh.mu.Lock()
-			if s.onTimeout != nil {
-				s.onTimeout()
+			if i = c.index(k); i > 0 {
+				if s.onTimeout != nil {
+					s.onTimeout()
+				}
+				c.skip(i)
 			}
-			c.skipAhead(e)
+			return
+		}
+		if i = c.index(k); i < 0 || c.ahead(i) == 0 {
 			return
 		}
 	}
@@ -231,9 +234,8 @@ func (s *sequencer) handedOn(req *sip.Request) {
 	sh := s.shard(id)
 	sh.mu.Lock()
 	if c := sh.calls[id]; c != nil {
-		if e := c.find(k); e != nil && e.state != seqDone {
-			e.state = seqDone
-			c.trim()
+		if i := c.index(k); i >= 0 && c.entries[i].state != seqDone {
+			c.entries[i].state = seqDone
 			c.signal()
 		}
 		c.last = s.now()
@@ -265,85 +267,81 @@ func (sh *seqShard) call(id string, now time.Time) *seqCall {
 	return c
 }
 
-// sweep drops records idle for seqIdle; nobody waits on them any more
-// (waits are bounded far below that). The caller holds sh.mu.
-func (sh *seqShard) sweep(now time.Time) {
-	sh.swept = now
-	for id, c := range sh.calls {
-		if now.Sub(c.last) > seqIdle {
-			delete(sh.calls, id)
+// sweep drops, every interval until ctx ends, the records idle for
+// seqIdle; nobody waits on them any more (waits are bounded far below).
+func (s *sequencer) sweep(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.sweepOnce(s.now())
+	}
+}
+
+func (s *sequencer) sweepOnce(now time.Time) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for id, c := range sh.calls {
+			if now.Sub(c.last) > seqIdle {
+				delete(sh.calls, id)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+func (c *seqCall) index(k seqKey) int {
+	for i := range c.entries {
+		if c.entries[i].key == k {
+			return i
 		}
 	}
+	return -1
 }
 
-func (c *seqCall) find(k seqKey) *seqEntry {
-	for _, e := range c.queue {
-		if e.key == k {
-			return e
+// add appends a transaction and returns its index. The list keeps the last
+// seqSeen: the oldest handed-on entry makes room (if none is, the oldest:
+// seqSeen requests of one Call-ID in flight at once is no real dialog).
+func (c *seqCall) add(k seqKey, st seqState) int {
+	if len(c.entries) >= seqSeen {
+		drop := 0
+		for i := range c.entries {
+			if c.entries[i].state == seqDone {
+				drop = i
+				break
+			}
 		}
+		c.entries = append(c.entries[:drop], c.entries[drop+1:]...)
+		c.signal() // a waiter may have waited for the dropped one
 	}
-	return nil
+	k.branch = strings.Clone(k.branch) // may point into the whole message
+	c.entries = append(c.entries, seqEntry{key: k, state: st})
+	return len(c.entries) - 1
 }
 
-func (c *seqCall) known(k seqKey) bool {
-	for _, s := range c.seen {
-		if s == k {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *seqCall) add(k seqKey, st seqState) *seqEntry {
-	k.branch = strings.Clone(k.branch)
-	if len(c.seen) == seqSeen {
-		copy(c.seen, c.seen[1:])
-		c.seen = c.seen[:seqSeen-1]
-	}
-	c.seen = append(c.seen, k)
-	e := &seqEntry{key: k, state: st}
-	c.queue = append(c.queue, e)
-	return e
-}
-
-// ahead counts the entries before e not yet handed on.
-func (c *seqCall) ahead(e *seqEntry) int {
+// ahead counts the entries before index i not yet handed on.
+func (c *seqCall) ahead(i int) int {
 	n := 0
-	for _, q := range c.queue {
-		if q == e {
-			return n
-		}
-		if q.state != seqDone {
+	for _, e := range c.entries[:i] {
+		if e.state != seqDone {
 			n++
 		}
 	}
-	return 0 // e trimmed: it and everything before it were handed on
+	return n
 }
 
-// skipAhead gives up on the entries before e after a timeout: they no
+// skip gives up on the entries before index i after a timeout: they no
 // longer hold anyone back, and handing them on later changes nothing.
-func (c *seqCall) skipAhead(e *seqEntry) {
-	for _, q := range c.queue {
-		if q == e {
-			break
-		}
-		q.state = seqDone
+func (c *seqCall) skip(i int) {
+	for j := range c.entries[:i] {
+		c.entries[j].state = seqDone
 	}
-	c.trim()
 	c.signal()
-}
-
-func (c *seqCall) trim() {
-	i := 0
-	for i < len(c.queue) && c.queue[i].state == seqDone {
-		c.queue[i] = nil
-		i++
-	}
-	if i == len(c.queue) {
-		c.queue = c.queue[:0]
-		return
-	}
-	c.queue = c.queue[i:]
 }
 
 func (c *seqCall) signal() {

@@ -209,12 +209,12 @@ func TestSequencer_IdleCallsAreDropped(t *testing.T) {
 	if n := s.len(); n != 100 {
 		t.Fatalf("tracked %d calls, want 100", n)
 	}
-	now = now.Add(seqIdle + 2*time.Second)
-	for i := 0; i < seqShards*32; i++ { // touch every shard once
-		s.stamp(seqReq(sip.OPTIONS, fmt.Sprintf("new%d", i), 1, "z9hG4bK-1"))
-	}
-	if n := s.len(); n != seqShards*32 {
-		t.Fatalf("tracked %d calls after the idle time, want only the %d new ones", n, seqShards*32)
+	now = now.Add(seqIdle / 2)
+	s.stamp(seqReq(sip.BYE, "c7", 2, "z9hG4bK-2")) // still active
+	now = now.Add(seqIdle/2 + time.Second)
+	s.sweepOnce(now)
+	if n := s.len(); n != 1 {
+		t.Fatalf("tracked %d calls after the idle time, want only the active one", n)
 	}
 }
 
@@ -228,6 +228,23 @@ func BenchmarkSequencer_StampWaitHandedOn(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		r := reqs[i%len(reqs)]
+		s.stamp(r)
+		s.wait(r)
+		s.handedOn(r)
+	}
+}
+
+// BenchmarkSequencer_NewCall: the cost of a Call-ID's first request, and
+// (B/op) the memory a record holds until it is swept.
+func BenchmarkSequencer_NewCall(b *testing.B) {
+	s := newSequencer(time.Second)
+	reqs := make([]*sip.Request, b.N)
+	for i := range reqs {
+		reqs[i] = seqReq(sip.INVITE, fmt.Sprintf("bench-%d-8d0c2f1e@192.0.2.1", i), 1, fmt.Sprintf("z9hG4bK-%d-a1b2c3", i))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, r := range reqs {
 		s.stamp(r)
 		s.wait(r)
 		s.handedOn(r)
