@@ -42,6 +42,9 @@ func JudgeInstance(self Self, c *Cluster, now time.Time, heartbeatTimeout time.D
 		if len(c.DeservicedBy(in.Name, in.Server)) > 0 {
 			continue
 		}
+		if in.State == "draining" || in.State == "drained" {
+			continue // turning new dialogs away itself (shutting down)
+		}
 		v.Standby = append(v.Standby, in.Name)
 	}
 	sort.Strings(v.Standby)

@@ -57,3 +57,29 @@ func TestAdmitter_SetShuttingDown(t *testing.T) {
 		t.Errorf("after clearing: %+v", v)
 	}
 }
+
+// A peer that is shutting down (it publishes draining with no deservice
+// profile) is no standby: a deserviced instance keeps admitting rather than
+// leave its site with nobody taking calls.
+func TestJudgeInstance_ShuttingDownPeerIsNoStandby(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		peerState string
+		reject    bool
+	}{{"normal", true}, {"", true}, {"draining", false}, {"drained", false}} {
+		t.Run("peer "+tc.peerState, func(t *testing.T) {
+			c := &Cluster{
+				Profiles:   map[string]Profile{"p": {Servers: []string{"a"}, Deservice: true}},
+				Exceptions: map[string]bool{},
+				Instances: map[string]Instance{
+					"a": {Name: "a", Site: "s", Server: "ha", Heartbeat: now, State: "draining"},
+					"b": {Name: "b", Site: "s", Server: "hb", Heartbeat: now, State: tc.peerState},
+				},
+			}
+			v := JudgeInstance(Self{Name: "a", Site: "s", Server: "ha"}, c, now, 5*time.Second)
+			if v.Reject != tc.reject || v.HeldBack == tc.reject {
+				t.Errorf("peer state %q: %+v, want reject %v", tc.peerState, v, tc.reject)
+			}
+		})
+	}
+}
