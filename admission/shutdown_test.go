@@ -1,11 +1,16 @@
 package admission
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/ring"
 )
 
@@ -81,5 +86,38 @@ func TestJudgeInstance_ShuttingDownPeerIsNoStandby(t *testing.T) {
 				t.Errorf("peer state %q: %+v, want reject %v", tc.peerState, v, tc.reject)
 			}
 		})
+	}
+}
+
+// SIGHUP: new YAML defaults apply at the next reload; sipedge:settings
+// values still override them.
+func TestStateWatcher_SetDefaults(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	k := keys.New("")
+	w, err := NewStateWatcher(rdb, k, DefaultSettings(), time.Second, zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d := DefaultSettings()
+	d.RetryAfter, d.DrainBye = 7, false
+	w.SetDefaults(d)
+	if err := w.reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := w.Cluster().Settings; s.RetryAfter != 7 || s.DrainBye {
+		t.Fatalf("after SetDefaults: %+v, want retry_after 7, drain_action keep", s)
+	}
+	mr.HSet(k.Settings(), "retry_after", "12")
+	if err := w.reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := w.Cluster().Settings; s.RetryAfter != 12 || s.DrainBye {
+		t.Errorf("with retry_after in Redis: %+v, want 12 and the new default drain_action keep", s)
 	}
 }
