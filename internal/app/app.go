@@ -159,7 +159,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if mgr != nil {
 		lc.media = mgr
 	}
-	g.Go(func() error { return lc.run(gctx, append(ctl, Control{})[0]) })
+	g.Go(func() error { return lc.run(gctx, firstControl(ctl)) })
 	log.Info().Str("instance", cfg.Name).Str("site", cfg.Site).Str("server", cfg.Server).
 		Str("sip", px.Addr()).Str("redis", redisAddr).Msg("sipedge started")
 	err = g.Wait()

@@ -29,6 +29,14 @@ type Control struct {
 	Reload func() (config.Config, error)
 }
 
+// firstControl is Run's optional Control (none: stop with the context).
+func firstControl(ctl []Control) Control {
+	if len(ctl) == 0 {
+		return Control{}
+	}
+	return ctl[0]
+}
+
 // errStopped ends Run's errgroup after a drain: a planned stop, not a failure.
 var errStopped = errors.New("stopped by signal")
 
