@@ -45,11 +45,12 @@ import (
 // in one of seqShards maps, a lock each, so the read goroutines and the
 // transaction goroutines rarely meet. sweep, run by Serve, drops a record
 // seqIdle after the last message of its Call-ID: a transaction that is
-// still being retransmitted refreshes it at least every T2 (4 s), so its
-// retransmissions stay recognised.
+// still being retransmitted (UDP: its final answer not yet received)
+// refreshes it at least every T2 (4 s), so its retransmissions stay
+// recognised; over TCP nothing is retransmitted.
 const (
 	seqShards = 64
-	seqIdle   = 10 * time.Second
+	seqIdle   = 6 * time.Second // > T2
 	seqSeen   = 32 // transaction keys remembered per Call-ID
 	// seqMaxWait bounds how long a request waits for an earlier one of its
 	// dialog; a request that was stamped but will never arrive (lost inside
