@@ -51,7 +51,7 @@ import (
 const (
 	seqShards = 64
 	seqIdle   = 6 * time.Second // > T2
-	seqSeen   = 32 // transaction keys remembered per Call-ID
+	seqSeen   = 32              // transaction keys remembered per Call-ID
 	// seqMaxWait bounds how long a request waits for an earlier one of its
 	// dialog; a request that was stamped but will never arrive (lost inside
 	// sipgo) costs its successors this once, then it is skipped.
