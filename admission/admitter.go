@@ -40,8 +40,9 @@ type Admitter struct {
 	log     zerolog.Logger
 	metrics *metrics
 
-	verdict atomic.Pointer[judged] // cached instance verdict
-	mu      sync.Mutex             // serialises recomputing and logging changes
+	verdict  atomic.Pointer[judged] // cached instance verdict
+	mu       sync.Mutex             // serialises recomputing and logging changes
+	shutdown atomic.Bool            // SetShuttingDown (shutdown.go)
 }
 
 // judged is an instance verdict with what it was computed from.
@@ -71,12 +72,12 @@ func NewAdmitter(nodes SnapshotSource, cluster ClusterSource, confs *ConfStore, 
 // held back), recomputed when the state changed or verdictTTL passed.
 func (a *Admitter) Instance() InstanceVerdict {
 	c, now := a.cluster.Cluster(), a.opts.Now()
-	if j := a.verdict.Load(); j != nil && j.cluster == c && now.Sub(j.at) < verdictTTL {
+	if j := a.verdict.Load(); j != nil && j.cluster == c && now.Sub(j.at) < verdictTTL && j.v.ShuttingDown == a.shutdown.Load() {
 		return j.v
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	v := JudgeInstance(a.opts.Self, c, now, a.opts.HeartbeatTimeout)
+	v := a.withShutdown(JudgeInstance(a.opts.Self, c, now, a.opts.HeartbeatTimeout))
 	prev := a.verdict.Load()
 	a.verdict.Store(&judged{v: v, cluster: c, at: now})
 	if prev == nil || prev.v.Reject != v.Reject || prev.v.HeldBack != v.HeldBack {
@@ -87,6 +88,8 @@ func (a *Admitter) Instance() InstanceVerdict {
 
 func (a *Admitter) logVerdict(v InstanceVerdict) {
 	switch {
+	case v.ShuttingDown:
+		a.log.Warn().Msg("instance shutting down: new dialogs answered 503, in-dialog traffic passes")
 	case v.Reject:
 		a.log.Warn().Strs("profiles", v.Profiles).Strs("standby", v.Standby).
 			Msg("instance deserviced: new dialogs answered 503, in-dialog traffic passes")

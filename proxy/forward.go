@@ -87,6 +87,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	ctxTx, err := p.client.TransactionRequest(ctx, out, keepAsBuilt)
 	cancel()
+	p.seq.handedOn(in) // sent (or failed): the dialog's next request may go
 	if err != nil {
 		p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
 		p.log.Warn().Err(err).Str("call_id", callID(in)).Str("to", next.addr).Msg("request not forwarded")

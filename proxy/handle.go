@@ -12,6 +12,8 @@ import (
 // onRequest is the entry point of every request that starts a server
 // transaction (sipgo absorbs retransmissions and matched CANCELs itself).
 func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
+	p.seq.wait(req) // after every earlier request of its dialog (sequence.go)
+	defer p.seq.handedOn(req)
 	p.metrics.countRequest(req.Method)
 	if req.IsAck() {
 		p.forwardAck(req)

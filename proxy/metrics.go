@@ -37,6 +37,9 @@ type metrics struct {
 	// noted by another instance); byeIgnored the BYEs that moved no count.
 	dialogsEnded *prometheus.CounterVec
 	byeIgnored   *prometheus.CounterVec
+	// orderWaits and orderTimeouts: requests held for an earlier one of
+	// their dialog, and holds that ran out (sequence.go).
+	orderWaits, orderTimeouts prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -76,6 +79,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		sdpRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_sip_sdp_rejected_total", Help: "Messages whose SDP could not be anchored, by what was done (488, passed).",
 		}, []string{"action"}),
+		orderWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_order_waits_total", Help: "Requests held until an earlier request of their dialog was handed on.",
+		}),
+		orderTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_order_timeouts_total", Help: "Requests that stopped waiting for an earlier request of their dialog after 200 ms.",
+		}),
 	}
 	for _, meth := range knownMethods {
 		m.requests[meth] = reqVec.WithLabelValues(string(meth))
@@ -98,7 +107,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
 	}
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected} {
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.orderWaits, m.orderTimeouts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}

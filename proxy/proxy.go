@@ -77,7 +77,8 @@ type Proxy struct {
 	slog *slog.Logger // sipgo's logs, bridged to zerolog
 
 	dialogs dialogSet
-	media   Media // nil: media not anchored
+	seq     *sequencer // keeps each dialog's requests in arrival order
+	media   Media      // nil: media not anchored
 	wg      sync.WaitGroup
 }
 
@@ -121,6 +122,7 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 		p.closeListeners()
 		return nil, fmt.Errorf("proxy: create client: %w", err)
 	}
+	p.orderRequests()
 	p.srv.OnNoRoute(p.onRequest)
 	for _, method := range []sip.RequestMethod{sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER,
 		sip.OPTIONS, sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH} {
@@ -201,6 +203,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	go func() { errc <- p.srv.ServeUDP(p.udp) }()
 	go func() { errc <- p.srv.ServeTCP(p.tcp) }()
 	go p.dialogs.sweep(ctx, time.Minute)
+	go p.seq.sweep(ctx, time.Second)
 	p.log.Info().Str("listen", p.udp.LocalAddr().String()).Str("advertise", p.Addr()).Msg("SIP proxy listening (udp, tcp)")
 	select {
 	case <-ctx.Done():

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -34,8 +35,9 @@ import (
 // Version is reported in the Server header and logs.
 var Version = "dev"
 
-// Run starts sipedge and blocks until ctx is done or a part fails.
-func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
+// Run starts sipedge and blocks until ctx is done, a part fails, or a
+// signal of ctl (at most one) stopped it (lifecycle.go).
+func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Control) error {
 	redisAddr := cfg.Redis
 	if redisAddr == "" {
 		emb, err := embedredis.Start("127.0.0.1:6379")
@@ -176,9 +178,19 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		log.Info().Str("admin", adminSrv.Addr()).Msg("admin HTTP listening (/metrics /healthz /readyz /api/status)")
 		g.Go(func() error { return adminSrv.Serve(gctx) })
 	}
+	lc := &lifecycle{cfg: cfg, log: log.With().Str("component", "lifecycle").Logger(), admit: a, state: state,
+		dialogs: px.ActiveDialogs, trusted: func(n []netip.Prefix) { trust.set(newTrust(watcher, n)) },
+		beat: func() { _ = pub.Beat(gctx) }}
+	if mgr != nil {
+		lc.media = mgr
+	}
+	g.Go(func() error { return lc.run(gctx, firstControl(ctl)) })
 	log.Info().Str("instance", cfg.Name).Str("site", cfg.Site).Str("server", cfg.Server).
 		Str("sip", px.Addr()).Str("redis", redisAddr).Msg("sipedge started")
 	err = g.Wait()
+	if errors.Is(err, errStopped) {
+		err = nil
+	}
 	log.Info().Msg("sipedge stopped")
 	return err
 }
@@ -186,6 +198,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 // ready is /readyz: a deserviced instance (one that answers 503 to new
 // dialogs) tells HTTP load balancers to drain it too.
 func ready(v admission.InstanceVerdict) error {
+	if v.ShuttingDown {
+		return errors.New("shutting down")
+	}
 	if v.Reject {
 		return fmt.Errorf("deserviced by profile %s", strings.Join(v.Profiles, ","))
 	}

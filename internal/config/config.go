@@ -60,6 +60,8 @@ type Config struct {
 	PresenceTimeout        time.Duration `yaml:"presence_timeout" usage:"a participant silent this long is no longer present (keeps no conference alive)"`
 	GuestsOnlyTimeout      time.Duration `yaml:"guests_only_timeout" usage:"conference end after the last Host keeping it alive left (default of sipedge:settings)"`
 	LastParticipantTimeout time.Duration `yaml:"last_participant_timeout" usage:"conference end while one participant remains (0 = never; default of sipedge:settings)"`
+
+	ShutdownGrace time.Duration `yaml:"shutdown_grace" usage:"on SIGTERM, how long to wait for this instance's dialogs to end before exiting (0 = exit at once)"`
 }
 
 // Default returns the configuration used when nothing overrides it.
@@ -99,6 +101,7 @@ func Default() Config {
 		MediaTimeout:      60 * time.Second,
 		PresenceTimeout:   5 * time.Second,
 		GuestsOnlyTimeout: 60 * time.Second,
+		ShutdownGrace:     30 * time.Second,
 	}
 }
 
@@ -165,6 +168,7 @@ func (c Config) Validate() error {
 		{"presence_timeout", c.PresenceTimeout.String(), durRange(c.PresenceTimeout, 100*time.Millisecond, time.Hour)},
 		{"guests_only_timeout", c.GuestsOnlyTimeout.String(), durRange(c.GuestsOnlyTimeout, 0, 86400*time.Second)},
 		{"last_participant_timeout", c.LastParticipantTimeout.String(), backstop(c.LastParticipantTimeout)},
+		{"shutdown_grace", c.ShutdownGrace.String(), durRange(c.ShutdownGrace, 0, 24*time.Hour)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {

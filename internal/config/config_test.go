@@ -65,6 +65,8 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"trusted networks", []string{"--trusted-networks", "10.0.0.0/8,bogus"}, nil, "trusted_networks"},
 		{"media timeout zero", []string{"--media-timeout", "0s"}, nil, "media_timeout"},
 		{"backstop 30s", []string{"--last-participant-timeout", "30s"}, nil, "last_participant_timeout"},
+		{"negative shutdown grace", []string{"--shutdown-grace", "-1s"}, nil, "shutdown_grace"},
+		{"shutdown grace over a day", []string{"--shutdown-grace", "25h"}, nil, "shutdown_grace"},
 		{"guests only negative", nil, map[string]string{"SIPEDGE_GUESTS_ONLY_TIMEOUT": "-1s"}, "guests_only_timeout"},
 		{"route secret prev alone", []string{"--route-secret-prev", "old"}, nil, "route_secret_prev"},
 		{"node secret prev alone", nil, map[string]string{"SIPEDGE_NODE_SECRET_PREV": "old"}, "node_secret_prev"},
