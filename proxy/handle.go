@@ -12,6 +12,8 @@ import (
 // onRequest is the entry point of every request that starts a server
 // transaction (sipgo absorbs retransmissions and matched CANCELs itself).
 func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
+	p.seq.wait(req) // after every earlier request of its dialog (sequence.go)
+	defer p.seq.handedOn(req)
 	p.metrics.countRequest(req.Method)
 	if req.IsAck() {
 		p.forwardAck(req)
@@ -57,10 +59,10 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		// Answer at once so the caller stops retransmitting while Redis is asked.
 		p.reply(tx, req, 100, "Trying")
 	}
-	node, trusted := p.trust(req)
-	if trusted && req.IsInvite() {
+	node, trusted := p.trustNew(req)
+	if req.IsInvite() {
 		if conf := headerValue(req, hdrConference); conf != "" {
-			p.nodeCall(req, tx, node, conf)
+			p.nodeCall(req, tx, node, trusted, conf)
 			return
 		}
 	}
@@ -143,13 +145,13 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
 	}
 	next := p.nextHop(req, st)
-	if dl := p.dialogs.Get(callID(req)); dl != nil {
+	if dl := p.dialogs.Match(callID(req), fromTag(req), reqToTag(req)); dl != nil {
 		if cs := req.CSeq(); cs != nil {
 			dl.noteCSeq(fromCaller, cs.SeqNo)
 		}
 	}
 	info := fwdInfo{confID: st.ConfID, node: st.NodeName, instance: st.Instance, endsDialog: req.Method == sip.BYE,
-		fromCaller: fromCaller}
+		fromCaller: fromCaller, callerTag: st.FromTag}
 	p.forward(req, tx, out, next, info)
 }
 

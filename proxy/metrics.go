@@ -40,6 +40,14 @@ type metrics struct {
 	// dnsRefused counts DNS queries refused because dns_lookups is off.
 	dnsRefused prometheus.CounterFunc
 	dnsCount   atomic.Int64
+	trustMetrics
+	// dialogsEnded counts dialogs set up here that ended (by BYE here, or
+	// noted by another instance); byeIgnored the BYEs that moved no count.
+	dialogsEnded *prometheus.CounterVec
+	byeIgnored   *prometheus.CounterVec
+	// orderWaits and orderTimeouts: requests held for an earlier one of
+	// their dialog, and holds that ran out (sequence.go).
+	orderWaits, orderTimeouts prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -79,6 +87,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		sdpRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_sip_sdp_rejected_total", Help: "Messages whose SDP could not be anchored, by what was done (488, passed).",
 		}, []string{"action"}),
+		orderWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_order_waits_total", Help: "Requests held until an earlier request of their dialog was handed on.",
+		}),
+		orderTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_order_timeouts_total", Help: "Requests that stopped waiting for an earlier request of their dialog after 200 ms.",
+		}),
 	}
 	m.notSent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sipedge_sip_messages_not_sent_total", Help: "Messages sipedge did not send or relay, by reason (too_large, write_error, connection_gone, response_too_large, no_transport).",
@@ -99,7 +113,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.otherRequests = reqVec.WithLabelValues("other")
 	m.otherResp = classCounters(resVec, "other")
 	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.notSent, m.tcpClosed, m.tcpOpen, m.dnsRefused} {
+	if err := m.trustMetrics.register(reg); err != nil {
+		return nil, err
+	}
+	m.dialogsEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_dialogs_closed_total", Help: "Dialogs set up here that ended, by how the end was learnt (bye, elsewhere).",
+	}, []string{"how"})
+	m.byeIgnored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_dialogs_bye_ignored_total", Help: "BYEs that ended no dialog set up here, by reason (unknown, ended, refused).",
+	}, []string{"reason"})
+	for _, c := range []prometheus.Collector{m.dialogsEnded, m.byeIgnored} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register proxy metrics: %w", err)
+		}
+	}
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.orderWaits, m.orderTimeouts, m.notSent, m.tcpClosed, m.tcpOpen, m.dnsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
@@ -135,4 +163,34 @@ func (m *metrics) countResponse(res *sip.Response) {
 		}
 	}
 	cs[class].Inc()
+}
+
+// trustMetrics count what node trust (trust.go) and route secrets refuse.
+type trustMetrics struct {
+	// nodeAuthFailures counts X-Sipedge-* requests from a trusted address
+	// whose proof failed, by nodeauth.Reason.
+	nodeAuthFailures *prometheus.CounterVec
+	// nodeCallsRefused counts node calls answered 403, by reason.
+	nodeCallsRefused *prometheus.CounterVec
+	// routeOldSecret counts routes opened with a secret other than the
+	// current one: when it stops rising, the previous secret can go.
+	routeOldSecret prometheus.Counter
+}
+
+func (t *trustMetrics) register(reg prometheus.Registerer) error {
+	t.nodeAuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_node_auth_failures_total", Help: "Requests with X-Sipedge-* headers from a node or trusted network without valid X-Sipedge-Auth, by reason.",
+	}, []string{"reason"})
+	t.nodeCallsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_node_calls_refused_total", Help: "INVITEs with X-Sipedge-Conference answered 403 (no proof they come from a media node), by reason.",
+	}, []string{"reason"})
+	t.routeOldSecret = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sipedge_sip_route_old_secret_total", Help: "In-dialog requests whose route was made with a previous route secret (rotation).",
+	})
+	for _, c := range []prometheus.Collector{t.nodeAuthFailures, t.nodeCallsRefused, t.routeOldSecret} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register proxy trust metrics: %w", err)
+		}
+	}
+	return nil
 }

@@ -26,8 +26,8 @@ func newSlogBridge(log zerolog.Logger, m *metrics, parseFailed func(data, err st
 
 func (b *slogBridge) Enabled(_ context.Context, l slog.Level) bool {
 	// Errors always reach Handle: they are counted (and answered) even
-	// when the log level hides them.
-	return l >= slog.LevelError || b.log.GetLevel() <= zlevel(l)
+	// when the log level hides them; the global level changes on SIGHUP.
+	return l >= slog.LevelError || max(b.log.GetLevel(), zerolog.GlobalLevel()) <= zlevel(l)
 }
 
 func (b *slogBridge) Handle(_ context.Context, r slog.Record) error {

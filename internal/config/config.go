@@ -31,6 +31,11 @@ type Config struct {
 	RouteKey   string `yaml:"route_secret" usage:"secret signing Record-Route state (default: shared random key kept in Redis)"`
 	RetryAfter int    `yaml:"retry_after" usage:"Retry-After seconds on 503 answers (default of sipedge:settings retry_after)"`
 
+	RouteKeyPrev   string        `yaml:"route_secret_prev" usage:"previous route secret: its Record-Routes still route, none is made with it (rotation of a configured route_secret)"`
+	NodeSecret     string        `yaml:"node_secret" usage:"key media nodes sign X-Sipedge-Auth with (default: shared random key kept in Redis as <prefix>node_secret)"`
+	NodeSecretPrev string        `yaml:"node_secret_prev" usage:"previous node secret, still accepted (rotation of a configured node_secret)"`
+	NodeAuthWindow time.Duration `yaml:"node_auth_window" usage:"how far the timestamp of a node's X-Sipedge-Auth may be from this clock"`
+
 	DrainTimeout time.Duration `yaml:"drain_timeout" usage:"a node drain still holding calls after this ends them (0 = never; default of sipedge:settings drain_timeout)"`
 	DrainAction  string        `yaml:"drain_action" usage:"at drain timeout: bye (end the calls) or keep"`
 	SlowStart    time.Duration `yaml:"slow_start" usage:"a returning node's weight ramps from 0 to full over this (default of sipedge:settings slow_start)"`
@@ -44,6 +49,7 @@ type Config struct {
 	ConfTTL          time.Duration `yaml:"conf_ttl" usage:"expiry of a conference placement key (safety net when BYEs are lost)"`
 	RedisTimeout     time.Duration `yaml:"redis_timeout" usage:"timeout of one Redis call on the SIP path"`
 	StartupRetry     time.Duration `yaml:"startup_retry" usage:"how long to retry an unreachable Redis at start-up before giving up"`
+	EmptyRingGrace   time.Duration `yaml:"empty_ring_grace" usage:"a node set found empty (Redis restarted empty) keeps the last known ring this long, until nodes register again (0: empty at once)"`
 
 	MediaPorts      string `yaml:"media_ports" usage:"RTP relay port range MIN-MAX (MIN even); empty turns media anchoring off"`
 	MediaIP         string `yaml:"media_ip" usage:"IP the relay ports bind to (default: the listen host)"`
@@ -55,6 +61,7 @@ type Config struct {
 	GuestsOnlyTimeout      time.Duration `yaml:"guests_only_timeout" usage:"conference end after the last Host keeping it alive left (default of sipedge:settings)"`
 	LastParticipantTimeout time.Duration `yaml:"last_participant_timeout" usage:"conference end while one participant remains (0 = never; default of sipedge:settings)"`
 
+	ShutdownGrace        time.Duration `yaml:"shutdown_grace" usage:"on SIGTERM, how long to wait for this instance's dialogs to end before exiting (0 = exit at once)"`
 	MaxMessageSize       int           `yaml:"max_message_size" usage:"largest SIP message in bytes (requests above get 513, responses above are dropped); at most 65507"`
 	TCPHeaderTimeout     time.Duration `yaml:"tcp_header_timeout" usage:"a TCP message must arrive whole within this of its first byte (0 = no limit)"`
 	TCPIdleTimeout       time.Duration `yaml:"tcp_idle_timeout" usage:"a TCP connection with no traffic either way this long is closed (0 = never)"`
@@ -91,11 +98,15 @@ func Default() Config {
 		ConfTTL:          24 * time.Hour,
 		RedisTimeout:     250 * time.Millisecond,
 		StartupRetry:     10 * time.Second,
+		EmptyRingGrace:   30 * time.Second,
+
+		NodeAuthWindow: 30 * time.Second,
 
 		MediaPorts:        "30000-39999",
 		MediaTimeout:      60 * time.Second,
 		PresenceTimeout:   5 * time.Second,
 		GuestsOnlyTimeout: 60 * time.Second,
+		ShutdownGrace:     30 * time.Second,
 
 		MaxMessageSize:       65507,
 		TCPHeaderTimeout:     10 * time.Second,
@@ -156,14 +167,19 @@ func (c Config) Validate() error {
 		{"conf_ttl", c.ConfTTL.String(), durRange(c.ConfTTL, time.Second, 30*24*time.Hour)},
 		{"redis_timeout", c.RedisTimeout.String(), durRange(c.RedisTimeout, time.Millisecond, time.Minute)},
 		{"startup_retry", c.StartupRetry.String(), durRange(c.StartupRetry, 0, time.Hour)},
+		{"empty_ring_grace", c.EmptyRingGrace.String(), durRange(c.EmptyRingGrace, 0, time.Hour)},
 		{"media_ports", c.MediaPorts, portRange(c.MediaPorts)},
 		{"media_ip", c.MediaIP, optionalIP(c.MediaIP)},
 		{"media_advertise", c.MediaAdvertise, optionalIP(c.MediaAdvertise)},
 		{"trusted_networks", c.TrustedNetworks, cidrList(c.TrustedNetworks)},
+		{"route_secret_prev", hidden(c.RouteKeyPrev), previousSecret(c.RouteKeyPrev, c.RouteKey)},
+		{"node_secret_prev", hidden(c.NodeSecretPrev), previousSecret(c.NodeSecretPrev, c.NodeSecret)},
+		{"node_auth_window", c.NodeAuthWindow.String(), durRange(c.NodeAuthWindow, time.Second, 10*time.Minute)},
 		{"media_timeout", c.MediaTimeout.String(), durRange(c.MediaTimeout, time.Second, 86400*time.Second)},
 		{"presence_timeout", c.PresenceTimeout.String(), durRange(c.PresenceTimeout, 100*time.Millisecond, time.Hour)},
 		{"guests_only_timeout", c.GuestsOnlyTimeout.String(), durRange(c.GuestsOnlyTimeout, 0, 86400*time.Second)},
 		{"last_participant_timeout", c.LastParticipantTimeout.String(), backstop(c.LastParticipantTimeout)},
+		{"shutdown_grace", c.ShutdownGrace.String(), durRange(c.ShutdownGrace, 0, 24*time.Hour)},
 		{"max_message_size", strconv.Itoa(c.MaxMessageSize), intRange(c.MaxMessageSize, 1500, 65507)},
 		{"tcp_header_timeout", c.TCPHeaderTimeout.String(), durRange(c.TCPHeaderTimeout, 0, time.Hour)},
 		{"tcp_idle_timeout", c.TCPIdleTimeout.String(), durRange(c.TCPIdleTimeout, 0, 24*time.Hour)},
