@@ -77,6 +77,13 @@ func TestWire_LargeSDPOverUDP(t *testing.T) {
 			se := e.startSipedge("A", "--media-ports", ports)
 			e.startSippNodeWith("big", "node_uas_bigsdp.xml", "udp")
 			se.waitRing(t, 5*time.Second, "big")
+			_, metrics, err := se.get("/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, present := sumMetric(metrics, "sipedge_relay_ports_in_use", nil); present != (anchoring == "on") {
+				t.Fatalf("relay metrics present=%v with anchoring %s", present, anchoring)
+			}
 
 			res := runUAC(t, "bigans", uac{Scenario: "uac_call.xml", Target: se.sipAddr(),
 				Rows: callRows(se.sipAddr(), ids("w1-"+anchoring, 3)...), Rate: 10})

@@ -56,12 +56,13 @@ type limitListener struct {
 	lim tcpLimits
 
 	closing atomic.Bool
+	stop    chan struct{} // closed with the listener: lingering connections give up
 	mu      sync.Mutex
 	perIP   map[string]int
 }
 
 func newLimitListener(l net.Listener, p *Proxy, lim tcpLimits) *limitListener {
-	return &limitListener{Listener: l, p: p, lim: lim, perIP: make(map[string]int)}
+	return &limitListener{Listener: l, p: p, lim: lim, perIP: make(map[string]int), stop: make(chan struct{})}
 }
 
 // Accept never returns a refused connection (an error would stop sipgo's
@@ -91,7 +92,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 }
 
 func (l *limitListener) Close() error {
-	l.closing.Store(true)
+	if !l.closing.Swap(true) {
+		close(l.stop)
+	}
 	return l.Listener.Close()
 }
 
@@ -276,6 +279,8 @@ func (c *limitConn) linger() {
 		case <-t.C:
 			return
 		case <-c.done:
+			return
+		case <-c.l.stop:
 			return
 		}
 	}

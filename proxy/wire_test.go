@@ -347,3 +347,24 @@ func TestTopViaPort(t *testing.T) {
 		}
 	}
 }
+
+// A TCP message larger than one read (and than sipgo's default 32 kB
+// buffer), written in pieces, is framed whole and forwarded.
+func TestWire_TCPLargeMessageInPieces(t *testing.T) {
+	node := newPeer(t)
+	px, _ := startWireProxy(t, WireOptions{}, node.addr(), "udp")
+	c := dialTCP(t, px.Addr())
+	local := c.LocalAddr().String()
+	msg := withBody("INVITE sip:conf1@"+px.Addr()+" SIP/2.0\r\nVia: SIP/2.0/TCP "+local+";branch=z9hG4bK-big1\r\n"+
+		"From: <sip:a@x>;tag=1\r\nTo: <sip:conf1@x>\r\nCall-ID: tcp-big-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", 40000)
+	for i := 0; i < len(msg); i += 15000 {
+		if _, err := c.Write([]byte(msg[i:min(i+15000, len(msg))])); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	inv := node.recv("INVITE ")
+	if len(inv) < 40000 {
+		t.Fatalf("node got a %d-byte INVITE; want the whole 40 kB", len(inv))
+	}
+}
