@@ -46,6 +46,10 @@ func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 
 // newDialog handles an out-of-dialog request: admission picks the node.
 func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
+	if p.limitNewDialog(req, tx) {
+		return
+	}
+	defer p.newDialogDone(req)
 	if req.Method == sip.OPTIONS && req.Recipient.User == "" {
 		p.answerOptions(req, tx)
 		return
@@ -197,6 +201,7 @@ func (p *Proxy) nextHop(req *sip.Request, st routeState) hop {
 // forwardAck relays an ACK for a 2xx (a transaction of its own) statelessly.
 // ACKs for non-2xx never get here: their INVITE transaction absorbs them.
 func (p *Proxy) forwardAck(req *sip.Request) {
+	p.limitAcked(req)
 	st, n, err := p.ourRoute(req)
 	var next hop
 	out := req.Clone()

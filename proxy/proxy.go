@@ -43,6 +43,9 @@ type Options struct {
 	Instance    string    // this instance's name, carried in Record-Route state
 	Media       Media     // RTP anchoring; nil turns it off
 	Trust       TrustFunc // who may set X-Sipedge-* headers; nil trusts nobody
+
+	// Limits are the flood limits (limits.go).
+	Limits LimitOptions
 }
 
 // Proxy is a running SIP proxy.
@@ -68,6 +71,12 @@ type Proxy struct {
 	dialogs dialogSet
 	media   Media // nil: media not anchored
 	wg      sync.WaitGroup
+
+	// flood limits (limits.go, limits_hooks.go)
+	limits       *limiter
+	limitMetrics *limitMetrics
+	limitLogs    [numLimitReasons]*sampledLog
+	noAckLog     *sampledLog
 }
 
 // New binds the listeners (so a bad or busy address fails at start-up) and
@@ -81,6 +90,9 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 		return nil, err
 	}
 	p := &Proxy{opts: opts, admit: admit, log: log, metrics: m, signer: newRouteSigner(opts.RouteSecret), media: opts.Media}
+	if err := p.initLimits(reg); err != nil {
+		return nil, err
+	}
 	if err := p.listen(); err != nil {
 		return nil, err
 	}
@@ -89,7 +101,8 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 	p.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(p.advHost),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog),
+			sip.WithTransportLayerReadFilter(chainReadFilters(p.floodFilter))),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog)),
 	)
 	if err != nil {
@@ -187,6 +200,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	go func() { errc <- p.srv.ServeUDP(p.udp) }()
 	go func() { errc <- p.srv.ServeTCP(p.tcp) }()
 	go p.dialogs.sweep(ctx, time.Minute)
+	go p.runLimits(ctx)
 	p.log.Info().Str("listen", p.udp.LocalAddr().String()).Str("advertise", p.Addr()).Msg("SIP proxy listening (udp, tcp)")
 	select {
 	case <-ctx.Done():

@@ -73,6 +73,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	var trust lateTrust
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
 		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check}
+	popts.Limits = limitOptions(cfg)
 	if mgr != nil {
 		popts.Media = mgr
 	}
@@ -232,4 +233,14 @@ func (l *lateAdmitter) DialogStarted(ctx context.Context, confID, node, callID s
 
 func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, callID string) {
 	l.a.DialogEnded(ctx, confID, node, instance, callID)
+}
+
+// limitOptions are the proxy's flood limits from the config.
+func limitOptions(cfg config.Config) proxy.LimitOptions {
+	return proxy.LimitOptions{
+		SourceRate: cfg.SourceRate, SourceBurst: cfg.SourceBurst, SourceDropRate: cfg.SourceDropRate,
+		SourcePorts: cfg.SourcePorts, SourceHalfOpen: cfg.SourceHalfOpen,
+		MaxDialogs: cfg.MaxDialogs, MaxHalfOpen: cfg.MaxHalfOpen, MaxPortsPercent: cfg.MaxPortsPercent,
+		MaxHeapBytes: uint64(cfg.MaxHeapMB) << 20, RetryAfter: cfg.RetryAfter,
+	}
 }
