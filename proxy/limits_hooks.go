@@ -210,7 +210,7 @@ func (p *Proxy) endUnacked(ctx context.Context, id string) {
 	if ev := p.noAckLog.event(); ev != nil {
 		ev.Str("call_id", id).Dur("after", p.limits.opt.AckTimeout).Msg("2xx never ACKed: call ended (Timer H)")
 	}
-	if p.EndDialogs(ctx, func(d Dialog) bool { return d.CallID == id }, "no ACK") == 0 {
+	if p.EndDialogs(ctx, func(d Dialog) bool { return d.CallID == id }, "ACK timeout") == 0 {
 		p.mediaEnded(id)
 	}
 }

@@ -352,7 +352,7 @@ func TestTimerH_NodeGetsByeWhenTheCallerNeverACKs(t *testing.T) {
 	caller.recv("SIP/2.0 200")
 	// No ACK: after Timer H sipedge ends the call toward the node.
 	bye := node.recv("BYE ")
-	if !strings.Contains(bye, "noack-1") || !strings.Contains(bye, `text="no ACK"`) {
+	if !strings.Contains(bye, "noack-1") || !strings.Contains(bye, `text="ACK timeout"`) {
 		t.Fatalf("BYE to the node not for the unACKed call or without reason:\n%s", bye)
 	}
 	if got := testutil.ToFloat64(px.limitMetrics.ackTimeouts); got != 1 {

@@ -64,6 +64,12 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"media timeout zero", []string{"--media-timeout", "0s"}, nil, "media_timeout"},
 		{"backstop 30s", []string{"--last-participant-timeout", "30s"}, nil, "last_participant_timeout"},
 		{"guests only negative", nil, map[string]string{"SIPEDGE_GUESTS_ONLY_TIMEOUT": "-1s"}, "guests_only_timeout"},
+		{"source rate negative", []string{"--source-rate", "-1"}, nil, "source_rate"},
+		{"drop rate below source rate", []string{"--source-rate", "50", "--source-drop-rate", "10"}, nil, "source_drop_rate"},
+		{"source ports text", []string{"--source-ports", "many"}, nil, "source_ports"},
+		{"source halfopen negative", nil, map[string]string{"SIPEDGE_SOURCE_HALFOPEN": "-5"}, "source_halfopen"},
+		{"max ports percent over 100", []string{"--max-ports-percent", "101"}, nil, "max_ports_percent"},
+		{"max heap negative", []string{"--max-heap-mb", "-1"}, nil, "max_heap_mb"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
