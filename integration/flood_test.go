@@ -321,7 +321,7 @@ func TestFlood_20kInvitesPerSecond_OtherSourceUnharmed(t *testing.T) {
 
 // Near a global limit a new call gets 503 before any state exists: with
 // the relay range above max_ports_percent, the next INVITE is refused and
-// no port is bound for it; with the heap above max_heap_mb, every new
+// no port is bound for it; with the runtime's memory above max_memory_mb, every new
 // dialog is.
 func TestFlood_GlobalLimits_503BeforeState(t *testing.T) {
 	t.Run("ports", func(t *testing.T) {
@@ -354,7 +354,7 @@ func TestFlood_GlobalLimits_503BeforeState(t *testing.T) {
 		t.Errorf("no INVITE refused with the relay range above max_ports_percent")
 	})
 	t.Run("memory", func(t *testing.T) {
-		m := newMediaEnv(t, nil, []string{"--rtp=false"}, "--max-heap-mb", "1")
+		m := newMediaEnv(t, nil, []string{"--rtp=false"}, "--max-memory-mb", "1")
 		a, err := sipNewDialog(m.se.sipAddr(), "INVITE", "mem-1", 3*time.Second)
 		if err != nil {
 			t.Fatal(err)

@@ -31,11 +31,12 @@ type LimitOptions struct {
 	SourceHalfOpen int
 	// Near a global limit every new dialog gets 503 before any state is
 	// created: dialogs held here, half-open INVITEs, relay ports in use (a
-	// percentage of the range), Go heap bytes. 0 turns one off.
+	// percentage of the range), bytes the Go runtime holds (heap, stacks
+	// and the rest, less what it returned to the OS). 0 turns one off.
 	MaxDialogs      int
 	MaxHalfOpen     int
 	MaxPortsPercent int
-	MaxHeapBytes    uint64
+	MaxMemoryBytes  uint64
 	// RetryAfter is the Retry-After (seconds) of the limits' 503.
 	RetryAfter int
 	// AckTimeout is Timer H (64×T1 = 32 s): a call answered 2xx and not
@@ -126,7 +127,7 @@ type limiter struct {
 	calls    [limitShards]callShard
 	nsources atomic.Int64
 	halfOpen atomic.Int64
-	heap     atomic.Uint64 // Go heap bytes, sampled
+	memory   atomic.Uint64 // bytes the Go runtime holds, sampled
 }
 
 // newLimiter applies the defaults.
@@ -225,7 +226,7 @@ func (l *limiter) check(src netip.Addr, exempt, invite, dropCheck bool, now time
 	}
 	o := &l.opt
 	switch {
-	case o.MaxHeapBytes > 0 && l.heap.Load() >= o.MaxHeapBytes:
+	case o.MaxMemoryBytes > 0 && l.memory.Load() >= o.MaxMemoryBytes:
 		return nil, limitMemory
 	case o.MaxDialogs > 0 && g.dialogs >= o.MaxDialogs:
 		return nil, limitGlobalDialogs

@@ -16,7 +16,7 @@ import (
 // token bucket, caps.
 func BenchmarkLimitCheck(b *testing.B) {
 	l := newLimiter(LimitOptions{SourceRate: 1e9, SourceBurst: 1e9, SourceHalfOpen: 100, SourcePorts: 100,
-		MaxDialogs: 1e6, MaxHalfOpen: 1e6, MaxPortsPercent: 95, MaxHeapBytes: 1 << 40})
+		MaxDialogs: 1e6, MaxHalfOpen: 1e6, MaxPortsPercent: 95, MaxMemoryBytes: 1 << 40})
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {

@@ -169,12 +169,21 @@ func (p *Proxy) limitPortsFreed(id string) {
 }
 
 // runLimits owns the limits' timers until ctx ends: Timer H every 250 ms,
-// the heap sample every 250 ms, idle sources and lost ports every 10 s.
+// the memory sample every 250 ms, idle sources and lost ports every 10 s.
 func (p *Proxy) runLimits(ctx context.Context) {
 	if p.limits == nil {
 		return
 	}
-	sample := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	// Memory the runtime holds from the OS: close to RSS, and steady
+	// across GC cycles (the live heap alone swings by its GOGC headroom).
+	sample := []rtmetrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	readMemory := func() {
+		rtmetrics.Read(sample)
+		if sample[0].Value.Kind() == rtmetrics.KindUint64 && sample[1].Value.Kind() == rtmetrics.KindUint64 {
+			p.limits.memory.Store(sample[0].Value.Uint64() - sample[1].Value.Uint64())
+		}
+	}
+	readMemory() // before the first tick: the limit holds from the first request
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	var lastSweep time.Time
@@ -185,10 +194,7 @@ func (p *Proxy) runLimits(ctx context.Context) {
 		case <-t.C:
 		}
 		now := p.limits.opt.Clock()
-		rtmetrics.Read(sample)
-		if sample[0].Value.Kind() == rtmetrics.KindUint64 {
-			p.limits.heap.Store(sample[0].Value.Uint64())
-		}
+		readMemory()
 		for _, id := range p.limits.expired(now) {
 			p.endUnacked(ctx, id)
 		}

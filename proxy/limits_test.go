@@ -32,7 +32,7 @@ type step struct {
 	n       int
 	exempt  bool
 	g       globalUse
-	heap    uint64
+	memory  uint64
 	want    limitReason
 	wantHit bool // drop: want the datagram dropped
 }
@@ -42,8 +42,8 @@ func run(t *testing.T, l *limiter, steps []step) {
 	srcs := map[string]*source{}
 	for i, s := range steps {
 		now := t0.Add(s.at)
-		if s.heap > 0 {
-			l.heap.Store(s.heap)
+		if s.memory > 0 {
+			l.memory.Store(s.memory)
 		}
 		switch s.do {
 		case "check", "checkInvite":
@@ -179,9 +179,9 @@ func TestLimiter_Rules(t *testing.T) {
 			{do: "check", src: srcA, g: globalUse{portsInUse: 90, portsCap: 100}}, // no media: no ports
 			{do: "checkInvite", src: srcA}, // anchoring off
 		}},
-		{"memory: heap above the limit refuses new dialogs", LimitOptions{MaxHeapBytes: 1 << 30}, []step{
-			{do: "check", src: srcA, heap: 1<<30 - 1},
-			{do: "check", src: srcA, heap: 1 << 30, want: limitMemory},
+		{"memory: runtime memory above the limit refuses new dialogs", LimitOptions{MaxMemoryBytes: 1 << 30}, []step{
+			{do: "check", src: srcA, memory: 1<<30 - 1},
+			{do: "check", src: srcA, memory: 1 << 30, want: limitMemory},
 		}},
 	}
 	for _, c := range cases {

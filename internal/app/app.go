@@ -241,6 +241,6 @@ func limitOptions(cfg config.Config) proxy.LimitOptions {
 		SourceRate: cfg.SourceRate, SourceBurst: cfg.SourceBurst, SourceDropRate: cfg.SourceDropRate,
 		SourcePorts: cfg.SourcePorts, SourceHalfOpen: cfg.SourceHalfOpen,
 		MaxDialogs: cfg.MaxDialogs, MaxHalfOpen: cfg.MaxHalfOpen, MaxPortsPercent: cfg.MaxPortsPercent,
-		MaxHeapBytes: uint64(cfg.MaxHeapMB) << 20, RetryAfter: cfg.RetryAfter,
+		MaxMemoryBytes: uint64(cfg.MaxMemoryMB) << 20, RetryAfter: cfg.RetryAfter,
 	}
 }

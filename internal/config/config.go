@@ -64,7 +64,7 @@ type Config struct {
 	MaxDialogs      int `yaml:"max_dialogs" usage:"dialogs held by this instance above which new dialogs get 503 (0 = no limit)"`
 	MaxHalfOpen     int `yaml:"max_halfopen" usage:"half-open INVITE dialogs on this instance above which new ones get 503 (0 = no limit)"`
 	MaxPortsPercent int `yaml:"max_ports_percent" usage:"relay ports in use, in percent of media_ports, above which new calls get 503 (0 = no limit)"`
-	MaxHeapMB       int `yaml:"max_heap_mb" usage:"Go heap MiB above which new dialogs get 503 (0 = no limit)"`
+	MaxMemoryMB     int `yaml:"max_memory_mb" usage:"memory MiB the Go runtime holds (less what it returned to the OS) above which new dialogs get 503 (0 = no limit)"`
 }
 
 // Default returns the configuration used when nothing overrides it.
@@ -109,7 +109,7 @@ func Default() Config {
 		MaxDialogs:      100000,
 		MaxHalfOpen:     10000,
 		MaxPortsPercent: 95,
-		MaxHeapMB:       2048,
+		MaxMemoryMB:     2048,
 	}
 }
 
@@ -180,7 +180,7 @@ func (c Config) Validate() error {
 		{"max_dialogs", strconv.Itoa(c.MaxDialogs), intRange(c.MaxDialogs, 0, 10000000)},
 		{"max_halfopen", strconv.Itoa(c.MaxHalfOpen), intRange(c.MaxHalfOpen, 0, 10000000)},
 		{"max_ports_percent", strconv.Itoa(c.MaxPortsPercent), intRange(c.MaxPortsPercent, 0, 100)},
-		{"max_heap_mb", strconv.Itoa(c.MaxHeapMB), intRange(c.MaxHeapMB, 0, 1<<20)},
+		{"max_memory_mb", strconv.Itoa(c.MaxMemoryMB), intRange(c.MaxMemoryMB, 0, 1<<20)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {

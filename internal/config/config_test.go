@@ -69,7 +69,7 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"source ports text", []string{"--source-ports", "many"}, nil, "source_ports"},
 		{"source halfopen negative", nil, map[string]string{"SIPEDGE_SOURCE_HALFOPEN": "-5"}, "source_halfopen"},
 		{"max ports percent over 100", []string{"--max-ports-percent", "101"}, nil, "max_ports_percent"},
-		{"max heap negative", []string{"--max-heap-mb", "-1"}, nil, "max_heap_mb"},
+		{"max heap negative", []string{"--max-memory-mb", "-1"}, nil, "max_memory_mb"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
