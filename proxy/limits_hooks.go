@@ -195,8 +195,8 @@ func (p *Proxy) runLimits(ctx context.Context) {
 		}
 		now := p.limits.opt.Clock()
 		readMemory()
-		for _, id := range p.limits.expired(now) {
-			p.endUnacked(ctx, id)
+		if ids := p.limits.expired(now); len(ids) > 0 {
+			p.endUnacked(ctx, ids)
 		}
 		p.limitMetrics.halfOpen.Set(float64(p.limits.halfOpen.Load()))
 		if now.Sub(lastSweep) >= 10*time.Second {
@@ -209,15 +209,24 @@ func (p *Proxy) runLimits(ctx context.Context) {
 	}
 }
 
-// endUnacked ends a call answered 2xx and never ACKed (Timer H): BYE to
-// both legs, relay ports freed, participant gone.
-func (p *Proxy) endUnacked(ctx context.Context, id string) {
-	p.limitMetrics.ackTimeouts.Inc()
-	if ev := p.noAckLog.event(); ev != nil {
-		ev.Str("call_id", id).Dur("after", p.limits.opt.AckTimeout).Msg("2xx never ACKed: call ended (Timer H)")
+// endUnacked ends calls answered 2xx and never ACKed (Timer H): BYE to
+// both legs, relay ports freed, participant gone. One pass over the
+// dialogs for all of them: a flood expires many at once.
+func (p *Proxy) endUnacked(ctx context.Context, ids []string) {
+	held := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		p.limitMetrics.ackTimeouts.Inc()
+		if ev := p.noAckLog.event(); ev != nil {
+			ev.Str("call_id", id).Dur("after", p.limits.opt.AckTimeout).Msg("2xx never ACKed: call ended (Timer H)")
+		}
+		if p.dialogs.Get(id) == nil {
+			p.mediaEnded(id) // ended meanwhile, or never a dialog here: free what is left
+			continue
+		}
+		held[id] = true
 	}
-	if p.EndDialogs(ctx, func(d Dialog) bool { return d.CallID == id }, "ACK timeout") == 0 {
-		p.mediaEnded(id)
+	if len(held) > 0 {
+		p.EndDialogs(ctx, func(d Dialog) bool { return held[d.CallID] }, "ACK timeout")
 	}
 }
 
