@@ -370,3 +370,38 @@ func TestFlood_GlobalLimits_503BeforeState(t *testing.T) {
 		}
 	})
 }
+
+// A source holding its relay-port allowance gets 503 for its next call
+// until one of its calls ends and gives its ports back.
+func TestFlood_SourcePortsCap_503UntilFreed(t *testing.T) {
+	m := newMediaEnv(t, nil, []string{"--rtp=false"}, "--source-ports", "8", "--retry-after", "3")
+	first := m.join("first", "sp-1") // 4 ports each
+	second := m.join("second", "sp-2")
+	defer func() { _ = second.hangup() }()
+	a, err := sipNewDialog(m.se.sipAddr(), "INVITE", "sp-3", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Code != 503 || !strings.Contains(a.Reason, "source_ports") || a.Header("retry-after") != "3" {
+		t.Fatalf("third call answered %d %q (Retry-After %q), want 503 source_ports with Retry-After 3",
+			a.Code, a.Reason, a.Header("retry-after"))
+	}
+	if n, _, _ := mediaUse(m.se); n != 8 {
+		t.Errorf("%d relay ports in use after the refusal, want the 8 of the two calls", n)
+	}
+	if got := m.se.metricOr0(t, "sipedge_proxy_limited_total", map[string]string{"reason": "source_ports"}); got != 1 {
+		t.Errorf("source_ports counted %v, want 1", got)
+	}
+	if err := first.hangup(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "first call's ports freed", func() string {
+		if n, _, err := mediaUse(m.se); err != nil || n != 4 {
+			return fmt.Sprintf("%d ports in use (%v)", n, err)
+		}
+		return ""
+	})
+	if a, err := sipNewDialog(m.se.sipAddr(), "INVITE", "sp-4", 3*time.Second); err != nil || a.Code != 200 {
+		t.Errorf("call after the ports came back: %d %q, %v; want 200", a.Code, a.Reason, err)
+	}
+}
