@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -384,5 +385,59 @@ func TestTimerH_ACKedCallIsNotEnded(t *testing.T) {
 	}
 	if n := px.ActiveDialogs(); n != 1 {
 		t.Errorf("%d dialogs held, want the ACKed one", n)
+	}
+}
+
+// Calls from many goroutines, ending every way a call ends, leave no
+// half-open count, no charged port and no record behind.
+func TestLimiter_ConcurrentCallsLeaveNothing(t *testing.T) {
+	l := newLimiter(LimitOptions{SourceRate: 1e6, SourceBurst: 1e6, SourceHalfOpen: 1e6, SourcePorts: 1e6})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := netip.AddrFrom4([4]byte{10, 0, 0, byte(g % 3)})
+			for i := range 2000 {
+				id := fmt.Sprintf("g%d-%d", g, i)
+				s, why := l.check(src, false, true, false, t0, globalUse{})
+				if why != limitNone {
+					t.Errorf("refused: %v", why)
+					return
+				}
+				l.begin(id, s)
+				l.chargePorts(id, 4)
+				switch i % 3 {
+				case 0: // refused by the node: ports freed, then the transaction ends
+					l.freePorts(id)
+					l.settle(id, false, t0)
+				case 1: // answered and ACKed, later hung up
+					l.settle(id, true, t0)
+					l.acked(id)
+					l.freePorts(id)
+				case 2: // answered, never ACKed: Timer H, then media freed
+					l.settle(id, true, t0)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, id := range l.expired(t0.Add(timerH)) {
+		l.freePorts(id)
+	}
+	if n := l.halfOpen.Load(); n != 0 {
+		t.Errorf("half-open left: %d", n)
+	}
+	for i := range l.calls {
+		if n := len(l.calls[i].m); n != 0 {
+			t.Fatalf("shard %d keeps %d records", i, n)
+		}
+	}
+	for i := range l.sources {
+		for a, s := range l.sources[i].m {
+			if s.halfOpen.Load() != 0 || s.ports.Load() != 0 {
+				t.Errorf("source %v: %d half-open, %d ports", a, s.halfOpen.Load(), s.ports.Load())
+			}
+		}
 	}
 }
