@@ -405,3 +405,51 @@ func TestFlood_SourcePortsCap_503UntilFreed(t *testing.T) {
 		t.Errorf("call after the ports came back: %d %q, %v; want 200", a.Code, a.Reason, err)
 	}
 }
+
+// An INVITE with a To tag sent to sipedge's own address is routed by
+// placement (for UAs that ignore Record-Route); one for a call not
+// anchored here opens relay ports like a new call, so it meets the same
+// limits, and the ports are freed when the node refuses it (481).
+func TestFlood_ForgedInDialogInvites_LimitedLikeNewCalls(t *testing.T) {
+	m := newMediaEnv(t, nil, []string{"--rtp=false"}, "--source-rate", "1", "--source-burst", "2")
+	c, err := net.Dial("udp", m.se.sipAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := c.LocalAddr().String()
+	codes := map[int]int{}
+	buf := make([]byte, 65535)
+	for i := range 5 {
+		id := fmt.Sprintf("forged-%d-%s", i, svcTag())
+		req := newDialogRequest("INVITE", m.se.sipAddr(), local, "forged-conf", id, svcTag(), svcTag())
+		req = strings.Replace(req, "To: <sip:forged-conf@"+m.se.sipAddr()+">", "To: <sip:forged-conf@"+m.se.sipAddr()+">;tag=forged", 1)
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("INVITE %d: no final answer: %v", i, err)
+			}
+			a, err := parseSIPResponse(buf[:n])
+			if err == nil && a.CallID == id && a.Code >= 200 {
+				codes[a.Code]++
+				break
+			}
+		}
+	}
+	if codes[481] != 2 || codes[503] != 3 {
+		t.Errorf("answers %v, want 2 x 481 (the node knows no such dialog) and 3 x 503 (source_rate)", codes)
+	}
+	if got := m.se.metricOr0(t, "sipedge_proxy_limited_total", map[string]string{"reason": "source_rate"}); got != 3 {
+		t.Errorf("source_rate counted %v, want 3", got)
+	}
+	eventually(t, 3*time.Second, "no relay port left by refused INVITEs", func() string {
+		if n, s, err := mediaUse(m.se); err != nil || n != 0 || s != 0 {
+			return fmt.Sprintf("%d ports, %d sessions (%v)", n, s, err)
+		}
+		return ""
+	})
+}

@@ -160,6 +160,11 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 // way as for the INVITE. The destination is still one sipedge chose.
 func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) {
 	p.metrics.placementRouted.Inc()
+	tx, refused := p.limitPlacement(req, tx)
+	if refused {
+		return
+	}
+	defer p.placementDone(req, tx)
 	v := p.admit.Admit(context.Background(), admission.Request{Method: string(req.Method), CallID: callID(req), ConfID: req.Recipient.User})
 	if !v.Admit {
 		p.reply(tx, req, 404, "Not Here")
@@ -172,6 +177,7 @@ func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) 
 		p.rejectSDP(tx, req, err)
 		return
 	}
+	p.limitPortsOpened(callID(req))
 	info := fwdInfo{confID: req.Recipient.User, node: v.Node.Name, instance: p.opts.Instance, endsDialog: req.Method == sip.BYE,
 		fromCaller: true}
 	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}, info)

@@ -340,7 +340,9 @@ func (l *limiter) acked(id string) {
 	sh.mu.Unlock()
 }
 
-// chargePorts charges n relay ports opened for id to its source.
+// chargePorts records that id holds n relay ports, charged to its
+// source: setting, not adding, so a later offer that opened more streams
+// is charged once, whoever asks.
 func (l *limiter) chargePorts(id string, n int) {
 	if l == nil || n <= 0 {
 		return
@@ -348,10 +350,10 @@ func (l *limiter) chargePorts(id string, n int) {
 	sh := l.callShard(id)
 	sh.mu.Lock()
 	if rec := sh.m[id]; rec != nil {
-		rec.ports += int64(n)
 		if rec.src != nil {
-			rec.src.ports.Add(int64(n))
+			rec.src.ports.Add(int64(n) - rec.ports)
 		}
+		rec.ports = int64(n)
 	}
 	sh.mu.Unlock()
 }

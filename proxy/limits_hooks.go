@@ -136,6 +136,53 @@ func (p *Proxy) limitNewDialog(req *sip.Request, tx sip.ServerTransaction) bool 
 	return true
 }
 
+// limitPlacement is inDialogByPlacement's hook. An INVITE there (a UA
+// that ignores Record-Route, or anyone adding a To tag) whose Call-ID has
+// no media here opens relay ports like a new call: it passes the same
+// limits, its ports are charged to its source (limitPortsOpened), and
+// placementDone frees them unless it was answered 2xx. The transaction
+// returned records the final status; refused means it was answered.
+func (p *Proxy) limitPlacement(req *sip.Request, tx sip.ServerTransaction) (sip.ServerTransaction, bool) {
+	pu, ok := p.media.(portUser)
+	if !ok || !req.IsInvite() || !hasSDP(req) || pu.CallPorts(callID(req)) > 0 {
+		return tx, false
+	}
+	if p.limitNewDialog(req, tx) {
+		return tx, true
+	}
+	return &placementTx{ServerTransaction: tx}, false
+}
+
+// placementTx is a server transaction that remembers its final status.
+type placementTx struct {
+	sip.ServerTransaction
+	code atomic.Int32
+}
+
+func (t *placementTx) Respond(res *sip.Response) error {
+	if res.StatusCode >= 200 {
+		t.code.CompareAndSwap(0, int32(res.StatusCode))
+	}
+	return t.ServerTransaction.Respond(res)
+}
+
+// placementDone ends what limitPlacement began: not answered 2xx (a
+// forged or stale "in-dialog" INVITE the node refused), the media it
+// opened is freed at once; answered, it waits for its ACK like a new call.
+func (p *Proxy) placementDone(req *sip.Request, tx sip.ServerTransaction) {
+	pt, ok := tx.(*placementTx)
+	if !ok {
+		return
+	}
+	id := callID(req)
+	answered := pt.code.Load()/100 == 2
+	p.limits.settle(id, answered, p.limits.opt.Clock())
+	if !answered {
+		p.mediaEnded(id)
+	}
+	p.limitMetrics.halfOpen.Set(float64(p.limits.halfOpen.Load()))
+}
+
 // newDialogDone runs when newDialog returns: an INVITE's transaction is
 // over. Answered 2xx, the dialog stays half-open until its ACK or Timer H.
 func (p *Proxy) newDialogDone(req *sip.Request) {
