@@ -38,13 +38,9 @@ func TestDecide_ShuttingDownTurnsAwayOnlyNewDialogs(t *testing.T) {
 	}
 }
 
-type fixedCluster struct{ c *Cluster }
-
-func (f fixedCluster) Cluster() *Cluster { return f.c }
-
 func TestAdmitter_SetShuttingDown(t *testing.T) {
 	c := &Cluster{Profiles: map[string]Profile{}, Exceptions: map[string]bool{}, Instances: map[string]Instance{}}
-	a := &Admitter{cluster: fixedCluster{c}, opts: Options{Self: Self{Name: "a", Site: "s", Server: "h"}, Now: time.Now,
+	a := &Admitter{cluster: &fixedCluster{c}, opts: Options{Self: Self{Name: "a", Site: "s", Server: "h"}, Now: time.Now,
 		HeartbeatTimeout: time.Second}, log: zerolog.Nop()}
 	if v := a.Instance(); v.Reject || v.ShuttingDown || InstanceState(v, 2) != "normal" {
 		t.Fatalf("before: %+v", v)

@@ -102,6 +102,15 @@ func (d *dialogSet) Add(dl *dialog) bool {
 	return !dup
 }
 
+// HasCall reports whether any dialog of callID is held here (the flood
+// limits ask it of an INVITE whose transaction ended: answered or not).
+func (d *dialogSet) HasCall(callID string) bool {
+	s := &d.shards[d.shard(callID)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.items[callID]) > 0
+}
+
 // Match finds the dialog a request belongs to from its Call-ID, From tag
 // and To tag, whichever side sent it; nil if none is held here. It
 // allocates nothing: it runs for every in-dialog request.

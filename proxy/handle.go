@@ -51,6 +51,10 @@ func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 
 // newDialog handles an out-of-dialog request: admission picks the node.
 func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
+	if p.limitNewDialog(req, tx) {
+		return
+	}
+	defer p.newDialogDone(req)
 	if req.Method == sip.OPTIONS && req.Recipient.User == "" {
 		p.answerOptions(req, tx)
 		return
@@ -161,6 +165,11 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 // way as for the INVITE. The destination is still one sipedge chose.
 func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) {
 	p.metrics.placementRouted.Inc()
+	tx, refused := p.limitPlacement(req, tx)
+	if refused {
+		return
+	}
+	defer p.placementDone(req, tx)
 	v := p.admit.Admit(context.Background(), admission.Request{Method: string(req.Method), CallID: callID(req), ConfID: req.Recipient.User})
 	if !v.Admit {
 		p.reply(tx, req, 404, "Not Here")
@@ -173,6 +182,7 @@ func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) 
 		p.rejectSDP(tx, req, err)
 		return
 	}
+	p.limitPortsOpened(callID(req))
 	info := fwdInfo{confID: req.Recipient.User, node: v.Node.Name, instance: p.opts.Instance, endsDialog: req.Method == sip.BYE,
 		fromCaller: true}
 	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}, info)
@@ -202,6 +212,7 @@ func (p *Proxy) nextHop(req *sip.Request, st routeState) hop {
 // forwardAck relays an ACK for a 2xx (a transaction of its own) statelessly.
 // ACKs for non-2xx never get here: their INVITE transaction absorbs them.
 func (p *Proxy) forwardAck(req *sip.Request) {
+	p.limitAcked(req)
 	st, n, err := p.ourRoute(req)
 	var next hop
 	out := req.Clone()

@@ -154,6 +154,7 @@ func (p *Proxy) openMedia(tx sip.ServerTransaction, req, out *sip.Request, info 
 		p.rejectSDP(tx, req, err)
 		return false
 	}
+	p.limitPortsOpened(id)
 	return true
 }
 
@@ -180,6 +181,7 @@ func warningText(s string) string {
 func (p *Proxy) mediaEnded(id string) {
 	if p.media != nil {
 		p.media.Ended(id)
+		p.limitPortsFreed(id)
 	}
 }
 

@@ -54,6 +54,8 @@ type Options struct {
 	OldRouteSecrets []string      // also accepted on decode, never used to encode (rotation)
 	NodeSecrets     []string      // keys of nodes' X-Sipedge-Auth proofs; empty: no node call over UDP
 	NodeAuthWindow  time.Duration // how far a proof's timestamp may be off (0: 30 s)
+	// Limits are the flood limits (limits.go).
+	Limits LimitOptions
 }
 
 // Proxy is a running SIP proxy.
@@ -84,6 +86,12 @@ type Proxy struct {
 	seq     *sequencer // keeps each dialog's requests in arrival order
 	media   Media      // nil: media not anchored
 	wg      sync.WaitGroup
+
+	// flood limits (limits.go, limits_hooks.go)
+	limits       *limiter
+	limitMetrics *limitMetrics
+	limitLogs    [numLimitReasons]*sampledLog
+	noAckLog     *sampledLog
 }
 
 // New binds the listeners (so a bad or busy address fails at start-up) and
@@ -100,6 +108,9 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 	if err := p.initTrust(); err != nil {
 		return nil, err
 	}
+	if err := p.initLimits(reg); err != nil {
+		return nil, err
+	}
 	if err := p.listen(); err != nil {
 		return nil, err
 	}
@@ -109,7 +120,8 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 	p.ua, err = sipgo.NewUA(append(uaOpts,
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(p.advHost),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog),
+			sip.WithTransportLayerReadFilter(chainReadFilters(p.floodFilter))),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog)),
 	)...)
 	if err != nil {
@@ -209,6 +221,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	go func() { errc <- p.srv.ServeTCP(p.tcp) }()
 	go p.dialogs.sweep(ctx, time.Minute)
 	go p.seq.sweep(ctx, time.Second)
+	go p.runLimits(ctx)
 	p.log.Info().Str("listen", p.udp.LocalAddr().String()).Str("advertise", p.Addr()).Msg("SIP proxy listening (udp, tcp)")
 	select {
 	case <-ctx.Done():

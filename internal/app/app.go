@@ -82,6 +82,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check,
 		Wire: wireOptions(cfg)}
 	tsec.apply(&popts)
+	popts.Limits = limitOptions(cfg)
 	if mgr != nil {
 		popts.Media = mgr
 	}
@@ -277,4 +278,14 @@ func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, 
 
 func (l *lateAdmitter) DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string) {
 	l.a.DialogEndedElsewhere(ctx, owner, confID, node, callID, key)
+}
+
+// limitOptions are the proxy's flood limits from the config.
+func limitOptions(cfg config.Config) proxy.LimitOptions {
+	return proxy.LimitOptions{
+		SourceRate: cfg.SourceRate, SourceBurst: cfg.SourceBurst, SourceDropRate: cfg.SourceDropRate,
+		SourcePorts: cfg.SourcePorts, SourceHalfOpen: cfg.SourceHalfOpen,
+		MaxDialogs: cfg.MaxDialogs, MaxHalfOpen: cfg.MaxHalfOpen, MaxPortsPercent: cfg.MaxPortsPercent,
+		MaxMemoryBytes: uint64(cfg.MaxMemoryMB) << 20, RetryAfter: cfg.RetryAfter,
+	}
 }

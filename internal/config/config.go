@@ -61,7 +61,19 @@ type Config struct {
 	GuestsOnlyTimeout      time.Duration `yaml:"guests_only_timeout" usage:"conference end after the last Host keeping it alive left (default of sipedge:settings)"`
 	LastParticipantTimeout time.Duration `yaml:"last_participant_timeout" usage:"conference end while one participant remains (0 = never; default of sipedge:settings)"`
 
-	ShutdownGrace        time.Duration `yaml:"shutdown_grace" usage:"on SIGTERM, how long to wait for this instance's dialogs to end before exiting (0 = exit at once)"`
+	ShutdownGrace time.Duration `yaml:"shutdown_grace" usage:"on SIGTERM, how long to wait for this instance's dialogs to end before exiting (0 = exit at once)"`
+
+	// Flood limits (README "Floods and exhaustion").
+	SourceRate      int `yaml:"source_rate" usage:"new dialogs a second one source IP may start before 503 (0 turns per-source limits off; media nodes and trusted_networks are exempt)"`
+	SourceBurst     int `yaml:"source_burst" usage:"new dialogs one source IP may start at once (0 = source_rate)"`
+	SourceDropRate  int `yaml:"source_drop_rate" usage:"INVITEs a second from one source IP above which they are dropped unanswered (0 = 5 x source_rate)"`
+	SourcePorts     int `yaml:"source_ports" usage:"relay ports the calls of one source IP may hold before 503 (0 = no cap)"`
+	SourceHalfOpen  int `yaml:"source_halfopen" usage:"half-open INVITE dialogs (unanswered, or 2xx not ACKed) one source IP may hold before 503 (0 = no cap)"`
+	MaxDialogs      int `yaml:"max_dialogs" usage:"dialogs held by this instance above which new dialogs get 503 (0 = no limit)"`
+	MaxHalfOpen     int `yaml:"max_halfopen" usage:"half-open INVITE dialogs on this instance above which new ones get 503 (0 = no limit)"`
+	MaxPortsPercent int `yaml:"max_ports_percent" usage:"relay ports in use, in percent of media_ports, above which new calls get 503 (0 = no limit)"`
+	MaxMemoryMB     int `yaml:"max_memory_mb" usage:"memory MiB the Go runtime holds (less what it returned to the OS) above which new dialogs get 503 (0 = no limit)"`
+
 	MaxMessageSize       int           `yaml:"max_message_size" usage:"largest SIP message in bytes (requests above get 513, responses above are dropped); at most 65507"`
 	TCPHeaderTimeout     time.Duration `yaml:"tcp_header_timeout" usage:"a TCP message must arrive whole within this of its first byte (0 = no limit)"`
 	TCPIdleTimeout       time.Duration `yaml:"tcp_idle_timeout" usage:"a TCP connection with no traffic either way this long is closed (0 = never)"`
@@ -107,6 +119,15 @@ func Default() Config {
 		PresenceTimeout:   5 * time.Second,
 		GuestsOnlyTimeout: 60 * time.Second,
 		ShutdownGrace:     30 * time.Second,
+
+		SourceRate:      100,
+		SourceBurst:     200,
+		SourcePorts:     2000,
+		SourceHalfOpen:  100,
+		MaxDialogs:      100000,
+		MaxHalfOpen:     10000,
+		MaxPortsPercent: 95,
+		MaxMemoryMB:     2048,
 
 		MaxMessageSize:       65507,
 		TCPHeaderTimeout:     10 * time.Second,
@@ -180,6 +201,16 @@ func (c Config) Validate() error {
 		{"guests_only_timeout", c.GuestsOnlyTimeout.String(), durRange(c.GuestsOnlyTimeout, 0, 86400*time.Second)},
 		{"last_participant_timeout", c.LastParticipantTimeout.String(), backstop(c.LastParticipantTimeout)},
 		{"shutdown_grace", c.ShutdownGrace.String(), durRange(c.ShutdownGrace, 0, 24*time.Hour)},
+		{"source_rate", strconv.Itoa(c.SourceRate), intRange(c.SourceRate, 0, 1000000)},
+		{"source_burst", strconv.Itoa(c.SourceBurst), intRange(c.SourceBurst, 0, 1000000)},
+		{"source_drop_rate", strconv.Itoa(c.SourceDropRate), dropRate(c.SourceDropRate, c.SourceRate)},
+		{"source_ports", strconv.Itoa(c.SourcePorts), intRange(c.SourcePorts, 0, 65536)},
+		{"source_halfopen", strconv.Itoa(c.SourceHalfOpen), intRange(c.SourceHalfOpen, 0, 1000000)},
+		{"max_dialogs", strconv.Itoa(c.MaxDialogs), intRange(c.MaxDialogs, 0, 10000000)},
+		{"max_halfopen", strconv.Itoa(c.MaxHalfOpen), intRange(c.MaxHalfOpen, 0, 10000000)},
+		{"max_ports_percent", strconv.Itoa(c.MaxPortsPercent), intRange(c.MaxPortsPercent, 0, 100)},
+		{"max_memory_mb", strconv.Itoa(c.MaxMemoryMB), intRange(c.MaxMemoryMB, 0, 1<<20)},
+
 		{"max_message_size", strconv.Itoa(c.MaxMessageSize), intRange(c.MaxMessageSize, 1500, 65507)},
 		{"tcp_header_timeout", c.TCPHeaderTimeout.String(), durRange(c.TCPHeaderTimeout, 0, time.Hour)},
 		{"tcp_idle_timeout", c.TCPIdleTimeout.String(), durRange(c.TCPIdleTimeout, 0, 24*time.Hour)},
@@ -263,6 +294,18 @@ func intRange(v, lo, hi int) error {
 func durRange(v, lo, hi time.Duration) error {
 	if v < lo || v > hi {
 		return fmt.Errorf("%w: want %s..%s", errRange, lo, hi)
+	}
+	return nil
+}
+
+// dropRate checks source_drop_rate: the hard threshold lies at or above
+// the rate that is answered 503 (0 picks 5 x source_rate).
+func dropRate(v, rate int) error {
+	if err := intRange(v, 0, 10000000); err != nil {
+		return err
+	}
+	if v > 0 && v < rate {
+		return fmt.Errorf("%w: below source_rate %d", errRange, rate)
 	}
 	return nil
 }

@@ -72,6 +72,12 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"node secret prev alone", nil, map[string]string{"SIPEDGE_NODE_SECRET_PREV": "old"}, "node_secret_prev"},
 		{"node auth window zero", []string{"--node-auth-window", "0s"}, nil, "node_auth_window"},
 		{"node auth window an hour", []string{"--node-auth-window", "1h"}, nil, "node_auth_window"},
+		{"source rate negative", []string{"--source-rate", "-1"}, nil, "source_rate"},
+		{"drop rate below source rate", []string{"--source-rate", "50", "--source-drop-rate", "10"}, nil, "source_drop_rate"},
+		{"source ports text", []string{"--source-ports", "many"}, nil, "source_ports"},
+		{"source halfopen negative", nil, map[string]string{"SIPEDGE_SOURCE_HALFOPEN": "-5"}, "source_halfopen"},
+		{"max ports percent over 100", []string{"--max-ports-percent", "101"}, nil, "max_ports_percent"},
+		{"max heap negative", []string{"--max-memory-mb", "-1"}, nil, "max_memory_mb"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
