@@ -32,6 +32,8 @@ type metrics struct {
 	// strippedHeaders counts X-Sipedge-* headers removed from untrusted sources.
 	strippedHeaders prometheus.Counter
 	sdpRejected     *prometheus.CounterVec
+	failovers       *prometheus.CounterVec
+	failoverLate    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -71,6 +73,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		sdpRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_sip_sdp_rejected_total", Help: "Messages whose SDP could not be anchored, by what was done (488, passed).",
 		}, []string{"action"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_proxy_failover_total", Help: "New calls retried on the next node of the ring, by why their node failed them (timeout, transport, 408, 5xx).",
+		}, []string{"reason"}),
+		failoverLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_proxy_failover_late_answers_total", Help: "2xx answers on a branch no longer relayed (after failover or the caller's CANCEL), ended with ACK and BYE.",
+		}),
+	}
+	for _, reason := range []string{failTimeout, failTransport, fail408, fail5xx} {
+		m.failovers.WithLabelValues(reason)
 	}
 	for _, meth := range knownMethods {
 		m.requests[meth] = reqVec.WithLabelValues(string(meth))
@@ -79,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.otherRequests = reqVec.WithLabelValues("other")
 	m.otherResp = classCounters(resVec, "other")
 	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected} {
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.failovers, m.failoverLate} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}

@@ -43,6 +43,13 @@ type Options struct {
 	Instance    string    // this instance's name, carried in Record-Route state
 	Media       Media     // RTP anchoring; nil turns it off
 	Trust       TrustFunc // who may set X-Sipedge-* headers; nil trusts nobody
+
+	// A new INVITE whose node gives no response other than 100 within
+	// FailoverTimeout (0: DefaultFailoverTimeout), cannot be reached, or
+	// answers 408 or 5xx, is retried on the next node of the ring, at most
+	// FailoverAttempts times (0: never). The Admitter must be a Failoverer.
+	FailoverAttempts int
+	FailoverTimeout  time.Duration
 }
 
 // Proxy is a running SIP proxy.
