@@ -72,7 +72,8 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	}
 	var trust lateTrust
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
-		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check}
+		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check,
+		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout}
 	if mgr != nil {
 		popts.Media = mgr
 	}
@@ -94,7 +95,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		ResyncInterval: cfg.ResyncInterval,
 		Policy:         state,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
-			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp},
+			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp, SuspectHold: cfg.SuspectHold},
 	}, px.Pinger(), log.With().Str("component", "ring").Logger(), reg)
 	if err != nil {
 		return err
@@ -232,4 +233,8 @@ func (l *lateAdmitter) DialogStarted(ctx context.Context, confID, node, callID s
 
 func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, callID string) {
 	l.a.DialogEnded(ctx, confID, node, instance, callID)
+}
+
+func (l *lateAdmitter) Failover(ctx context.Context, r admission.Request, failed string, tried []string) admission.Verdict {
+	return l.a.Failover(ctx, r, failed, tried)
 }
