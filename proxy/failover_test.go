@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -267,5 +268,29 @@ func TestFailover_CallerCancelBeforeAnyAnswer_NoRetry(t *testing.T) {
 	}
 	if got := r.adm.failovers(); len(got) != 0 {
 		t.Errorf("failovers %v after CANCEL", got)
+	}
+}
+
+// A node over TCP that refuses the connection fails at once: the call
+// moves on without waiting for the failover timeout.
+func TestFailover_UnreachableTCPNode_RetriedAtOnce(t *testing.T) {
+	r := newFailoverRig(t, 2, 2)
+	r.px.opts.FailoverTimeout = time.Minute // only a transport error can move it in time
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close() // nothing listens there any more: connect is refused
+	r.adm.nodes[0] = ring.Node{Name: "n1", Addr: closed, Transport: "tcp"}
+	r.caller.send(r.px.Addr(), invite(r.caller, "sip:conf1@"+r.px.Addr(), "fo-tcp", "z9hG4bK-fotcp", 70))
+	inv := r.nodes[1].recv("INVITE ")
+	r.nodes[1].send(r.px.Addr(), answer(inv, 200, "OK", "n2tag", r.nodes[1].addr()))
+	r.caller.recv("SIP/2.0 200")
+	if r.failed(failTransport) != 1 {
+		t.Errorf("failover{transport} = %v, want 1", r.failed(failTransport))
+	}
+	if got := r.adm.failovers(); !slices.Equal(got, []string{"n1>n2"}) {
+		t.Errorf("failovers %v", got)
 	}
 }
