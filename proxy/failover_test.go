@@ -59,7 +59,9 @@ type failoverRig struct {
 	reg    *prometheus.Registry
 }
 
-func newFailoverRig(t *testing.T, nodes, attempts int) *failoverRig {
+// newFailoverRig starts a proxy failing over along nodes raw UDP peers;
+// setup may change the rig and options before the proxy starts.
+func newFailoverRig(t *testing.T, nodes, attempts int, setup ...func(*failoverRig, *Options)) *failoverRig {
 	t.Helper()
 	r := &failoverRig{adm: &failAdmitter{}, caller: newPeer(t), reg: prometheus.NewRegistry()}
 	for i := range nodes {
@@ -67,8 +69,12 @@ func newFailoverRig(t *testing.T, nodes, attempts int) *failoverRig {
 		r.nodes = append(r.nodes, p)
 		r.adm.nodes = append(r.adm.nodes, ring.Node{Name: fmt.Sprintf("n%d", i+1), Addr: p.addr(), Transport: "udp"})
 	}
-	px, err := New(Options{Listen: "127.0.0.1:0", RouteSecret: "test-secret", UserAgent: "sipedge-test",
-		FailoverAttempts: attempts, FailoverTimeout: 300 * time.Millisecond}, r.adm, testLogger(t), r.reg)
+	opts := Options{Listen: "127.0.0.1:0", RouteSecret: "test-secret", UserAgent: "sipedge-test",
+		FailoverAttempts: attempts, FailoverTimeout: 300 * time.Millisecond}
+	for _, f := range setup {
+		f(r, &opts)
+	}
+	px, err := New(opts, r.adm, testLogger(t), r.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,15 +280,16 @@ func TestFailover_CallerCancelBeforeAnyAnswer_NoRetry(t *testing.T) {
 // A node over TCP that refuses the connection fails at once: the call
 // moves on without waiting for the failover timeout.
 func TestFailover_UnreachableTCPNode_RetriedAtOnce(t *testing.T) {
-	r := newFailoverRig(t, 2, 2)
-	r.px.opts.FailoverTimeout = time.Minute // only a transport error can move it in time
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	closed := l.Addr().String()
 	l.Close() // nothing listens there any more: connect is refused
-	r.adm.nodes[0] = ring.Node{Name: "n1", Addr: closed, Transport: "tcp"}
+	r := newFailoverRig(t, 2, 2, func(r *failoverRig, o *Options) {
+		o.FailoverTimeout = time.Minute // only a transport error can move it in time
+		r.adm.nodes[0] = ring.Node{Name: "n1", Addr: closed, Transport: "tcp"}
+	})
 	r.caller.send(r.px.Addr(), invite(r.caller, "sip:conf1@"+r.px.Addr(), "fo-tcp", "z9hG4bK-fotcp", 70))
 	inv := r.nodes[1].recv("INVITE ")
 	r.nodes[1].send(r.px.Addr(), answer(inv, 200, "OK", "n2tag", r.nodes[1].addr()))
