@@ -74,6 +74,11 @@ func (a *Admitter) Failover(ctx context.Context, req Request, failed string, tri
 	return v
 }
 
+// Healthy reports whether the ring holds node alive right now (not
+// suspect, not probed down, heartbeat fresh): a call waiting on a node
+// that stops being healthy is failed over.
+func (a *Admitter) Healthy(node string) bool { return a.nodes.Snapshot().Healthy(node) }
+
 // A placement moves only when it names one of the failed nodes: another
 // instance may have moved it already, or the conference may have ended.
 var moveScript = redis.NewScript(`

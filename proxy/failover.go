@@ -14,10 +14,11 @@ import (
 )
 
 // Failoverer picks the node a new dialog is retried on when its node
-// failed it (admission.Admitter does); an Admitter without it gets no
-// failover.
+// failed it, and tells whether a node is still healthy in the ring
+// (admission.Admitter does); an Admitter without it gets no failover.
 type Failoverer interface {
 	Failover(ctx context.Context, req admission.Request, failed string, tried []string) admission.Verdict
+	Healthy(node string) bool
 }
 
 var _ Failoverer = (*admission.Admitter)(nil)
@@ -36,8 +37,13 @@ const (
 	failTransport = "transport" // the request could not be sent, or the transport failed
 	fail408       = "408"       // the node answered 408
 	fail5xx       = "5xx"       // the node answered 5xx
+	failNodeDown  = "node_down" // the ring no longer holds the node healthy (suspect or probed down) while the call waits on it
 	stopped       = "stopped"   // not a failure: the caller cancelled or the server transaction ended
 )
+
+// healthPoll is how often a call waiting on a node asks whether the ring
+// still holds that node healthy: one snapshot read.
+const healthPoll = 100 * time.Millisecond
 
 // orphanLimit bounds how long a branch nobody relays any more is listened
 // to (for a late provisional to CANCEL, or a late 2xx to end): Timer B.
@@ -97,9 +103,12 @@ func (p *Proxy) clientTx(ctx context.Context, in *sip.Request, tx sip.ServerTran
 // an abandoned branch is terminated or cancelled, and a late answer on it
 // never reaches the caller.
 //
-// Before it passes up the first response of a new branch it has written
-// that branch's node into forward's next and info (the channel orders the
-// writes before forward's reads); it never writes them after.
+// When it moves to a new branch it writes that branch's node into
+// forward's next and info. forward reads them while it handles a response,
+// so the writes wait until forward is back at its select: forward calls
+// Responses each time it enters it, which tells that it is done with what
+// it was given (reads > delivered, under mu). The next delivery orders the
+// writes before forward's next reads.
 type failoverTx struct {
 	p         *Proxy
 	in        *sip.Request
@@ -117,11 +126,47 @@ type failoverTx struct {
 	cur       sip.ClientTransaction // the branch relayed
 	committed bool                  // cur is settled on: its retransmitted 2xx are relayed
 	onRetr    sip.FnTxResponse
+	reads     int           // times forward entered its select (called Responses)
+	delivered int           // responses forward took
+	caughtUp  chan struct{} // closed when reads passes delivered, for waitIdle
 }
 
 var _ sip.ClientTransaction = (*failoverTx)(nil)
 
-func (f *failoverTx) Responses() <-chan *sip.Response { return f.res }
+func (f *failoverTx) Responses() <-chan *sip.Response {
+	f.mu.Lock()
+	f.reads++
+	if f.caughtUp != nil && f.reads > f.delivered {
+		close(f.caughtUp)
+		f.caughtUp = nil
+	}
+	f.mu.Unlock()
+	return f.res
+}
+
+// waitIdle waits until forward is done with every response it took (it is
+// back at its select). False when it does not come back: it has ended, or
+// it reads the channel in a way this does not see.
+func (f *failoverTx) waitIdle() bool {
+	f.mu.Lock()
+	if f.reads > f.delivered {
+		f.mu.Unlock()
+		return true
+	}
+	ch := make(chan struct{})
+	f.caughtUp = ch
+	f.mu.Unlock()
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-f.srv.Done():
+	case <-t.C:
+		f.p.log.Error().Str("call_id", callID(f.in)).Msg("failover: the relay loop did not come back; staying on the node")
+	}
+	return false
+}
 func (f *failoverTx) Done() <-chan struct{}           { return f.done }
 
 func (f *failoverTx) Err() error {
@@ -187,7 +232,7 @@ func (f *failoverTx) run(out *sip.Request, h hop, node string) {
 		var first *sip.Response
 		reason, gotProv := failTransport, false
 		if err == nil {
-			first, reason, gotProv = f.await(br)
+			first, reason, gotProv = f.await(br, node)
 			switch reason {
 			case "":
 				f.pipe(br, out, h, first)
@@ -205,7 +250,7 @@ func (f *failoverTx) run(out *sip.Request, h hop, node string) {
 			switch {
 			case first != nil: // the node's own 408 or 5xx goes to the caller
 				f.pipe(br, out, h, first)
-			case reason == failTimeout: // the last node may still answer
+			case reason == failTimeout || reason == failNodeDown: // the last node may still answer
 				f.pipe(br, out, h, nil)
 			default:
 				f.fail(err)
@@ -219,31 +264,42 @@ func (f *failoverTx) run(out *sip.Request, h hop, node string) {
 			ev.Int("code", first.StatusCode)
 		}
 		ev.Msg("new call failed over to the next node of the ring")
-		if br != nil && reason == failTimeout {
+		if br != nil && (reason == failTimeout || reason == failNodeDown) {
 			f.abandon(br, out, h, gotProv)
 		}
 		out, h, node = nextOut, nextHop, nextNode
 	}
 }
 
-// await waits on one branch for its first response other than 100. It
-// returns that response with reason "" (settled), or why the branch
-// failed; 100s are passed up on the way, so a CANCEL can follow them.
-func (f *failoverTx) await(br sip.ClientTransaction) (first *sip.Response, reason string, gotProv bool) {
+// await relays one branch until it settles (reason "") or fails. Before
+// any response other than 100, the branch fails on the failover timeout, a
+// transport error, or a 408 or 5xx answer. After a provisional other than
+// 100 has been relayed, the call is the node's: only the node's death
+// moves it on (the ring no longer holds it healthy: suspect after another
+// call's failure, or down by probes), as a forking proxy's next branch;
+// the caller's early dialog is then simply never confirmed. Provisional
+// responses are passed up on the way, so a CANCEL can follow them.
+func (f *failoverTx) await(br sip.ClientTransaction, node string) (res *sip.Response, reason string, gotProv bool) {
 	timer := time.NewTimer(f.plan.timeout)
 	defer timer.Stop()
 	tc := timer.C
+	poll := time.NewTicker(healthPoll)
+	defer poll.Stop()
+	early := false
 	for {
 		select {
 		case res := <-br.Responses():
-			if res.StatusCode == 100 {
+			if res.IsProvisional() {
 				gotProv = true
+				if res.StatusCode != 100 {
+					early, tc = true, nil
+				}
 				if !f.deliver(res) {
 					return nil, stopped, gotProv
 				}
 				continue
 			}
-			if r := failureReason(res.StatusCode); r != "" && f.canRetry() {
+			if r := failureReason(res.StatusCode); r != "" && !early && f.canRetry() {
 				return res, r, gotProv
 			}
 			return res, "", gotProv
@@ -258,6 +314,10 @@ func (f *failoverTx) await(br sip.ClientTransaction) (first *sip.Response, reaso
 				continue
 			}
 			return nil, failTimeout, gotProv
+		case <-poll.C:
+			if !f.plan.fo.Healthy(node) && f.canRetry() {
+				return nil, failNodeDown, gotProv
+			}
 		case <-f.srv.Done():
 			return nil, stopped, gotProv
 		}
@@ -294,7 +354,7 @@ func (f *failoverTx) canRetry() bool {
 // suspect) and builds the INVITE for it. ok is false when no node is left
 // or the caller has cancelled meanwhile.
 func (f *failoverTx) nextBranch(reason, node string) (*sip.Request, hop, string, bool) {
-	if reason == stopped || !f.canRetry() {
+	if reason == stopped || !f.canRetry() || !f.waitIdle() {
 		return nil, hop{}, "", false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
@@ -328,6 +388,9 @@ func (f *failoverTx) nextBranch(reason, node string) (*sip.Request, hop, string,
 func (f *failoverTx) deliver(res *sip.Response) bool {
 	select {
 	case f.res <- res:
+		f.mu.Lock()
+		f.delivered++
+		f.mu.Unlock()
 		return true
 	case <-f.srv.Done():
 		return false

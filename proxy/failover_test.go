@@ -24,7 +24,23 @@ type failAdmitter struct {
 	nodes []ring.Node
 
 	mu    sync.Mutex
-	asked []string // "failed>next"
+	asked []string        // "failed>next"
+	down  map[string]bool // nodes the ring no longer holds healthy
+}
+
+func (f *failAdmitter) Healthy(node string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.down[node]
+}
+
+func (f *failAdmitter) setDown(node string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down == nil {
+		f.down = map[string]bool{}
+	}
+	f.down[node] = true
 }
 
 func (f *failAdmitter) Admit(_ context.Context, r admission.Request) admission.Verdict {
@@ -299,5 +315,51 @@ func TestFailover_UnreachableTCPNode_RetriedAtOnce(t *testing.T) {
 	}
 	if got := r.adm.failovers(); !slices.Equal(got, []string{"n1>n2"}) {
 		t.Errorf("failovers %v", got)
+	}
+}
+
+// A node that rang (180) and then died holds the call only until the ring
+// stops holding it healthy: then the call goes to the next node like a
+// forking proxy's next branch, and the rung node is cancelled.
+func TestFailover_RangThenDied_MovedWhenNodeUnhealthy(t *testing.T) {
+	r := newFailoverRig(t, 2, 2)
+	r.caller.send(r.px.Addr(), invite(r.caller, "sip:conf1@"+r.px.Addr(), "fo-rang", "z9hG4bK-forang", 70))
+	first := r.nodes[0].recv("INVITE ")
+	r.nodes[0].send(r.px.Addr(), answer(first, 180, "Ringing", "n1tag", r.nodes[0].addr()))
+	r.caller.recv("SIP/2.0 180")
+	// Past the failover timeout: a ringing node is not failed over for silence.
+	time.Sleep(500 * time.Millisecond)
+	if got := r.adm.failovers(); len(got) != 0 {
+		t.Fatalf("a ringing node was failed over for silence: %v", got)
+	}
+	r.adm.setDown("n1") // another call found it dead, or the probes did
+	second := r.nodes[1].recv("INVITE ")
+	if c := r.nodes[0].recv("CANCEL "); branchOf(c) != branchOf(first) {
+		t.Errorf("CANCEL of the rung branch on branch %q, want %q", branchOf(c), branchOf(first))
+	}
+	r.nodes[1].send(r.px.Addr(), answer(second, 200, "OK", "n2tag", r.nodes[1].addr()))
+	ok := r.caller.recv("SIP/2.0 200")
+	if !strings.Contains(header(ok, "To")[0], "n2tag") {
+		t.Fatalf("200 not n2's:\n%s", ok)
+	}
+	if r.failed(failNodeDown) != 1 {
+		t.Errorf("failover{node_down} = %v, want 1", r.failed(failNodeDown))
+	}
+	waitFor(t, func() bool { return slices.Contains(r.adm.events(), "start conf1 n2") }, "dialog started on n2")
+}
+
+// After a 180, a 5xx is the caller's (the call was the node's): relayed.
+func TestFailover_RangThen503_Relayed(t *testing.T) {
+	r := newFailoverRig(t, 2, 2)
+	r.caller.send(r.px.Addr(), invite(r.caller, "sip:conf1@"+r.px.Addr(), "fo-rang503", "z9hG4bK-forang5", 70))
+	first := r.nodes[0].recv("INVITE ")
+	r.nodes[0].send(r.px.Addr(), answer(first, 180, "Ringing", "n1tag", r.nodes[0].addr()))
+	r.caller.recv("SIP/2.0 180") // sipgo handles each datagram on its own goroutine: keep the order
+	r.nodes[0].send(r.px.Addr(), answer(first, 503, "Service Unavailable", "n1tag", r.nodes[0].addr()))
+	r.caller.recv("SIP/2.0 503")
+	for _, m := range r.nodes[1].drain() {
+		if strings.HasPrefix(m, "INVITE ") {
+			t.Fatalf("retried after a 180:\n%s", m)
+		}
 	}
 }

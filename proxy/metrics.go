@@ -74,13 +74,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sipedge_sip_sdp_rejected_total", Help: "Messages whose SDP could not be anchored, by what was done (488, passed).",
 		}, []string{"action"}),
 		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sipedge_proxy_failover_total", Help: "New calls retried on the next node of the ring, by why their node failed them (timeout, transport, 408, 5xx).",
+			Name: "sipedge_proxy_failover_total", Help: "New calls retried on the next node of the ring, by why their node failed them (timeout, transport, 408, 5xx, node_down).",
 		}, []string{"reason"}),
 		failoverLate: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sipedge_proxy_failover_late_answers_total", Help: "2xx answers on a branch no longer relayed (after failover or the caller's CANCEL), ended with ACK and BYE.",
 		}),
 	}
-	for _, reason := range []string{failTimeout, failTransport, fail408, fail5xx} {
+	for _, reason := range []string{failTimeout, failTransport, fail408, fail5xx, failNodeDown} {
 		m.failovers.WithLabelValues(reason)
 	}
 	for _, meth := range knownMethods {

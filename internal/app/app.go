@@ -238,3 +238,5 @@ func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, 
 func (l *lateAdmitter) Failover(ctx context.Context, r admission.Request, failed string, tried []string) admission.Verdict {
 	return l.a.Failover(ctx, r, failed, tried)
 }
+
+func (l *lateAdmitter) Healthy(node string) bool { return l.a.Healthy(node) }
