@@ -167,7 +167,7 @@ func (f *failoverTx) waitIdle() bool {
 	}
 	return false
 }
-func (f *failoverTx) Done() <-chan struct{}           { return f.done }
+func (f *failoverTx) Done() <-chan struct{} { return f.done }
 
 func (f *failoverTx) Err() error {
 	f.mu.Lock()
