@@ -133,6 +133,7 @@ type failoverTx struct {
 
 var _ sip.ClientTransaction = (*failoverTx)(nil)
 
+// Responses is called by forward each time it enters its select.
 func (f *failoverTx) Responses() <-chan *sip.Response {
 	f.mu.Lock()
 	f.reads++
@@ -167,6 +168,7 @@ func (f *failoverTx) waitIdle() bool {
 	}
 	return false
 }
+
 func (f *failoverTx) Done() <-chan struct{} { return f.done }
 
 func (f *failoverTx) Err() error {
