@@ -108,9 +108,28 @@ func (r *Ring) LookupExcluding(key string, exclude []string) (name string, ok bo
 // best returns the index of the winning member, or -1. Equal scores (a
 // chance of about 2^-52 per pair) go to the smaller name, which keeps the
 // answer independent of the order members were given in.
-func (r *Ring) best(kh uint64) int { return r.bestExcluding(kh, nil) }
+func (r *Ring) best(kh uint64) int {
+	if r == nil {
+		return -1
+	}
+	best, top := -1, 0.0
+	for _, g := range r.groups {
+		gi, gu := g.start, unit(kh, &r.members[g.start])
+		for i := g.start + 1; i < g.end; i++ {
+			if u := unit(kh, &r.members[i]); u > gu {
+				gi, gu = i, u
+			}
+		}
+		s := weigh(g.weight, gu)
+		if s > top || (s == top && best >= 0 && r.members[gi].name < r.members[best].name) {
+			best, top = gi, s
+		}
+	}
+	return best
+}
 
-// bestExcluding is best over the members not named in exclude.
+// bestExcluding is best over the members not named in exclude; a loop of
+// its own so that best, on every lookup, pays nothing for it.
 func (r *Ring) bestExcluding(kh uint64, exclude []string) int {
 	if r == nil {
 		return -1
@@ -119,7 +138,7 @@ func (r *Ring) bestExcluding(kh uint64, exclude []string) int {
 	for _, g := range r.groups {
 		gi, gu := -1, uint64(0)
 		for i := g.start; i < g.end; i++ {
-			if len(exclude) > 0 && slices.Contains(exclude, r.members[i].name) {
+			if slices.Contains(exclude, r.members[i].name) {
 				continue
 			}
 			if u := unit(kh, &r.members[i]); gi < 0 || u > gu {

@@ -264,3 +264,18 @@ func TestWatcher_MarkSuspect_OutAtOnceBackOnGoodProbeOrHold(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkLookupExcluding is the ring lookup of a retry, next to Lookup's.
+func BenchmarkLookupExcluding(b *testing.B) {
+	ms := make([]Member, 8)
+	for i := range ms {
+		ms[i] = Member{Name: fmt.Sprintf("node-%d", i), Weight: 100}
+	}
+	r := New(ms)
+	first, _ := r.Lookup("conf-42")
+	ex := []string{first}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		r.LookupExcluding("conf-42", ex)
+	}
+}
