@@ -28,6 +28,20 @@ func TestFailover_NodeKilledUnderLoad_NoCallFails(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	victim.proc.kill()
 	t.Logf("killed node %s", victim.name)
+	// Suspect as soon as the first call to it fails over (failover_timeout),
+	// before the probes take it down (probe-down × (interval + timeout)).
+	eventually(t, 2*time.Second, victim.name+" suspect in /api/status", func() string {
+		d, body, err := s.status()
+		if err != nil {
+			return err.Error() + "\n" + body
+		}
+		for _, n := range d.Nodes {
+			if n.Name == victim.name && n.Reason == "suspect: failed a call" && n.Eligible != nil && !*n.Eligible {
+				return ""
+			}
+		}
+		return fmt.Sprintf("%+v", d.Nodes)
+	})
 	res := run.wait()
 
 	// Every call was set up: sipp counts a call failed on any unexpected
@@ -246,5 +260,64 @@ func TestFailover_NodeAnswers_5xxRetried_486And404Relayed(t *testing.T) {
 				t.Errorf("failover metric %v, want 0", failovers)
 			}
 		})
+	}
+}
+
+// The conference of a dead node follows its next caller: the call fails
+// over, the placement moves to the node that answered, and the caller
+// after it goes straight there.
+func TestFailover_ConferenceFollowsTheNewNode(t *testing.T) {
+	e := newEnv(t)
+	nodes := map[string]*sippNode{"n1": e.startNode("n1"), "n2": e.startNode("n2")}
+	s := e.startSipedge("A", "--failover-timeout", "1s")
+	s.waitRing(t, 5*time.Second, "n1", "n2")
+	answeredBy := func(a sipAnswer) string {
+		for name, n := range nodes {
+			if contactPort(a.Header("contact")) == strconv.Itoa(n.port) {
+				return name
+			}
+		}
+		return "?"
+	}
+	// A conference active on n1.
+	conf := ""
+	for i := 0; i < 40 && conf == ""; i++ {
+		id := fmt.Sprintf("fo-follow-%d", i)
+		a, err := sipNewDialog(s.sipAddr(), "INVITE", id, 3*time.Second)
+		if err != nil || a.Code != 200 {
+			t.Fatalf("INVITE %s: %v %d", id, err, a.Code)
+		}
+		if answeredBy(a) == "n1" {
+			conf = id
+		}
+	}
+	if conf == "" {
+		t.Fatal("no conference landed on n1")
+	}
+	eventually(t, 3*time.Second, "conference "+conf+" placed on n1", func() string {
+		if n := e.confNode(conf); n != "n1" {
+			return "placed on " + n
+		}
+		return ""
+	})
+
+	nodes["n1"].proc.kill()
+	a, err := sipNewDialog(s.sipAddr(), "INVITE", conf, 5*time.Second)
+	if err != nil || a.Code != 200 || answeredBy(a) != "n2" {
+		t.Fatalf("next caller of %s after n1 died: %v %d from %s", conf, err, a.Code, answeredBy(a))
+	}
+	if n := e.confNode(conf); n != "n2" {
+		t.Fatalf("conference %s placed on %q after the failover, want n2", conf, n)
+	}
+	before := s.metric(t, "sipedge_proxy_failover_total", nil)
+	if before < 1 {
+		t.Fatalf("the call was not failed over (metric %v)", before)
+	}
+	a, err = sipNewDialog(s.sipAddr(), "INVITE", conf, 3*time.Second)
+	if err != nil || a.Code != 200 || answeredBy(a) != "n2" {
+		t.Fatalf("third caller of %s: %v %d from %s", conf, err, a.Code, answeredBy(a))
+	}
+	if after := s.metric(t, "sipedge_proxy_failover_total", nil); after != before {
+		t.Errorf("the third caller was failed over too (%v -> %v): sent to the dead node again", before, after)
 	}
 }
