@@ -235,6 +235,9 @@ func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, 
 	l.a.DialogEnded(ctx, confID, node, instance, callID)
 }
 
+// The proxy fails new calls over only through an Admitter that can.
+var _ proxy.Failoverer = (*lateAdmitter)(nil)
+
 func (l *lateAdmitter) Failover(ctx context.Context, r admission.Request, failed string, tried []string) admission.Verdict {
 	return l.a.Failover(ctx, r, failed, tried)
 }
