@@ -27,6 +27,7 @@ type Options struct {
 	Self             Self
 	HeartbeatTimeout time.Duration // an instance older than this is not alive
 	RedisTimeout     time.Duration // bound on the sticky lookup on the SIP path
+	Ledger           *Ledger       // writes the dialog counts; nil: counts not kept
 	Now              func() time.Time
 }
 
@@ -39,8 +40,11 @@ type Admitter struct {
 	log     zerolog.Logger
 	metrics *metrics
 
-	verdict atomic.Pointer[judged] // cached instance verdict
-	mu      sync.Mutex             // serialises recomputing and logging changes
+	verdict  atomic.Pointer[judged] // cached instance verdict
+	mu       sync.Mutex             // serialises recomputing and logging changes
+	shutdown atomic.Bool            // SetShuttingDown (shutdown.go)
+
+	rejectLogs sync.Map // reason → *sampledLog: rejections logged, sampled per reason
 }
 
 // judged is an instance verdict with what it was computed from.
@@ -70,12 +74,12 @@ func NewAdmitter(nodes SnapshotSource, cluster ClusterSource, confs *ConfStore, 
 // held back), recomputed when the state changed or verdictTTL passed.
 func (a *Admitter) Instance() InstanceVerdict {
 	c, now := a.cluster.Cluster(), a.opts.Now()
-	if j := a.verdict.Load(); j != nil && j.cluster == c && now.Sub(j.at) < verdictTTL {
+	if j := a.verdict.Load(); j != nil && j.cluster == c && now.Sub(j.at) < verdictTTL && j.v.ShuttingDown == a.shutdown.Load() {
 		return j.v
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	v := JudgeInstance(a.opts.Self, c, now, a.opts.HeartbeatTimeout)
+	v := a.withShutdown(JudgeInstance(a.opts.Self, c, now, a.opts.HeartbeatTimeout))
 	prev := a.verdict.Load()
 	a.verdict.Store(&judged{v: v, cluster: c, at: now})
 	if prev == nil || prev.v.Reject != v.Reject || prev.v.HeldBack != v.HeldBack {
@@ -86,6 +90,8 @@ func (a *Admitter) Instance() InstanceVerdict {
 
 func (a *Admitter) logVerdict(v InstanceVerdict) {
 	switch {
+	case v.ShuttingDown:
+		a.log.Warn().Msg("instance shutting down: new dialogs answered 503, in-dialog traffic passes")
 	case v.Reject:
 		a.log.Warn().Strs("profiles", v.Profiles).Strs("standby", v.Standby).
 			Msg("instance deserviced: new dialogs answered 503, in-dialog traffic passes")
@@ -117,46 +123,90 @@ func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
 	v := Decide(req, st)
 	if !v.Admit {
 		a.metrics.rejects.WithLabelValues(v.Reason).Inc()
-		a.log.Warn().Str("call_id", req.CallID).Str("method", req.Method).Str("conf_id", req.ConfID).
-			Str("aor", req.AOR).Str("reason", v.Reason).Int("code", v.Code).
-			Msg("Participant failed to join conference")
+		if ev := a.rejectLog(v.Reason).event(); ev != nil {
+			ev.Str("call_id", req.CallID).Str("method", req.Method).Str("conf_id", req.ConfID).
+				Str("aor", req.AOR).Str("reason", v.Reason).Int("code", v.Code).
+				Msg("Participant failed to join conference")
+		}
 		return v
 	}
 	a.metrics.placements.WithLabelValues(v.Placement).Inc()
 	return v
 }
 
-// DialogStarted records a conference dialog established on node.
-func (a *Admitter) DialogStarted(ctx context.Context, confID, node, callID string) {
-	placed, err := a.confs.DialogStarted(ctx, confID, node, a.opts.Self.Name, a.opts.Now())
-	if err != nil {
-		a.metrics.redisErrors.WithLabelValues("conf_start").Inc()
-		a.log.Error().Err(err).Str("call_id", callID).Str("conf_id", confID).Msg("placement not recorded")
-		return
-	}
-	if placed != node {
-		// Another instance placed the conference first (a race on the very
-		// first answer, or a ring change in between): report the split.
-		a.log.Warn().Str("call_id", callID).Str("conf_id", confID).Str("node", node).
-			Str("placed_on", placed).Msg("conference dialog landed off its placed node")
+// DialogStarted records a dialog established here on node: its share of
+// the counts is rewritten from the dialog set (the Ledger).
+func (a *Admitter) DialogStarted(_ context.Context, confID, node, _ string) {
+	if a.opts.Ledger != nil {
+		a.opts.Ledger.Touch(confID, node)
 	}
 }
 
-// DialogEnded records the end of a conference dialog.
-func (a *Admitter) DialogEnded(ctx context.Context, confID, node, instance, callID string) {
-	left, err := a.confs.DialogEnded(ctx, confID, node, instance)
-	if err != nil {
-		a.metrics.redisErrors.WithLabelValues("conf_end").Inc()
-		a.log.Error().Err(err).Str("call_id", callID).Str("conf_id", confID).Msg("dialog end not recorded")
+// DialogEnded records the end of a dialog this instance set up and has
+// already removed from its dialog set.
+func (a *Admitter) DialogEnded(_ context.Context, confID, node, _, _ string) {
+	if a.opts.Ledger != nil {
+		a.opts.Ledger.Touch(confID, node)
+	}
+}
+
+// DialogEndedElsewhere tells owner, the instance that set the dialog key
+// up, that its dialog ended through this one, and re-derives the counts of
+// its conference and node: when owner is gone (its share expired) they
+// drop now, without waiting for it.
+func (a *Admitter) DialogEndedElsewhere(_ context.Context, owner, confID, node, callID, key string) {
+	if a.opts.Ledger == nil {
 		return
 	}
-	if left == 0 {
-		a.log.Info().Str("call_id", callID).Str("conf_id", confID).Msg("conference ended: last dialog gone")
-	}
+	a.log.Debug().Str("call_id", callID).Str("owner", owner).Str("conf_id", confID).
+		Msg("dialog of another instance ended here: noted for it")
+	a.opts.Ledger.NoteEnded(owner, key)
+	a.opts.Ledger.Touch(confID, node)
 }
 
 // Calls is the number of active conference dialogs this instance
 // established, counted cluster-wide in Redis.
 func (a *Admitter) Calls(ctx context.Context) (int, error) {
 	return a.confs.InstanceCalls(ctx, a.opts.Self.Name)
+}
+
+// rejectLog is the sampled logger of one rejection reason: under a flood
+// (every new dialog of a deserviced instance answered 503) the line is
+// written for the first rejections of each second and then 1 in 1000,
+// each with how many were left out; sipedge_admission_rejects_total stays
+// exact. Reasons are Decide's few constants, so the map stays small.
+func (a *Admitter) rejectLog(reason string) *sampledLog {
+	if l, ok := a.rejectLogs.Load(reason); ok {
+		return l.(*sampledLog)
+	}
+	l, _ := a.rejectLogs.LoadOrStore(reason, newSampledLog(a.log))
+	return l.(*sampledLog)
+}
+
+// sampledLog bounds one log line: a burst a second, then 1 in 1000.
+type sampledLog struct {
+	log        zerolog.Logger
+	suppressed atomic.Int64
+}
+
+func newSampledLog(log zerolog.Logger) *sampledLog {
+	return &sampledLog{log: log.Sample(&zerolog.BurstSampler{Burst: logBurst, Period: time.Second,
+		NextSampler: &zerolog.BasicSampler{N: 1000}})}
+}
+
+// logBurst is how many lines of one reason are written each second
+// before sampling starts.
+const logBurst = 10
+
+// event returns an info event to fill and send, or nil when sampled out.
+func (s *sampledLog) event() *zerolog.Event {
+	ev := s.log.Info()
+	if ev == nil {
+		s.suppressed.Add(1)
+		return nil
+	}
+	if n := s.suppressed.Swap(0); n > 0 {
+		ev = ev.Int64("suppressed", n)
+	}
+	return ev
 }

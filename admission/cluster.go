@@ -19,6 +19,7 @@ type Profile struct {
 type Instance struct {
 	Name, Site, Server string
 	Heartbeat          time.Time
+	State              string // as published: normal, draining, drained ("" if never)
 }
 
 // Cluster is the shared state admission reads: an immutable snapshot.
@@ -51,7 +52,7 @@ func ParseProfile(id string, fields map[string]string, last Profile) (Profile, [
 
 // ParseInstance reads an instance hash.
 func ParseInstance(name string, fields map[string]string) (Instance, error) {
-	in := Instance{Name: name, Site: fields["site"], Server: fields["server"]}
+	in := Instance{Name: name, Site: fields["site"], Server: fields["server"], State: fields["state"]}
 	if hb := fields["heartbeat"]; hb != "" {
 		ms, err := strconv.ParseInt(hb, 10, 64)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 const (
 	ReasonNoNode      = "No media node available"
 	ReasonMaintenance = "System in maintenance mode"
+	ReasonShutdown    = "Instance shutting down"
 )
 
 // Placement says how the target node was found.
@@ -79,6 +80,9 @@ type Verdict struct {
 // Decide admits the request to a node or rejects it. It does no I/O.
 func Decide(req Request, st State) Verdict {
 	if st.Instance.Reject && req.NewDialog() {
+		if st.Instance.ShuttingDown {
+			return Verdict{Code: 503, Reason: ReasonShutdown, RetryAfter: st.RetryAfter}
+		}
 		return Verdict{Code: 503, Reason: ReasonMaintenance, RetryAfter: st.RetryAfter}
 	}
 	if st.Sticky != "" && !req.UsesAOR() {

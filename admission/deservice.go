@@ -18,6 +18,9 @@ type InstanceVerdict struct {
 	Standby    []string // other alive instances of the site in normal service
 	Reject     bool     // answer new dialogs 503
 	HeldBack   bool     // deserviced but still admitting (last normal instance, or exempt)
+	// ShuttingDown: the process is stopping (SIGTERM). It rejects new
+	// dialogs (Reject) whatever the profiles say.
+	ShuttingDown bool
 }
 
 // JudgeInstance applies SPEC §3 rule 1. An instance is alive while its
@@ -38,6 +41,9 @@ func JudgeInstance(self Self, c *Cluster, now time.Time, heartbeatTimeout time.D
 		}
 		if len(c.DeservicedBy(in.Name, in.Server)) > 0 {
 			continue
+		}
+		if in.State == "draining" || in.State == "drained" {
+			continue // turning new dialogs away itself (shutting down)
 		}
 		v.Standby = append(v.Standby, in.Name)
 	}

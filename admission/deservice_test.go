@@ -2,6 +2,7 @@ package admission
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,11 @@ func cluster(profiles []string, exceptions []string, others map[string]instanceF
 		c.Exceptions[e] = true
 	}
 	for name, f := range others {
-		c.Instances[name] = Instance{Name: name, Site: f.site, Server: f.server, Heartbeat: t0.Add(-f.age)}
+		in := Instance{Name: name, Site: f.site, Server: f.server, Heartbeat: t0.Add(-f.age)}
+		if f.noHeartbeat {
+			in.Heartbeat = time.Time{} // hash without a (valid) heartbeat field
+		}
+		c.Instances[name] = in
 	}
 	return c
 }
@@ -33,6 +38,7 @@ func cluster(profiles []string, exceptions []string, others map[string]instanceF
 type instanceFact struct {
 	site, server string
 	age          time.Duration
+	noHeartbeat  bool // zero heartbeat: never written, or unreadable
 }
 
 // TestJudgeInstance covers every combination of the SPEC §3 rule 1 inputs:
@@ -41,10 +47,14 @@ type instanceFact struct {
 // the exceptions list.
 func TestJudgeInstance(t *testing.T) {
 	self := Self{Name: "A", Site: "s1", Server: "hostA"}
-	peerOK := map[string]instanceFact{"A": {"s1", "hostA", 0}, "B": {"s1", "hostB", time.Second}}
-	peerStale := map[string]instanceFact{"B": {"s1", "hostB", 10 * time.Second}}
-	peerDeserviced := map[string]instanceFact{"B": {"s1", "hostB", 0}}
-	peerOtherSite := map[string]instanceFact{"B": {"s2", "hostB", 0}}
+	peerOK := map[string]instanceFact{"A": {"s1", "hostA", 0, false}, "B": {"s1", "hostB", time.Second, false}}
+	peerStale := map[string]instanceFact{"B": {"s1", "hostB", 10 * time.Second, false}}
+	peerDeserviced := map[string]instanceFact{"B": {"s1", "hostB", 0, false}}
+	peerOtherSite := map[string]instanceFact{"B": {"s2", "hostB", 0, false}}
+	// A zero heartbeat is "never", not "now": with an age of 0 it would
+	// pass the freshness window if the rule only compared ages.
+	peerZero := map[string]instanceFact{"B": {"s1", "hostB", 0, true}}
+	peerZeroAndOK := map[string]instanceFact{"B": {"s1", "hostB", 0, true}, "C": {"s1", "hostC", time.Second, false}}
 	cases := []struct {
 		name       string
 		profiles   []string
@@ -53,25 +63,32 @@ func TestJudgeInstance(t *testing.T) {
 		deserviced bool
 		reject     bool
 		heldBack   bool
+		standby    string // comma-joined, checked when set
 	}{
-		{"normal instance admits", nil, nil, peerOK, false, false, false},
-		{"profile in normal status admits", []string{"normal hostA"}, nil, peerOK, false, false, false},
-		{"deserviced by server with a standby rejects", []string{"deservice hostA"}, nil, peerOK, true, true, false},
-		{"deserviced by instance name rejects", []string{"deservice X,A"}, nil, peerOK, true, true, false},
-		{"deserviced, standby stale: held back", []string{"deservice hostA"}, nil, peerStale, true, false, true},
-		{"both deserviced: held back", []string{"deservice hostA,hostB"}, nil, peerDeserviced, true, false, true},
-		{"peer deserviced by another profile: held back", []string{"deservice hostA", "deservice B"}, nil, peerDeserviced, true, false, true},
-		{"only peer in another site: held back", []string{"deservice hostA"}, nil, peerOtherSite, true, false, true},
-		{"alone: held back", []string{"deservice hostA"}, nil, nil, true, false, true},
-		{"exempt: held back", []string{"deservice hostA"}, []string{"A"}, peerOK, true, false, true},
-		{"exception of another instance does not help", []string{"deservice hostA"}, []string{"B"}, peerOK, true, true, false},
-		{"peer with no heartbeat is not alive", []string{"deservice hostA"}, nil, map[string]instanceFact{}, true, false, true},
+		{"normal instance admits", nil, nil, peerOK, false, false, false, ""},
+		{"profile in normal status admits", []string{"normal hostA"}, nil, peerOK, false, false, false, ""},
+		{"deserviced by server with a standby rejects", []string{"deservice hostA"}, nil, peerOK, true, true, false, ""},
+		{"deserviced by instance name rejects", []string{"deservice X,A"}, nil, peerOK, true, true, false, ""},
+		{"deserviced, standby stale: held back", []string{"deservice hostA"}, nil, peerStale, true, false, true, ""},
+		{"both deserviced: held back", []string{"deservice hostA,hostB"}, nil, peerDeserviced, true, false, true, ""},
+		{"peer deserviced by another profile: held back", []string{"deservice hostA", "deservice B"}, nil, peerDeserviced, true, false, true, ""},
+		{"only peer in another site: held back", []string{"deservice hostA"}, nil, peerOtherSite, true, false, true, ""},
+		{"alone: held back", []string{"deservice hostA"}, nil, nil, true, false, true, ""},
+		{"exempt: held back", []string{"deservice hostA"}, []string{"A"}, peerOK, true, false, true, ""},
+		{"exception of another instance does not help", []string{"deservice hostA"}, []string{"B"}, peerOK, true, true, false, ""},
+		{"no peer at all: held back", []string{"deservice hostA"}, nil, map[string]instanceFact{}, true, false, true, ""},
+		{"peer with a zero heartbeat is not alive", []string{"deservice hostA"}, nil, peerZero, true, false, true, ""},
+		{"peer with a zero heartbeat is no standby", []string{"deservice hostA"}, nil, peerZeroAndOK, true, true, false, "C"},
+		{"standby is the alive peer", []string{"deservice hostA"}, nil, peerOK, true, true, false, "B"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			v := JudgeInstance(self, cluster(tc.profiles, tc.exceptions, tc.others), t0, 5*time.Second)
 			if v.Deserviced != tc.deserviced || v.Reject != tc.reject || v.HeldBack != tc.heldBack {
 				t.Fatalf("verdict %+v, want deserviced=%v reject=%v heldBack=%v", v, tc.deserviced, tc.reject, tc.heldBack)
+			}
+			if got := strings.Join(v.Standby, ","); tc.standby != "" && got != tc.standby {
+				t.Errorf("standby = %q, want %q", got, tc.standby)
 			}
 		})
 	}

@@ -101,10 +101,6 @@ func (s *suspectNodes) MarkSuspect(name string) bool {
 	return true
 }
 
-type fixedCluster struct{ c *Cluster }
-
-func (f fixedCluster) Cluster() *Cluster { return f.c }
-
 func TestAdmitter_Failover_MarksSuspectPicksNextMovesPlacement(t *testing.T) {
 	now := time.UnixMilli(1_700_000_000_000)
 	mr := miniredis.RunT(t)
@@ -114,7 +110,7 @@ func TestAdmitter_Failover_MarksSuspectPicksNextMovesPlacement(t *testing.T) {
 	confs := NewConfStore(rdb, k, time.Hour)
 	nodes := &suspectNodes{nodes: threeNodes(), now: now}
 	reg := prometheus.NewRegistry()
-	a, err := NewAdmitter(nodes, fixedCluster{&Cluster{Settings: Settings{RetryAfter: 9}}}, confs,
+	a, err := NewAdmitter(nodes, &fixedCluster{&Cluster{Settings: Settings{RetryAfter: 9}}}, confs,
 		Options{Self: Self{Name: "i1", Site: "s", Server: "srv"}, RedisTimeout: time.Second, Now: func() time.Time { return now }},
 		zerolog.Nop(), reg)
 	if err != nil {
@@ -127,9 +123,7 @@ func TestAdmitter_Failover_MarksSuspectPicksNextMovesPlacement(t *testing.T) {
 		t.Fatalf("admit %+v", first)
 	}
 	// The conference is active on the node that is about to fail.
-	if _, err := confs.DialogStarted(ctx, "conf-7", first.Node.Name, "i1", now); err != nil {
-		t.Fatal(err)
-	}
+	mr.HSet(k.Conf("conf-7"), "node", first.Node.Name, "dialogs", "1")
 
 	v := a.Failover(ctx, req, first.Node.Name, []string{first.Node.Name})
 	if !v.Admit || v.Node.Name == first.Node.Name || v.Placement != PlacementFailover {
@@ -152,9 +146,7 @@ func TestAdmitter_Failover_MarksSuspectPicksNextMovesPlacement(t *testing.T) {
 		}
 	}
 	// A placement on a node not tried is left alone.
-	if _, err := confs.DialogStarted(ctx, "conf-8", v.Node.Name, "i1", now); err != nil {
-		t.Fatal(err)
-	}
+	mr.HSet(k.Conf("conf-8"), "node", v.Node.Name, "dialogs", "1")
 	if moved, err := confs.Move(ctx, "conf-8", "zzz", []string{first.Node.Name}); err != nil || moved {
 		t.Fatalf("moved %v err %v", moved, err)
 	}

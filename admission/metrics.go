@@ -34,3 +34,40 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+type ledgerMetrics struct {
+	writes     prometheus.Counter
+	errors     *prometheus.CounterVec
+	notes      *prometheus.CounterVec
+	reconciled prometheus.Counter
+}
+
+func newLedgerMetrics(reg prometheus.Registerer) (*ledgerMetrics, error) {
+	m := &ledgerMetrics{
+		writes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_admission_count_writes_total",
+			Help: "Writes of this instance's share of the dialog counts to Redis.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_admission_count_errors_total",
+			Help: "Failed writes of the dialog counts (retried at the next beat), by operation.",
+		}, []string{"op"}),
+		notes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_admission_end_notes_total",
+			Help: "Dialog ends noted for the instance that set the dialog up, sent and received.",
+		}, []string{"direction"}),
+		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_admission_conf_reconciled_total",
+			Help: "Conference keys corrected or deleted because no live instance held their dialogs.",
+		}),
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	for _, c := range []prometheus.Collector{m.writes, m.errors, m.notes, m.reconciled} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register ledger metrics: %w", err)
+		}
+	}
+	return m, nil
+}

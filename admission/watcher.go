@@ -29,7 +29,8 @@ type StateWatcher struct {
 	now      func() time.Time
 
 	cur      atomic.Pointer[Cluster]
-	onPolicy func() // called when the node policy changed (ring reloads at once)
+	onPolicy func()                   // called when the node policy changed (ring reloads at once)
+	reloaded atomic.Pointer[Settings] // defaults replaced at run time (SetDefaults)
 
 	mu        sync.Mutex
 	logged    map[string]string // "key/field" -> last logged error text
@@ -81,7 +82,7 @@ func (w *StateWatcher) reload(ctx context.Context) error {
 	lctx, cancel := context.WithTimeout(ctx, max(time.Second, w.every))
 	defer cancel()
 	prev := w.Cluster()
-	c, bad, err := load(lctx, w.rdb, w.k, w.defaults, prev)
+	c, bad, err := load(lctx, w.rdb, w.k, w.currentDefaults(), prev)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {

@@ -248,6 +248,24 @@ func (mg *Manager) Sessions() int {
 // InUse is the number of relay ports bound.
 func (mg *Manager) InUse() int { return mg.opts.Pool.InUse() }
 
+// PortUsage is the number of relay ports bound and the size of the range
+// (the proxy refuses new calls near it).
+func (mg *Manager) PortUsage() (inUse, capacity int) {
+	return mg.opts.Pool.InUse(), 2 * mg.opts.Pool.Size()
+}
+
+// CallPorts is the number of relay ports call callID holds (0 when it is
+// not anchored here): what the proxy charges to the call's source.
+func (mg *Manager) CallPorts(callID string) int {
+	mg.mu.Lock()
+	s := mg.sessions[callID]
+	mg.mu.Unlock()
+	if s == nil {
+		return 0
+	}
+	return s.ports()
+}
+
 // snapshot lists the sessions (for the loop and the status page).
 func (mg *Manager) snapshot() []*session {
 	mg.mu.Lock()

@@ -122,6 +122,23 @@ func (s *session) endpointStats() relay.DirStats {
 	return sum
 }
 
+// portsPerStream is what relay.NewStream binds: an RTP and an RTCP port
+// on each of its two legs.
+const portsPerStream = 4
+
+// ports is the number of relay ports the session holds.
+func (s *session) ports() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, rs := range s.streams {
+		if rs != nil {
+			n += portsPerStream
+		}
+	}
+	return n
+}
+
 // close frees the relay ports.
 func (s *session) close() {
 	s.cancel()

@@ -48,6 +48,8 @@ type settingsCache struct {
 	current Settings
 	lastRaw string
 	readAt  time.Time
+	// defaults replaced at run time (SetDefaults); nil: Options.Defaults.
+	defaults *Settings
 }
 
 func (c *settingsCache) get() Settings {
@@ -70,7 +72,7 @@ func (mg *Manager) refreshSettings(ctx context.Context, now time.Time) {
 		mg.redisError("read settings", err)
 		return
 	}
-	s, errs := ParseSettings(mg.opts.Defaults, fields)
+	s, errs := ParseSettings(mg.currentDefaults(), fields)
 	raw := fmt.Sprint(fields)
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -47,7 +47,7 @@ func (p *Proxy) EndDialogs(ctx context.Context, match func(Dialog) bool, reason 
 		return match(Dialog{CallID: dl.callID, ConfID: dl.confID, Node: dl.node, Started: dl.started})
 	})
 	for _, dl := range victims {
-		if !p.dialogs.Remove(dl.callID) {
+		if !p.dialogs.Remove(dl) {
 			continue // ended meanwhile
 		}
 		p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
@@ -56,9 +56,7 @@ func (p *Proxy) EndDialogs(ctx context.Context, match func(Dialog) bool, reason 
 			Str("reason", reason).Msg("ending call: BYE to both legs")
 		go p.sendBye(ctx, dl, true, reason)
 		go p.sendBye(ctx, dl, false, reason)
-		if dl.confID != "" {
-			go p.admit.DialogEnded(context.Background(), dl.confID, dl.node, p.opts.Instance, dl.callID)
-		}
+		p.admit.DialogEnded(context.Background(), dl.confID, dl.node, p.opts.Instance, dl.callID)
 		p.metrics.endedBySipedge.WithLabelValues(reason).Inc()
 	}
 	return len(victims)

@@ -25,6 +25,7 @@ type fwdInfo struct {
 	confID     string
 	node       string
 	instance   string      // instance that established the dialog
+	callerTag  string      // From tag of the dialog's caller, from the route state ("" without one)
 	newDialog  bool        // initial request: a 2xx to INVITE starts a dialog
 	endsDialog bool        // BYE: its final response ends the dialog
 	fromCaller bool        // sent by the dialog's caller: SDP in responses comes from the callee
@@ -93,6 +94,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	ctxTx, err := p.clientTx(ctx, in, tx, out, &next, &info, canceller)
 	cancel()
+	p.seq.handedOn(in) // sent (or failed): the dialog's next request may go
 	if err != nil {
 		p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
 		p.log.Warn().Err(err).Str("call_id", callID(in)).Str("to", next.addr).Msg("request not forwarded")
@@ -143,7 +145,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 				}
 			}
 			if info.endsDialog && !res.IsProvisional() {
-				p.dialogEnded(in, info)
+				p.dialogEnded(in, info, res.StatusCode)
 			}
 			p.metrics.countResponse(r)
 			if err := tx.Respond(r); err != nil {
@@ -157,7 +159,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			p.log.Info().AnErr("tx_error", ctxTx.Err()).Str("call_id", callID(in)).Str("to", next.addr).
 				Msg("no final response from next hop")
 			if info.endsDialog {
-				p.dialogEnded(in, info)
+				p.dialogEnded(in, info, 408)
 			}
 			if errors.Is(ctxTx.Err(), sip.ErrTransactionTransport) {
 				p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
@@ -187,25 +189,18 @@ func upstream(res *sip.Response) *sip.Response {
 	return r
 }
 
+// dialogStarted records a dialog set up here; the counts follow from it.
 func (p *Proxy) dialogStarted(dl *dialog) {
-	p.dialogs.Add(dl)
-	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
-	if dl.confID == "" {
+	if !p.dialogs.Add(dl) {
 		return
 	}
-	go p.admit.DialogStarted(context.Background(), dl.confID, dl.node, dl.callID)
+	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
+	p.admit.DialogStarted(context.Background(), dl.confID, dl.node, dl.callID)
 }
 
-func (p *Proxy) dialogEnded(in *sip.Request, info fwdInfo) {
-	id := callID(in)
-	p.mediaEnded(id)
-	if !p.dialogs.Remove(id) && info.confID == "" {
-		return
-	}
-	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
-	if info.confID != "" {
-		go p.admit.DialogEnded(context.Background(), info.confID, info.node, info.instance, id)
-	}
+// dialogEnded applies the final answer code to a BYE (see endOfDialog).
+func (p *Proxy) dialogEnded(in *sip.Request, info fwdInfo, code int) {
+	p.endOfDialog(in, info, code)
 }
 
 // cancelSender sends CANCEL downstream once both the upstream CANCEL and a

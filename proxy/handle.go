@@ -12,6 +12,8 @@ import (
 // onRequest is the entry point of every request that starts a server
 // transaction (sipgo absorbs retransmissions and matched CANCELs itself).
 func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
+	p.seq.wait(req) // after every earlier request of its dialog (sequence.go)
+	defer p.seq.handedOn(req)
 	p.metrics.countRequest(req.Method)
 	if req.IsAck() {
 		p.forwardAck(req)
@@ -46,6 +48,10 @@ func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 
 // newDialog handles an out-of-dialog request: admission picks the node.
 func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
+	if p.limitNewDialog(req, tx) {
+		return
+	}
+	defer p.newDialogDone(req)
 	if req.Method == sip.OPTIONS && req.Recipient.User == "" {
 		p.answerOptions(req, tx)
 		return
@@ -54,10 +60,10 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		// Answer at once so the caller stops retransmitting while Redis is asked.
 		p.reply(tx, req, 100, "Trying")
 	}
-	node, trusted := p.trust(req)
-	if trusted && req.IsInvite() {
+	node, trusted := p.trustNew(req)
+	if req.IsInvite() {
 		if conf := headerValue(req, hdrConference); conf != "" {
-			p.nodeCall(req, tx, node, conf)
+			p.nodeCall(req, tx, node, trusted, conf)
 			return
 		}
 	}
@@ -141,13 +147,13 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
 	}
 	next := p.nextHop(req, st)
-	if dl := p.dialogs.Get(callID(req)); dl != nil {
+	if dl := p.dialogs.Match(callID(req), fromTag(req), reqToTag(req)); dl != nil {
 		if cs := req.CSeq(); cs != nil {
 			dl.noteCSeq(fromCaller, cs.SeqNo)
 		}
 	}
 	info := fwdInfo{confID: st.ConfID, node: st.NodeName, instance: st.Instance, endsDialog: req.Method == sip.BYE,
-		fromCaller: fromCaller}
+		fromCaller: fromCaller, callerTag: st.FromTag}
 	p.forward(req, tx, out, next, info)
 }
 
@@ -157,6 +163,11 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 // way as for the INVITE. The destination is still one sipedge chose.
 func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) {
 	p.metrics.placementRouted.Inc()
+	tx, refused := p.limitPlacement(req, tx)
+	if refused {
+		return
+	}
+	defer p.placementDone(req, tx)
 	v := p.admit.Admit(context.Background(), admission.Request{Method: string(req.Method), CallID: callID(req), ConfID: req.Recipient.User})
 	if !v.Admit {
 		p.reply(tx, req, 404, "Not Here")
@@ -169,6 +180,7 @@ func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) 
 		p.rejectSDP(tx, req, err)
 		return
 	}
+	p.limitPortsOpened(callID(req))
 	info := fwdInfo{confID: req.Recipient.User, node: v.Node.Name, instance: p.opts.Instance, endsDialog: req.Method == sip.BYE,
 		fromCaller: true}
 	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}, info)
@@ -198,6 +210,7 @@ func (p *Proxy) nextHop(req *sip.Request, st routeState) hop {
 // forwardAck relays an ACK for a 2xx (a transaction of its own) statelessly.
 // ACKs for non-2xx never get here: their INVITE transaction absorbs them.
 func (p *Proxy) forwardAck(req *sip.Request) {
+	p.limitAcked(req)
 	st, n, err := p.ourRoute(req)
 	var next hop
 	out := req.Clone()

@@ -85,9 +85,12 @@ func (p *Proxy) ourRoute(req *sip.Request) (routeState, int, error) {
 		if !ok {
 			break
 		}
-		s, err := p.signer.Decode(v)
+		s, key, err := p.signer.decode(v)
 		if err != nil {
 			return routeState{}, 0, err
+		}
+		if key > 0 && p.metrics != nil {
+			p.metrics.routeOldSecret.Inc()
 		}
 		st = s
 		n++

@@ -21,8 +21,9 @@ type Media interface {
 
 var _ Media = (*media.Manager)(nil)
 
-// TrustFunc says whether a source may set the X-Sipedge-* headers, and
-// which media node it is ("" for a trusted network that is no node).
+// TrustFunc says whether a source address may set the X-Sipedge-* headers,
+// and which media node it is ("" for a trusted network that is no node).
+// It is the address half of trust: trustNew also wants proof (trust.go).
 type TrustFunc func(src netip.AddrPort) (node string, trusted bool)
 
 // The headers only media nodes and trusted networks may set (SPEC §5).
@@ -33,7 +34,7 @@ const (
 	hdrConference  = "X-Sipedge-Conference" // a node's own call into this conference
 )
 
-var trustedHeaders = [...]string{hdrRole, hdrParticipant, hdrKeepAlive, hdrConference}
+var trustedHeaders = [...]string{hdrRole, hdrParticipant, hdrKeepAlive, hdrConference, hdrAuth}
 
 // trust resolves the sender of req.
 func (p *Proxy) trust(req *sip.Request) (node string, trusted bool) {
@@ -153,6 +154,7 @@ func (p *Proxy) openMedia(tx sip.ServerTransaction, req, out *sip.Request, info 
 		p.rejectSDP(tx, req, err)
 		return false
 	}
+	p.limitPortsOpened(id)
 	return true
 }
 
@@ -179,6 +181,7 @@ func warningText(s string) string {
 func (p *Proxy) mediaEnded(id string) {
 	if p.media != nil {
 		p.media.Ended(id)
+		p.limitPortsFreed(id)
 	}
 }
 

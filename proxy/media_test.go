@@ -11,9 +11,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sipedge/sipedge/internal/nodeauth"
 	"github.com/sipedge/sipedge/media"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -262,15 +265,41 @@ func TestMedia_TrustedHeaders(t *testing.T) {
 		name         string
 		trust        func(caller, other *peer) TrustFunc
 		headers      []string
+		sign         string // node secret the caller signs with ("": unsigned)
 		wantAtNode   []string
 		wantJoin     media.Join
 		wantStripped float64
+		wantAuthFail string // reason counted in node_auth_failures
 	}{
 		{
 			name:     "untrusted source: stripped",
 			trust:    func(_, _ *peer) TrustFunc { return nil },
-			headers:  []string{"X-Sipedge-Role: host", "X-Sipedge-Participant: admin", "X-Sipedge-Keep-Alive: yes", "X-Sipedge-Conference: c9"},
-			wantJoin: media.Join{CallID: "t1", ConfID: "conf1", AOR: "alice@example.com"}, wantStripped: 4,
+			headers:  []string{"X-Sipedge-Role: host", "X-Sipedge-Participant: admin", "X-Sipedge-Keep-Alive: yes"},
+			wantJoin: media.Join{CallID: "t1", ConfID: "conf1", AOR: "alice@example.com"}, wantStripped: 3,
+		},
+		{
+			name:     "untrusted source with a valid proof: stripped",
+			trust:    func(_, _ *peer) TrustFunc { return nil },
+			headers:  []string{"X-Sipedge-Role: host"},
+			sign:     testNodeSecret,
+			wantJoin: media.Join{CallID: "t1", ConfID: "conf1", AOR: "alice@example.com"}, wantStripped: 2,
+		},
+		{
+			// Issue 8 item 4: over UDP the address is no proof (a raw
+			// socket forges it).
+			name:     "trusted network over UDP without proof: stripped",
+			trust:    func(caller, _ *peer) TrustFunc { return trustOnly(caller, "") },
+			headers:  []string{"X-Sipedge-Role: host", "X-Sipedge-Participant: admin"},
+			wantJoin: media.Join{CallID: "t1", ConfID: "conf1", AOR: "alice@example.com"}, wantStripped: 2,
+			wantAuthFail: "missing",
+		},
+		{
+			name:     "trusted network, proof with another secret: stripped",
+			trust:    func(caller, _ *peer) TrustFunc { return trustOnly(caller, "") },
+			headers:  []string{"X-Sipedge-Role: host"},
+			sign:     "guessed",
+			wantJoin: media.Join{CallID: "t1", ConfID: "conf1", AOR: "alice@example.com"}, wantStripped: 2,
+			wantAuthFail: "bad_mac",
 		},
 		{
 			name:     "another port of a trusted host: stripped",
@@ -285,9 +314,10 @@ func TestMedia_TrustedHeaders(t *testing.T) {
 			wantJoin: media.Join{CallID: "t1", ConfID: "conf1", AOR: "alice@example.com"}, wantStripped: 2,
 		},
 		{
-			name:       "trusted network: kept and joined with them",
+			name:       "trusted network with proof: kept and joined with them",
 			trust:      func(caller, _ *peer) TrustFunc { return trustOnly(caller, "") },
 			headers:    []string{"X-Sipedge-Role: host", "X-Sipedge-Participant: admin", "X-Sipedge-Keep-Alive: no"},
+			sign:       testNodeSecret,
 			wantAtNode: []string{"X-Sipedge-Role: host", "X-Sipedge-Participant: admin", "X-Sipedge-Keep-Alive: no"},
 			wantJoin: media.Join{CallID: "t1", ConfID: "conf1", AOR: "alice@example.com",
 				Role: "host", Kind: "admin", KeepAlive: "no"},
@@ -300,7 +330,11 @@ func TestMedia_TrustedHeaders(t *testing.T) {
 			px, reg := startMediaProxy(t, &fakeAdmitter{node: ring.Node{Name: "n1", Addr: node.addr()}},
 				func(o *Options) { o.Media, o.Trust = md, tc.trust(caller, other) })
 
-			caller.send(px.Addr(), withHeaders(withSDP(invite(caller, "sip:conf1@"+px.Addr(), "t1", "z9hG4bK-t1", 70), offerSDP), tc.headers...))
+			msg := withHeaders(withSDP(invite(caller, "sip:conf1@"+px.Addr(), "t1", "z9hG4bK-t1", 70), offerSDP), tc.headers...)
+			if tc.sign != "" {
+				msg = signedBy(t, msg, tc.sign, time.Now())
+			}
+			caller.send(px.Addr(), msg)
 			inv := node.recv("INVITE ")
 			if got := xSipedge(inv); !slices.Equal(got, tc.wantAtNode) {
 				t.Errorf("node got X-Sipedge headers %q, want %q", got, tc.wantAtNode)
@@ -313,6 +347,11 @@ func TestMedia_TrustedHeaders(t *testing.T) {
 			}
 			if v := metricValue(t, reg, "sipedge_sip_trusted_headers_stripped_total"); v != tc.wantStripped {
 				t.Errorf("trusted_headers_stripped = %v, want %v", v, tc.wantStripped)
+			}
+			if tc.wantAuthFail != "" {
+				if v := metricValue(t, reg, "sipedge_sip_node_auth_failures_total", "reason", tc.wantAuthFail); v != 1 {
+					t.Errorf("node_auth_failures{reason=%s} = %v, want 1", tc.wantAuthFail, v)
+				}
 			}
 		})
 	}
@@ -338,7 +377,8 @@ func TestMedia_NodeCallGoesToCallee(t *testing.T) {
 			adm := &fakeAdmitter{node: ring.Node{Name: "ring1", Addr: ringNode.addr()}}
 			px, _ := startMediaProxy(t, adm, func(o *Options) { o.Media, o.Trust = md, trustOnly(mediaNode, "n1") })
 
-			mediaNode.send(px.Addr(), nodeInvite(mediaNode, px, "sip:callee@"+callee.addr(), "nc1", tc.headers...))
+			mediaNode.send(px.Addr(), signedBy(t, nodeInvite(mediaNode, px, "sip:callee@"+callee.addr(), "nc1", tc.headers...),
+				testNodeSecret, time.Now()))
 			inv := callee.recv("INVITE ")
 			if !strings.HasPrefix(inv, "INVITE sip:callee@"+callee.addr()+" ") {
 				t.Errorf("Request-URI changed:\n%s", inv)
@@ -400,34 +440,172 @@ Content-Length: 0
 	}
 }
 
-// The same INVITE from a source that is no trusted node is an ordinary
-// call: its headers are stripped and admission routes it to a ring node.
-func TestMedia_NodeCallFromUntrustedSourceIsAdmitted(t *testing.T) {
-	sender, callee, ringNode := newPeer(t), newPeer(t), newPeer(t)
-	md := &mediaRec{}
-	adm := &fakeAdmitter{node: ring.Node{Name: "ring1", Addr: ringNode.addr()}}
-	px, reg := startMediaProxy(t, adm, func(o *Options) { o.Media, o.Trust = md, trustOnly(callee, "n1") })
+// Issue 8 item 4: a node call (an INVITE with X-Sipedge-Conference) not
+// proven to come from a media node gets 403 and sipedge sends nothing on:
+// neither to the Request-URI nor to a ring node. Over UDP the node's exact
+// address is no proof: a raw socket forges it.
+func TestMedia_NodeCallWithoutProofRefused(t *testing.T) {
+	now := time.Now()
+	cases := []struct {
+		name       string
+		fromNode   bool   // sent from the node's exact address
+		secret     string // signing secret ("": unsigned)
+		signedAt   time.Time
+		wantReason string // node_calls_refused reason
+		wantAuth   string // node_auth_failures reason ("": none counted)
+	}{
+		{"untrusted source, unsigned", false, "", now, "unproven", ""},
+		{"untrusted source, validly signed", false, testNodeSecret, now, "unproven", ""},
+		{"node's address over UDP, unsigned (spoofed)", true, "", now, "unproven", "missing"},
+		{"node's address, other secret", true, "guessed", now, "unproven", "bad_mac"},
+		{"node's address, proof too old (replayed)", true, testNodeSecret, now.Add(-31 * time.Second), "unproven", "expired"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sender, callee, ringNode := newPeer(t), newPeer(t), newPeer(t)
+			trusted := callee // someone else
+			if tc.fromNode {
+				trusted = sender
+			}
+			md := &mediaRec{}
+			adm := &fakeAdmitter{node: ring.Node{Name: "ring1", Addr: ringNode.addr()}}
+			px, reg := startMediaProxy(t, adm, func(o *Options) { o.Media, o.Trust = md, trustOnly(trusted, "n1") })
 
-	sender.send(px.Addr(), nodeInvite(sender, px, "sip:callee@"+callee.addr(), "u1", "X-Sipedge-Role: host"))
-	inv := ringNode.recv("INVITE ")
-	if !strings.HasPrefix(inv, "INVITE sip:callee@"+ringNode.addr()+" ") {
-		t.Errorf("not routed to the ring node:\n%s", inv)
+			msg := nodeInvite(sender, px, "sip:callee@"+callee.addr(), "u1", "X-Sipedge-Role: host")
+			if tc.secret != "" {
+				msg = signedBy(t, msg, tc.secret, tc.signedAt)
+			}
+			sender.send(px.Addr(), msg)
+			sender.recv("SIP/2.0 403")
+			for who, p := range map[string]*peer{"callee": callee, "ring node": ringNode} {
+				if got := p.drain(); len(got) != 0 {
+					t.Errorf("%s got %q", who, got)
+				}
+			}
+			if ev := adm.events(); len(ev) != 0 {
+				t.Errorf("admitter events %q, want none", ev)
+			}
+			if ev := md.events(); len(ev) != 0 {
+				t.Errorf("media calls %q, want none", ev)
+			}
+			if v := metricValue(t, reg, "sipedge_sip_node_calls_refused_total", "reason", tc.wantReason); v != 1 {
+				t.Errorf("node_calls_refused{reason=%s} = %v, want 1", tc.wantReason, v)
+			}
+			if tc.wantAuth != "" {
+				if v := metricValue(t, reg, "sipedge_sip_node_auth_failures_total", "reason", tc.wantAuth); v != 1 {
+					t.Errorf("node_auth_failures{reason=%s} = %v, want 1", tc.wantAuth, v)
+				}
+			}
+		})
 	}
-	if h := xSipedge(inv); len(h) != 0 {
-		t.Errorf("ring node got X-Sipedge headers %q", h)
+}
+
+// Over TCP the connection is the proof: a node's exact address on a TCP
+// connection needs no X-Sipedge-Auth (the handshake cannot be completed
+// from a forged address), but a wrong proof is still refused.
+func TestMedia_NodeCallOverTCP(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		secret string
+		want   string
+	}{
+		{"unsigned", "", "INVITE "},
+		{"wrong proof", "guessed", "SIP/2.0 403"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			callee, ringNode := newPeer(t), newPeer(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0") // reserve a local port for the node's TCP side
+			if err != nil {
+				t.Fatal(err)
+			}
+			local := ln.Addr().(*net.TCPAddr)
+			ln.Close()
+			nodeAddr := netip.MustParseAddrPort(local.String())
+			md := &mediaRec{}
+			adm := &fakeAdmitter{node: ring.Node{Name: "ring1", Addr: ringNode.addr()}}
+			px, _ := startMediaProxy(t, adm, func(o *Options) {
+				o.Media = md
+				o.Trust = func(src netip.AddrPort) (string, bool) { return "n1", src == nodeAddr }
+			})
+			conn, err := (&net.Dialer{LocalAddr: local}).Dial("tcp", px.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			msg := strings.Replace(nodeInvite(&peer{t: t, conn: callee.conn}, px, "sip:callee@"+callee.addr(), "tc1"),
+				"SIP/2.0/UDP "+callee.addr(), "SIP/2.0/TCP "+local.String(), 1)
+			if tc.secret != "" {
+				msg = signedBy(t, msg, tc.secret, time.Now())
+			}
+			msg = strings.ReplaceAll(strings.ReplaceAll(msg, "\r\n", "\n"), "\n", "\r\n")
+			if _, err := conn.Write([]byte(msg)); err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == "INVITE " {
+				callee.recv("INVITE ")
+				return
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			buf := make([]byte, 4096)
+			got := ""
+			for !strings.Contains(got, tc.want) {
+				n, err := conn.Read(buf)
+				if err != nil {
+					t.Fatalf("waiting for %q on TCP: %v (got %q)", tc.want, err, got)
+				}
+				got += string(buf[:n])
+			}
+			if d := callee.drain(); len(d) != 0 {
+				t.Errorf("callee got %q", d)
+			}
+		})
 	}
-	if got := callee.drain(); len(got) != 0 {
-		t.Errorf("callee reached directly: %q", got)
+}
+
+// A genuine signed node call captured and replayed (on a new transaction,
+// from the node's forged address) while its timestamp is still valid is
+// refused: each proof is accepted once.
+func TestMedia_NodeCallReplayRefused(t *testing.T) {
+	mediaNode, callee := newPeer(t), newPeer(t)
+	md := &mediaRec{}
+	px, reg := startMediaProxy(t, &fakeAdmitter{}, func(o *Options) { o.Media, o.Trust = md, trustOnly(mediaNode, "n1") })
+	msg := signedBy(t, nodeInvite(mediaNode, px, "sip:callee@"+callee.addr(), "rp1"), testNodeSecret, time.Now())
+	mediaNode.send(px.Addr(), msg)
+	inv := callee.recv("INVITE ")
+	callee.send(px.Addr(), answer(inv, 486, "Busy Here", "callee1", callee.addr()))
+	mediaNode.recv("SIP/2.0 486")
+	callee.drain()
+	opens := len(md.events())
+
+	mediaNode.send(px.Addr(), strings.Replace(msg, "branch=z9hG4bK-rp1", "branch=z9hG4bK-rp1-again", 1))
+	mediaNode.recv("SIP/2.0 403")
+	for _, m := range callee.drain() {
+		if strings.HasPrefix(m, "INVITE ") {
+			t.Errorf("the replay reached the callee:\n%s", m)
+		}
 	}
-	if ev := adm.events(); len(ev) == 0 || ev[0] != "admit INVITE callee" {
-		t.Errorf("admitter events %q, want the INVITE admitted", ev)
+	if ev := md.events()[opens:]; len(ev) != 0 {
+		t.Errorf("media calls for the replay %q, want none", ev)
 	}
-	if ev := md.events(); len(ev) == 0 || ev[0] != "open u1 callee endpointIsCaller=true" {
-		t.Errorf("media calls %q, want an ordinary call's Open", ev)
+	if v := metricValue(t, reg, "sipedge_sip_node_auth_failures_total", "reason", "replayed"); v != 1 {
+		t.Errorf("node_auth_failures{reason=replayed} = %v, want 1", v)
 	}
-	if v := metricValue(t, reg, "sipedge_sip_trusted_headers_stripped_total"); v != 2 {
-		t.Errorf("trusted_headers_stripped = %v, want 2", v)
+}
+
+// testNodeSecret is the node secret of the test proxies.
+const testNodeSecret = "test-node-secret"
+
+// signedBy adds the X-Sipedge-Auth a node holding secret writes at time at.
+func signedBy(t *testing.T, msg, secret string, at time.Time) string {
+	t.Helper()
+	raw := strings.ReplaceAll(strings.ReplaceAll(msg, "\r\n", "\n"), "\n", "\r\n")
+	m, err := sip.NewParser().ParseSIP([]byte(raw))
+	if err != nil {
+		t.Fatalf("parse to sign: %v", err)
 	}
+	req := m.(*sip.Request)
+	nodeauth.Sign(req, secret, at)
+	return withHeaders(msg, hdrAuth+": "+req.GetHeader(hdrAuth).Value())
 }
 
 // SPEC §5: X-Sipedge-* headers "from anyone else are stripped" — that
@@ -435,7 +613,7 @@ func TestMedia_NodeCallFromUntrustedSourceIsAdmitted(t *testing.T) {
 func TestMedia_UntrustedResponseHeadersStripped(t *testing.T) {
 	mediaNode, callee := newPeer(t), newPeer(t)
 	px, _ := startMediaProxy(t, &fakeAdmitter{}, func(o *Options) { o.Media, o.Trust = &mediaRec{}, trustOnly(mediaNode, "n1") })
-	mediaNode.send(px.Addr(), nodeInvite(mediaNode, px, "sip:callee@"+callee.addr(), "rs1"))
+	mediaNode.send(px.Addr(), signedBy(t, nodeInvite(mediaNode, px, "sip:callee@"+callee.addr(), "rs1"), testNodeSecret, time.Now()))
 	inv := callee.recv("INVITE ")
 	callee.send(px.Addr(), withHeaders(withSDP(answer(inv, 200, "OK", "callee1", callee.addr()), answerSDP),
 		"X-Sipedge-Role: host", "X-Sipedge-Keep-Alive: yes"))
@@ -462,7 +640,7 @@ func TestMedia_NodeCallRefused(t *testing.T) {
 			adm := &fakeAdmitter{node: ring.Node{Name: "ring1", Addr: ringNode.addr()}}
 			px, _ := startMediaProxy(t, adm, func(o *Options) { o.Media, o.Trust = md, trustOnly(sender, tc.node) })
 
-			sender.send(px.Addr(), nodeInvite(sender, px, tc.target(callee), "x1"))
+			sender.send(px.Addr(), signedBy(t, nodeInvite(sender, px, tc.target(callee), "x1"), testNodeSecret, time.Now()))
 			sender.recv("SIP/2.0 403")
 			for who, p := range map[string]*peer{"callee": callee, "ring node": ringNode} {
 				if got := p.drain(); len(got) != 0 {
@@ -574,7 +752,8 @@ func sdp(user, port string) string {
 // the registry holding the proxy's metrics.
 func startMediaProxy(t *testing.T, adm Admitter, set func(*Options)) (*Proxy, *prometheus.Registry) {
 	t.Helper()
-	opts := Options{Listen: "127.0.0.1:0", RouteSecret: "test-secret", UserAgent: "sipedge-test"}
+	opts := Options{Listen: "127.0.0.1:0", RouteSecret: "test-secret", UserAgent: "sipedge-test",
+		NodeSecrets: []string{testNodeSecret}}
 	set(&opts)
 	reg := prometheus.NewRegistry()
 	px, err := New(opts, adm, testLogger(t), reg)

@@ -32,8 +32,17 @@ type metrics struct {
 	// strippedHeaders counts X-Sipedge-* headers removed from untrusted sources.
 	strippedHeaders prometheus.Counter
 	sdpRejected     *prometheus.CounterVec
-	failovers       *prometheus.CounterVec
-	failoverLate    prometheus.Counter
+	trustMetrics
+	// dialogsEnded counts dialogs set up here that ended (by BYE here, or
+	// noted by another instance); byeIgnored the BYEs that moved no count.
+	dialogsEnded *prometheus.CounterVec
+	byeIgnored   *prometheus.CounterVec
+	// orderWaits and orderTimeouts: requests held for an earlier one of
+	// their dialog, and holds that ran out (sequence.go).
+	orderWaits, orderTimeouts prometheus.Counter
+
+	failovers    *prometheus.CounterVec // new calls retried on the next node, by reason (failover.go)
+	failoverLate prometheus.Counter     // 2xx on an abandoned branch, ended with ACK and BYE
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -73,6 +82,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		sdpRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_sip_sdp_rejected_total", Help: "Messages whose SDP could not be anchored, by what was done (488, passed).",
 		}, []string{"action"}),
+		orderWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_order_waits_total", Help: "Requests held until an earlier request of their dialog was handed on.",
+		}),
+		orderTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_order_timeouts_total", Help: "Requests that stopped waiting for an earlier request of their dialog after 200 ms.",
+		}),
 		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_proxy_failover_total", Help: "New calls retried on the next node of the ring, by why their node failed them (timeout, transport, 408, 5xx, node_down).",
 		}, []string{"reason"}),
@@ -90,7 +105,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.otherRequests = reqVec.WithLabelValues("other")
 	m.otherResp = classCounters(resVec, "other")
 	m.sipgoErrors = m.malformed.WithLabelValues("unparsable")
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.failovers, m.failoverLate} {
+	if err := m.trustMetrics.register(reg); err != nil {
+		return nil, err
+	}
+	m.dialogsEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_dialogs_closed_total", Help: "Dialogs set up here that ended, by how the end was learnt (bye, elsewhere).",
+	}, []string{"how"})
+	m.byeIgnored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_dialogs_bye_ignored_total", Help: "BYEs that ended no dialog set up here, by reason (unknown, ended, refused).",
+	}, []string{"reason"})
+	for _, c := range []prometheus.Collector{m.dialogsEnded, m.byeIgnored} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register proxy metrics: %w", err)
+		}
+	}
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.orderWaits, m.orderTimeouts, m.failovers, m.failoverLate} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
@@ -126,4 +155,34 @@ func (m *metrics) countResponse(res *sip.Response) {
 		}
 	}
 	cs[class].Inc()
+}
+
+// trustMetrics count what node trust (trust.go) and route secrets refuse.
+type trustMetrics struct {
+	// nodeAuthFailures counts X-Sipedge-* requests from a trusted address
+	// whose proof failed, by nodeauth.Reason.
+	nodeAuthFailures *prometheus.CounterVec
+	// nodeCallsRefused counts node calls answered 403, by reason.
+	nodeCallsRefused *prometheus.CounterVec
+	// routeOldSecret counts routes opened with a secret other than the
+	// current one: when it stops rising, the previous secret can go.
+	routeOldSecret prometheus.Counter
+}
+
+func (t *trustMetrics) register(reg prometheus.Registerer) error {
+	t.nodeAuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_node_auth_failures_total", Help: "Requests with X-Sipedge-* headers from a node or trusted network without valid X-Sipedge-Auth, by reason.",
+	}, []string{"reason"})
+	t.nodeCallsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_sip_node_calls_refused_total", Help: "INVITEs with X-Sipedge-Conference answered 403 (no proof they come from a media node), by reason.",
+	}, []string{"reason"})
+	t.routeOldSecret = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sipedge_sip_route_old_secret_total", Help: "In-dialog requests whose route was made with a previous route secret (rotation).",
+	})
+	for _, c := range []prometheus.Collector{t.nodeAuthFailures, t.nodeCallsRefused, t.routeOldSecret} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register proxy trust metrics: %w", err)
+		}
+	}
+	return nil
 }

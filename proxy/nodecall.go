@@ -10,11 +10,16 @@ import (
 // (adp, or one an operator asked for with `sipedgectl conf dial`): the
 // callee in the Request-URI is the participant's endpoint. Only media
 // nodes get here, and the target must be an IP literal: sipedge resolves
-// nothing a message names.
-func (p *Proxy) nodeCall(req *sip.Request, tx sip.ServerTransaction, node, conf string) {
+// nothing a message names. A call not proven to come from a node
+// (trustNew: over UDP a valid X-Sipedge-Auth) gets 403 and sends nothing on.
+func (p *Proxy) nodeCall(req *sip.Request, tx sip.ServerTransaction, node string, trusted bool, conf string) {
 	id := callID(req)
+	if !trusted {
+		p.refuseNodeCall(req, tx, "unproven")
+		return
+	}
 	if node == "" {
-		p.reply(tx, req, 403, "Forbidden (only media nodes place calls into conferences)")
+		p.refuseNodeCall(req, tx, "not_a_node")
 		return
 	}
 	addr, err := netip.ParseAddr(req.Recipient.Host)

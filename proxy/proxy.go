@@ -1,6 +1,6 @@
 // Package proxy is sipedge's SIP front end: a transaction-stateful proxy on
 // sipgo. It asks admission where each new dialog goes, records its choice in
-// a signed Record-Route so any instance can route the dialog's later
+// a sealed (AES-GCM) Record-Route so any instance can route the dialog's later
 // requests with no local state, and relays responses back over the
 // transport each request came on.
 package proxy
@@ -27,8 +27,14 @@ import (
 // Admitter decides new dialogs and records conference placements.
 type Admitter interface {
 	Admit(ctx context.Context, req admission.Request) admission.Verdict
+	// DialogStarted and DialogEnded report a dialog set up here that was
+	// added to or removed from this instance's dialog set; they must not
+	// block (the counts are written asynchronously).
 	DialogStarted(ctx context.Context, confID, node, callID string)
 	DialogEnded(ctx context.Context, confID, node, instance, callID string)
+	// DialogEndedElsewhere reports the end of dialog key of conference
+	// confID on node, set up by instance owner.
+	DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string)
 }
 
 var _ Admitter = (*admission.Admitter)(nil)
@@ -37,12 +43,18 @@ var _ Admitter = (*admission.Admitter)(nil)
 type Options struct {
 	Listen      string    // HOST:PORT for UDP and TCP
 	Advertise   string    // HOST[:PORT] for Via and Record-Route; default: the listen address
-	RouteSecret string    // key signing Record-Route state; shared by all instances
+	RouteSecret string    // key sealing Record-Route state (current: encodes); shared by all instances
 	UserAgent   string    // Server / User-Agent header value
 	UDPBuffer   int       // socket buffer bytes of the UDP listener (0: kernel default)
 	Instance    string    // this instance's name, carried in Record-Route state
 	Media       Media     // RTP anchoring; nil turns it off
 	Trust       TrustFunc // who may set X-Sipedge-* headers; nil trusts nobody
+
+	OldRouteSecrets []string      // also accepted on decode, never used to encode (rotation)
+	NodeSecrets     []string      // keys of nodes' X-Sipedge-Auth proofs; empty: no node call over UDP
+	NodeAuthWindow  time.Duration // how far a proof's timestamp may be off (0: 30 s)
+	// Limits are the flood limits (limits.go).
+	Limits LimitOptions
 
 	// A new INVITE whose node gives no response other than 100 within
 	// FailoverTimeout (0: DefaultFailoverTimeout), cannot be reached, or
@@ -59,6 +71,7 @@ type Proxy struct {
 	log     zerolog.Logger
 	metrics *metrics
 	signer  routeSigner
+	auth    nodeAuth // node proofs (trust.go)
 
 	ua     *sipgo.UserAgent
 	srv    *sipgo.Server
@@ -73,8 +86,15 @@ type Proxy struct {
 	slog *slog.Logger // sipgo's logs, bridged to zerolog
 
 	dialogs dialogSet
-	media   Media // nil: media not anchored
+	seq     *sequencer // keeps each dialog's requests in arrival order
+	media   Media      // nil: media not anchored
 	wg      sync.WaitGroup
+
+	// flood limits (limits.go, limits_hooks.go)
+	limits       *limiter
+	limitMetrics *limitMetrics
+	limitLogs    [numLimitReasons]*sampledLog
+	noAckLog     *sampledLog
 }
 
 // New binds the listeners (so a bad or busy address fails at start-up) and
@@ -87,7 +107,13 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{opts: opts, admit: admit, log: log, metrics: m, signer: newRouteSigner(opts.RouteSecret), media: opts.Media}
+	p := &Proxy{opts: opts, admit: admit, log: log, metrics: m, media: opts.Media}
+	if err := p.initTrust(); err != nil {
+		return nil, err
+	}
+	if err := p.initLimits(reg); err != nil {
+		return nil, err
+	}
 	if err := p.listen(); err != nil {
 		return nil, err
 	}
@@ -96,7 +122,8 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 	p.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(p.advHost),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog),
+			sip.WithTransportLayerReadFilter(chainReadFilters(p.floodFilter))),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog)),
 	)
 	if err != nil {
@@ -114,6 +141,7 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 		p.closeListeners()
 		return nil, fmt.Errorf("proxy: create client: %w", err)
 	}
+	p.orderRequests()
 	p.srv.OnNoRoute(p.onRequest)
 	for _, method := range []sip.RequestMethod{sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER,
 		sip.OPTIONS, sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH} {
@@ -194,6 +222,8 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	go func() { errc <- p.srv.ServeUDP(p.udp) }()
 	go func() { errc <- p.srv.ServeTCP(p.tcp) }()
 	go p.dialogs.sweep(ctx, time.Minute)
+	go p.seq.sweep(ctx, time.Second)
+	go p.runLimits(ctx)
 	p.log.Info().Str("listen", p.udp.LocalAddr().String()).Str("advertise", p.Addr()).Msg("SIP proxy listening (udp, tcp)")
 	select {
 	case <-ctx.Done():

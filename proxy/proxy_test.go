@@ -38,6 +38,9 @@ func (f *fakeAdmitter) DialogStarted(_ context.Context, confID, node, _ string) 
 func (f *fakeAdmitter) DialogEnded(_ context.Context, confID, node, _, _ string) {
 	f.record("end " + confID + " " + node)
 }
+func (f *fakeAdmitter) DialogEndedElsewhere(_ context.Context, owner, _, _, _, key string) {
+	f.record("noted " + owner + " " + key)
+}
 func (f *fakeAdmitter) record(s string) {
 	f.mu.Lock()
 	f.log = append(f.log, s)

@@ -1,13 +1,18 @@
 package proxy
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
-	"hash"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // routeParam is the Record-Route URI parameter that carries a dialog's
@@ -31,59 +36,232 @@ type routeState struct {
 
 var (
 	errRouteMalformed = errors.New("malformed sipedge route state")
-	errRouteSignature = errors.New("sipedge route state signature mismatch")
+	errRouteSignature = errors.New("sipedge route state not authentic under any route secret")
+	errRouteNoSecret  = errors.New("empty route secret")
 )
 
+// Token layout (base64url, no padding):
+//
+//	0x04 | nonce (12 random bytes) | AES-256-GCM(fields) with the 16-byte tag
+//
+// The version byte is the additional data. Fields are length-prefixed
+// (uvarint) in routeState order. A caller sees only random-looking bytes:
+// not the node's name or address, nor the instance. The key is
+// HKDF-SHA256(route secret, info routeKDFInfo).
 const (
-	routeVersion = "3"
-	macLen       = 12 // truncated HMAC-SHA256: 96 bits is plenty against forgery here
-	fieldSep     = "\x1f"
+	routeVersion = 0x04
+	nonceLen     = 12
+	tagLen       = 16
+	routeFields  = 8
+	routeKDFInfo = "sipedge route state v4 aes-256-gcm"
+	// maxRouteToken bounds what Decode reads (a route is ~150 characters;
+	// a caller's long From tag or conference id makes it longer).
+	maxRouteToken = 4096
 )
 
-// routeSigner encodes and verifies routeState with an HMAC so a peer cannot
-// make sipedge relay to a destination sipedge did not choose itself.
-type routeSigner struct{ macs *sync.Pool }
+// Version 3 (HMAC-signed, readable) tokens of dialogs set up before the
+// upgrade still decode, so those dialogs end normally. Never written.
+const (
+	legacyVersion = "3"
+	legacyMACLen  = 12
+	legacySep     = "\x1f"
+)
 
-func newRouteSigner(secret string) routeSigner {
-	key := []byte(secret)
-	// HMAC state is reused: building it costs more than hashing a route.
-	return routeSigner{macs: &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
+// routeKey is one route secret, ready to use.
+type routeKey struct {
+	aead   cipher.AEAD
+	secret []byte // HMAC key of legacy tokens
 }
 
-func (s routeSigner) mac(payload []byte) []byte {
-	m := s.macs.Get().(hash.Hash)
-	m.Reset()
-	m.Write(payload)
-	var sum [sha256.Size]byte
-	out := m.Sum(sum[:0])
-	s.macs.Put(m)
-	return out[:macLen]
+// routeKeys is one generation of secrets: the first encodes, all decode.
+type routeKeys struct{ keys []routeKey }
+
+// routeSigner seals and opens routeState with an AEAD, so a peer can
+// neither read the state nor make sipedge relay to a destination sipedge
+// did not choose itself. Its secrets can be swapped at run time (rotation);
+// copies share them.
+type routeSigner struct {
+	cur  *atomic.Pointer[routeKeys]
+	bufs *sync.Pool // *routeBuf: the AEAD (an interface) makes stack buffers escape
+}
+
+// routeBuf is the scratch space of one Encode or Decode.
+type routeBuf struct{ raw, plain [maxRouteToken]byte }
+
+// makeRouteSigner returns a signer with no secrets yet (set installs them).
+func makeRouteSigner() routeSigner {
+	return routeSigner{cur: &atomic.Pointer[routeKeys]{}, bufs: &sync.Pool{New: func() any { return new(routeBuf) }}}
+}
+
+// newRouteSigner builds a signer encoding with secrets[0] and decoding with
+// any of secrets. It panics on an empty secret (tests and benchmarks only;
+// New checks first).
+func newRouteSigner(secrets ...string) routeSigner {
+	s := makeRouteSigner()
+	if err := s.set(secrets); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+func newRouteKey(secret string) (routeKey, error) {
+	if secret == "" {
+		return routeKey{}, errRouteNoSecret
+	}
+	key, err := hkdf.Key(sha256.New, []byte(secret), nil, routeKDFInfo, 32)
+	if err != nil {
+		return routeKey{}, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return routeKey{}, err
+	}
+	aead, err := cipher.NewGCM(block) // stateless: safe for concurrent use
+	if err != nil {
+		return routeKey{}, err
+	}
+	return routeKey{aead: aead, secret: []byte(secret)}, nil
+}
+
+// set installs secrets (the first encodes; duplicates are dropped).
+func (s routeSigner) set(secrets []string) error {
+	if len(secrets) == 0 {
+		return errRouteNoSecret
+	}
+	ks := &routeKeys{}
+	seen := map[string]bool{}
+	for i, sec := range secrets {
+		if sec == "" && i > 0 {
+			continue
+		}
+		if seen[sec] {
+			continue
+		}
+		seen[sec] = true
+		k, err := newRouteKey(sec)
+		if err != nil {
+			return err
+		}
+		ks.keys = append(ks.keys, k)
+	}
+	s.cur.Store(ks)
+	return nil
+}
+
+// SetRouteSecrets replaces the route secrets at run time: current encodes
+// every new route; current and old (the secrets of a rotation) decode.
+func (p *Proxy) SetRouteSecrets(current string, old ...string) error {
+	return p.signer.set(append([]string{current}, old...))
+}
+
+func appendField(b []byte, f string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(f)))
+	return append(b, f...)
 }
 
 // Encode returns the value of the routeParam URI parameter.
 func (s routeSigner) Encode(st routeState) string {
-	payload := strings.Join([]string{routeVersion, st.NodeName, st.NodeAddr, st.NodeTransport,
-		st.PeerAddr, st.PeerTransport, st.FromTag, st.ConfID, st.Instance}, fieldSep)
-	b := make([]byte, 0, len(payload)+macLen)
-	b = append(b, payload...)
-	b = append(b, s.mac([]byte(payload))...)
-	return base64.RawURLEncoding.EncodeToString(b)
+	k := s.cur.Load().keys[0]
+	buf := s.bufs.Get().(*routeBuf)
+	defer s.bufs.Put(buf)
+	b := append(buf.raw[:0], routeVersion)
+	b = b[:1+nonceLen]
+	_, _ = rand.Read(b[1 : 1+nonceLen]) // never fails (crypto/rand)
+	for _, f := range [routeFields]string{st.NodeName, st.NodeAddr, st.NodeTransport, st.PeerAddr,
+		st.PeerTransport, st.FromTag, st.ConfID, st.Instance} {
+		b = appendField(b, f)
+	}
+	head := b[:1+nonceLen]
+	b = k.aead.Seal(head, head[1:], b[len(head):], head[:1]) // in place
+	enc := base64.RawURLEncoding.AppendEncode(buf.plain[:0], b)
+	return string(enc)
 }
 
-// Decode verifies and decodes a routeParam value.
+// Decode opens a routeParam value with any of the current secrets.
 func (s routeSigner) Decode(v string) (routeState, error) {
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(v)
-	if err != nil || len(raw) <= macLen {
+	st, _, err := s.decode(v)
+	return st, err
+}
+
+// decode is Decode that also tells which secret opened the route (0: the
+// current one).
+func (s routeSigner) decode(v string) (routeState, int, error) {
+	if len(v) == 0 || len(v) > maxRouteToken {
+		return routeState{}, 0, errRouteMalformed
+	}
+	buf := s.bufs.Get().(*routeBuf)
+	defer s.bufs.Put(buf)
+	src := buf.plain[:copy(buf.plain[:], v)]
+	n, err := base64.RawURLEncoding.Strict().Decode(buf.raw[:], src)
+	if err != nil || n == 0 {
+		return routeState{}, 0, errRouteMalformed
+	}
+	raw := buf.raw[:n]
+	ks := s.cur.Load().keys
+	if raw[0] != routeVersion {
+		return decodeLegacy(ks, raw)
+	}
+	if len(raw) < 1+nonceLen+tagLen {
+		return routeState{}, 0, errRouteMalformed
+	}
+	nonce, sealed := raw[1:1+nonceLen], raw[1+nonceLen:]
+	for i, k := range ks {
+		// Open into plain (the base64 is decoded): a failed Open may
+		// clobber its output, so never in place.
+		pt, err := k.aead.Open(buf.plain[:0], nonce, sealed, raw[:1])
+		if err == nil {
+			st, err := parseFields(pt)
+			return st, i, err
+		}
+	}
+	return routeState{}, 0, errRouteSignature
+}
+
+// parseFields splits the length-prefixed fields, with one allocation for
+// all eight strings.
+func parseFields(pt []byte) (routeState, error) {
+	all := string(pt)
+	var f [routeFields]string
+	off := 0
+	for i := range f {
+		l, n := binary.Uvarint(pt[off:])
+		if n <= 0 || l > uint64(len(pt)-off-n) {
+			return routeState{}, errRouteMalformed
+		}
+		off += n
+		f[i] = all[off : off+int(l)]
+		off += int(l)
+	}
+	if off != len(pt) {
 		return routeState{}, errRouteMalformed
 	}
-	payload, sum := raw[:len(raw)-macLen], raw[len(raw)-macLen:]
-	if !hmac.Equal(sum, s.mac(payload)) {
-		return routeState{}, errRouteSignature
+	return routeState{NodeName: f[0], NodeAddr: f[1], NodeTransport: f[2], PeerAddr: f[3],
+		PeerTransport: f[4], FromTag: f[5], ConfID: f[6], Instance: f[7]}, nil
+}
+
+// decodeLegacy verifies and reads a version 3 token (HMAC-SHA256 truncated
+// to 96 bits over the separator-joined fields).
+func decodeLegacy(ks []routeKey, raw []byte) (routeState, int, error) {
+	if len(raw) <= legacyMACLen {
+		return routeState{}, 0, errRouteMalformed
 	}
-	f := strings.Split(string(payload), fieldSep)
-	if len(f) != 9 || f[0] != routeVersion {
-		return routeState{}, errRouteMalformed
+	payload, sum := raw[:len(raw)-legacyMACLen], raw[len(raw)-legacyMACLen:]
+	idx := -1
+	for i, k := range ks {
+		m := hmac.New(sha256.New, k.secret)
+		m.Write(payload)
+		if hmac.Equal(sum, m.Sum(nil)[:legacyMACLen]) {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		return routeState{}, 0, errRouteSignature
+	}
+	f := strings.Split(string(payload), legacySep)
+	if len(f) != 9 || f[0] != legacyVersion {
+		return routeState{}, 0, errRouteMalformed
 	}
 	return routeState{NodeName: f[1], NodeAddr: f[2], NodeTransport: f[3], PeerAddr: f[4],
-		PeerTransport: f[5], FromTag: f[6], ConfID: f[7], Instance: f[8]}, nil
+		PeerTransport: f[5], FromTag: f[6], ConfID: f[7], Instance: f[8]}, idx, nil
 }

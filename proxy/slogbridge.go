@@ -22,7 +22,7 @@ func newSlogBridge(log zerolog.Logger, m *metrics) *slog.Logger {
 }
 
 func (b *slogBridge) Enabled(_ context.Context, l slog.Level) bool {
-	return b.log.GetLevel() <= zlevel(l)
+	return max(b.log.GetLevel(), zerolog.GlobalLevel()) <= zlevel(l) // the global level changes on SIGHUP
 }
 
 func (b *slogBridge) Handle(_ context.Context, r slog.Record) error {

@@ -25,6 +25,10 @@ type WatcherOptions struct {
 	// deserviced node would be recorded as back in service.
 	Policy PolicySource
 	Now    func() time.Time // injected clock, default time.Now
+	// EmptyGrace keeps the last known nodes this long when the node set is
+	// read empty after it held nodes (Redis restarted empty, a failover to
+	// an empty replica) until nodes register again; 0 accepts it at once.
+	EmptyGrace time.Duration
 }
 
 // DefaultResyncInterval keeps a change made with plain redis-cli (no
@@ -59,6 +63,7 @@ type Watcher struct {
 	redisErr   string            // last logged Redis error, "" while Redis answers
 	markErr    string            // last logged error writing a transition
 	drainGauge map[string]bool   // nodes with a sipedge_node_drain_calls series
+	emptySince time.Time         // first load that found the node set empty while nodes were known
 }
 
 // NewWatcher wires a Watcher and registers its metrics on reg. pinger may
@@ -180,6 +185,9 @@ func (w *Watcher) reload(ctx context.Context) error {
 	} else if markErr == nil {
 		w.markErr = ""
 	}
+	if w.keepThroughEmptyLocked(nodes, errs, now) {
+		return nil
+	}
 	w.logInvalidLocked(errs)
 	w.logBadCallsLocked(badCalls)
 	w.nodes, w.calls, w.policy, w.readAt = nodes, calls, policy, now
@@ -193,6 +201,38 @@ func (w *Watcher) reload(ctx context.Context) error {
 	w.sus.retain(known)
 	w.rebuildLocked()
 	return nil
+}
+
+// keepThroughEmptyLocked reports whether this load, which found no node at
+// all, is set aside: an empty Redis is treated like a lost one for up to
+// EmptyGrace, so calls keep going to the last known ring while the nodes
+// register again (they do at their next heartbeat).
+func (w *Watcher) keepThroughEmptyLocked(nodes []Node, errs []error, now time.Time) bool {
+	empty := len(nodes) == 0 && len(errs) == 0
+	switch {
+	case !empty:
+		if !w.emptySince.IsZero() {
+			w.log.Info().Int("nodes", len(nodes)).Dur("after", now.Sub(w.emptySince)).
+				Msg("media nodes registered again after an empty node set")
+			w.emptySince = time.Time{}
+		}
+		return false
+	case len(w.nodes) == 0 || w.opts.EmptyGrace <= 0:
+		return false
+	case w.emptySince.IsZero():
+		w.emptySince = now
+		w.m.redisErrors.WithLabelValues("empty").Inc()
+		w.log.Warn().Str("key", w.k.Nodes()).Int("known", len(w.nodes)).Dur("grace", w.opts.EmptyGrace).
+			Msg("media node set is empty (Redis restarted empty?): keeping the last known ring until nodes register again")
+		return true
+	case now.Sub(w.emptySince) < w.opts.EmptyGrace:
+		return true
+	default:
+		w.log.Warn().Str("key", w.k.Nodes()).Dur("grace", w.opts.EmptyGrace).
+			Msg("media node set still empty after the grace period: ring emptied")
+		w.emptySince = time.Time{}
+		return false
+	}
 }
 
 // logInvalidLocked logs each invalid node once per distinct error, so a bad

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -277,4 +278,63 @@ func TestNewWatcher_Errors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWatcher_EmptyNodeSetKeepsTheLastRing: Redis restarted empty is
+// treated like a lost Redis until the nodes register again or the grace
+// period ends; a node set that was always empty stays empty.
+func TestWatcher_EmptyNodeSetKeepsTheLastRing(t *testing.T) {
+	cases := []struct {
+		name      string
+		grace     time.Duration
+		after     time.Duration // clock advance after the flush
+		reg       bool          // n2 registers again
+		wantNodes []string
+	}{
+		{"within grace: last ring kept", 30 * time.Second, 10 * time.Second, false, []string{"n1", "n2"}},
+		{"grace over: ring empty", 30 * time.Second, 31 * time.Second, false, nil},
+		{"no grace: ring empty at once", 0, 0, false, nil},
+		{"a node registers again: the ring is what is registered", 30 * time.Second, time.Second, true, []string{"n2"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, WatcherOptions{EmptyGrace: tc.grace}, nil)
+			ctx := context.Background()
+			hb := func() string { return strconv.FormatInt(h.now.Load(), 10) }
+			h.put("n1", "heartbeat", hb())
+			h.put("n2", "heartbeat", hb())
+			if err := h.w.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			h.mr.FlushAll()
+			if err := h.w.reload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			h.now.Add(tc.after.Milliseconds())
+			if tc.reg {
+				h.put("n2", "heartbeat", hb())
+			}
+			if err := h.w.reload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, st := range h.w.Snapshot().Statuses() {
+				if h.w.Snapshot().Eligible(st.Node.Name) {
+					got = append(got, st.Node.Name)
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(tc.wantNodes, ",") {
+				t.Errorf("eligible nodes = %v, want %v", got, tc.wantNodes)
+			}
+		})
+	}
+	t.Run("never any node: empty, no warning", func(t *testing.T) {
+		h := newHarness(t, WatcherOptions{EmptyGrace: time.Minute}, nil)
+		if err := h.w.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(h.log.lines(t, "media node set is empty (Redis restarted empty?): keeping the last known ring until nodes register again")); n != 0 {
+			t.Errorf("warned %d times with nothing to keep", n)
+		}
+	})
 }

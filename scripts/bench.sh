@@ -52,7 +52,7 @@ for i in 1 2 3; do
 done
 
 "${pin_proxy[@]}" ./bin/sipedge --name bench --redis "127.0.0.1:$RP" --listen "127.0.0.1:$SP" \
-  --admin "127.0.0.1:$AP" --log-level warn --probe-interval 1s ${SIPEDGE_ARGS:-} >"$work/sipedge.log" 2>&1 &
+  --admin "127.0.0.1:$AP" --log-level warn --probe-interval 1s --source-rate 0 ${SIPEDGE_ARGS:-} >"$work/sipedge.log" 2>&1 &
 SIPEDGE=$!
 pids+=($SIPEDGE)
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$AP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/nodeauth"
 	"github.com/sipedge/sipedge/internal/records"
 )
 
@@ -156,6 +157,11 @@ func (n *node) dial(ctx context.Context, log zerolog.Logger, req dialRequest, ta
 		media.Close()
 		log.Error().Err(err).Msg("dial failed: build INVITE")
 		return
+	}
+	if secret, err := n.nodeSecret(ctx); err != nil {
+		log.Warn().Err(err).Msg("no node secret: INVITE sent unsigned, sipedge will refuse it over UDP")
+	} else {
+		nodeauth.Sign(invite, secret, time.Now()) // after every X-Sipedge header is set
 	}
 	callID := invite.CallID().Value()
 	log = log.With().Str("call_id", callID).Logger()

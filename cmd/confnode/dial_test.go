@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"strings"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/pion/sdp/v3"
+
+	"github.com/sipedge/sipedge/internal/nodeauth"
 )
 
 // fakeProxy is a UDP socket playing sipedge for the node: it reads what the
@@ -133,6 +136,15 @@ func TestConfnode_DialQueue_CallsThroughProxyWithSipedgeHeaders(t *testing.T) {
 		if got := header(inv, name); got != want {
 			t.Errorf("%s: %q, want %q", name, got, want)
 		}
+	}
+	// Issue 8 item 4: signed with the node secret (created in Redis by the
+	// first reader) over what sipedge checks.
+	secret, err := h.node.rdb.Get(context.Background(), "sipedge:node_secret").Result()
+	if err != nil || secret == "" {
+		t.Fatalf("node secret in redis: %q, %v", secret, err)
+	}
+	if err := nodeauth.Verify(inv, []string{secret}, time.Now(), nodeauth.DefaultWindow); err != nil {
+		t.Errorf("X-Sipedge-Auth %q does not verify: %v", header(inv, nodeauth.Header), err)
 	}
 	from := inv.From()
 	if from.Address.User != "conf-9" || from.Address.HostPort() != h.node.advertise() || !from.Params.Has("tag") {

@@ -40,6 +40,7 @@ type config struct {
 	RTP               bool
 	Proxy             string
 	DialTimeout       time.Duration
+	NodeSecret        string
 	LogFormat         string
 	LogLevel          string
 }
@@ -105,6 +106,7 @@ func newCommand() *cobra.Command {
 	f.BoolVar(&cfg.RTP, "rtp", true, "send PCMU silence on every call and count received RTP (--rtp=false: SDP only)")
 	f.StringVar(&cfg.Proxy, "proxy", "", "sipedge host:port (UDP) that calls from the dial queue go through; empty: dialing refused")
 	f.DurationVar(&cfg.DialTimeout, "dial-timeout", 60*time.Second, "give up (CANCEL) a dialed call not answered within this time")
+	f.StringVar(&cfg.NodeSecret, "node-secret", "", "key dialed calls are signed with (X-Sipedge-Auth); empty: the shared one in Redis (<prefix>node_secret)")
 	f.StringVar(&cfg.LogFormat, "log-format", "json", "log format: json or console")
 	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd

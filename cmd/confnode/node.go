@@ -40,8 +40,9 @@ type node struct {
 	stopping chan struct{}  // closed (under mu) when shutdown begins
 	dials    sync.WaitGroup // outgoing INVITEs in progress (dial.go)
 
-	mu    sync.Mutex
-	calls map[string]*call // by Call-ID
+	mu     sync.Mutex
+	calls  map[string]*call // by Call-ID
+	secret string           // node secret last read from Redis (secret.go)
 }
 
 // session is what a call needs from its sipgo dialog, whichever side

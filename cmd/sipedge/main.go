@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,14 +25,17 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sipedge: %v\n", err)
 		os.Exit(2)
 	}
-	log, err := logging.Stderr(cfg.LogFormat, cfg.LogLevel)
+	log, err := logging.StderrReloadable(cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sipedge: %v\n", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := app.Run(ctx, cfg, log); err != nil {
+	// SIGHUP reloads, SIGTERM and SIGINT drain (internal/app/lifecycle.go).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	reload := func() (config.Config, error) { return config.Load(os.Args[1:], os.Getenv, io.Discard) }
+	if err := app.Run(context.Background(), cfg, log, app.Control{Signals: sigs, Reload: reload}); err != nil {
 		log.Error().Err(err).Msg("sipedge failed")
 		os.Exit(1)
 	}

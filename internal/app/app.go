@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/sipedge/sipedge/internal/instance"
 	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/internal/logging"
+	"github.com/sipedge/sipedge/internal/redishealth"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -33,8 +35,9 @@ import (
 // Version is reported in the Server header and logs.
 var Version = "dev"
 
-// Run starts sipedge and blocks until ctx is done or a part fails.
-func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
+// Run starts sipedge and blocks until ctx is done, a part fails, or a
+// signal of ctl (at most one) stopped it (lifecycle.go).
+func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Control) error {
 	redisAddr := cfg.Redis
 	if redisAddr == "" {
 		emb, err := embedredis.Start("127.0.0.1:6379")
@@ -50,7 +53,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		log.Warn().Str("redis", redisAddr).Msg("no --redis given: embedded Redis started (demo only; point real deployments at a real Redis)")
 	}
 	redis.SetLogger(logging.RedisLogger{Log: log})
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{redisAddr}})
+	rdb := redis.NewUniversalClient(redisOptions(redisAddr, cfg.RedisTimeout))
 	defer rdb.Close()
 	if err := waitForRedis(ctx, rdb, redisAddr, cfg.StartupRetry, log); err != nil {
 		return err
@@ -58,6 +61,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	k := keys.New(cfg.Prefix)
 
 	secret, err := routeSecret(ctx, rdb, k, cfg.RouteKey)
+	if err != nil {
+		return err
+	}
+	tsec, err := loadTrustSecrets(ctx, rdb, k, cfg)
 	if err != nil {
 		return err
 	}
@@ -74,6 +81,8 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
 		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check,
 		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout}
+	tsec.apply(&popts)
+	popts.Limits = limitOptions(cfg)
 	if mgr != nil {
 		popts.Media = mgr
 	}
@@ -93,6 +102,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	}
 	watcher, err := ring.NewWatcher(rdb, k, ring.WatcherOptions{
 		ResyncInterval: cfg.ResyncInterval,
+		EmptyGrace:     cfg.EmptyRingGrace,
 		Policy:         state,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
 			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp, SuspectHold: cfg.SuspectHold},
@@ -106,24 +116,31 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if err := watcher.Start(ctx); err != nil {
 		return fmt.Errorf("load media nodes: %w", err)
 	}
+	ledger, err := admission.NewLedger(rdb, k, admission.LedgerOptions{Self: cfg.Name, Interval: time.Second,
+		LiveFor: cfg.HeartbeatTimeout, HeartbeatTimeout: cfg.HeartbeatTimeout, ConfTTL: cfg.ConfTTL, RedisTimeout: cfg.RedisTimeout,
+	}, px, log.With().Str("component", "counts").Logger(), reg)
+	if err != nil {
+		return err
+	}
 	a, err := admission.NewAdmitter(watcher, state, admission.NewConfStore(rdb, k, cfg.ConfTTL), admission.Options{
 		Self:             admission.Self{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server},
-		HeartbeatTimeout: cfg.HeartbeatTimeout, RedisTimeout: cfg.RedisTimeout,
+		HeartbeatTimeout: cfg.HeartbeatTimeout, RedisTimeout: cfg.RedisTimeout, Ledger: ledger,
 	}, log.With().Str("component", "admission").Logger(), reg)
 	if err != nil {
 		return err
 	}
 	adm.set(a)
+	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
+	if err != nil {
+		return err
+	}
 
 	pub := instance.NewPublisher(rdb, k, instance.Info{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server, Addr: px.Addr()},
 		time.Second, func() instance.State {
 			v := a.Instance()
-			// Counted in Redis: a dialog set up here may end through another
-			// instance. Fall back to what this instance saw if Redis fails.
-			d, err := a.Calls(ctx)
-			if err != nil {
-				d = px.ActiveDialogs()
-			}
+			// The dialog set is the truth: ends seen by other instances are
+			// noted back to this one (admission.Ledger).
+			d := px.ActiveDialogs()
 			return instance.State{Name: admission.InstanceState(v, d), Dialogs: d, Deserviced: v.Deserviced, HeldBack: v.HeldBack}
 		}, log)
 
@@ -136,6 +153,12 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		return nil
 	})
 	g.Go(func() error { pub.Run(gctx); return nil })
+	g.Go(func() error {
+		watchSecrets(gctx, rdb, k, cfg, secret, tsec, px, log.With().Str("component", "secrets").Logger())
+		return nil
+	})
+	g.Go(func() error { ledger.Run(gctx); return nil })
+	g.Go(func() error { health.Run(gctx); return nil })
 	if mgr != nil {
 		mgr.SetEnder(px)
 		g.Go(func() error { return mgr.Run(gctx) })
@@ -143,8 +166,13 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 	if cfg.Admin != "" {
 		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
 			Gatherer: reg,
-			Ready:    func() error { return ready(a.Instance()) },
-			Status:   func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
+			Ready: func() error {
+				if err := health.Ready(); err != nil {
+					return err
+				}
+				return ready(a.Instance())
+			},
+			Status: func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
 		}, log)
 		if err != nil {
 			return err
@@ -152,9 +180,19 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 		log.Info().Str("admin", adminSrv.Addr()).Msg("admin HTTP listening (/metrics /healthz /readyz /api/status)")
 		g.Go(func() error { return adminSrv.Serve(gctx) })
 	}
+	lc := &lifecycle{cfg: cfg, log: log.With().Str("component", "lifecycle").Logger(), admit: a, state: state,
+		dialogs: px.ActiveDialogs, trusted: func(n []netip.Prefix) { trust.set(newTrust(watcher, n)) },
+		beat: func() { _ = pub.Beat(gctx) }}
+	if mgr != nil {
+		lc.media = mgr
+	}
+	g.Go(func() error { return lc.run(gctx, firstControl(ctl)) })
 	log.Info().Str("instance", cfg.Name).Str("site", cfg.Site).Str("server", cfg.Server).
 		Str("sip", px.Addr()).Str("redis", redisAddr).Msg("sipedge started")
 	err = g.Wait()
+	if errors.Is(err, errStopped) {
+		err = nil
+	}
 	log.Info().Msg("sipedge stopped")
 	return err
 }
@@ -162,6 +200,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger) error {
 // ready is /readyz: a deserviced instance (one that answers 503 to new
 // dialogs) tells HTTP load balancers to drain it too.
 func ready(v admission.InstanceVerdict) error {
+	if v.ShuttingDown {
+		return errors.New("shutting down")
+	}
 	if v.Reject {
 		return fmt.Errorf("deserviced by profile %s", strings.Join(v.Profiles, ","))
 	}
@@ -233,6 +274,20 @@ func (l *lateAdmitter) DialogStarted(ctx context.Context, confID, node, callID s
 
 func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, callID string) {
 	l.a.DialogEnded(ctx, confID, node, instance, callID)
+}
+
+func (l *lateAdmitter) DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string) {
+	l.a.DialogEndedElsewhere(ctx, owner, confID, node, callID, key)
+}
+
+// limitOptions are the proxy's flood limits from the config.
+func limitOptions(cfg config.Config) proxy.LimitOptions {
+	return proxy.LimitOptions{
+		SourceRate: cfg.SourceRate, SourceBurst: cfg.SourceBurst, SourceDropRate: cfg.SourceDropRate,
+		SourcePorts: cfg.SourcePorts, SourceHalfOpen: cfg.SourceHalfOpen,
+		MaxDialogs: cfg.MaxDialogs, MaxHalfOpen: cfg.MaxHalfOpen, MaxPortsPercent: cfg.MaxPortsPercent,
+		MaxMemoryBytes: uint64(cfg.MaxMemoryMB) << 20, RetryAfter: cfg.RetryAfter,
+	}
 }
 
 // The proxy fails new calls over only through an Admitter that can.

@@ -14,10 +14,11 @@ type trustIndex struct {
 	byAddr map[netip.AddrPort]string
 }
 
-// newTrust builds the proxy's TrustFunc: media nodes (requests from the
-// exact address in their hash: an IP alone would trust every endpoint on a
-// node's host) and the configured trusted networks may set X-Sipedge-*
-// headers.
+// newTrust builds the proxy's TrustFunc, the address half of trust: media
+// nodes (requests from the exact address in their hash: an IP alone would
+// trust every endpoint on a node's host) and the configured trusted
+// networks. An address is no proof on UDP: the proxy also requires a valid
+// X-Sipedge-Auth there (proxy/trust.go, internal/nodeauth).
 func newTrust(w *ring.Watcher, networks []netip.Prefix) proxy.TrustFunc {
 	var cur atomic.Pointer[trustIndex]
 	index := func() *trustIndex {

@@ -31,6 +31,11 @@ type Config struct {
 	RouteKey   string `yaml:"route_secret" usage:"secret signing Record-Route state (default: shared random key kept in Redis)"`
 	RetryAfter int    `yaml:"retry_after" usage:"Retry-After seconds on 503 answers (default of sipedge:settings retry_after)"`
 
+	RouteKeyPrev   string        `yaml:"route_secret_prev" usage:"previous route secret: its Record-Routes still route, none is made with it (rotation of a configured route_secret)"`
+	NodeSecret     string        `yaml:"node_secret" usage:"key media nodes sign X-Sipedge-Auth with (default: shared random key kept in Redis as <prefix>node_secret)"`
+	NodeSecretPrev string        `yaml:"node_secret_prev" usage:"previous node secret, still accepted (rotation of a configured node_secret)"`
+	NodeAuthWindow time.Duration `yaml:"node_auth_window" usage:"how far the timestamp of a node's X-Sipedge-Auth may be from this clock"`
+
 	DrainTimeout time.Duration `yaml:"drain_timeout" usage:"a node drain still holding calls after this ends them (0 = never; default of sipedge:settings drain_timeout)"`
 	DrainAction  string        `yaml:"drain_action" usage:"at drain timeout: bye (end the calls) or keep"`
 	SlowStart    time.Duration `yaml:"slow_start" usage:"a returning node's weight ramps from 0 to full over this (default of sipedge:settings slow_start)"`
@@ -47,6 +52,7 @@ type Config struct {
 	ConfTTL          time.Duration `yaml:"conf_ttl" usage:"expiry of a conference placement key (safety net when BYEs are lost)"`
 	RedisTimeout     time.Duration `yaml:"redis_timeout" usage:"timeout of one Redis call on the SIP path"`
 	StartupRetry     time.Duration `yaml:"startup_retry" usage:"how long to retry an unreachable Redis at start-up before giving up"`
+	EmptyRingGrace   time.Duration `yaml:"empty_ring_grace" usage:"a node set found empty (Redis restarted empty) keeps the last known ring this long, until nodes register again (0: empty at once)"`
 
 	MediaPorts      string `yaml:"media_ports" usage:"RTP relay port range MIN-MAX (MIN even); empty turns media anchoring off"`
 	MediaIP         string `yaml:"media_ip" usage:"IP the relay ports bind to (default: the listen host)"`
@@ -57,6 +63,19 @@ type Config struct {
 	PresenceTimeout        time.Duration `yaml:"presence_timeout" usage:"a participant silent this long is no longer present (keeps no conference alive)"`
 	GuestsOnlyTimeout      time.Duration `yaml:"guests_only_timeout" usage:"conference end after the last Host keeping it alive left (default of sipedge:settings)"`
 	LastParticipantTimeout time.Duration `yaml:"last_participant_timeout" usage:"conference end while one participant remains (0 = never; default of sipedge:settings)"`
+
+	ShutdownGrace time.Duration `yaml:"shutdown_grace" usage:"on SIGTERM, how long to wait for this instance's dialogs to end before exiting (0 = exit at once)"`
+
+	// Flood limits (README "Floods and exhaustion").
+	SourceRate      int `yaml:"source_rate" usage:"new dialogs a second one source IP may start before 503 (0 turns per-source limits off; media nodes and trusted_networks are exempt)"`
+	SourceBurst     int `yaml:"source_burst" usage:"new dialogs one source IP may start at once (0 = source_rate)"`
+	SourceDropRate  int `yaml:"source_drop_rate" usage:"INVITEs a second from one source IP above which they are dropped unanswered (0 = 5 x source_rate)"`
+	SourcePorts     int `yaml:"source_ports" usage:"relay ports the calls of one source IP may hold before 503 (0 = no cap)"`
+	SourceHalfOpen  int `yaml:"source_halfopen" usage:"half-open INVITE dialogs (unanswered, or 2xx not ACKed) one source IP may hold before 503 (0 = no cap)"`
+	MaxDialogs      int `yaml:"max_dialogs" usage:"dialogs held by this instance above which new dialogs get 503 (0 = no limit)"`
+	MaxHalfOpen     int `yaml:"max_halfopen" usage:"half-open INVITE dialogs on this instance above which new ones get 503 (0 = no limit)"`
+	MaxPortsPercent int `yaml:"max_ports_percent" usage:"relay ports in use, in percent of media_ports, above which new calls get 503 (0 = no limit)"`
+	MaxMemoryMB     int `yaml:"max_memory_mb" usage:"memory MiB the Go runtime holds (less what it returned to the OS) above which new dialogs get 503 (0 = no limit)"`
 }
 
 // Default returns the configuration used when nothing overrides it.
@@ -91,11 +110,24 @@ func Default() Config {
 		ConfTTL:          24 * time.Hour,
 		RedisTimeout:     250 * time.Millisecond,
 		StartupRetry:     10 * time.Second,
+		EmptyRingGrace:   30 * time.Second,
+
+		NodeAuthWindow: 30 * time.Second,
 
 		MediaPorts:        "30000-39999",
 		MediaTimeout:      60 * time.Second,
 		PresenceTimeout:   5 * time.Second,
 		GuestsOnlyTimeout: 60 * time.Second,
+		ShutdownGrace:     30 * time.Second,
+
+		SourceRate:      100,
+		SourceBurst:     200,
+		SourcePorts:     2000,
+		SourceHalfOpen:  100,
+		MaxDialogs:      100000,
+		MaxHalfOpen:     10000,
+		MaxPortsPercent: 95,
+		MaxMemoryMB:     2048,
 	}
 }
 
@@ -154,14 +186,28 @@ func (c Config) Validate() error {
 		{"conf_ttl", c.ConfTTL.String(), durRange(c.ConfTTL, time.Second, 30*24*time.Hour)},
 		{"redis_timeout", c.RedisTimeout.String(), durRange(c.RedisTimeout, time.Millisecond, time.Minute)},
 		{"startup_retry", c.StartupRetry.String(), durRange(c.StartupRetry, 0, time.Hour)},
+		{"empty_ring_grace", c.EmptyRingGrace.String(), durRange(c.EmptyRingGrace, 0, time.Hour)},
 		{"media_ports", c.MediaPorts, portRange(c.MediaPorts)},
 		{"media_ip", c.MediaIP, optionalIP(c.MediaIP)},
 		{"media_advertise", c.MediaAdvertise, optionalIP(c.MediaAdvertise)},
 		{"trusted_networks", c.TrustedNetworks, cidrList(c.TrustedNetworks)},
+		{"route_secret_prev", hidden(c.RouteKeyPrev), previousSecret(c.RouteKeyPrev, c.RouteKey)},
+		{"node_secret_prev", hidden(c.NodeSecretPrev), previousSecret(c.NodeSecretPrev, c.NodeSecret)},
+		{"node_auth_window", c.NodeAuthWindow.String(), durRange(c.NodeAuthWindow, time.Second, 10*time.Minute)},
 		{"media_timeout", c.MediaTimeout.String(), durRange(c.MediaTimeout, time.Second, 86400*time.Second)},
 		{"presence_timeout", c.PresenceTimeout.String(), durRange(c.PresenceTimeout, 100*time.Millisecond, time.Hour)},
 		{"guests_only_timeout", c.GuestsOnlyTimeout.String(), durRange(c.GuestsOnlyTimeout, 0, 86400*time.Second)},
 		{"last_participant_timeout", c.LastParticipantTimeout.String(), backstop(c.LastParticipantTimeout)},
+		{"shutdown_grace", c.ShutdownGrace.String(), durRange(c.ShutdownGrace, 0, 24*time.Hour)},
+		{"source_rate", strconv.Itoa(c.SourceRate), intRange(c.SourceRate, 0, 1000000)},
+		{"source_burst", strconv.Itoa(c.SourceBurst), intRange(c.SourceBurst, 0, 1000000)},
+		{"source_drop_rate", strconv.Itoa(c.SourceDropRate), dropRate(c.SourceDropRate, c.SourceRate)},
+		{"source_ports", strconv.Itoa(c.SourcePorts), intRange(c.SourcePorts, 0, 65536)},
+		{"source_halfopen", strconv.Itoa(c.SourceHalfOpen), intRange(c.SourceHalfOpen, 0, 1000000)},
+		{"max_dialogs", strconv.Itoa(c.MaxDialogs), intRange(c.MaxDialogs, 0, 10000000)},
+		{"max_halfopen", strconv.Itoa(c.MaxHalfOpen), intRange(c.MaxHalfOpen, 0, 10000000)},
+		{"max_ports_percent", strconv.Itoa(c.MaxPortsPercent), intRange(c.MaxPortsPercent, 0, 100)},
+		{"max_memory_mb", strconv.Itoa(c.MaxMemoryMB), intRange(c.MaxMemoryMB, 0, 1<<20)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {
@@ -240,6 +286,18 @@ func intRange(v, lo, hi int) error {
 func durRange(v, lo, hi time.Duration) error {
 	if v < lo || v > hi {
 		return fmt.Errorf("%w: want %s..%s", errRange, lo, hi)
+	}
+	return nil
+}
+
+// dropRate checks source_drop_rate: the hard threshold lies at or above
+// the rate that is answered 503 (0 picks 5 x source_rate).
+func dropRate(v, rate int) error {
+	if err := intRange(v, 0, 10000000); err != nil {
+		return err
+	}
+	if v > 0 && v < rate {
+		return fmt.Errorf("%w: below source_rate %d", errRange, rate)
 	}
 	return nil
 }

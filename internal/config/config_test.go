@@ -61,6 +61,8 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"env redis", nil, map[string]string{"SIPEDGE_REDIS": "nohost"}, "redis"},
 		{"env int", nil, map[string]string{"SIPEDGE_PROBE_UP": "x"}, "probe_up"},
 		{"negative resync", []string{"--resync-interval", "-1s"}, nil, "resync_interval"},
+		{"negative empty ring grace", []string{"--empty-ring-grace", "-1s"}, nil, "empty_ring_grace"},
+		{"empty ring grace text", nil, map[string]string{"SIPEDGE_EMPTY_RING_GRACE": "long"}, "empty_ring_grace"},
 		{"media ports odd min", []string{"--media-ports", "30001-30100"}, nil, "media_ports"},
 		{"media ports reversed", []string{"--media-ports", "40000-30000"}, nil, "media_ports"},
 		{"media ports text", []string{"--media-ports", "lots"}, nil, "media_ports"},
@@ -69,7 +71,19 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"trusted networks", []string{"--trusted-networks", "10.0.0.0/8,bogus"}, nil, "trusted_networks"},
 		{"media timeout zero", []string{"--media-timeout", "0s"}, nil, "media_timeout"},
 		{"backstop 30s", []string{"--last-participant-timeout", "30s"}, nil, "last_participant_timeout"},
+		{"negative shutdown grace", []string{"--shutdown-grace", "-1s"}, nil, "shutdown_grace"},
+		{"shutdown grace over a day", []string{"--shutdown-grace", "25h"}, nil, "shutdown_grace"},
 		{"guests only negative", nil, map[string]string{"SIPEDGE_GUESTS_ONLY_TIMEOUT": "-1s"}, "guests_only_timeout"},
+		{"route secret prev alone", []string{"--route-secret-prev", "old"}, nil, "route_secret_prev"},
+		{"node secret prev alone", nil, map[string]string{"SIPEDGE_NODE_SECRET_PREV": "old"}, "node_secret_prev"},
+		{"node auth window zero", []string{"--node-auth-window", "0s"}, nil, "node_auth_window"},
+		{"node auth window an hour", []string{"--node-auth-window", "1h"}, nil, "node_auth_window"},
+		{"source rate negative", []string{"--source-rate", "-1"}, nil, "source_rate"},
+		{"drop rate below source rate", []string{"--source-rate", "50", "--source-drop-rate", "10"}, nil, "source_drop_rate"},
+		{"source ports text", []string{"--source-ports", "many"}, nil, "source_ports"},
+		{"source halfopen negative", nil, map[string]string{"SIPEDGE_SOURCE_HALFOPEN": "-5"}, "source_halfopen"},
+		{"max ports percent over 100", []string{"--max-ports-percent", "101"}, nil, "max_ports_percent"},
+		{"max heap negative", []string{"--max-memory-mb", "-1"}, nil, "max_memory_mb"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,5 +116,13 @@ func TestLoad_UnknownYAMLKeyRejected(t *testing.T) {
 func TestLoad_ExampleConfigIsValid(t *testing.T) {
 	if _, err := Load([]string{"--config", "../../configs/sipedge.yaml"}, env(nil), io.Discard); err != nil {
 		t.Fatalf("configs/sipedge.yaml: %v", err)
+	}
+}
+
+// A bad secret is named by its field, never shown.
+func TestLoad_SecretNotInError(t *testing.T) {
+	_, err := Load([]string{"--route-secret-prev", "s3cr3t-value"}, env(nil), io.Discard)
+	if err == nil || strings.Contains(err.Error(), "s3cr3t-value") {
+		t.Fatalf("err = %v, want an error that hides the secret", err)
 	}
 }

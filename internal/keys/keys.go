@@ -60,6 +60,18 @@ func (k Keys) Events() string { return k.Prefix + "events" }
 // parameters, so every instance can verify routes written by any other.
 func (k Keys) RouteSecret() string { return k.Prefix + "route_secret" }
 
+// RouteSecretPrev is the STRING holding the route secret before the last
+// rotation: instances still accept routes made with it, never make new ones.
+func (k Keys) RouteSecretPrev() string { return k.Prefix + "route_secret_prev" }
+
+// RouteSecretNext is the STRING holding the route secret a rotation is about
+// to make current: instances accept it before any of them encodes with it.
+func (k Keys) RouteSecretNext() string { return k.Prefix + "route_secret_next" }
+
+// NodeSecret is the STRING holding the key media nodes sign their
+// X-Sipedge-* requests with (X-Sipedge-Auth); sipedge verifies it.
+func (k Keys) NodeSecret() string { return k.Prefix + "node_secret" }
+
 // NodeCalls is the HASH node name -> active dialogs through sipedge on it.
 func (k Keys) NodeCalls() string { return k.Prefix + "node_calls" }
 
@@ -95,3 +107,13 @@ func ParseConfEnd(msg string) (id string, ok bool) {
 	}
 	return id, true
 }
+
+// Calls is the HASH of one instance's share of the dialog counts (fields
+// n:<node>, c:<conf>, t), rewritten with its heartbeat and expiring when it
+// stops: node_calls, instance_calls and conference dialog counts are sums
+// of the shares of the live instances.
+func (k Keys) Calls(instance string) string { return k.Prefix + "calls:" + instance }
+
+// Ended is the SET of dialogs set up by instance whose BYE passed another
+// instance: the owner removes them from its dialog set.
+func (k Keys) Ended(instance string) string { return k.Prefix + "ended:" + instance }

@@ -40,3 +40,24 @@ type RedisLogger struct{ Log zerolog.Logger }
 func (r RedisLogger) Printf(_ context.Context, format string, v ...any) {
 	r.Log.Warn().Str("component", "go-redis").Msg(fmt.Sprintf(format, v...))
 }
+
+// StderrReloadable is Stderr for a daemon whose level changes at run time
+// (SIGHUP): the logger passes everything and zerolog's global level, set by
+// SetLevel, decides. Disabled levels still cost nothing: zerolog checks the
+// global level before it builds an event.
+func StderrReloadable(format, level string) (zerolog.Logger, error) {
+	if err := SetLevel(level); err != nil {
+		return zerolog.Logger{}, err
+	}
+	return New(os.Stderr, format, zerolog.TraceLevel.String())
+}
+
+// SetLevel sets the process-wide minimum level of every zerolog logger.
+func SetLevel(level string) error {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		return fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	zerolog.SetGlobalLevel(lvl)
+	return nil
+}

@@ -1,0 +1,304 @@
+package admission
+
+import (
+	"context"
+	"maps"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/internal/keys"
+)
+
+// fakeHolder is a dialog set: dialog key -> (conference, node).
+type fakeHolder struct {
+	mu sync.Mutex
+	d  map[string][2]string
+}
+
+func newHolder() *fakeHolder { return &fakeHolder{d: map[string][2]string{}} }
+
+func (h *fakeHolder) add(key, conf, node string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.d[key] = [2]string{conf, node}
+}
+
+func (h *fakeHolder) remove(key string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.d[key]
+	delete(h.d, key)
+	return ok
+}
+
+func (h *fakeHolder) ConfHolding(conf string) ConfHolding { return h.Holdings().Confs[conf] }
+func (h *fakeHolder) NodeDialogs(node string) int         { return h.Holdings().Nodes[node] }
+func (h *fakeHolder) ActiveDialogs() int                  { return h.Holdings().Total }
+
+func (h *fakeHolder) Holdings() Holdings {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := Holdings{Confs: map[string]ConfHolding{}, Nodes: map[string]int{}, Total: len(h.d)}
+	for _, cn := range h.d {
+		c := out.Confs[cn[0]]
+		c.Dialogs++
+		c.Node = cn[1]
+		out.Confs[cn[0]] = c
+		out.Nodes[cn[1]]++
+	}
+	return out
+}
+
+func (h *fakeHolder) EndNoted(keys []string) int {
+	n := 0
+	for _, k := range keys {
+		if h.remove(k) {
+			n++
+		}
+	}
+	return n
+}
+
+type ledgerEnv struct {
+	t   *testing.T
+	mr  *miniredis.Miniredis
+	rdb *redis.Client
+	k   keys.Keys
+}
+
+func newLedgerEnv(t *testing.T) *ledgerEnv {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	return &ledgerEnv{t: t, mr: mr, rdb: rdb, k: keys.New("")}
+}
+
+func (e *ledgerEnv) ledger(self string, h Holder) *Ledger {
+	l, err := NewLedger(e.rdb, e.k, LedgerOptions{Self: self, Interval: time.Second, LiveFor: 5 * time.Second,
+		HeartbeatTimeout: 5 * time.Second, ConfTTL: time.Hour, RedisTimeout: time.Second, ReconcileEvery: time.Nanosecond,
+		Now: time.Now}, h, zerolog.Nop(), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return l
+}
+
+func (e *ledgerEnv) hash(key string) map[string]string {
+	out := map[string]string{}
+	if !e.mr.Exists(key) {
+		return out
+	}
+	fields, _ := e.mr.HKeys(key)
+	for _, f := range fields {
+		out[f] = e.mr.HGet(key, f)
+	}
+	return out
+}
+
+// want checks node_calls, instance_calls and the dialogs of each conf key
+// (a conf absent from confs must have no key).
+func (e *ledgerEnv) want(what string, nodes, insts, confs map[string]string, gone ...string) {
+	e.t.Helper()
+	if got := e.hash(e.k.NodeCalls()); !maps.Equal(got, nodes) {
+		e.t.Errorf("%s: node_calls = %v, want %v", what, got, nodes)
+	}
+	if got := e.hash(e.k.InstanceCalls()); !maps.Equal(got, insts) {
+		e.t.Errorf("%s: instance_calls = %v, want %v", what, got, insts)
+	}
+	for c, n := range confs {
+		if got := e.mr.HGet(e.k.Conf(c), "dialogs"); got != n {
+			e.t.Errorf("%s: conf %s dialogs = %q, want %q", what, c, got, n)
+		}
+	}
+	for _, c := range gone {
+		if e.mr.Exists(e.k.Conf(c)) {
+			e.t.Errorf("%s: conf %s key kept: %v", what, c, e.hash(e.k.Conf(c)))
+		}
+	}
+}
+
+func TestLedger_CountsAreSumsOfTheLiveInstancesShares(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := context.Background()
+	ha, hb := newHolder(), newHolder()
+	a, b := e.ledger("A", ha), e.ledger("B", hb)
+
+	ha.add("d1", "c1", "n1")
+	a.Touch("c1", "n1")
+	a.flush(ctx)
+	if got := e.mr.HGet(e.k.Conf("c1"), "node"); got != "n1" {
+		t.Fatalf("first dialog did not place c1 on n1: node %q", got)
+	}
+	ha.add("d2", "c1", "n1")
+	hb.add("d3", "c1", "n2") // a racing instance picked another node: the placement stays n1
+	hb.add("d4", "c2", "n2")
+	a.Touch("c1", "n1")
+	b.Touch("c1", "n2")
+	b.Touch("c2", "n2")
+	a.flush(ctx)
+	b.flush(ctx)
+	want := func(what string) {
+		t.Helper()
+		e.want(what, map[string]string{"n1": "2", "n2": "2"}, map[string]string{"A": "2", "B": "2"},
+			map[string]string{"c1": "3", "c2": "1"})
+		if got := e.mr.HGet(e.k.Conf("c1"), "node"); got != "n1" {
+			t.Errorf("%s: c1 placed on %q, want n1", what, got)
+		}
+	}
+	want("after the starts")
+
+	// Writing absolute values again, in any order, changes nothing.
+	for range 3 {
+		a.Touch("c1", "n1")
+		a.flush(ctx)
+		b.Beat(ctx)
+		a.Beat(ctx)
+	}
+	want("after repeated writes")
+
+	// Redis restarted empty: the next beats restore every count exactly.
+	e.mr.FlushAll()
+	a.Beat(ctx)
+	b.Beat(ctx)
+	want("after an empty Redis")
+
+	// Redis restored from an old AOF: stale counts and a conference that
+	// ended meanwhile.
+	e.mr.HSet(e.k.NodeCalls(), "n1", "7", "n3", "4")
+	e.mr.HSet(e.k.InstanceCalls(), "A", "9", "GONE", "3")
+	e.mr.HSet(e.k.Conf("c1"), "dialogs", "8")
+	e.mr.HSet(e.k.Conf("old"), "node", "n1", "dialogs", "5")
+	a.Beat(ctx)
+	b.Beat(ctx)
+	want("after a stale Redis")
+	e.want("stale conference", map[string]string{"n1": "2", "n2": "2"}, map[string]string{"A": "2", "B": "2"}, nil, "old")
+
+	// Ends: c1 keeps B's dialog, then goes with it.
+	ha.remove("d1")
+	ha.remove("d2")
+	a.Touch("c1", "n1")
+	a.flush(ctx)
+	e.want("A's dialogs ended", map[string]string{"n2": "2"}, map[string]string{"B": "2"}, map[string]string{"c1": "1"})
+	hb.remove("d3")
+	b.Touch("c1", "n2")
+	b.flush(ctx)
+	e.want("B's c1 dialog ended", map[string]string{"n2": "1"}, map[string]string{"B": "1"},
+		map[string]string{"c2": "1"}, "c1")
+
+	// An instance that stops writing stops counting once its share expires.
+	e.mr.FastForward(6 * time.Second)
+	a.Beat(ctx)
+	e.want("B's share expired", map[string]string{}, map[string]string{}, nil)
+}
+
+func TestLedger_EndNotedByAnotherInstance(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := context.Background()
+	ha, hb := newHolder(), newHolder()
+	a, b := e.ledger("A", ha), e.ledger("B", hb)
+	ha.add("call1\x1fx\x1fy", "c1", "n1")
+	a.Beat(ctx)
+	b.Beat(ctx)
+	e.want("started", map[string]string{"n1": "1"}, map[string]string{"A": "1"}, map[string]string{"c1": "1"})
+
+	// B relayed the BYE (three times: a replay) and a forged one.
+	for range 3 {
+		b.NoteEnded("A", "call1\x1fx\x1fy")
+	}
+	b.NoteEnded("A", "forged\x1fx\x1fz")
+	b.flush(ctx)
+	a.Beat(ctx)
+	e.want("noted end", map[string]string{}, map[string]string{}, nil, "c1")
+	if e.mr.Exists(e.k.Ended("A")) {
+		t.Errorf("notes kept after the owner read them")
+	}
+}
+
+func TestLedger_FailedWritesAreRetried(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := context.Background()
+	ha := newHolder()
+	a := e.ledger("A", ha)
+	ha.add("d1", "c1", "n1")
+	a.Touch("c1", "n1")
+	a.flush(ctx)
+	ha.remove("d1")
+	a.Touch("c1", "n1")
+	e.mr.SetError("LOADING")
+	a.flush(ctx) // fails: kept dirty
+	a.NoteEnded("B", "k")
+	a.flush(ctx)
+	e.mr.SetError("")
+	a.Beat(ctx)
+	e.want("after the retry", map[string]string{}, map[string]string{}, nil, "c1")
+	if ok, _ := e.mr.SIsMember(e.k.Ended("B"), "k"); !ok {
+		t.Errorf("note written while Redis failed was lost")
+	}
+}
+
+func TestLedger_ReconcileWaitsForInstancesRewritingTheirShare(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := context.Background()
+	a := e.ledger("A", newHolder())
+	e.mr.HSet(e.k.Conf("early"), "node", "n1", "dialogs", "1")
+	a.Beat(ctx)
+	a.Beat(ctx)
+	if !e.mr.Exists(e.k.Conf("early")) {
+		t.Fatal("reconciled before Redis answered for a few beats in a row")
+	}
+	a.Beat(ctx)
+	a.Beat(ctx)
+	if e.mr.Exists(e.k.Conf("early")) {
+		t.Fatal("conference no instance holds kept after a few beats")
+	}
+	// B is alive (fresh heartbeat) but has not rewritten its share yet.
+	e.mr.SAdd(e.k.Instances(), "B")
+	e.mr.HSet(e.k.Instance("B"), "heartbeat", "0")
+	e.mr.HSet(e.k.Conf("cb"), "node", "n1", "dialogs", "2")
+	e.mr.HSet(e.k.Instance("B"), "heartbeat", itoa(time.Now().UnixMilli()))
+	a.Beat(ctx)
+	if !e.mr.Exists(e.k.Conf("cb")) {
+		t.Fatal("conference of a live instance without a share yet was deleted")
+	}
+	e.mr.HSet(e.k.Calls("B"), "t", "2", "c:cb", "2")
+	e.mr.HSet(e.k.Conf("cb"), "dialogs", "5")
+	a.Beat(ctx)
+	if got := e.mr.HGet(e.k.Conf("cb"), "dialogs"); got != "2" {
+		t.Errorf("cb dialogs = %q, want B's 2", got)
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestLedger_NotesSurviveAnEmptyRedis: a note written just before Redis
+// lost its data is written again at the next beats, so the owner still
+// ends its dialog; after noteWrites beats it is no longer sent.
+func TestLedger_NotesSurviveAnEmptyRedis(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := context.Background()
+	ha, hb := newHolder(), newHolder()
+	a, b := e.ledger("A", ha), e.ledger("B", hb)
+	ha.add("k1", "c1", "n1")
+	b.NoteEnded("A", "k1")
+	b.flush(ctx)
+	e.mr.FlushAll() // before A read it
+	b.Beat(ctx)
+	a.Beat(ctx)
+	if len(ha.d) != 0 {
+		t.Fatalf("A still holds %v: the note was lost with Redis", ha.d)
+	}
+	for range noteWrites {
+		b.Beat(ctx)
+	}
+	e.mr.Del(e.k.Ended("A"))
+	b.Beat(ctx)
+	if e.mr.Exists(e.k.Ended("A")) {
+		t.Errorf("note still sent after %d beats", noteWrites)
+	}
+}
