@@ -22,7 +22,7 @@ func TestOrder_AckAndByeBackToBackNeverReordered(t *testing.T) {
 	e := newEnv(t)
 	node := startGoUAS(t)
 	e.registerNode("n1", node.addr())
-	s := e.startSipedge("a", "--media-ports=", "--log-level", "info")
+	s := e.startSipedge("a", "--media-ports=", "--log-level", "info", "--source-rate", "0") // one load generator at 500 calls/s
 	s.waitRing(t, 10*time.Second, "n1")
 	uac := startGoUAC(t, s.sipAddr())
 

@@ -94,11 +94,11 @@ func (p *Proxy) sendBye(ctx context.Context, dl *dialog, toCaller bool, reason s
 	if toCaller {
 		leg = "caller"
 	}
-	if err != nil {
-		if bctx.Err() == nil {
-			p.notSent("BYE to "+leg, dl.callID, 0, err)
-			return
-		}
+	if err != nil && bctx.Err() == nil {
+		p.notSent("BYE to "+leg, dl.callID, 0, err)
+		return
+	}
+	if err != nil || res == nil { // nil, nil: the client closed while waiting (shutdown)
 		p.log.Warn().Err(err).Str("call_id", dl.callID).Str("leg", leg).Msg("BYE sent by sipedge got no answer")
 		return
 	}

@@ -31,6 +31,7 @@ type fwdInfo struct {
 	fromCaller bool        // sent by the dialog's caller: SDP in responses comes from the callee
 	join       *media.Join // new INVITE dialog: the participant it becomes when answered
 	anchored   bool        // new dialog whose media session must be freed if it fails
+	failover   *failover   // new INVITE placed by admission: retried on the next node if its node fails it
 }
 
 // keepAsBuilt stops sipgo from adding headers of its own: the proxy has
@@ -84,8 +85,14 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		}()
 	}
 
+	var canceller *cancelSender
+	if in.IsInvite() {
+		canceller = &cancelSender{p: p, invite: out}
+		tx.OnCancel(func(*sip.Request) { canceller.requested() })
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-	ctxTx, err := p.client.TransactionRequest(ctx, out, keepAsBuilt)
+	ctxTx, err := p.clientTx(ctx, in, tx, out, &next, &info, canceller)
 	cancel()
 	p.seq.handedOn(in) // sent (or failed): the dialog's next request may go
 	if err != nil {
@@ -110,12 +117,6 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			}
 		}
 	})
-
-	var canceller *cancelSender
-	if in.IsInvite() {
-		canceller = &cancelSender{p: p, invite: out}
-		tx.OnCancel(func(*sip.Request) { canceller.requested() })
-	}
 
 	for {
 		select {
@@ -235,18 +236,39 @@ func (c *cancelSender) maybeSend() {
 	if send {
 		c.sent = true
 	}
+	invite := c.invite
 	c.mu.Unlock()
 	if !send {
 		return
 	}
-	cancel := cancelFor(c.invite)
+	cancel := cancelFor(invite)
 	go func() {
 		ctx, done := context.WithTimeout(context.Background(), connectTimeout)
 		defer done()
 		if _, err := c.p.client.Do(ctx, cancel, keepAsBuilt); err != nil {
-			c.p.notSent("CANCEL", callID(c.invite), 0, err)
+			c.p.notSent("CANCEL", callID(invite), 0, err)
 		}
 	}()
+}
+
+// cancelled reports whether the caller has asked to cancel.
+func (c *cancelSender) cancelled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wanted
+}
+
+// retarget points the sender at the INVITE of a new branch (failover): a
+// CANCEL then waits for a provisional of that branch. It reports false,
+// changing nothing, when the caller has already asked to cancel.
+func (c *cancelSender) retarget(invite *sip.Request) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wanted {
+		return false
+	}
+	c.invite, c.gotProv, c.sent = invite, false, false
+	return true
 }
 
 // cancelFor builds the CANCEL for a forwarded INVITE (RFC 3261 §9.1): same

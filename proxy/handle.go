@@ -113,6 +113,7 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		FromTag: fromTag(req), Instance: p.opts.Instance,
 	}
 	st.ConfID = info.confID
+	info.failover = p.planFailover(req, areq, out, st)
 	if req.Method == sip.INVITE || req.Method == sip.SUBSCRIBE {
 		p.recordRoute(out, st)
 	}

@@ -48,6 +48,9 @@ type metrics struct {
 	// orderWaits and orderTimeouts: requests held for an earlier one of
 	// their dialog, and holds that ran out (sequence.go).
 	orderWaits, orderTimeouts prometheus.Counter
+
+	failovers    *prometheus.CounterVec // new calls retried on the next node, by reason (failover.go)
+	failoverLate prometheus.Counter     // 2xx on an abandoned branch, ended with ACK and BYE
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -93,6 +96,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		orderTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sipedge_sip_order_timeouts_total", Help: "Requests that stopped waiting for an earlier request of their dialog after 200 ms.",
 		}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_proxy_failover_total", Help: "New calls retried on the next node of the ring, by why their node failed them (timeout, transport, 408, 5xx, node_down).",
+		}, []string{"reason"}),
+		failoverLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_proxy_failover_late_answers_total", Help: "2xx answers on a branch no longer relayed (after failover or the caller's CANCEL), ended with ACK and BYE.",
+		}),
+	}
+	for _, reason := range []string{failTimeout, failTransport, fail408, fail5xx, failNodeDown} {
+		m.failovers.WithLabelValues(reason)
 	}
 	m.notSent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sipedge_sip_messages_not_sent_total", Help: "Messages sipedge did not send or relay, by reason (too_large, write_error, connection_gone, response_too_large, no_transport).",
@@ -127,7 +139,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
 	}
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.orderWaits, m.orderTimeouts, m.notSent, m.tcpClosed, m.tcpOpen, m.dnsRefused} {
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.orderWaits, m.orderTimeouts, m.failovers, m.failoverLate, m.notSent, m.tcpClosed, m.tcpOpen, m.dnsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}

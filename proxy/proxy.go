@@ -56,6 +56,13 @@ type Options struct {
 	NodeAuthWindow  time.Duration // how far a proof's timestamp may be off (0: 30 s)
 	// Limits are the flood limits (limits.go).
 	Limits LimitOptions
+
+	// A new INVITE whose node gives no response other than 100 within
+	// FailoverTimeout (0: DefaultFailoverTimeout), cannot be reached, or
+	// answers 408 or 5xx, is retried on the next node of the ring, at most
+	// FailoverAttempts times (0: never). The Admitter must be a Failoverer.
+	FailoverAttempts int
+	FailoverTimeout  time.Duration
 }
 
 // Proxy is a running SIP proxy.

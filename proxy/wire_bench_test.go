@@ -6,9 +6,9 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// benchInvite is a typical INVITE with a small SDP offer, as a caller
+// wireBenchInvite is a typical INVITE with a small SDP offer, as a caller
 // sends it.
-const benchInvite = "INVITE sip:conf-42@127.0.0.1:5060 SIP/2.0\r\n" +
+const wireBenchInvite = "INVITE sip:conf-42@127.0.0.1:5060 SIP/2.0\r\n" +
 	"Via: SIP/2.0/UDP 127.0.0.3:40000;branch=z9hG4bK-inv1;rport\r\n" +
 	"Max-Forwards: 70\r\n" +
 	"From: \"Alice\" <sip:alice@example.com>;tag=caller1\r\n" +
@@ -21,7 +21,7 @@ const benchInvite = "INVITE sip:conf-42@127.0.0.1:5060 SIP/2.0\r\n" +
 
 // BenchmarkSanity: the checks on a parsed request (onRequest's hook).
 func BenchmarkSanity(b *testing.B) {
-	req := parseRequest(b, benchInvite)
+	req := parseRequest(b, wireBenchInvite)
 	b.ReportAllocs()
 	for b.Loop() {
 		if code, _, _ := sanity(req); code != 0 {
@@ -33,7 +33,7 @@ func BenchmarkSanity(b *testing.B) {
 // BenchmarkRawSanity: the byte-level checks every datagram and TCP
 // message gets before sipgo parses it.
 func BenchmarkRawSanity(b *testing.B) {
-	raw := []byte(benchInvite)
+	raw := []byte(wireBenchInvite)
 	b.ReportAllocs()
 	for b.Loop() {
 		if n, why := rawSanity(raw); why != "" || n != len(raw) {
@@ -44,10 +44,10 @@ func BenchmarkRawSanity(b *testing.B) {
 
 // BenchmarkFrame: finding one message's end in a TCP stream.
 func BenchmarkFrame(b *testing.B) {
-	raw := []byte(benchInvite + benchInvite)
+	raw := []byte(wireBenchInvite + wireBenchInvite)
 	b.ReportAllocs()
 	for b.Loop() {
-		if n, st, _ := frame(raw, DefaultMaxMessage); st != frameOK || n != len(benchInvite) {
+		if n, st, _ := frame(raw, DefaultMaxMessage); st != frameOK || n != len(wireBenchInvite) {
 			b.Fatal(st)
 		}
 	}
@@ -55,7 +55,7 @@ func BenchmarkFrame(b *testing.B) {
 
 // BenchmarkParseInvite: sipgo's parse of the same message, for scale.
 func BenchmarkParseInvite(b *testing.B) {
-	raw := []byte(benchInvite)
+	raw := []byte(wireBenchInvite)
 	p := sip.NewParser()
 	b.ReportAllocs()
 	for b.Loop() {

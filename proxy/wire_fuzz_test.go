@@ -15,7 +15,7 @@ func fuzzSeeds(f *testing.F) {
 			f.Add(b)
 		}
 	}
-	f.Add([]byte(benchInvite))
+	f.Add([]byte(wireBenchInvite))
 }
 
 // FuzzRawChecks: the byte-level code that runs on every message from the

@@ -93,6 +93,18 @@ func (r *Ring) Lookup(key string) (name string, ok bool) {
 	return "", false
 }
 
+// LookupExcluding returns the member key maps to once the members named in
+// exclude are taken out: the next node of the ring for key, the one a
+// failed-over request goes to (Kamailio's ds_next_dst). Rendezvous hashing
+// makes it the runner-up of Scores, so every instance agrees on it. It
+// does not allocate.
+func (r *Ring) LookupExcluding(key string, exclude []string) (name string, ok bool) {
+	if i := r.bestExcluding(xxhash.Sum64String(key), exclude); i >= 0 {
+		return r.members[i].name, true
+	}
+	return "", false
+}
+
 // best returns the index of the winning member, or -1. Equal scores (a
 // chance of about 2^-52 per pair) go to the smaller name, which keeps the
 // answer independent of the order members were given in.
@@ -107,6 +119,34 @@ func (r *Ring) best(kh uint64) int {
 			if u := unit(kh, &r.members[i]); u > gu {
 				gi, gu = i, u
 			}
+		}
+		s := weigh(g.weight, gu)
+		if s > top || (s == top && best >= 0 && r.members[gi].name < r.members[best].name) {
+			best, top = gi, s
+		}
+	}
+	return best
+}
+
+// bestExcluding is best over the members not named in exclude; a loop of
+// its own so that best, on every lookup, pays nothing for it.
+func (r *Ring) bestExcluding(kh uint64, exclude []string) int {
+	if r == nil {
+		return -1
+	}
+	best, top := -1, 0.0
+	for _, g := range r.groups {
+		gi, gu := -1, uint64(0)
+		for i := g.start; i < g.end; i++ {
+			if slices.Contains(exclude, r.members[i].name) {
+				continue
+			}
+			if u := unit(kh, &r.members[i]); gi < 0 || u > gu {
+				gi, gu = i, u
+			}
+		}
+		if gi < 0 {
+			continue
 		}
 		s := weigh(g.weight, gu)
 		if s > top || (s == top && best >= 0 && r.members[gi].name < r.members[best].name) {

@@ -20,6 +20,7 @@ type HealthOptions struct {
 	ProbeTimeout     time.Duration // per probe (default: min(ProbeInterval, 2s))
 	DownAfter        int           // consecutive failures to mark down (default 3)
 	UpAfter          int           // consecutive successes to mark up again (default 2)
+	SuspectHold      time.Duration // a node marked suspect stays out this long unless a probe clears it (default DefaultSuspectHold)
 }
 
 // Health defaults (SPEC §7: a silent node leaves within a few seconds).
@@ -46,6 +47,9 @@ func (o HealthOptions) withDefaults() HealthOptions {
 	}
 	if o.UpAfter <= 0 {
 		o.UpAfter = DefaultUpAfter
+	}
+	if o.SuspectHold <= 0 {
+		o.SuspectHold = DefaultSuspectHold
 	}
 	return o
 }
@@ -134,6 +138,7 @@ func (w *Watcher) probeLoop(ctx context.Context) {
 // them (each bounded by ProbeTimeout), then rebuilds if any state flipped.
 func (w *Watcher) probeRound(ctx context.Context) {
 	sts := w.Snapshot().statuses
+	sent := w.opts.Now()
 	results := make([]error, len(sts))
 	var wg sync.WaitGroup
 	for i := range sts {
@@ -152,6 +157,9 @@ func (w *Watcher) probeRound(ctx context.Context) {
 		n := sts[i].Node
 		if err != nil {
 			w.m.probeFailures.Inc()
+		} else if w.sus.probed(n.Name, sent, w.opts.Now()) {
+			changed = true
+			w.log.Info().Str("node", n.Name).Str("addr", n.Addr).Msg("media node no longer suspect: OPTIONS probe answered")
 		}
 		if !w.probes.record(n.Name, err == nil) {
 			continue

@@ -15,6 +15,8 @@ type metrics struct {
 	redisErrors   *prometheus.CounterVec
 	probeFailures prometheus.Counter
 	lastLoad      prometheus.Gauge
+	suspectMarks  prometheus.Counter
+	suspectNodes  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -51,6 +53,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sipedge_ring_last_load_timestamp_seconds",
 			Help: "Unix time of the last successful read of the media nodes from Redis (staleness while Redis fails).",
 		}),
+		suspectMarks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_ring_suspect_marks_total",
+			Help: "Times a media node was marked suspect after failing a call (no answer, 408, 5xx), before probes could tell.",
+		}),
+		suspectNodes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sipedge_ring_suspect_nodes",
+			Help: "Media nodes currently suspect on this instance (out of the ring until a good probe or the hold ends).",
+		}),
 	}
 	for _, s := range []string{"healthy", "unhealthy", "invalid"} {
 		m.nodes.WithLabelValues(s) // export zeros before the first load
@@ -60,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.redisErrors.WithLabelValues("load")
 	m.redisErrors.WithLabelValues("mark")
-	for _, c := range []prometheus.Collector{m.rebuilds, m.nodes, m.states, m.drainCalls, m.nodeErrors, m.redisErrors, m.probeFailures, m.lastLoad} {
+	for _, c := range []prometheus.Collector{m.rebuilds, m.nodes, m.states, m.drainCalls, m.nodeErrors, m.redisErrors, m.probeFailures, m.lastLoad, m.suspectMarks, m.suspectNodes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ring metrics: %w", err)
 		}

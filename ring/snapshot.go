@@ -13,6 +13,7 @@ const (
 	ReasonProbeDown      = "probe down"
 	ReasonZeroWeight     = "weight 0"
 	ReasonKeptActive     = "kept active: last nodes of site"
+	ReasonSuspect        = "suspect: failed a call"
 )
 
 // NodeStatus is one known node with the verdict on it.
@@ -36,6 +37,7 @@ type NodeStatus struct {
 type Inputs struct {
 	Nodes   []Node
 	ProbeUp func(name string) bool // nil: all up; consulted only when Health enables probing
+	Suspect func(name string) bool // nil: none; a node that just failed a call (see Watcher.MarkSuspect)
 	Now     time.Time
 	Health  HealthOptions
 	Policy  Policy
@@ -56,7 +58,7 @@ type Snapshot struct {
 // judge decides one node on its own: health, service state, slow-start
 // weight. The rule that needs the other nodes (last ones of a site stay)
 // and the ring are applied by build; no other code decides these.
-func judge(n Node, probeUp bool, calls int, in *Inputs) NodeStatus {
+func judge(n Node, probeUp, suspect bool, calls int, in *Inputs) NodeStatus {
 	st := NodeStatus{Node: n, Calls: calls, OutReason: outReason(n, in.Policy), State: StateNormal, ReportedLoad: n.Load}
 	st.InService = st.OutReason == ""
 	if !st.InService {
@@ -73,6 +75,10 @@ func judge(n Node, probeUp bool, calls int, in *Inputs) NodeStatus {
 		st.Reason = ReasonHeartbeatStale
 	case in.Health.ProbeInterval > 0 && !probeUp:
 		st.Reason = ReasonProbeDown
+	case suspect:
+		// Neither new conferences nor sticky ones: the node failed a call
+		// moments ago. It comes back at its next good probe or hold end.
+		st.Reason = ReasonSuspect
 	case !st.InService:
 		st.Healthy, st.Reason = true, st.OutReason
 	case n.Weight <= 0:
@@ -108,11 +114,25 @@ func build(prev *Snapshot, in Inputs) *Snapshot {
 
 	s := &Snapshot{statuses: make([]NodeStatus, len(sorted)), byName: make(map[string]int, len(sorted)), readAt: in.Now}
 	serving := map[string]bool{} // sites with a node that can take new conferences
+	suspects := false
 	for i, n := range sorted {
-		st := judge(n, in.ProbeUp == nil || in.ProbeUp(n.Name), in.Calls[n.Name], &in)
+		sus := in.Suspect != nil && in.Suspect(n.Name)
+		st := judge(n, in.ProbeUp == nil || in.ProbeUp(n.Name), sus, in.Calls[n.Name], &in)
 		s.statuses[i], s.byName[n.Name] = st, i
+		suspects = suspects || st.Reason == ReasonSuspect
+	}
+	if suspects && !slices.ContainsFunc(s.statuses, func(st NodeStatus) bool { return st.Eligible }) {
+		// Suspicion never empties the ring: one caller whose INVITEs every
+		// node refuses must not take them all out. Judged as if not suspect.
+		for i := range s.statuses {
+			if st := &s.statuses[i]; st.Reason == ReasonSuspect {
+				*st = judge(st.Node, true, false, st.Calls, &in)
+			}
+		}
+	}
+	for _, st := range s.statuses {
 		if st.EffectiveWeight > 0 {
-			serving[n.Site] = true
+			serving[st.Node.Site] = true
 		}
 	}
 	// Last ones stay: out-of-service nodes serve rather than nobody of
@@ -158,6 +178,20 @@ func (s *Snapshot) Lookup(key string) (Node, bool) {
 		return Node{}, false
 	}
 	name, ok := s.ring.Lookup(key)
+	if !ok {
+		return Node{}, false
+	}
+	return s.statuses[s.byName[name]].Node, true
+}
+
+// LookupExcluding returns the eligible node key maps to once the nodes
+// named in exclude are taken out: where a request goes after the nodes it
+// was tried on failed. It does not allocate.
+func (s *Snapshot) LookupExcluding(key string, exclude []string) (Node, bool) {
+	if s == nil {
+		return Node{}, false
+	}
+	name, ok := s.ring.LookupExcluding(key, exclude)
 	if !ok {
 		return Node{}, false
 	}

@@ -49,6 +49,7 @@ type Watcher struct {
 	log    zerolog.Logger
 	m      *metrics
 	probes *probes
+	sus    *suspects
 	snap   atomic.Pointer[Snapshot]
 	kick   chan struct{} // reload requests from pub/sub, coalesced
 
@@ -89,6 +90,7 @@ func NewWatcher(rdb redis.UniversalClient, k keys.Keys, opts WatcherOptions, pin
 		probes: newProbes(opts.Health.DownAfter, opts.Health.UpAfter),
 		kick:   make(chan struct{}, 1), nodeErrs: map[string]string{}, callErrs: map[string]string{},
 		drainGauge: map[string]bool{}}
+	w.sus = newSuspects(opts.Health.SuspectHold)
 	// An empty snapshot until the first load: Snapshot is never nil.
 	empty := build(nil, Inputs{Health: opts.Health})
 	empty.version = 0
@@ -196,6 +198,7 @@ func (w *Watcher) reload(ctx context.Context) error {
 		known[n.Name] = true
 	}
 	w.probes.retain(known)
+	w.sus.retain(known)
 	w.rebuildLocked()
 	return nil
 }
@@ -318,8 +321,12 @@ func (w *Watcher) logBadCallsLocked(bad map[string]string) {
 // matters.
 func (w *Watcher) rebuildLocked() {
 	prev := w.snap.Load()
+	// Suspicion is this instance's own, recent observation: judged on the
+	// wall clock, not at the time Redis was read.
+	now := w.opts.Now()
 	s := build(prev, Inputs{Nodes: w.nodes, ProbeUp: w.probes.up, Now: w.readAt, Health: w.opts.Health,
-		Policy: w.policy, Calls: w.calls})
+		Policy: w.policy, Calls: w.calls, Suspect: func(name string) bool { return w.sus.active(name, now) }})
+	w.m.suspectNodes.Set(float64(w.sus.count(now)))
 	w.snap.Store(s)
 	w.updateGaugesLocked(s)
 	w.logTransitions(prev, s)

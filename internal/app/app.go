@@ -80,6 +80,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	var trust lateTrust
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
 		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check,
+		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout,
 		Wire: wireOptions(cfg)}
 	tsec.apply(&popts)
 	popts.Limits = limitOptions(cfg)
@@ -105,7 +106,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		EmptyGrace:     cfg.EmptyRingGrace,
 		Policy:         state,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
-			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp},
+			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp, SuspectHold: cfg.SuspectHold},
 	}, px.Pinger(), log.With().Str("component", "ring").Logger(), reg)
 	if err != nil {
 		return err
@@ -289,3 +290,12 @@ func limitOptions(cfg config.Config) proxy.LimitOptions {
 		MaxMemoryBytes: uint64(cfg.MaxMemoryMB) << 20, RetryAfter: cfg.RetryAfter,
 	}
 }
+
+// The proxy fails new calls over only through an Admitter that can.
+var _ proxy.Failoverer = (*lateAdmitter)(nil)
+
+func (l *lateAdmitter) Failover(ctx context.Context, r admission.Request, failed string, tried []string) admission.Verdict {
+	return l.a.Failover(ctx, r, failed, tried)
+}
+
+func (l *lateAdmitter) Healthy(node string) bool { return l.a.Healthy(node) }

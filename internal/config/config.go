@@ -44,6 +44,9 @@ type Config struct {
 	ProbeTimeout     time.Duration `yaml:"probe_timeout" usage:"timeout of one OPTIONS probe"`
 	ProbeDown        int           `yaml:"probe_down" usage:"consecutive failed probes before a node is down"`
 	ProbeUp          int           `yaml:"probe_up" usage:"consecutive good probes before a down node is up again"`
+	FailoverAttempts int           `yaml:"failover_attempts" usage:"other nodes a new call is retried on when its node is silent, unreachable or answers 408/5xx (0 = no failover)"`
+	FailoverTimeout  time.Duration `yaml:"failover_timeout" usage:"a new call's node that gives no response other than 100 within this is failed over"`
+	SuspectHold      time.Duration `yaml:"suspect_hold" usage:"a node that failed a call stays out of the ring this long unless a good probe clears it first"`
 	HeartbeatTimeout time.Duration `yaml:"heartbeat_timeout" usage:"a node or instance heartbeat older than this is stale"`
 	ResyncInterval   time.Duration `yaml:"resync_interval" usage:"full reload of Redis state (bounds how late a plain redis-cli change applies)"`
 	ConfTTL          time.Duration `yaml:"conf_ttl" usage:"expiry of a conference placement key (safety net when BYEs are lost)"`
@@ -105,6 +108,9 @@ func Default() Config {
 		ProbeTimeout:     time.Second,
 		ProbeDown:        3,
 		ProbeUp:          2,
+		FailoverAttempts: 2,
+		FailoverTimeout:  2 * time.Second,
+		SuspectHold:      10 * time.Second,
 		HeartbeatTimeout: 5 * time.Second,
 		ResyncInterval:   500 * time.Millisecond,
 		ConfTTL:          24 * time.Hour,
@@ -183,6 +189,10 @@ func (c Config) Validate() error {
 		{"probe_timeout", c.ProbeTimeout.String(), durRange(c.ProbeTimeout, time.Millisecond, time.Minute)},
 		{"probe_down", strconv.Itoa(c.ProbeDown), intRange(c.ProbeDown, 1, 100)},
 		{"probe_up", strconv.Itoa(c.ProbeUp), intRange(c.ProbeUp, 1, 100)},
+		{"failover_attempts", strconv.Itoa(c.FailoverAttempts), intRange(c.FailoverAttempts, 0, 10)},
+		// Below Timer B (32 s): past it the transaction gives up by itself.
+		{"failover_timeout", c.FailoverTimeout.String(), durRange(c.FailoverTimeout, 100*time.Millisecond, 30*time.Second)},
+		{"suspect_hold", c.SuspectHold.String(), durRange(c.SuspectHold, time.Second, time.Hour)},
 		{"heartbeat_timeout", c.HeartbeatTimeout.String(), durRange(c.HeartbeatTimeout, 100*time.Millisecond, time.Hour)},
 		{"resync_interval", c.ResyncInterval.String(), durRange(c.ResyncInterval, 10*time.Millisecond, time.Hour)},
 		{"conf_ttl", c.ConfTTL.String(), durRange(c.ConfTTL, time.Second, 30*24*time.Hour)},
