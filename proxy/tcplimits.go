@@ -118,9 +118,11 @@ type limitConn struct {
 	store      []byte
 	start, end int
 	msgStart   time.Time // first byte of the message being received; zero between messages
-	lastFrame  []byte    // the message handed out by the last Read
 	broken     bool      // stream unusable: answer what was read, then close
-	reason     string    // why the reader stopped
+
+	mu        sync.Mutex // guards lastFrame and reason: Close may come from another goroutine
+	lastFrame []byte     // the message handed out by the last Read
+	reason    string     // why the reader stopped
 
 	gone      atomic.Bool  // the peer closed: answers go to the received address
 	lastIO    atomic.Int64 // unix nanoseconds of the last byte either way
@@ -133,10 +135,22 @@ type limitConn struct {
 
 func (c *limitConn) touch() { c.lastIO.Store(time.Now().UnixNano()) }
 
+func (c *limitConn) setLast(b []byte) {
+	c.mu.Lock()
+	c.lastFrame = b
+	c.mu.Unlock()
+}
+
+func (c *limitConn) setReason(r string) {
+	c.mu.Lock()
+	c.reason = r
+	c.mu.Unlock()
+}
+
 // Read hands sipgo exactly one whole message (or a keep-alive CRLF run)
 // per call.
 func (c *limitConn) Read(b []byte) (int, error) {
-	c.lastFrame = nil
+	c.setLast(nil)
 	lim := c.l.lim
 	for {
 		if c.broken {
@@ -167,7 +181,7 @@ func (c *limitConn) Read(b []byte) (int, error) {
 				}
 			}
 			copy(b, msg[:k])
-			c.lastFrame = msg[:k]
+			c.setLast(msg[:k])
 			return k, nil
 		case frameBad, frameTooLarge:
 			c.refuse(pend, st, why)
@@ -222,16 +236,16 @@ func (c *limitConn) fill() error {
 			continue
 		case errors.As(err, &ne) && ne.Timeout():
 			if inMsg && lim.headerTimeout > 0 && !time.Now().Before(c.msgStart.Add(lim.headerTimeout)) {
-				c.reason = tcpClosedHeaderTimeout
+				c.setReason(tcpClosedHeaderTimeout)
 				return io.EOF
 			}
 			if lim.idleTimeout <= 0 || time.Since(time.Unix(0, c.lastIO.Load())) < lim.idleTimeout {
 				continue // a write kept the connection busy
 			}
-			c.reason = tcpClosedIdle
+			c.setReason(tcpClosedIdle)
 			return io.EOF
 		case errors.Is(err, io.EOF):
-			c.reason = tcpClosedPeer
+			c.setReason(tcpClosedPeer)
 			c.gone.Store(true)
 			// RFC 3261 §18.2.2: answers to what was read still go over
 			// this connection; keep it in sipgo's pool until they are out,
@@ -239,7 +253,7 @@ func (c *limitConn) fill() error {
 			c.linger()
 			return io.EOF
 		default:
-			c.reason = tcpClosedOther
+			c.setReason(tcpClosedOther)
 			return err
 		}
 	}
@@ -253,11 +267,11 @@ func (c *limitConn) refuse(pend []byte, st frameStatus, why string) {
 	c.start = c.end
 	send := c.writeOwn
 	if st == frameTooLarge {
-		c.reason = tcpClosedTooLarge
+		c.setReason(tcpClosedTooLarge)
 		p.oversized(pend, send)
 		return
 	}
-	c.reason = tcpClosedFraming
+	c.setReason(tcpClosedFraming)
 	p.metrics.malformed.WithLabelValues("framing").Inc()
 	id := rawHeader(pend, "call-id", "i")
 	p.log.Debug().Str("call_id", id).Str("reason", why).Msg("TCP stream cannot be framed: answering and closing")
@@ -323,8 +337,9 @@ func (c *limitConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		p := c.l.p
-		reason := c.reason
-		last := c.lastFrame
+		c.mu.Lock()
+		reason, last := c.reason, c.lastFrame
+		c.mu.Unlock()
 		if reason == "" && last != nil && !c.l.closing.Load() && len(bytes.Trim(last, "\r\n")) > 0 {
 			reason = tcpClosedUnparsable
 			perr := "unparsable"

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -34,9 +35,15 @@ const (
 	notSentNoTransport = "no_transport"
 )
 
-// configureSizes sets sipgo's process-wide size knobs. sipgo keeps them as
-// package variables; every proxy in a process sets the same values.
-func configureSizes() {
+// configureSizes sets sipgo's process-wide size knobs, once: sipgo keeps
+// them as package variables that its running transports read, and every
+// proxy in a process wants the same values (the ceiling; max_message_size
+// is enforced by sipedge itself).
+func configureSizes() { sizesOnce.Do(setSizes) }
+
+var sizesOnce sync.Once
+
+func setSizes() {
 	sip.UDPMTUSize = MaxUDPPayload + sipgoUDPWriteSlack
 	sip.TransportBufferReadSize = readBufferSize
 }
