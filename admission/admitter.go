@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/logging"
 	"github.com/sipedge/sipedge/ring"
 )
 
@@ -44,7 +45,7 @@ type Admitter struct {
 	mu       sync.Mutex             // serialises recomputing and logging changes
 	shutdown atomic.Bool            // SetShuttingDown (shutdown.go)
 
-	rejectLogs sync.Map // reason → *sampledLog: rejections logged, sampled per reason
+	rejectLogs sync.Map // reason → *logging.Sampled: rejections logged, sampled per reason
 }
 
 // judged is an instance verdict with what it was computed from.
@@ -123,7 +124,7 @@ func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
 	v := Decide(req, st)
 	if !v.Admit {
 		a.metrics.rejects.WithLabelValues(v.Reason).Inc()
-		if ev := a.rejectLog(v.Reason).event(); ev != nil {
+		if ev := a.rejectLog(v.Reason).Info(); ev != nil {
 			ev.Str("call_id", req.CallID).Str("method", req.Method).Str("conf_id", req.ConfID).
 				Str("aor", req.AOR).Str("reason", v.Reason).Int("code", v.Code).
 				Msg("Participant failed to join conference")
@@ -175,38 +176,10 @@ func (a *Admitter) Calls(ctx context.Context) (int, error) {
 // written for the first rejections of each second and then 1 in 1000,
 // each with how many were left out; sipedge_admission_rejects_total stays
 // exact. Reasons are Decide's few constants, so the map stays small.
-func (a *Admitter) rejectLog(reason string) *sampledLog {
+func (a *Admitter) rejectLog(reason string) *logging.Sampled {
 	if l, ok := a.rejectLogs.Load(reason); ok {
-		return l.(*sampledLog)
+		return l.(*logging.Sampled)
 	}
-	l, _ := a.rejectLogs.LoadOrStore(reason, newSampledLog(a.log))
-	return l.(*sampledLog)
-}
-
-// sampledLog bounds one log line: a burst a second, then 1 in 1000.
-type sampledLog struct {
-	log        zerolog.Logger
-	suppressed atomic.Int64
-}
-
-func newSampledLog(log zerolog.Logger) *sampledLog {
-	return &sampledLog{log: log.Sample(&zerolog.BurstSampler{Burst: logBurst, Period: time.Second,
-		NextSampler: &zerolog.BasicSampler{N: 1000}})}
-}
-
-// logBurst is how many lines of one reason are written each second
-// before sampling starts.
-const logBurst = 10
-
-// event returns an info event to fill and send, or nil when sampled out.
-func (s *sampledLog) event() *zerolog.Event {
-	ev := s.log.Info()
-	if ev == nil {
-		s.suppressed.Add(1)
-		return nil
-	}
-	if n := s.suppressed.Swap(0); n > 0 {
-		ev = ev.Int64("suppressed", n)
-	}
-	return ev
+	l, _ := a.rejectLogs.LoadOrStore(reason, logging.NewSampled(a.log))
+	return l.(*logging.Sampled)
 }

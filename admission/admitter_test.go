@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/internal/logging"
 	"github.com/sipedge/sipedge/ring"
 )
 
@@ -66,8 +67,8 @@ func TestAdmit_RejectionLogSampledPerReasonCountersExact(t *testing.T) {
 		}
 	}
 	lines := rejectLines(t, &buf)
-	if len(lines) < logBurst || len(lines) > logBurst+flood/1000+1 {
-		t.Fatalf("%d lines for %d rejections, want %d..%d", len(lines), flood, logBurst, logBurst+flood/1000+1)
+	if len(lines) < logging.SampledBurst || len(lines) > logging.SampledBurst+flood/1000+1 {
+		t.Fatalf("%d lines for %d rejections, want %d..%d", len(lines), flood, logging.SampledBurst, logging.SampledBurst+flood/1000+1)
 	}
 	var suppressed float64
 	for _, l := range lines {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/logging"
 	"github.com/sipedge/sipedge/media"
 )
 
@@ -37,9 +37,9 @@ func (p *Proxy) initLimits(reg prometheus.Registerer) error {
 	p.limits = newLimiter(p.opts.Limits)
 	p.limitMetrics = lm
 	for r := limitReason(1); r < numLimitReasons; r++ {
-		p.limitLogs[r] = newSampledLog(p.log)
+		p.limitLogs[r] = logging.NewSampled(p.log)
 	}
-	p.noAckLog = newSampledLog(p.log)
+	p.noAckLog = logging.NewSampled(p.log)
 	return nil
 }
 
@@ -77,7 +77,7 @@ func (p *Proxy) floodFilter(info sip.TransportReadProps, data []byte) ([]byte, e
 	}
 	if p.limits.dropDatagram(ap.Addr(), p.limits.opt.Clock()) {
 		p.limitMetrics.limited[limitSourceDrop].Inc()
-		if ev := p.limitLogs[limitSourceDrop].event(); ev != nil {
+		if ev := p.limitLogs[limitSourceDrop].Info(); ev != nil {
 			ev.Str("source", ap.Addr().String()).Str("reason", limitSourceDrop.String()).
 				Msg("INVITE dropped unanswered: source above its hard rate")
 		}
@@ -120,7 +120,7 @@ func (p *Proxy) limitNewDialog(req *sip.Request, tx sip.ServerTransaction) bool 
 		return false
 	}
 	p.limitMetrics.limited[why].Inc()
-	if ev := p.limitLogs[why].event(); ev != nil {
+	if ev := p.limitLogs[why].Info(); ev != nil {
 		ev.Str("call_id", callID(req)).Str("method", string(req.Method)).Str("source", ap.Addr().String()).
 			Str("reason", why.String()).Msg("new dialog refused by a flood limit")
 	}
@@ -263,7 +263,7 @@ func (p *Proxy) endUnacked(ctx context.Context, ids []string) {
 	held := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		p.limitMetrics.ackTimeouts.Inc()
-		if ev := p.noAckLog.event(); ev != nil {
+		if ev := p.noAckLog.Info(); ev != nil {
 			ev.Str("call_id", id).Dur("after", p.limits.opt.AckTimeout).Msg("2xx never ACKed: call ended (Timer H)")
 		}
 		if !p.dialogs.HasCall(id) {
@@ -275,34 +275,4 @@ func (p *Proxy) endUnacked(ctx context.Context, ids []string) {
 	if len(held) > 0 {
 		p.EndDialogs(ctx, func(d Dialog) bool { return held[d.CallID] }, "ACK timeout")
 	}
-}
-
-// sampledLog bounds a log line under a flood: the first few a second are
-// written, then one in a thousand, each with how many were left out since
-// the last one written. Counters stay exact; only lines are sampled.
-type sampledLog struct {
-	log        zerolog.Logger
-	suppressed atomic.Int64
-}
-
-// logBurst is how many lines of one kind are written each second before
-// sampling starts.
-const logBurst = 10
-
-func newSampledLog(log zerolog.Logger) *sampledLog {
-	return &sampledLog{log: log.Sample(&zerolog.BurstSampler{Burst: logBurst, Period: time.Second,
-		NextSampler: &zerolog.BasicSampler{N: 1000}})}
-}
-
-// event returns an info event to fill and send, or nil when sampled out.
-func (s *sampledLog) event() *zerolog.Event {
-	ev := s.log.Info()
-	if ev == nil {
-		s.suppressed.Add(1)
-		return nil
-	}
-	if n := s.suppressed.Swap(0); n > 0 {
-		ev = ev.Int64("suppressed", n)
-	}
-	return ev
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/admission"
+	"github.com/sipedge/sipedge/internal/logging"
 )
 
 // Admitter decides new dialogs and records conference placements.
@@ -97,8 +98,8 @@ type Proxy struct {
 	// flood limits (limits.go, limits_hooks.go)
 	limits       *limiter
 	limitMetrics *limitMetrics
-	limitLogs    [numLimitReasons]*sampledLog
-	noAckLog     *sampledLog
+	limitLogs    [numLimitReasons]*logging.Sampled
+	noAckLog     *logging.Sampled
 }
 
 // New binds the listeners (so a bad or busy address fails at start-up) and
