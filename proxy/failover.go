@@ -432,17 +432,26 @@ func (f *failoverTx) pipe(br sip.ClientTransaction, out *sip.Request, h hop, fir
 // transaction ended): a provisional lets the pending CANCEL go out, a 2xx
 // is ended at once. Bounded by orphanLimit.
 func (f *failoverTx) orphan(br sip.ClientTransaction, out *sip.Request, h hop) {
+	f.drainBranch(br, h, f.canceller.provisional, "answered after the caller left")
+}
+
+// drainBranch listens to a branch nothing is relayed from any more, for at
+// most orphanLimit: each provisional calls onProvisional (may be nil), a
+// 2xx is ended at once with why as the BYE's reason.
+func (f *failoverTx) drainBranch(br sip.ClientTransaction, h hop, onProvisional func(), why string) {
 	limit := time.NewTimer(orphanLimit)
 	defer limit.Stop()
 	for {
 		select {
 		case res := <-br.Responses():
 			if res.IsProvisional() {
-				f.canceller.provisional()
+				if onProvisional != nil {
+					onProvisional()
+				}
 				continue
 			}
 			if res.IsSuccess() {
-				f.p.hangUpLate(f.in, res, h, "answered after the caller left")
+				f.p.hangUpLate(f.in, res, h, why)
 			}
 			return
 		case <-br.Done():
@@ -475,27 +484,7 @@ func (f *failoverTx) abandon(br sip.ClientTransaction, out *sip.Request, h hop, 
 			f.p.log.Debug().Err(err).Str("call_id", callID(f.in)).Str("to", h.addr).Msg("CANCEL of an abandoned branch failed")
 		}
 	}()
-	go func() {
-		limit := time.NewTimer(orphanLimit)
-		defer limit.Stop()
-		for {
-			select {
-			case res := <-br.Responses():
-				if res.IsProvisional() {
-					continue
-				}
-				if res.IsSuccess() {
-					f.p.hangUpLate(f.in, res, h, "answered after failover")
-				}
-				return
-			case <-br.Done():
-				return
-			case <-limit.C:
-				br.Terminate()
-				return
-			}
-		}
-	}()
+	go f.drainBranch(br, h, nil, "answered after failover")
 }
 
 // hangUpLate ends a dialog a node set up on a branch nobody relays: ACK
