@@ -51,7 +51,7 @@ type Manager struct {
 	// ended remembers calls that ended recently: a Joined that arrives
 	// after the BYE's Ended (the proxy reports the 2xx asynchronously) must
 	// not bring the participant back.
-	ended map[string]time.Time
+	ended recentSet
 
 	settings settingsCache
 	confs    confTracker
@@ -85,7 +85,7 @@ func New(opts Options) (*Manager, error) {
 		opts: opts, log: opts.Log, m: m,
 		relayMC:  relay.Config{Metrics: rm, Logger: opts.Log, Clock: opts.Clock},
 		sessions: map[string]*session{},
-		ended:    map[string]time.Time{},
+		ended:    newRecentSet(endedMemory),
 		wake:     make(chan string, 1024),
 	}
 	mg.settings.current = opts.Defaults
@@ -156,7 +156,7 @@ func (mg *Manager) Joined(ctx context.Context, j Join) {
 		return
 	}
 	mg.mu.Lock()
-	if _, gone := mg.ended[j.CallID]; gone {
+	if mg.ended.has(j.CallID) {
 		mg.mu.Unlock()
 		return
 	}
@@ -214,12 +214,7 @@ func (mg *Manager) Ended(callID string) {
 	mg.mu.Lock()
 	s, ok := mg.sessions[callID]
 	delete(mg.sessions, callID)
-	mg.ended[callID] = now
-	for id, at := range mg.ended {
-		if now.Sub(at) > endedMemory {
-			delete(mg.ended, id)
-		}
-	}
+	mg.ended.add(callID, now)
 	mg.m.sessions.Set(float64(len(mg.sessions)))
 	mg.mu.Unlock()
 	if !ok {
