@@ -171,22 +171,22 @@ func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) 
 		return
 	}
 	defer p.placementDone(req, tx)
-	v := p.admit.Admit(context.Background(), admission.Request{Method: string(req.Method), CallID: callID(req), ConfID: req.Recipient.User})
-	if !v.Admit {
+	pl, ok := p.placeInDialog(req)
+	if !ok {
 		p.reply(tx, req, 404, "Not Here")
 		return
 	}
 	out := req.Clone()
-	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
+	out.Recipient.Host, out.Recipient.Port = splitHostPort(pl.next.addr)
 	p.stripTrusted(out)
 	if err := p.anchor(out, callID(req), true); err != nil && (req.Method == sip.INVITE || req.Method == sip.UPDATE) {
 		p.rejectSDP(tx, req, err)
 		return
 	}
 	p.limitPortsOpened(callID(req))
-	info := fwdInfo{confID: req.Recipient.User, node: v.Node.Name, instance: p.opts.Instance, endsDialog: req.Method == sip.BYE,
+	info := fwdInfo{confID: pl.confID, node: pl.node, instance: p.opts.Instance, endsDialog: req.Method == sip.BYE,
 		fromCaller: true}
-	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}, info)
+	p.forward(req, tx, out, pl.next, info)
 }
 
 // addressedToUs reports whether the Request-URI names this proxy.
@@ -223,12 +223,12 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 		next = p.nextHop(req, st)
 	case err == nil && p.addressedToUs(req) && req.Recipient.User != "":
 		p.metrics.placementRouted.Inc()
-		v := p.admit.Admit(context.Background(), admission.Request{Method: "ACK", CallID: callID(req), ConfID: req.Recipient.User})
-		if !v.Admit {
+		pl, ok := p.placeInDialog(req)
+		if !ok {
 			return
 		}
-		out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
-		next = hop{addr: v.Node.Addr, transport: transportOrUDP(v.Node.Transport)}
+		out.Recipient.Host, out.Recipient.Port = splitHostPort(pl.next.addr)
+		next = pl.next
 	default:
 		p.metrics.badRoutes.Inc()
 		p.log.Debug().Str("call_id", callID(req)).AnErr("route_error", err).Msg("ACK without a sipedge route dropped")

@@ -27,10 +27,20 @@ type fakeAdmitter struct {
 
 func (f *fakeAdmitter) Admit(_ context.Context, r admission.Request) admission.Verdict {
 	f.record("admit " + r.Method + " " + r.Key())
-	if f.node.Addr == "" {
+	f.mu.Lock()
+	node := f.node
+	f.mu.Unlock()
+	if node.Addr == "" {
 		return admission.Verdict{Code: 503, Reason: admission.ReasonNoNode, RetryAfter: 7}
 	}
-	return admission.Verdict{Admit: true, Node: f.node, Placement: admission.PlacementRing}
+	return admission.Verdict{Admit: true, Node: node, Placement: admission.PlacementRing}
+}
+
+// setNode changes where new dialogs are admitted (a ring change).
+func (f *fakeAdmitter) setNode(n ring.Node) {
+	f.mu.Lock()
+	f.node = n
+	f.mu.Unlock()
 }
 func (f *fakeAdmitter) DialogStarted(_ context.Context, confID, node, _ string) {
 	f.record("start " + confID + " " + node)
@@ -413,4 +423,49 @@ Content-Length: 0
 	node.send(px.Addr(), answer(bye, 200, "OK", "", node.addr()))
 	caller.recv("SIP/2.0 200")
 	waitFor(t, func() bool { return strings.Contains(strings.Join(adm.events(), ","), "end conf1") }, "dialog end recorded")
+}
+
+// TestProxy_CallerIgnoringRecordRoute_HeldDialogNeedsNoAdmission: the ACK
+// and BYE of a dialog this instance holds, sent without Route, go to the
+// node that has the call, even when admission would now pick another one
+// (a failover or ring change), and admission (a Redis lookup) is not asked.
+func TestProxy_CallerIgnoringRecordRoute_HeldDialogNeedsNoAdmission(t *testing.T) {
+	node, other := newPeer(t), newPeer(t)
+	adm := &fakeAdmitter{node: ring.Node{Name: "n1", Addr: node.addr()}}
+	px := startProxy(t, adm)
+	caller := newPeer(t)
+	caller.send(px.Addr(), invite(caller, "sip:conf1@"+px.Addr(), "held-1", "z9hG4bK-h1", 70))
+	inv := node.recv("INVITE ")
+	node.send(px.Addr(), answer(inv, 200, "OK", "node1", node.addr()))
+	caller.recv("SIP/2.0 200")
+	adm.setNode(ring.Node{Name: "n2", Addr: other.addr()})
+	before := len(adm.events())
+	noRoute := func(method, branch string, cseq int) string {
+		return fmt.Sprintf(`%s sip:conf1@%s SIP/2.0
+Via: SIP/2.0/UDP %s;branch=%s
+Max-Forwards: 70
+From: <sip:alice@example.com>;tag=caller1
+To: <sip:conf1@example.com>;tag=node1
+Call-ID: held-1
+CSeq: %d %s
+Content-Length: 0
+
+`, method, px.Addr(), caller.addr(), branch, cseq, method)
+	}
+	caller.send(px.Addr(), noRoute("ACK", "z9hG4bK-h2", 1))
+	node.recv("ACK sip:conf1@" + node.addr())
+	caller.send(px.Addr(), noRoute("BYE", "z9hG4bK-h3", 2))
+	bye := node.recv("BYE sip:conf1@" + node.addr())
+	node.send(px.Addr(), answer(bye, 200, "OK", "", node.addr()))
+	caller.recv("SIP/2.0 200")
+	waitFor(t, func() bool { return strings.Contains(strings.Join(adm.events(), ","), "end conf1 n1") }, "dialog end recorded on n1")
+	for _, ev := range adm.events()[before:] {
+		if strings.HasPrefix(ev, "admit ") {
+			t.Errorf("admission asked for an in-dialog request of a held dialog: %q", ev)
+		}
+	}
+	// A request of a dialog not held here (unknown To tag) is still placed
+	// by admission: now toward n2.
+	caller.send(px.Addr(), strings.Replace(noRoute("BYE", "z9hG4bK-h4", 3), "tag=node1", "tag=elsewhere", 1))
+	other.recv("BYE sip:conf1@" + other.addr())
 }
