@@ -405,16 +405,7 @@ func TestProxy_CallerIgnoringRecordRoute(t *testing.T) {
 	node.send(px.Addr(), answer(inv, 200, "OK", "node1", node.addr()))
 	caller.recv("SIP/2.0 200")
 	noRoute := func(method, branch string, cseq int) string {
-		return fmt.Sprintf(`%s sip:conf1@%s SIP/2.0
-Via: SIP/2.0/UDP %s;branch=%s
-Max-Forwards: 70
-From: <sip:alice@example.com>;tag=caller1
-To: <sip:conf1@example.com>;tag=node1
-Call-ID: norr-1
-CSeq: %d %s
-Content-Length: 0
-
-`, method, px.Addr(), caller.addr(), branch, cseq, method)
+		return noRouteRequest(method, px.Addr(), caller.addr(), "norr-1", branch, cseq)
 	}
 	caller.send(px.Addr(), noRoute("ACK", "z9hG4bK-n2", 1))
 	node.recv("ACK sip:conf1@" + node.addr())
@@ -441,16 +432,7 @@ func TestProxy_CallerIgnoringRecordRoute_HeldDialogNeedsNoAdmission(t *testing.T
 	adm.setNode(ring.Node{Name: "n2", Addr: other.addr()})
 	before := len(adm.events())
 	noRoute := func(method, branch string, cseq int) string {
-		return fmt.Sprintf(`%s sip:conf1@%s SIP/2.0
-Via: SIP/2.0/UDP %s;branch=%s
-Max-Forwards: 70
-From: <sip:alice@example.com>;tag=caller1
-To: <sip:conf1@example.com>;tag=node1
-Call-ID: held-1
-CSeq: %d %s
-Content-Length: 0
-
-`, method, px.Addr(), caller.addr(), branch, cseq, method)
+		return noRouteRequest(method, px.Addr(), caller.addr(), "held-1", branch, cseq)
 	}
 	caller.send(px.Addr(), noRoute("ACK", "z9hG4bK-h2", 1))
 	node.recv("ACK sip:conf1@" + node.addr())
@@ -468,4 +450,19 @@ Content-Length: 0
 	// by admission: now toward n2.
 	caller.send(px.Addr(), strings.Replace(noRoute("BYE", "z9hG4bK-h4", 3), "tag=node1", "tag=elsewhere", 1))
 	other.recv("BYE sip:conf1@" + other.addr())
+}
+
+// noRouteRequest is an in-dialog request of a caller that ignores
+// Record-Route: sent to sipedge's own address, with no Route header.
+func noRouteRequest(method, proxyAddr, callerAddr, callID, branch string, cseq int) string {
+	return fmt.Sprintf(`%s sip:conf1@%s SIP/2.0
+Via: SIP/2.0/UDP %s;branch=%s
+Max-Forwards: 70
+From: <sip:alice@example.com>;tag=caller1
+To: <sip:conf1@example.com>;tag=node1
+Call-ID: %s
+CSeq: %d %s
+Content-Length: 0
+
+`, method, proxyAddr, callerAddr, branch, callID, cseq, method)
 }
