@@ -71,7 +71,7 @@ func (p *Proxy) endOfDialog(in *sip.Request, info fwdInfo, code int) {
 		p.metrics.byeIgnored.WithLabelValues("refused").Inc()
 		return
 	}
-	id, ft, tt := callID(in), fromTag(in), reqToTag(in)
+	id, ft, tt := callID(in), fromTag(in), toTag(in)
 	if dl := p.dialogs.Match(id, ft, tt); dl != nil {
 		p.mediaEnded(id)
 		if !p.dialogs.Remove(dl) {
@@ -103,13 +103,4 @@ func (p *Proxy) endOfDialog(in *sip.Request, info fwdInfo, code int) {
 	}
 	p.mediaEnded(id)
 	p.admit.DialogEndedElsewhere(context.Background(), owner, info.confID, info.node, id, dialogKey(id, info.callerTag, nodeTag))
-}
-
-// reqToTag is the To tag of a request ("" out of dialog).
-func reqToTag(req *sip.Request) string {
-	if t := req.To(); t != nil {
-		v, _ := t.Params.Get("tag")
-		return v
-	}
-	return ""
 }

@@ -79,7 +79,12 @@ func (d *dialogSet) shard(callID string) int {
 // with the same Call-ID and tags is already held (a retransmitted 2xx).
 func (d *dialogSet) Add(dl *dialog) bool {
 	if dl.key == "" {
-		dl.callerTag, dl.nodeTag = tagOf(dl.from), toTagOf(dl.to)
+		if dl.from != nil {
+			dl.callerTag = tagParam(dl.from.Params)
+		}
+		if dl.to != nil {
+			dl.nodeTag = tagParam(dl.to.Params)
+		}
 		dl.key = dialogKey(dl.callID, dl.callerTag, dl.nodeTag)
 	}
 	s := &d.shards[d.shard(dl.callID)]
@@ -232,22 +237,6 @@ func (d *dialogSet) counts() (confs map[string]confCount, nodes map[string]int) 
 }
 
 func (d *dialogSet) Len() int { return int(d.n.Load()) }
-
-func tagOf(f *sip.FromHeader) string {
-	if f == nil {
-		return ""
-	}
-	t, _ := f.Params.Get("tag")
-	return t
-}
-
-func toTagOf(t *sip.ToHeader) string {
-	if t == nil {
-		return ""
-	}
-	v, _ := t.Params.Get("tag")
-	return v
-}
 
 // Select returns the dialogs for which keep is true.
 func (d *dialogSet) Select(keep func(*dialog) bool) []*dialog {

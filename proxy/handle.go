@@ -150,7 +150,7 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
 	}
 	next := p.nextHop(req, st)
-	if dl := p.dialogs.Match(callID(req), fromTag(req), reqToTag(req)); dl != nil {
+	if dl := p.dialogs.Match(callID(req), fromTag(req), toTag(req)); dl != nil {
 		if cs := req.CSeq(); cs != nil {
 			dl.noteCSeq(fromCaller, cs.SeqNo)
 		}

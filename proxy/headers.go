@@ -39,25 +39,30 @@ func malformed(req *sip.Request) string {
 	return ""
 }
 
-func hasToTag(req *sip.Request) bool {
-	to := req.To()
-	if to == nil {
-		return false
-	}
-	tag, _ := to.Params.Get("tag")
-	return tag != ""
-}
+func hasToTag(req *sip.Request) bool { return toTag(req) != "" }
 
 func fromTag(req *sip.Request) string {
-	from := req.From()
-	if from == nil {
-		return ""
+	if from := req.From(); from != nil {
+		return tagParam(from.Params)
 	}
-	if tag, ok := from.Params.Get("tag"); ok {
+	return ""
+}
+
+func toTag(req *sip.Request) string {
+	if to := req.To(); to != nil {
+		return tagParam(to.Params)
+	}
+	return ""
+}
+
+// tagParam is the tag of a From or To header: the one reading of a tag, so
+// that a dialog recorded from one message is found again from the next.
+func tagParam(params sip.HeaderParams) string {
+	if tag, ok := params.Get("tag"); ok {
 		return tag
 	}
 	// LWS around '=' (RFC 4475 wsinv) leaves sipgo with a padded key.
-	for _, kv := range from.Params {
+	for _, kv := range params {
 		if strings.TrimSpace(kv.K) == "tag" {
 			return strings.TrimSpace(kv.V)
 		}
