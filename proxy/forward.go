@@ -147,7 +147,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 				}
 			}
 			if info.endsDialog && !res.IsProvisional() {
-				p.dialogEnded(in, info, res.StatusCode)
+				p.endOfDialog(in, info, res.StatusCode)
 			}
 			p.metrics.countResponse(r)
 			if err := tx.Respond(r); err != nil {
@@ -161,7 +161,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			p.log.Info().AnErr("tx_error", ctxTx.Err()).Str("call_id", callID(in)).Str("to", next.addr).
 				Msg("no final response from next hop")
 			if info.endsDialog {
-				p.dialogEnded(in, info, 408)
+				p.endOfDialog(in, info, 408) // no answer
 			}
 			if errors.Is(ctxTx.Err(), sip.ErrTransactionTransport) {
 				p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
@@ -198,11 +198,6 @@ func (p *Proxy) dialogStarted(dl *dialog) {
 	}
 	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
 	p.admit.DialogStarted(context.Background(), dl.confID, dl.node, dl.callID)
-}
-
-// dialogEnded applies the final answer code to a BYE (see endOfDialog).
-func (p *Proxy) dialogEnded(in *sip.Request, info fwdInfo, code int) {
-	p.endOfDialog(in, info, code)
 }
 
 // cancelSender sends CANCEL downstream once both the upstream CANCEL and a
