@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,8 +49,9 @@ var reloadable = map[string]bool{
 	"media_timeout": true, "guests_only_timeout": true, "last_participant_timeout": true,
 }
 
-// secretFields are never written to the log.
-var secretFields = map[string]bool{"route_secret": true}
+// isSecret: a setting whose value is never written to the log (every key
+// naming a secret: route_secret, route_secret_prev, node_secret, ...).
+func isSecret(field string) bool { return strings.Contains(field, "secret") }
 
 // lifecycle handles the signals: it owns the running configuration.
 type lifecycle struct {
@@ -157,7 +159,7 @@ func (l *lifecycle) reload(read func() (config.Config, error)) {
 			ev = l.log.Warn()
 		}
 		ev = ev.Str("field", ch.field)
-		if secretFields[ch.field] {
+		if isSecret(ch.field) {
 			ev = ev.Str("old", "(secret)").Str("new", "(secret)")
 		} else {
 			ev = ev.Str("old", ch.old).Str("new", ch.new)

@@ -159,6 +159,7 @@ func TestLifecycle_HupReloadsAndNeverExits(t *testing.T) {
 	next.TrustedNetworks = "10.0.0.0/8"
 	next.Listen = "127.0.0.1:5999"
 	next.RouteKey = "new-secret"
+	next.NodeSecret, next.RouteKeyPrev = "new-node-key", "old-route-key"
 	reloads := 0
 	reload := func() (config.Config, error) {
 		reloads++
@@ -193,8 +194,10 @@ func TestLifecycle_HupReloadsAndNeverExits(t *testing.T) {
 			t.Errorf("log lacks %s:\n%s", want, log)
 		}
 	}
-	if strings.Contains(log, "new-secret") {
-		t.Error("the route secret was logged")
+	for _, secret := range []string{"new-secret", "new-node-key", "old-route-key"} {
+		if strings.Contains(log, secret) {
+			t.Errorf("secret %q was logged", secret)
+		}
 	}
 	if zerolog.GlobalLevel() != zerolog.WarnLevel {
 		t.Errorf("global level %v, want warn", zerolog.GlobalLevel())
