@@ -47,7 +47,7 @@ const healthPoll = 100 * time.Millisecond
 
 // orphanLimit bounds how long a branch nobody relays any more is listened
 // to (for a late provisional to CANCEL, or a late 2xx to end): Timer B.
-var orphanLimit = 64 * sip.T1
+var orphanLimit = sip.Timer_B
 
 // failover is the retry plan of a new INVITE placed by admission: enough
 // to send it to another node of the ring as the same call.
@@ -237,10 +237,10 @@ func (f *failoverTx) run(out *sip.Request, h hop, node string) {
 			first, reason, gotProv = f.await(br, node)
 			switch reason {
 			case "":
-				f.pipe(br, out, h, first)
+				f.pipe(br, h, first)
 				return
 			case stopped:
-				f.orphan(br, out, h)
+				f.orphan(br, h)
 				return
 			}
 			if reason == failTransport {
@@ -251,9 +251,9 @@ func (f *failoverTx) run(out *sip.Request, h hop, node string) {
 		if !ok {
 			switch {
 			case first != nil: // the node's own 408 or 5xx goes to the caller
-				f.pipe(br, out, h, first)
+				f.pipe(br, h, first)
 			case reason == failTimeout || reason == failNodeDown: // the last node may still answer
-				f.pipe(br, out, h, nil)
+				f.pipe(br, h, nil)
 			default:
 				f.fail(err)
 			}
@@ -400,7 +400,7 @@ func (f *failoverTx) deliver(res *sip.Response) bool {
 }
 
 // pipe relays the settled branch until its final response.
-func (f *failoverTx) pipe(br sip.ClientTransaction, out *sip.Request, h hop, first *sip.Response) {
+func (f *failoverTx) pipe(br sip.ClientTransaction, h hop, first *sip.Response) {
 	f.mu.Lock()
 	f.committed = true
 	f.mu.Unlock()
@@ -411,7 +411,7 @@ func (f *failoverTx) pipe(br sip.ClientTransaction, out *sip.Request, h hop, fir
 				if res.IsSuccess() {
 					f.p.hangUpLate(f.in, res, h, "answered after the caller left")
 				} else if res.IsProvisional() {
-					f.orphan(br, out, h)
+					f.orphan(br, h)
 				}
 				return
 			}
@@ -431,7 +431,7 @@ func (f *failoverTx) pipe(br sip.ClientTransaction, out *sip.Request, h hop, fir
 // orphan listens to a branch whose caller is gone (CANCEL, or the server
 // transaction ended): a provisional lets the pending CANCEL go out, a 2xx
 // is ended at once. Bounded by orphanLimit.
-func (f *failoverTx) orphan(br sip.ClientTransaction, out *sip.Request, h hop) {
+func (f *failoverTx) orphan(br sip.ClientTransaction, h hop) {
 	f.drainBranch(br, h, f.canceller.provisional, "answered after the caller left")
 }
 

@@ -51,14 +51,14 @@ func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 
 // newDialog handles an out-of-dialog request: admission picks the node.
 func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
+	if req.Method == sip.OPTIONS && req.Recipient.User == "" {
+		p.answerOptions(req, tx) // probes of sipedge itself: never limited
+		return
+	}
 	if p.limitNewDialog(req, tx) {
 		return
 	}
 	defer p.newDialogDone(req)
-	if req.Method == sip.OPTIONS && req.Recipient.User == "" {
-		p.answerOptions(req, tx)
-		return
-	}
 	if req.IsInvite() {
 		// Answer at once so the caller stops retransmitting while Redis is asked.
 		p.reply(tx, req, 100, "Trying")

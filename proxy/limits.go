@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"golang.org/x/time/rate"
 )
 
@@ -75,7 +76,6 @@ const (
 	// the table is full.
 	maxSources = 1 << 16
 	sourceIdle = time.Minute
-	timerH     = 64 * 500 * time.Millisecond
 )
 
 // source is one source IP's limiter state.
@@ -142,7 +142,7 @@ func newLimiter(o LimitOptions) *limiter {
 		o.SourceDropRate = 5 * o.SourceRate
 	}
 	if o.AckTimeout <= 0 {
-		o.AckTimeout = timerH
+		o.AckTimeout = sip.Timer_H
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now

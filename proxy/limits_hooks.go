@@ -43,20 +43,6 @@ func (p *Proxy) initLimits(reg prometheus.Registerer) error {
 	return nil
 }
 
-// chainReadFilters runs sipgo transport read filters in order; a filter
-// that returns no bytes drops the datagram.
-func chainReadFilters(fs ...sip.TransportReadFilter) sip.TransportReadFilter {
-	return func(info sip.TransportReadProps, data []byte) ([]byte, error) {
-		for _, f := range fs {
-			var err error
-			if data, err = f(info, data); err != nil || len(data) == 0 {
-				return data, err
-			}
-		}
-		return data, nil
-	}
-}
-
 var invitePrefix = []byte("INVITE ")
 
 // floodFilter is the hard threshold, applied to each UDP datagram before
@@ -89,19 +75,17 @@ func (p *Proxy) floodFilter(info sip.TransportReadProps, data []byte) ([]byte, e
 // exempt reports whether a source is a media node or in trusted_networks:
 // the per-source limits do not apply to it.
 func (p *Proxy) exempt(src netip.AddrPort) bool {
-	if p.opts.Trust == nil {
-		return false
-	}
-	_, trusted := p.opts.Trust(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
+	_, trusted := p.trustAddrPort(src)
 	return trusted
 }
 
-// limitNewDialog runs first in newDialog, before any state is created:
+// limitNewDialog runs in newDialog before any state is created (probes of
+// sipedge itself are answered before it):
 // it answers 503 with Retry-After (or, above the hard threshold, drops)
 // a new dialog a flood limit forbids, and reports true when it did. An
 // INVITE it lets through is counted as half-open until newDialogDone.
 func (p *Proxy) limitNewDialog(req *sip.Request, tx sip.ServerTransaction) bool {
-	if p.limits == nil || (req.Method == sip.OPTIONS && req.Recipient.User == "") {
+	if p.limits == nil {
 		return false
 	}
 	ap, _ := netip.ParseAddrPort(req.Source())

@@ -288,7 +288,7 @@ func TestFloodFilter_DropsInviteDatagramsAboveHardRate(t *testing.T) {
 	props := func(a netip.Addr) sip.TransportReadProps {
 		return sip.TransportReadProps{Transport: "UDP", RemoteAddr: net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 5060))}
 	}
-	f := chainReadFilters(p.floodFilter)
+	f := p.floodFilter
 	var passed []string
 	for i, c := range []struct {
 		src  netip.Addr
@@ -422,7 +422,7 @@ func TestLimiter_ConcurrentCallsLeaveNothing(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	for _, id := range l.expired(t0.Add(timerH)) {
+	for _, id := range l.expired(t0.Add(sip.Timer_H)) {
 		l.freePorts(id)
 	}
 	if n := l.halfOpen.Load(); n != 0 {

@@ -50,6 +50,14 @@ func (p *Proxy) trustAddr(source string) (node string, trusted bool) {
 	if err != nil {
 		return "", false
 	}
+	return p.trustAddrPort(ap)
+}
+
+// trustAddrPort is trustAddr for a parsed address (IPv4-mapped IPv6 unmapped).
+func (p *Proxy) trustAddrPort(ap netip.AddrPort) (node string, trusted bool) {
+	if p.opts.Trust == nil {
+		return "", false
+	}
 	return p.opts.Trust(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 }
 

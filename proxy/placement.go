@@ -22,7 +22,8 @@ type placement struct {
 // Otherwise admission places it as it placed the INVITE. ok is false when
 // nobody can take it.
 func (p *Proxy) placeInDialog(req *sip.Request) (placement, bool) {
-	if dl := p.dialogs.Match(callID(req), fromTag(req), toTag(req)); dl != nil && fromTag(req) == dl.callerTag {
+	ft := fromTag(req)
+	if dl := p.dialogs.Match(callID(req), ft, toTag(req)); dl != nil && ft == dl.callerTag {
 		p.metrics.placementHeld.Inc()
 		conf := dl.confID
 		if conf == "" {

@@ -129,7 +129,7 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(p.advHost),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog),
-			sip.WithTransportLayerReadFilter(chainReadFilters(p.floodFilter))),
+			sip.WithTransportLayerReadFilter(p.floodFilter)),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog)),
 	)...)
 	if err != nil {
