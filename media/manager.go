@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/internal/recent"
 	"github.com/sipedge/sipedge/media/policy"
 	"github.com/sipedge/sipedge/media/relay"
 )
@@ -51,7 +52,7 @@ type Manager struct {
 	// ended remembers calls that ended recently: a Joined that arrives
 	// after the BYE's Ended (the proxy reports the 2xx asynchronously) must
 	// not bring the participant back.
-	ended recentSet
+	ended recent.Set
 
 	settings settingsCache
 	confs    confTracker
@@ -85,7 +86,7 @@ func New(opts Options) (*Manager, error) {
 		opts: opts, log: opts.Log, m: m,
 		relayMC:  relay.Config{Metrics: rm, Logger: opts.Log, Clock: opts.Clock},
 		sessions: map[string]*session{},
-		ended:    newRecentSet(endedMemory),
+		ended:    recent.New(endedMemory),
 		wake:     make(chan string, 1024),
 	}
 	mg.settings.current = opts.Defaults
@@ -156,7 +157,7 @@ func (mg *Manager) Joined(ctx context.Context, j Join) {
 		return
 	}
 	mg.mu.Lock()
-	if mg.ended.has(j.CallID) {
+	if mg.ended.Has(j.CallID) {
 		mg.mu.Unlock()
 		return
 	}
@@ -214,7 +215,7 @@ func (mg *Manager) Ended(callID string) {
 	mg.mu.Lock()
 	s, ok := mg.sessions[callID]
 	delete(mg.sessions, callID)
-	mg.ended.add(callID, now)
+	mg.ended.Add(callID, now)
 	mg.m.sessions.Set(float64(len(mg.sessions)))
 	mg.mu.Unlock()
 	if !ok {

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/internal/nodeauth"
+	"github.com/sipedge/sipedge/internal/recent"
 )
 
 // hdrAuth carries a node's proof (internal/nodeauth): an HMAC with the node
@@ -35,26 +36,17 @@ type nodeAuth struct {
 // instance is caught by the window alone.
 type replayCache struct {
 	mu   sync.Mutex
-	seen map[string]time.Time // proof header value -> when it stops being valid
+	seen recent.Set // proof header values, each kept while it is valid
 }
 
-// fresh records v and reports whether it was not seen before; entries
-// past their validity are dropped on the way.
-func (c *replayCache) fresh(v string, now time.Time, validFor time.Duration) bool {
+// fresh records v and reports whether it was not seen before.
+func (c *replayCache) fresh(v string, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.seen == nil {
-		c.seen = map[string]time.Time{}
-	}
-	for k, until := range c.seen {
-		if now.After(until) {
-			delete(c.seen, k)
-		}
-	}
-	if _, dup := c.seen[v]; dup {
+	if c.seen.Has(v) {
 		return false
 	}
-	c.seen[v] = now.Add(validFor)
+	c.seen.Add(v, now)
 	return true
 }
 
@@ -70,7 +62,7 @@ func (p *Proxy) initTrust() error {
 		window = nodeauth.DefaultWindow
 	}
 	p.auth = nodeAuth{secrets: &atomic.Pointer[[]string]{}, window: window, now: time.Now,
-		log: p.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}), seen: &replayCache{}}
+		log: p.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}), seen: &replayCache{seen: recent.New(2 * window)}}
 	p.SetNodeSecrets(p.opts.NodeSecrets...)
 	return nil
 }
@@ -122,7 +114,7 @@ func (p *Proxy) trustNew(req *sip.Request) (node string, trusted bool) {
 	}
 	now := p.auth.now()
 	err := nodeauth.Verify(req, *p.auth.secrets.Load(), now, p.auth.window)
-	if err == nil && !p.auth.seen.fresh(req.GetHeader(hdrAuth).Value(), now, 2*p.auth.window) {
+	if err == nil && !p.auth.seen.fresh(req.GetHeader(hdrAuth).Value(), now) {
 		err = errReplayed
 	}
 	if err != nil {

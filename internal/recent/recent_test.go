@@ -1,4 +1,4 @@
-package media
+package recent
 
 import (
 	"strconv"
@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-func TestRecentSet_ForgetsAfterKeep(t *testing.T) {
+func TestSet_ForgetsAfterKeep(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	cases := []struct {
 		name string
@@ -56,13 +56,13 @@ func TestRecentSet_ForgetsAfterKeep(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRecentSet(time.Minute)
+			r := New(time.Minute)
 			for _, a := range tc.adds {
-				r.add(a.key, t0.Add(a.at))
+				r.Add(a.key, t0.Add(a.at))
 			}
-			r.add("probe", t0.Add(tc.check))
+			r.Add("probe", t0.Add(tc.check))
 			for k, want := range tc.want {
-				if got := r.has(k); got != want {
+				if got := r.Has(k); got != want {
 					t.Errorf("has(%q) = %v, want %v", k, got, want)
 				}
 			}
@@ -70,15 +70,15 @@ func TestRecentSet_ForgetsAfterKeep(t *testing.T) {
 	}
 }
 
-// TestRecentSet_BoundedUnderSteadyLoad: at a steady rate the set holds
+// TestSet_BoundedUnderSteadyLoad: at a steady rate the set holds
 // about rate x keep keys, and the queue does not grow without bound.
-func TestRecentSet_BoundedUnderSteadyLoad(t *testing.T) {
-	r := newRecentSet(time.Second)
+func TestSet_BoundedUnderSteadyLoad(t *testing.T) {
+	r := New(time.Second)
 	t0 := time.Unix(0, 0)
 	for i := 0; i < 100000; i++ {
-		r.add(strconv.Itoa(i), t0.Add(time.Duration(i)*time.Millisecond)) // 1000/s
+		r.Add(strconv.Itoa(i), t0.Add(time.Duration(i)*time.Millisecond)) // 1000/s
 	}
-	if n := r.len(); n < 1000 || n > 1002 {
+	if n := r.Len(); n < 1000 || n > 1002 {
 		t.Errorf("len = %d, want about 1000 (rate x keep)", n)
 	}
 	if q := len(r.queue) - r.head; q > 2100 {
@@ -86,21 +86,21 @@ func TestRecentSet_BoundedUnderSteadyLoad(t *testing.T) {
 	}
 }
 
-// BenchmarkRecentSet_Add is the cost a call end pays to remember its
+// BenchmarkSet_Add is the cost a call end pays to remember its
 // Call-ID with 60 000 ended in the last minute (1000 calls/s).
-func BenchmarkRecentSet_Add(b *testing.B) {
-	r := newRecentSet(time.Minute)
+func BenchmarkSet_Add(b *testing.B) {
+	r := New(time.Minute)
 	t0 := time.Unix(0, 0)
 	keys := make([]string, 1<<16)
 	for i := range keys {
 		keys[i] = "call-" + strconv.Itoa(i)
 	}
 	for i := 0; i < 60000; i++ {
-		r.add(keys[i%len(keys)], t0.Add(time.Duration(i)*time.Millisecond))
+		r.Add(keys[i%len(keys)], t0.Add(time.Duration(i)*time.Millisecond))
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		r.add(keys[i%len(keys)], t0.Add(time.Duration(60000+i)*time.Millisecond))
+		r.Add(keys[i%len(keys)], t0.Add(time.Duration(60000+i)*time.Millisecond))
 	}
 }
