@@ -83,7 +83,7 @@ func (a *Admitter) Instance() InstanceVerdict {
 	v := a.withShutdown(JudgeInstance(a.opts.Self, c, now, a.opts.HeartbeatTimeout))
 	prev := a.verdict.Load()
 	a.verdict.Store(&judged{v: v, cluster: c, at: now})
-	if prev == nil || prev.v.Reject != v.Reject || prev.v.HeldBack != v.HeldBack {
+	if prev == nil || prev.v.Reject != v.Reject || prev.v.HeldBack != v.HeldBack || prev.v.ShuttingDown != v.ShuttingDown {
 		a.logVerdict(v)
 	}
 	return v

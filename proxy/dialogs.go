@@ -207,12 +207,6 @@ func (d *dialogSet) count(dl *dialog, delta int) {
 	}
 }
 
-// ConfDialogs is the number of dialogs of conference id held here.
-func (d *dialogSet) ConfDialogs(id string) int {
-	n, _ := d.Conf(id)
-	return n
-}
-
 // Conf is the number of dialogs of conference id held here and the node
 // of the latest of them.
 func (d *dialogSet) Conf(id string) (int, string) {
