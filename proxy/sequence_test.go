@@ -152,10 +152,17 @@ func TestSequencer_StampAfterWait(t *testing.T) {
 	s.wait(ack) // queues itself
 	s.stamp(ack)
 	s.stamp(bye)
-	if _, ok := returnsWithin(s, bye, 50*time.Millisecond); ok {
+	done, ok := returnsWithin(s, bye, 50*time.Millisecond)
+	if ok {
 		t.Fatal("BYE went on while the ACK queued by wait was in progress")
 	}
 	s.handedOn(ack)
+	select {
+	case <-done: // released by the ACK, far sooner than the 5 s bound
+	case <-time.After(time.Second):
+		t.Fatal("BYE still held 1 s after its ACK was handed on")
+	}
+	s.handedOn(bye)
 }
 
 // TestSequencer_ManyCallsKeepOrder races the goroutines of ACK and BYE the
