@@ -270,7 +270,7 @@ func rawResponse(data []byte, code int, reason, server string) []byte {
 			vias++
 			b.WriteString(l + "\r\n")
 		case "to":
-			if !strings.Contains(strings.ToLower(l), "tag") {
+			if !hasTagParam(l) {
 				var rnd [4]byte
 				_, _ = rand.Read(rnd[:])
 				l += ";tag=sE" + hex.EncodeToString(rnd[:])
@@ -408,3 +408,15 @@ func compactTag(line []byte) int {
 }
 
 func isLWS(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+// hasTagParam reports whether a raw To line carries a tag parameter: a
+// ";tag=" (any case, LWS allowed) among the header's parameters, that is
+// after the name-addr's '>' when there is one, so "tag" in a display name
+// or URI ("Stage" <sip:vintage@b>) is not taken for one.
+func hasTagParam(line string) bool {
+	v := line[strings.IndexByte(line, ':')+1:]
+	if i := strings.LastIndexByte(v, '>'); i >= 0 {
+		v = v[i+1:]
+	}
+	return strings.Contains(strings.ToLower(strings.Join(strings.Fields(v), "")), ";tag=")
+}

@@ -27,11 +27,9 @@ const (
 
 // Reasons a message was not sent (label of sipedge_sip_messages_not_sent_total).
 const (
-	notSentTooLarge    = "too_large"       // over max_message_size or the datagram limit
-	notSentWriteError  = "write_error"     // the socket refused it
-	notSentConnGone    = "connection_gone" // TCP peer gone and the received address unreachable
+	notSentTooLarge    = "too_large"   // over max_message_size or the datagram limit
+	notSentWriteError  = "write_error" // the socket refused it
 	notSentRespTooBig  = "response_too_large"
-	notSentUnparsable  = "unparsable" // a message we could not read well enough to answer
 	notSentNoTransport = "no_transport"
 )
 
@@ -91,17 +89,25 @@ type udpConn struct {
 	p   *Proxy
 	max int
 
-	// Set and read only on sipgo's single reader goroutine of this
-	// listener: the parse failure is reported synchronously on it.
+	// The datagram being parsed. Set on sipgo's reader goroutine of this
+	// listener, which reports a UDP parse failure synchronously; guarded
+	// because TCP readers report theirs through the same log bridge.
+	mu       sync.Mutex
 	last     []byte
 	lastAddr net.Addr
+}
+
+func (c *udpConn) remember(data []byte, addr net.Addr) {
+	c.mu.Lock()
+	c.last, c.lastAddr = data, addr
+	c.mu.Unlock()
 }
 
 func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(b)
 		if err != nil {
-			c.last = nil
+			c.remember(nil, nil)
 			return n, addr, err
 		}
 		data := b[:n]
@@ -114,22 +120,24 @@ func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			c.p.refuseRaw(data, why, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, addr); return err })
 			continue
 		}
-		c.last, c.lastAddr = b[:n], addr
+		c.remember(b[:n], addr)
 		return n, addr, nil
 	}
 }
 
 // parseFailed is called (through the slog bridge) when sipgo could not
 // parse data. It answers when data is the datagram just read.
-func (c *udpConn) parseFailed(data string, perr string) bool {
-	last := c.last
-	if last == nil || len(last) != len(data) || string(last) != data {
-		return false
+func (c *udpConn) parseFailed(data string, perr string) {
+	c.mu.Lock()
+	last, addr := c.last, c.lastAddr
+	match := last != nil && len(last) == len(data) && string(last) == data
+	if match {
+		c.last = nil
 	}
-	addr := c.lastAddr
-	c.last = nil
-	c.p.rejectRaw(last, perr, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, addr); return err })
-	return true
+	c.mu.Unlock()
+	if match {
+		c.p.rejectRaw(last, perr, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, addr); return err })
+	}
 }
 
 // oversized handles a message above max_message_size: a request gets 513,

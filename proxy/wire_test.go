@@ -88,6 +88,16 @@ func TestRawVerdictAndResponse(t *testing.T) {
 	if !strings.Contains(out, "To: <sip:a@b>;tag=sE") {
 		t.Fatalf("a stateless answer carries a To tag: %q", out)
 	}
+	for _, tc := range []struct{ to, want string }{
+		{`To: "Stage" <sip:vintage@b>`, `To: "Stage" <sip:vintage@b>;tag=sE`}, // "tag" in a name or URI is no tag
+		{`To: <sip:a@b>;tag=x1`, "To: <sip:a@b>;tag=x1\r\n"},                  // kept, no second tag
+		{`To: sip:a@b ; TAG = x2`, "To: sip:a@b ; TAG = x2\r\n"},              // addr-spec form, any case and LWS
+	} {
+		out := string(rawResponse([]byte("INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"+tc.to+"\r\n\r\n"), 400, "Bad Request", ""))
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("%s: answer %q lacks %q", tc.to, out, tc.want)
+		}
+	}
 }
 
 func TestFrame(t *testing.T) {
