@@ -110,7 +110,7 @@ func sanityReason(code int, reason string) string {
 // when its request line and a Via can be read, and dropped otherwise.
 // Everything is counted.
 func (p *Proxy) rejectRaw(data []byte, perr string, send func([]byte) error) {
-	id := rawHeader(data, "call-id", "i")
+	id := rawCallID(data)
 	// Counted as "unparsable" already (slog bridge); answered ones are
 	// counted again as "unparsable answered".
 	if bytes.HasPrefix(data, []byte("SIP/")) {
@@ -132,7 +132,7 @@ func (p *Proxy) rejectRaw(data []byte, perr string, send func([]byte) error) {
 
 // refuseRaw answers 400 to a request rawSanity refused.
 func (p *Proxy) refuseRaw(data []byte, why string, send func([]byte) error) {
-	id := rawHeader(data, "call-id", "i")
+	id := rawCallID(data)
 	p.metrics.malformed.WithLabelValues(why).Inc()
 	p.log.Debug().Str("call_id", id).Str("reason", why).Msg("malformed request rejected")
 	if out := rawResponse(data, 400, "Bad Request ("+why+")", p.opts.UserAgent); out != nil {
@@ -239,11 +239,11 @@ func headerName(line string) string {
 	return n
 }
 
-// rawHeader returns the value of the first header named long (or its
-// compact form) in data, "" if absent. Used for log fields only.
-func rawHeader(data []byte, long, compact string) string {
+// rawCallID returns the Call-ID (or its compact form "i") of the raw
+// message in data, "" if absent. Used for log fields only.
+func rawCallID(data []byte) string {
 	for _, l := range rawLines(data) {
-		if n := headerName(l); n == long || n == compact {
+		if headerName(l) == "call-id" {
 			return printable(strings.TrimSpace(l[strings.IndexByte(l, ':')+1:]), 200)
 		}
 	}

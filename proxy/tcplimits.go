@@ -273,7 +273,7 @@ func (c *limitConn) refuse(pend []byte, st frameStatus, why string) {
 	}
 	c.setReason(tcpClosedFraming)
 	p.metrics.malformed.WithLabelValues("framing").Inc()
-	id := rawHeader(pend, "call-id", "i")
+	id := rawCallID(pend)
 	p.log.Debug().Str("call_id", id).Str("reason", why).Msg("TCP stream cannot be framed: answering and closing")
 	if out := rawResponse(pend, 400, "Bad Request ("+why+")", p.opts.UserAgent); out != nil {
 		if err := send(out); err != nil {
@@ -300,8 +300,6 @@ func (c *limitConn) linger() {
 	}
 }
 
-func (c *limitConn) Write(b []byte) (int, error) { return c.write(b) }
-
 // writeOwn sends an answer sipedge made from raw bytes to a message that
 // never reached a transaction: it is not one of the finals linger waits for.
 func (c *limitConn) writeOwn(b []byte) error {
@@ -310,7 +308,7 @@ func (c *limitConn) writeOwn(b []byte) error {
 	return err
 }
 
-func (c *limitConn) write(b []byte) (int, error) {
+func (c *limitConn) Write(b []byte) (int, error) {
 	c.touch()
 	var n int
 	var err error
@@ -467,7 +465,7 @@ func (c *limitConn) toReceived(b []byte) (int, error) {
 	}
 	defer conn.Close()
 	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	c.l.p.log.Info().Str("call_id", rawHeader(b, "call-id", "i")).Str("to", addr).
+	c.l.p.log.Info().Str("call_id", rawCallID(b)).Str("to", addr).
 		Msg("TCP connection gone: response sent to the received address")
 	return conn.Write(b)
 }

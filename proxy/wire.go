@@ -143,7 +143,7 @@ func (c *udpConn) parseFailed(data string, perr string) {
 // oversized handles a message above max_message_size: a request gets 513,
 // a response is dropped. Both are logged and counted.
 func (p *Proxy) oversized(data []byte, send func([]byte) error) {
-	id := rawHeader(data, "call-id", "i")
+	id := rawCallID(data)
 	if bytes.HasPrefix(data, []byte("SIP/")) {
 		p.metrics.notSent.WithLabelValues(notSentRespTooBig).Inc()
 		p.log.Warn().Str("call_id", id).Int("bytes", len(data)).Int("max_message_size", p.maxMessage).
