@@ -92,9 +92,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		return err
 	}
 	sip.SetDefaultLogger(px.SlogLogger())
-	state, err := admission.NewStateWatcher(rdb, k, admission.Settings{
-		RetryAfter: cfg.RetryAfter, DrainTimeout: cfg.DrainTimeout, DrainBye: cfg.DrainAction == "bye", SlowStart: cfg.SlowStart,
-	}, cfg.ResyncInterval, log.With().Str("component", "state").Logger(), reg)
+	state, err := admission.NewStateWatcher(rdb, k, stateDefaults(cfg), cfg.ResyncInterval, log.With().Str("component", "state").Logger(), reg)
 	if err != nil {
 		return err
 	}
@@ -299,3 +297,10 @@ func (l *lateAdmitter) Failover(ctx context.Context, r admission.Request, failed
 }
 
 func (l *lateAdmitter) Healthy(node string) bool { return l.a.Healthy(node) }
+
+// stateDefaults are the sipedge:settings defaults admission takes from the
+// config (at start and on SIGHUP).
+func stateDefaults(cfg config.Config) admission.Settings {
+	return admission.Settings{RetryAfter: cfg.RetryAfter, DrainTimeout: cfg.DrainTimeout,
+		DrainBye: cfg.DrainAction == "bye", SlowStart: cfg.SlowStart}
+}

@@ -17,7 +17,6 @@ import (
 	"github.com/sipedge/sipedge/internal/config"
 	"github.com/sipedge/sipedge/internal/logging"
 	"github.com/sipedge/sipedge/media"
-	"github.com/sipedge/sipedge/media/policy"
 )
 
 // Control is what the daemon's main hands Run besides the configuration:
@@ -195,11 +194,9 @@ func (l *lifecycle) apply(cfg config.Config) error {
 	if err := logging.SetLevel(cfg.LogLevel); err != nil {
 		return err
 	}
-	l.state.SetDefaults(admission.Settings{RetryAfter: cfg.RetryAfter, DrainTimeout: cfg.DrainTimeout,
-		DrainBye: cfg.DrainAction == "bye", SlowStart: cfg.SlowStart})
+	l.state.SetDefaults(stateDefaults(cfg))
 	if l.media != nil {
-		l.media.SetDefaults(media.Settings{MediaTimeout: cfg.MediaTimeout,
-			Policy: policy.Settings{GuestsOnly: cfg.GuestsOnlyTimeout, Backstop: cfg.LastParticipantTimeout}})
+		l.media.SetDefaults(mediaDefaults(cfg))
 	}
 	if l.trusted != nil {
 		l.trusted(nets)

@@ -32,8 +32,7 @@ func newMediaManager(cfg config.Config, rdb redis.UniversalClient, k keys.Keys, 
 	}
 	mgr, err := media.New(media.Options{
 		Pool: pool, Redis: rdb, Keys: k, Instance: cfg.Name,
-		Defaults: media.Settings{MediaTimeout: cfg.MediaTimeout,
-			Policy: policy.Settings{GuestsOnly: cfg.GuestsOnlyTimeout, Backstop: cfg.LastParticipantTimeout}},
+		Defaults: mediaDefaults(cfg),
 		Presence: cfg.PresenceTimeout, Log: log, Reg: reg,
 	})
 	if err != nil {
@@ -85,4 +84,11 @@ func (l *lateTrust) check(src netip.AddrPort) (string, bool) {
 		return (*f)(src)
 	}
 	return "", false
+}
+
+// mediaDefaults are the sipedge:settings defaults of the media rules taken
+// from the config (at start and on SIGHUP).
+func mediaDefaults(cfg config.Config) media.Settings {
+	return media.Settings{MediaTimeout: cfg.MediaTimeout,
+		Policy: policy.Settings{GuestsOnly: cfg.GuestsOnlyTimeout, Backstop: cfg.LastParticipantTimeout}}
 }
