@@ -87,8 +87,7 @@ type Proxy struct {
 
 	slog *slog.Logger // sipgo's logs, bridged to zerolog
 
-	maxMessage int      // max_message_size
-	udpw       *udpConn // the UDP listener as sipgo reads it
+	udpw *udpConn // the UDP listener as sipgo reads it
 
 	dialogs dialogSet
 	seq     *sequencer // keeps each dialog's requests in arrival order

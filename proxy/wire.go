@@ -146,12 +146,12 @@ func (p *Proxy) oversized(data []byte, send func([]byte) error) {
 	id := rawCallID(data)
 	if bytes.HasPrefix(data, []byte("SIP/")) {
 		p.metrics.notSent.WithLabelValues(notSentRespTooBig).Inc()
-		p.log.Warn().Str("call_id", id).Int("bytes", len(data)).Int("max_message_size", p.maxMessage).
+		p.log.Warn().Str("call_id", id).Int("bytes", len(data)).Int("max_message_size", p.udpw.max).
 			Msg("response above max_message_size dropped")
 		return
 	}
 	p.metrics.malformed.WithLabelValues("too large").Inc()
-	p.log.Warn().Str("call_id", id).Int("bytes", len(data)).Int("max_message_size", p.maxMessage).
+	p.log.Warn().Str("call_id", id).Int("bytes", len(data)).Int("max_message_size", p.udpw.max).
 		Msg("request above max_message_size answered 513")
 	if out := rawResponse(data, 513, "Message Too Large", p.opts.UserAgent); out != nil {
 		if err := send(out); err != nil {
@@ -196,7 +196,6 @@ func (w WireOptions) limits() tcpLimits {
 func (p *Proxy) wire() []sipgo.UserAgentOption {
 	configureSizes()
 	lim := p.opts.Wire.limits()
-	p.maxMessage = lim.maxMessage
 	p.udpw = &udpConn{PacketConn: p.udp, p: p, max: lim.maxMessage}
 	p.udp = p.udpw
 	p.tcp = newLimitListener(p.tcp, p, lim)
