@@ -11,6 +11,7 @@ type metrics struct {
 	nodes         *prometheus.GaugeVec
 	states        *prometheus.GaugeVec
 	drainCalls    *prometheus.GaugeVec
+	drainsExpired prometheus.Gauge
 	nodeErrors    prometheus.Counter
 	redisErrors   *prometheus.CounterVec
 	probeFailures prometheus.Counter
@@ -37,6 +38,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sipedge_node_drain_calls",
 			Help: "Calls left on each media node out of service (draining; 0 once in maintenance).",
 		}, []string{"node"}),
+		drainsExpired: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sipedge_ring_drains_expired",
+			Help: "Media nodes draining longer than drain_timeout with calls still on them (their calls are due a BYE when drain_action is bye).",
+		}),
 		nodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sipedge_ring_node_errors_total",
 			Help: "Invalid node hashes and node_calls values seen, counted once per distinct error (as logged).",
@@ -70,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.redisErrors.WithLabelValues("load")
 	m.redisErrors.WithLabelValues("mark")
-	for _, c := range []prometheus.Collector{m.rebuilds, m.nodes, m.states, m.drainCalls, m.nodeErrors, m.redisErrors, m.probeFailures, m.lastLoad, m.suspectMarks, m.suspectNodes} {
+	for _, c := range []prometheus.Collector{m.rebuilds, m.nodes, m.states, m.drainCalls, m.drainsExpired, m.nodeErrors, m.redisErrors, m.probeFailures, m.lastLoad, m.suspectMarks, m.suspectNodes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ring metrics: %w", err)
 		}

@@ -347,9 +347,13 @@ func (w *Watcher) rebuildLocked() {
 func (w *Watcher) updateGaugesLocked(s *Snapshot) {
 	healthy, states := 0, map[string]int{StateNormal: 0, StateDraining: 0, StateMaintenance: 0}
 	out := make(map[string]bool, len(w.drainGauge))
+	expired := 0
 	for _, st := range s.statuses {
 		if st.Healthy {
 			healthy++
+		}
+		if st.DrainExpired {
+			expired++
 		}
 		states[st.State]++
 		if !st.InService {
@@ -363,6 +367,7 @@ func (w *Watcher) updateGaugesLocked(s *Snapshot) {
 		}
 	}
 	w.drainGauge = out
+	w.m.drainsExpired.Set(float64(expired))
 	w.m.nodes.WithLabelValues("healthy").Set(float64(healthy))
 	w.m.nodes.WithLabelValues("unhealthy").Set(float64(len(s.statuses) - healthy))
 	for state, n := range states {

@@ -338,3 +338,24 @@ func TestWatcher_EmptyNodeSetKeepsTheLastRing(t *testing.T) {
 		}
 	})
 }
+
+type fixedPolicy Policy
+
+func (p fixedPolicy) NodePolicy() Policy { return Policy(p) }
+
+// The drains-expired gauge (alerted on by deploy/prometheus/alerts.yml)
+// counts nodes draining past drain_timeout with calls still on them.
+func TestWatcher_DrainsExpiredGauge(t *testing.T) {
+	h := newHarness(t, WatcherOptions{ResyncInterval: 20 * time.Millisecond, Policy: fixedPolicy{DrainTimeout: time.Hour}}, nil)
+	started := strconv.FormatInt(h.now.Load()-2*time.Hour.Milliseconds(), 10)
+	h.put("late", "maintenance", "1", "drain_started", started)
+	h.put("fresh", "maintenance", "1", "drain_started", strconv.FormatInt(h.now.Load(), 10))
+	h.put("spare")
+	h.mr.HSet(tk.NodeCalls(), "late", "3", "fresh", "2")
+	h.run(t)
+	if got := testutil.ToFloat64(h.w.m.drainsExpired); got != 1 {
+		t.Fatalf("drains expired = %v, want 1 (only the node draining for 2h > 1h)", got)
+	}
+	h.mr.HSet(tk.NodeCalls(), "late", "0")
+	eventually(t, "the drained node leaves the gauge", func() bool { return testutil.ToFloat64(h.w.m.drainsExpired) == 0 })
+}

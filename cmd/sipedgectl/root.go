@@ -70,7 +70,7 @@ func newRootCommand(a *app) *cobra.Command {
 
 	root.AddCommand(newNodesCommand(a), newRingCommand(a), newConfCommand(a), newInstancesCommand(a),
 		newProfilesCommand(a), newExceptionsCommand(a), newStatusCommand(a), newDrainCommand(a))
-	root.AddCommand(newRouteSecretCommand(a))
+	root.AddCommand(newRouteSecretCommand(a), newHealthCommand(a))
 	return root
 }
 

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+)
+
+func TestHealth_ExitsNonZeroUnlessReady(t *testing.T) {
+	mr := miniredis.RunT(t)
+	ready := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz":
+			_, _ = w.Write([]byte("ok\n"))
+		case r.URL.Path == "/readyz" && ready:
+			_, _ = w.Write([]byte("ready\n"))
+		case r.URL.Path == "/readyz":
+			http.Error(w, "deserviced by profile p1", http.StatusServiceUnavailable)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	cases := []struct {
+		name    string
+		ready   bool
+		args    []string
+		wantOut string
+		wantErr string
+	}{
+		{"ready", true, []string{"health", srv.URL}, "ready", ""},
+		{"scheme added", true, []string{"health", host}, "ready", ""},
+		{"not ready", false, []string{"health", srv.URL}, "", "503 deserviced by profile p1"},
+		{"live while not ready", false, []string{"health", "--live", srv.URL}, "ok", ""},
+		{"nobody listening", true, []string{"health", "http://127.0.0.1:1"}, "", "connection refused"},
+		{"two addresses", true, []string{"health", srv.URL, srv.URL}, "", "accepts at most 1 arg"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ready = tc.ready
+			out, _, err := ctl(t, mr, tc.args...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || strings.TrimSpace(out) != tc.wantOut {
+				t.Fatalf("out %q err %v, want %q", out, err, tc.wantOut)
+			}
+		})
+	}
+}
