@@ -12,7 +12,7 @@ COPY . .
 ARG VERSION=dev
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=linux go build -trimpath \
-      -ldflags "-s -w -X github.com/sipedge/sipedge/internal/app.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/sipedge/sipedge/internal/version.Version=${VERSION}" \
       -o /out/ ./cmd/sipedge ./cmd/sipedgectl ./cmd/confnode
 
 # Run stage: distroless static (CA certificates, tzdata, /etc/passwd with

@@ -22,6 +22,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/internal/logging"
+	"github.com/sipedge/sipedge/internal/version"
 )
 
 // config is everything confnode is told on its command line.
@@ -57,8 +59,9 @@ func newCommand() *cobra.Command {
 	host, _ := os.Hostname()
 	cfg := config{}
 	cmd := &cobra.Command{
-		Use:   "confnode",
-		Short: "Reference media node for sipedge: answers SIP calls and registers itself in Redis",
+		Use:     "confnode",
+		Version: version.String(),
+		Short:   "Reference media node for sipedge: answers SIP calls and registers itself in Redis",
 		Long: "confnode answers INVITE with an SDP answer (PCMU/8000), handles ACK, BYE, CANCEL,\n" +
 			"OPTIONS, REGISTER and SUBSCRIBE, and writes its node hash and heartbeat to Redis.\n" +
 			"\n" +
@@ -157,18 +160,11 @@ func applyEnv(fs *pflag.FlagSet, prefix string) error {
 }
 
 func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
-	lvl, err := zerolog.ParseLevel(level)
+	log, err := logging.New(w, format, level)
 	if err != nil {
-		return zerolog.Logger{}, fmt.Errorf("confnode: --log-level %q: %w", level, err)
+		return zerolog.Logger{}, fmt.Errorf("confnode: %w", err)
 	}
-	switch format {
-	case "json":
-	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-	default:
-		return zerolog.Logger{}, fmt.Errorf("confnode: --log-format %q: want json or console", format)
-	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", "confnode").Logger(), nil
+	return log.With().Str("service", "confnode").Logger(), nil
 }
 
 // redisLogger routes go-redis's internal messages (dial failures, retries)

@@ -4,7 +4,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,11 +13,16 @@ import (
 	"github.com/sipedge/sipedge/internal/app"
 	"github.com/sipedge/sipedge/internal/config"
 	"github.com/sipedge/sipedge/internal/logging"
+	"github.com/sipedge/sipedge/internal/version"
 )
 
 func main() {
 	cfg, err := config.Load(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, config.ErrHelp) {
+		return
+	}
+	if errors.Is(err, config.ErrVersion) {
+		fmt.Println("sipedge", version.String())
 		return
 	}
 	if err != nil {

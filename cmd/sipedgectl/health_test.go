@@ -57,3 +57,17 @@ func TestHealth_ExitsNonZeroUnlessReady(t *testing.T) {
 		})
 	}
 }
+
+// Issue 10 item 7: a mistyped subcommand is an error, not a help page and
+// exit 0; a group alone still shows its help.
+func TestUsage_UnknownSubcommandFails(t *testing.T) {
+	mr := miniredis.RunT(t)
+	_, _, err := ctl(t, mr, "nodes", "lst")
+	if err == nil || !strings.Contains(err.Error(), `unknown command "lst" for "sipedgectl nodes"`) || !strings.Contains(err.Error(), "did you mean list?") {
+		t.Fatalf("nodes lst: err = %v", err)
+	}
+	out, _, err := ctl(t, mr, "nodes")
+	if err != nil || !strings.Contains(out, "Usage:") {
+		t.Fatalf("nodes alone: out %q err %v, want its help", out, err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/internal/version"
 )
 
 // app holds the global flags and the Redis client every command uses.
@@ -45,8 +46,9 @@ func newRootCommand(a *app) *cobra.Command {
 		defaultRedis = v
 	}
 	root := &cobra.Command{
-		Use:   "sipedgectl",
-		Short: "Operate a sipedge cluster through its Redis contract",
+		Use:     "sipedgectl",
+		Version: version.String(),
+		Short:   "Operate a sipedge cluster through its Redis contract",
 		Long: "sipedgectl reads and changes the Redis keys every sipedge instance follows.\n" +
 			"Writes are announced on the events channel so instances act on them at once.",
 		SilenceUsage: true,
@@ -71,6 +73,7 @@ func newRootCommand(a *app) *cobra.Command {
 	root.AddCommand(newNodesCommand(a), newRingCommand(a), newConfCommand(a), newInstancesCommand(a),
 		newProfilesCommand(a), newExceptionsCommand(a), newStatusCommand(a), newDrainCommand(a))
 	root.AddCommand(newRouteSecretCommand(a), newHealthCommand(a))
+	refuseUnknownSubcommands(root)
 	return root
 }
 

@@ -28,12 +28,10 @@ import (
 	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/internal/logging"
 	"github.com/sipedge/sipedge/internal/redishealth"
+	"github.com/sipedge/sipedge/internal/version"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
 )
-
-// Version is reported in the Server header and logs.
-var Version = "dev"
 
 // Run starts sipedge and blocks until ctx is done, a part fails, or a
 // signal of ctl (at most one) stopped it (lifecycle.go).
@@ -79,7 +77,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	}
 	var trust lateTrust
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
-		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check,
+		UserAgent: "sipedge/" + version.Short(), UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check,
 		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout,
 		Wire: wireOptions(cfg)}
 	tsec.apply(&popts)
@@ -187,7 +185,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	}
 	g.Go(func() error { return lc.run(gctx, firstControl(ctl)) })
 	log.Info().Str("instance", cfg.Name).Str("site", cfg.Site).Str("server", cfg.Server).
-		Str("sip", px.Addr()).Str("redis", redisAddr).Msg("sipedge started")
+		Str("sip", px.Addr()).Str("redis", redisAddr).Str("version", version.String()).Msg("sipedge started")
 	err = g.Wait()
 	if errors.Is(err, errStopped) {
 		err = nil

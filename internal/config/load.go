@@ -3,7 +3,6 @@ package config
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,8 +11,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 )
+
+// ErrVersion is returned by Load for --version: the caller prints the
+// version and exits 0.
+var ErrVersion = errors.New("version requested")
+
+// ErrHelp is returned by Load for --help / -h, after the usage is printed.
+var ErrHelp = pflag.ErrHelp
 
 // EnvPrefix prefixes every environment variable sipedge reads.
 const EnvPrefix = "SIPEDGE_"
@@ -23,15 +30,26 @@ const EnvPrefix = "SIPEDGE_"
 // of increasing precedence, and validates it.
 func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	cfg := Default()
-	fs := flag.NewFlagSet("sipedge", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("sipedge", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configFile := fs.String("config", getenv(EnvPrefix+"CONFIG"), "YAML configuration file")
+	fs.SortFlags = false // the order of the Config struct groups related flags
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: sipedge [flags]\n\n"+
+			"Every flag is also a key of the --config YAML file (dashes as underscores)\n"+
+			"and an environment variable %sKEY; flag > environment > file > default.\n\nFlags:\n", EnvPrefix)
+		fs.PrintDefaults()
+	}
+	configFile := fs.String("config", getenv(EnvPrefix+"CONFIG"), "YAML configuration `file`")
+	version := fs.Bool("version", false, "print the version and exit")
 	setters := registerFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
+	if *version {
+		return Config{}, ErrVersion
+	}
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return Config{}, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
 	if *configFile != "" {
 		if err := loadFile(*configFile, &cfg); err != nil {
@@ -47,7 +65,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	}
 	// Flags win: apply only the ones given on the command line.
 	var flagErr error
-	fs.Visit(func(f *flag.Flag) {
+	fs.Visit(func(f *pflag.Flag) {
 		for _, s := range setters {
 			if s.flag == f.Name && flagErr == nil {
 				if err := s.set(f.Value.String()); err != nil {
@@ -84,9 +102,10 @@ type setter struct {
 	set       func(string) error
 }
 
-// registerFlags declares one string flag per tagged field; values are
+// registerFlags declares one flag per tagged field, typed after the field
+// (string, int, duration) for --help; values are only recorded here and
 // applied later so flags can override the file and the environment.
-func registerFlags(fs *flag.FlagSet, cfg *Config) []setter {
+func registerFlags(fs *pflag.FlagSet, cfg *Config) []setter {
 	v := reflect.ValueOf(cfg).Elem()
 	t := v.Type()
 	setters := make([]setter, 0, t.NumField())
@@ -95,7 +114,7 @@ func registerFlags(fs *flag.FlagSet, cfg *Config) []setter {
 		key := f.Tag.Get("yaml")
 		name := strings.ReplaceAll(key, "_", "-")
 		field := v.Field(i)
-		fs.String(name, fmt.Sprint(field.Interface()), f.Tag.Get("usage"))
+		fs.Var(&flagValue{text: fmt.Sprint(field.Interface()), kind: kindOf(field)}, name, f.Tag.Get("usage"))
 		setters = append(setters, setter{key: key, flag: name, set: fieldSetter(field)})
 	}
 	return setters
@@ -122,5 +141,29 @@ func fieldSetter(field reflect.Value) func(string) error {
 			return fmt.Errorf("unsupported field type %s", field.Type())
 		}
 		return nil
+	}
+}
+
+// flagValue holds a flag's text until Load applies it to its field.
+type flagValue struct {
+	text string
+	kind string // string | int | duration, shown by --help
+}
+
+func (v *flagValue) String() string { return v.text }
+func (v *flagValue) Type() string   { return v.kind }
+
+// Set records the text; Load applies it to its field after the file and
+// the environment, and a bad value fails there as a FieldError naming it.
+func (v *flagValue) Set(s string) error { v.text = s; return nil }
+
+func kindOf(field reflect.Value) string {
+	switch field.Interface().(type) {
+	case int:
+		return "int"
+	case time.Duration:
+		return "duration"
+	default:
+		return "string"
 	}
 }

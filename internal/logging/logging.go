@@ -11,18 +11,25 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// TimeFormat is the one timestamp format of every sipedge binary's logs
+// (sipedge, confnode): RFC 3339 in UTC with nanoseconds, in JSON and in
+// console lines alike, so lines of several processes sort and join.
+const TimeFormat = time.RFC3339Nano
+
 // New returns a logger writing JSON lines (format "json") or human-readable
-// lines (format "console") at the given level.
+// lines (format "console") at the given level. Console lines are coloured
+// only when w is a terminal.
 func New(w io.Writer, format, level string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil {
 		return zerolog.Logger{}, fmt.Errorf("log level %q: %w", level, err)
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
+	zerolog.TimeFieldFormat = TimeFormat
+	zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }
 	switch format {
 	case "json", "":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: TimeFormat, NoColor: !isTerminal(w)}
 	default:
 		return zerolog.Logger{}, fmt.Errorf("log format %q: want json or console", format)
 	}
