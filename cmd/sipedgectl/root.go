@@ -72,7 +72,7 @@ func newRootCommand(a *app) *cobra.Command {
 
 	root.AddCommand(newNodesCommand(a), newRingCommand(a), newConfCommand(a), newInstancesCommand(a),
 		newProfilesCommand(a), newExceptionsCommand(a), newStatusCommand(a), newDrainCommand(a))
-	root.AddCommand(newRouteSecretCommand(a), newHealthCommand(a))
+	root.AddCommand(newRouteSecretCommand(a), newHealthCommand(a), newRolloutCommand(a))
 	refuseUnknownSubcommands(root)
 	return root
 }

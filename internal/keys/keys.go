@@ -117,3 +117,8 @@ func (k Keys) Calls(instance string) string { return k.Prefix + "calls:" + insta
 // Ended is the SET of dialogs set up by instance whose BYE passed another
 // instance: the owner removes them from its dialog set.
 func (k Keys) Ended(instance string) string { return k.Prefix + "ended:" + instance }
+
+// Rollout is the HASH of the rolling upgrade `sipedgectl rollout` is
+// taking the nodes through (fields nodes, index, phase, hook, started_ms,
+// updated_ms), so an interrupted rollout resumes where it stopped.
+func (k Keys) Rollout() string { return k.Prefix + "rollout" }
