@@ -20,7 +20,7 @@ func newInstancesCommand(a *app) *cobra.Command {
 	}
 	timeout := list.Flags().Duration("heartbeat-timeout", 5*time.Second, "an instance is alive while its heartbeat is younger than this")
 	list.RunE = func(cmd *cobra.Command, _ []string) error { return a.instancesList(cmd, *timeout) }
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, newInstancesRemoveCommand(a))
 	return cmd
 }
 
