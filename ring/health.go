@@ -140,12 +140,15 @@ func (w *Watcher) probeRound(ctx context.Context) {
 	sts := w.Snapshot().statuses
 	sent := w.opts.Now()
 	results := make([]error, len(sts))
+	rtts := make([]time.Duration, len(sts))
 	var wg sync.WaitGroup
 	for i := range sts {
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, w.opts.Health.ProbeTimeout)
 			defer cancel()
+			start := w.opts.Now()
 			results[i] = w.pinger.Ping(pctx, sts[i].Node)
+			rtts[i] = w.opts.Now().Sub(start)
 		})
 	}
 	wg.Wait()
@@ -155,6 +158,7 @@ func (w *Watcher) probeRound(ctx context.Context) {
 	changed := false
 	for i, err := range results {
 		n := sts[i].Node
+		w.m.observeProbe(n.Name, rtts[i], err == nil)
 		if err != nil {
 			w.m.probeFailures.Inc()
 		} else if w.sus.probed(n.Name, sent, w.opts.Now()) {

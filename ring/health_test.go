@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestProbes_Hysteresis(t *testing.T) {
@@ -102,6 +104,12 @@ func TestWatcher_ProbesTakeNodeOutAndBack(t *testing.T) {
 			if n := testutil.ToFloat64(h.w.m.probeFailures); n < 3 {
 				t.Errorf("probe failures metric %v", n)
 			}
+			if n := probeObservations(t, h.w.m, "n2", "failed"); n < 3 {
+				t.Errorf("probe round trips of n2 failed: %d observations, want at least 3", n)
+			}
+			if n := probeObservations(t, h.w.m, "n1", "ok"); n < 3 {
+				t.Errorf("probe round trips of n1 ok: %d observations, want at least 3", n)
+			}
 
 			p.set("n2", "ok")
 			eventually(t, "n2 back in the ring", func() bool { return h.w.Snapshot().Eligible("n2") })
@@ -110,4 +118,13 @@ func TestWatcher_ProbesTakeNodeOutAndBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+func probeObservations(t *testing.T, m *metrics, node, result string) uint64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.probeRTT.WithLabelValues(node, result).(prometheus.Metric).Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetHistogram().GetSampleCount()
 }

@@ -2,6 +2,7 @@ package ring
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,6 +16,7 @@ type metrics struct {
 	nodeErrors    prometheus.Counter
 	redisErrors   *prometheus.CounterVec
 	probeFailures prometheus.Counter
+	probeRTT      *prometheus.HistogramVec
 	lastLoad      prometheus.Gauge
 	suspectMarks  prometheus.Counter
 	suspectNodes  prometheus.Gauge
@@ -54,6 +56,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sipedge_ring_probe_failures_total",
 			Help: "SIP OPTIONS probes to media nodes that failed or timed out.",
 		}),
+		probeRTT: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sipedge_ring_probe_duration_seconds",
+			Help:    "Round trip of the SIP OPTIONS probes to each media node (a failed probe: the time until it failed, at most probe_timeout), by node and result (ok, failed).",
+			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
+		}, []string{"node", "result"}),
 		lastLoad: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sipedge_ring_last_load_timestamp_seconds",
 			Help: "Unix time of the last successful read of the media nodes from Redis (staleness while Redis fails).",
@@ -75,10 +82,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.redisErrors.WithLabelValues("load")
 	m.redisErrors.WithLabelValues("mark")
-	for _, c := range []prometheus.Collector{m.rebuilds, m.nodes, m.states, m.drainCalls, m.drainsExpired, m.nodeErrors, m.redisErrors, m.probeFailures, m.lastLoad, m.suspectMarks, m.suspectNodes} {
+	for _, c := range []prometheus.Collector{m.rebuilds, m.nodes, m.states, m.drainCalls, m.drainsExpired, m.nodeErrors, m.redisErrors, m.probeFailures, m.probeRTT, m.lastLoad, m.suspectMarks, m.suspectNodes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ring metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+func (m *metrics) observeProbe(node string, rtt time.Duration, ok bool) {
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	m.probeRTT.WithLabelValues(node, result).Observe(rtt.Seconds())
 }

@@ -69,6 +69,11 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	lat, err := redishealth.NewLatency(reg)
+	if err != nil {
+		return err
+	}
+	rdb.AddHook(lat) // before any other part shares the client
 
 	adm := &lateAdmitter{}
 	mgr, err := newMediaManager(cfg, rdb, k, log.With().Str("component", "media").Logger(), reg)
