@@ -61,21 +61,21 @@ type Watcher struct {
 	sus    *suspects
 	snap   atomic.Pointer[Snapshot]
 	src    *contract.Watcher
-	ownSrc bool          // src is this Watcher's own: Start and Run drive it
+	ownSrc bool            // src is this Watcher's own: Start and Run drive it
 	update <-chan struct{} // a reload of src happened
 
-	mu         sync.Mutex        // serialises builds and guards the fields below
+	mu         sync.Mutex         // serialises builds and guards the fields below
 	applied    *contract.Snapshot // the source snapshot last applied
-	nodes      []Node            // valid nodes of the last successful load
-	calls      map[string]int    // node_calls of that load
-	policy     Policy            // policy at that load
-	readAt     time.Time         // when they were read
-	nodeErrs   map[string]string // node key -> last logged error, to log once per change
-	callErrs   map[string]string // node -> last logged bad node_calls value
-	redisErr   string            // last logged Redis error, "" while Redis answers
-	markErr    string            // last logged error writing a transition
-	drainGauge map[string]bool   // nodes with a sipedge_node_drain_calls series
-	emptySince time.Time         // first load that found the node set empty while nodes were known
+	nodes      []Node             // valid nodes of the last successful load
+	calls      map[string]int     // node_calls of that load
+	policy     Policy             // policy at that load
+	readAt     time.Time          // when they were read
+	nodeErrs   map[string]string  // node key -> last logged error, to log once per change
+	callErrs   map[string]string  // node -> last logged bad node_calls value
+	redisErr   string             // last logged Redis error, "" while Redis answers
+	markErr    string             // last logged error writing a transition
+	drainGauge map[string]bool    // nodes with a sipedge_node_drain_calls series
+	emptySince time.Time          // first load that found the node set empty while nodes were known
 }
 
 // NewWatcher wires a Watcher and registers its metrics on reg. pinger may

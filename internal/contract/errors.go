@@ -16,14 +16,14 @@ import (
 
 // Sentinel errors wrapped by FieldError.Err, for callers that branch.
 var (
-	ErrMissing     = errors.New("missing")              // a required field is absent or empty
-	ErrNoHash      = errors.New("hash does not exist")  // a set member without its hash
-	ErrNotNumber   = errors.New("not a number")         // weight, load
+	ErrMissing     = errors.New("missing")             // a required field is absent or empty
+	ErrNoHash      = errors.New("hash does not exist") // a set member without its hash
+	ErrNotNumber   = errors.New("not a number")        // weight, load
 	ErrNotSeconds  = errors.New("not a whole number of seconds")
 	ErrOutOfRange  = errors.New("out of range")
-	ErrNotFlag     = errors.New("not 0 or 1")           // maintenance, capable
+	ErrNotFlag     = errors.New("not 0 or 1")            // maintenance, capable
 	ErrNotUnixMs   = errors.New("not unix milliseconds") // heartbeat, drain_started, restored_at
-	ErrUnknown     = errors.New("unknown value")        // an enum field (status, transport, drain_action)
+	ErrUnknown     = errors.New("unknown value")         // an enum field (status, transport, drain_action)
 	ErrNotHostPort = errors.New("not host:port")
 )
 

@@ -44,9 +44,9 @@ type Watcher struct {
 	confEnds chan string
 	defaults atomic.Pointer[Settings]
 
-	mu       sync.Mutex      // serialises reloads and guards the fields below
-	lastErr  error           // last reload's Redis error, nil after a good one
-	redisErr string          // last logged Redis error text
+	mu       sync.Mutex        // serialises reloads and guards the fields below
+	lastErr  error             // last reload's Redis error, nil after a good one
+	redisErr string            // last logged Redis error text
 	logged   map[string]string // "key/field" -> last logged bad value error
 	notify   []chan struct{}
 }
