@@ -92,12 +92,12 @@ func ParseInstance(k keys.Keys, name string, fields map[string]string) (Instance
 	in := Instance{Name: name, Site: fields[InstanceSite], Server: fields[InstanceServer], Addr: fields[InstanceAddr],
 		State: fields[InstanceState], Deserviced: fields[InstanceDeserviced] == "1", HeldBack: fields[InstanceHeldBack] == "1"}
 	in.Dialogs, _ = strconv.Atoi(fields[InstanceDialogs])
-	if hb := fields[InstanceHeartbeat]; hb != "" {
-		t, err := strconv.ParseInt(hb, 10, 64)
-		if err != nil {
+	if hb := strings.TrimSpace(fields[InstanceHeartbeat]); hb != "" {
+		t, ok := ParseUnixMilli(hb)
+		if !ok {
 			return in, bad(k.Instance(name), InstanceHeartbeat, hb, ErrNotUnixMs, "%q is not unix milliseconds", hb)
 		}
-		in.Heartbeat = time.UnixMilli(t)
+		in.Heartbeat = t
 	}
 	return in, nil
 }
