@@ -44,8 +44,9 @@ type Watcher struct {
 	confEnds chan string
 	defaults atomic.Pointer[Settings]
 
+	lastErr atomic.Pointer[error] // last reload's Redis error, nil after a good one
+
 	mu       sync.Mutex        // serialises reloads and guards the fields below
-	lastErr  error             // last reload's Redis error, nil after a good one
 	redisErr string            // last logged Redis error text
 	logged   map[string]string // "key/field" -> last logged bad value error
 	notify   []chan struct{}
@@ -84,9 +85,10 @@ func (w *Watcher) Snapshot() *Snapshot { return w.snap.Load() }
 // Err is the Redis error of the last reload, nil when it succeeded: the
 // snapshot is then older than this reload (fail-static).
 func (w *Watcher) Err() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.lastErr
+	if e := w.lastErr.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // Notify returns a channel that receives (coalesced, never blocking the
@@ -187,7 +189,7 @@ func (w *Watcher) Reload(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return err // shutting down, not a Redis fault
 		}
-		w.lastErr = err
+		w.lastErr.Store(&err)
 		w.m.errors.Inc()
 		if msg := err.Error(); msg != w.redisErr {
 			w.redisErr = msg
@@ -195,7 +197,6 @@ func (w *Watcher) Reload(ctx context.Context) error {
 		}
 		return err
 	}
-	w.lastErr = nil
 	if w.redisErr != "" {
 		w.redisErr = ""
 		w.log.Info().Msg("cluster state readable from Redis again")
@@ -205,6 +206,7 @@ func (w *Watcher) Reload(ctx context.Context) error {
 	w.m.lastLoad.Set(float64(s.ReadAt.UnixMilli()) / 1e3)
 	w.m.reloads.Inc()
 	w.snap.Store(s)
+	w.lastErr.Store(nil)
 	return nil
 }
 
