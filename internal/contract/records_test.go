@@ -160,3 +160,26 @@ func TestSnapshot_Deservice(t *testing.T) {
 		t.Errorf("DeservicedServers = %v", got)
 	}
 }
+
+// FuzzParseSettings: sipedge:settings is written by anyone with redis-cli;
+// no value may panic an instance, and what is accepted is in range.
+func FuzzParseSettings(f *testing.F) {
+	f.Add("30", "7200", "bye", "60", "60", "60", "0")
+	f.Add("-1", "1e9", "BYE", " 5 ", "0", "86401", "59")
+	f.Fuzz(func(t *testing.T, retry, drain, action, slow, media, guests, backstop string) {
+		def := DefaultSettings()
+		s, errs := ParseSettings(tk, def, def, map[string]string{SettingRetryAfter: retry, SettingDrainTimeout: drain,
+			SettingDrainAction: action, SettingSlowStart: slow, SettingMediaTimeout: media, SettingGuestsOnly: guests,
+			SettingBackstop: backstop})
+		for _, e := range errs {
+			if e.Err == nil || e.Key != tk.Settings() || !IsSettingField(e.Field) {
+				t.Fatalf("error without origin or sentinel: %+v", e)
+			}
+		}
+		if s.RetryAfter < 0 || s.RetryAfter > 86400 || s.MediaTimeout < time.Second || s.MediaTimeout > 86400*time.Second ||
+			s.GuestsOnly < 0 || s.SlowStart < 0 || s.DrainTimeout < 0 ||
+			(s.Backstop != 0 && (s.Backstop < 60*time.Second || s.Backstop > 86400*time.Second)) {
+			t.Fatalf("accepted out-of-range settings %+v", s)
+		}
+	})
+}
