@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sipedge/sipedge/internal/contract"
+	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/ring"
 )
 
@@ -19,7 +21,7 @@ func cluster(profiles []string, exceptions []string, others map[string]instanceF
 	for i, p := range profiles {
 		var status, servers string
 		fmt.Sscanf(p, "%s %s", &status, &servers)
-		prof, _ := ParseProfile(fmt.Sprint(i), map[string]string{"status": status, "servers": servers}, Profile{})
+		prof, _ := contract.ParseProfile(keys.New(""), fmt.Sprint(i), map[string]string{"status": status, "servers": servers}, Profile{})
 		c.Profiles[prof.ID] = prof
 	}
 	for _, e := range exceptions {
@@ -131,46 +133,5 @@ func TestInstanceState(t *testing.T) {
 		if got := InstanceState(tc.v, tc.dialogs); got != tc.want {
 			t.Errorf("InstanceState(%+v, %d) = %q, want %q", tc.v, tc.dialogs, got, tc.want)
 		}
-	}
-}
-
-func TestParseSettings_BadValuesKeepLastGood(t *testing.T) {
-	def := DefaultSettings()
-	last := def
-	last.RetryAfter = 10
-	s, errs := ParseSettings(def, last, map[string]string{
-		"retry_after": "abc", "drain_timeout": "5", "slow_start": "99999", "drain_action": "keep", "media_timeout": "x",
-	})
-	if s.RetryAfter != 10 {
-		t.Errorf("retry_after = %d, want last good 10", s.RetryAfter)
-	}
-	if s.DrainTimeout != 5*time.Second || s.DrainBye {
-		t.Errorf("drain = %s bye=%v, want 5s keep", s.DrainTimeout, s.DrainBye)
-	}
-	if s.SlowStart != def.SlowStart {
-		t.Errorf("slow_start = %s, want last good %s", s.SlowStart, def.SlowStart)
-	}
-	fields := map[string]bool{}
-	for _, e := range errs {
-		fields[e.Field] = true
-	}
-	if len(errs) != 2 || !fields["retry_after"] || !fields["slow_start"] {
-		t.Errorf("errors = %v, want retry_after and slow_start", errs)
-	}
-	// A field removed from Redis returns to the default.
-	s, _ = ParseSettings(def, s, map[string]string{})
-	if s != def {
-		t.Errorf("empty hash gives %+v, want defaults", s)
-	}
-}
-
-func TestParseProfile(t *testing.T) {
-	p, errs := ParseProfile("p1", map[string]string{"name": "rack 4", "servers": " hostA, hostB ,,", "status": "deservice"}, Profile{})
-	if len(errs) != 0 || !p.Deservice || len(p.Servers) != 2 || p.Servers[1] != "hostB" {
-		t.Fatalf("got %+v %v", p, errs)
-	}
-	p, errs = ParseProfile("p1", map[string]string{"status": "off"}, Profile{Deservice: true})
-	if len(errs) != 1 || errs[0].Field != "status" || !p.Deservice {
-		t.Fatalf("bad status: %+v %v, want last good deservice kept and the field named", p, errs)
 	}
 }

@@ -16,15 +16,3 @@ func (a *Admitter) withShutdown(v InstanceVerdict) InstanceVerdict {
 	}
 	return v
 }
-
-// SetDefaults replaces the YAML defaults of sipedge:settings while sipedge
-// runs (SIGHUP); values set in Redis still override them. They apply at the
-// next reload (within resync_interval).
-func (w *StateWatcher) SetDefaults(s Settings) { w.reloaded.Store(&s) }
-
-func (w *StateWatcher) currentDefaults() Settings {
-	if s := w.reloaded.Load(); s != nil {
-		return *s
-	}
-	return w.defaults
-}

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -92,25 +93,26 @@ func TestStateWatcher_SetDefaults(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 	k := keys.New("")
-	w, err := NewStateWatcher(rdb, k, DefaultSettings(), time.Second, zerolog.Nop(), prometheus.NewRegistry())
+	src, err := contract.NewWatcher(rdb, k, contract.Options{Every: time.Second}, zerolog.Nop(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
+	w := NewStateWatcher(src)
 	ctx := context.Background()
-	if err := w.Start(ctx); err != nil {
+	if err := src.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	d := DefaultSettings()
 	d.RetryAfter, d.DrainBye = 7, false
 	w.SetDefaults(d)
-	if err := w.reload(ctx); err != nil {
+	if err := src.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if s := w.Cluster().Settings; s.RetryAfter != 7 || s.DrainBye {
 		t.Fatalf("after SetDefaults: %+v, want retry_after 7, drain_action keep", s)
 	}
 	mr.HSet(k.Settings(), "retry_after", "12")
-	if err := w.reload(ctx); err != nil {
+	if err := src.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if s := w.Cluster().Settings; s.RetryAfter != 12 || s.DrainBye {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
 )
 
@@ -39,17 +40,19 @@ func TestStateWatcher_AppliesPlainWritesAndLogsBadValuesOnce(t *testing.T) {
 	defer rdb.Close()
 	k := keys.New("")
 	var logs syncBuffer
-	w, err := NewStateWatcher(rdb, k, DefaultSettings(), 50*time.Millisecond, zerolog.New(&logs), prometheus.NewRegistry())
+	src, err := contract.NewWatcher(rdb, k, contract.Options{Every: 50 * time.Millisecond, Defaults: DefaultSettings()},
+		zerolog.New(&logs), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
+	w := NewStateWatcher(src)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := w.Start(ctx); err != nil {
+	if err := src.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { _ = w.Run(ctx); close(done) }()
+	go func() { _ = src.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
 	// Plain writes, nothing published.

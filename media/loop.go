@@ -102,8 +102,23 @@ func (mg *Manager) mediaTimeout(ctx context.Context, s *session, conf string, si
 }
 
 // listen reacts at once to "conf-end <id>" on the events channel
-// (sipedgectl conf end, or another instance that decided an end).
+// (sipedgectl conf end, or another instance that decided an end): from the
+// process's shared subscription (Options.ConfEnds), or without one from a
+// subscription of its own.
 func (mg *Manager) listen(ctx context.Context) {
+	if ends := mg.opts.ConfEnds; ends != nil {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case conf, ok := <-ends:
+				if !ok {
+					return
+				}
+				mg.poke(conf)
+			}
+		}
+	}
 	sub := mg.opts.Redis.Subscribe(ctx, mg.opts.Keys.Events())
 	defer sub.Close()
 	ch := sub.Channel()

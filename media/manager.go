@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/internal/recent"
 	"github.com/sipedge/sipedge/media/policy"
@@ -37,6 +38,12 @@ type Options struct {
 	Clock    func() time.Time // default time.Now
 	Log      zerolog.Logger
 	Reg      prometheus.Registerer
+	// State is the process's shared contract snapshot the settings are
+	// read from; nil: the manager reads sipedge:settings itself.
+	State func() *contract.Snapshot
+	// ConfEnds are the conference ids of "conf-end" messages from the
+	// process's one events subscription; nil: the manager subscribes.
+	ConfEnds <-chan string
 }
 
 // Manager anchors the media of calls and runs the conference rules.

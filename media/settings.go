@@ -3,11 +3,12 @@ package media
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/sipedge/sipedge/internal/contract"
+	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/media/policy"
 )
 
@@ -18,31 +19,38 @@ type Settings struct {
 }
 
 // FieldMediaTimeout is the sipedge:settings field of Settings.MediaTimeout.
-const FieldMediaTimeout = "media_timeout"
+const FieldMediaTimeout = contract.SettingMediaTimeout
 
-// ParseSettings reads the media fields of a settings hash over base. A bad
-// field keeps base's value and is reported.
-func ParseSettings(base Settings, fields map[string]string) (Settings, []policy.FieldError) {
-	out := base
-	var errs []policy.FieldError
-	out.Policy, errs = policy.ParseSettings(base.Policy, fields)
-	if v, ok := fields[FieldMediaTimeout]; ok {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		switch {
-		case err != nil:
-			errs = append(errs, policy.FieldError{Field: FieldMediaTimeout, Value: v, Err: policy.ErrNotSeconds})
-		case n < 1 || n > 86400:
-			errs = append(errs, policy.FieldError{Field: FieldMediaTimeout, Value: v,
-				Err: fmt.Errorf("%w: want 1..86400", policy.ErrOutOfRange)})
-		default:
-			out.MediaTimeout = time.Duration(n) * time.Second
-		}
-	}
-	return out, errs
+// mediaFields are the sipedge:settings fields the media rules read.
+var mediaFields = []string{contract.SettingMediaTimeout, contract.SettingGuestsOnly, contract.SettingBackstop}
+
+func toContract(s Settings) contract.Settings {
+	c := contract.DefaultSettings()
+	c.MediaTimeout, c.GuestsOnly, c.Backstop = s.MediaTimeout, s.Policy.GuestsOnly, s.Policy.Backstop
+	return c
 }
 
-// settingsCache holds the global settings, re-read every second; a bad
-// value is logged once per change of the raw hash.
+func fromContract(c contract.Settings) Settings {
+	return Settings{MediaTimeout: c.MediaTimeout, Policy: policy.Settings{GuestsOnly: c.GuestsOnly, Backstop: c.Backstop}}
+}
+
+// ParseSettings reads the media fields of a settings hash over base (the
+// contract package validates them). A bad field keeps base's value and is
+// reported; the other fields of sipedge:settings are not the media rules'.
+func ParseSettings(base Settings, fields map[string]string) (Settings, []*contract.FieldError) {
+	return parseSettings(keys.New(""), base, base, fields)
+}
+
+func parseSettings(k keys.Keys, defaults, last Settings, fields map[string]string) (Settings, []*contract.FieldError) {
+	c, errs := contract.ParseSettings(k, toContract(defaults), toContract(last), fields)
+	errs = slices.DeleteFunc(errs, func(e *contract.FieldError) bool { return !slices.Contains(mediaFields, e.Field) })
+	return fromContract(c), errs
+}
+
+// settingsCache holds the global settings: taken from the shared contract
+// snapshot (Options.State) at every tick, or, without one, re-read from
+// Redis every second with a bad value logged once per change of the raw
+// hash.
 type settingsCache struct {
 	mu      sync.Mutex
 	current Settings
@@ -58,9 +66,18 @@ func (c *settingsCache) get() Settings {
 	return c.current
 }
 
-// refresh re-reads sipedge:settings when the last read is older than 1 s.
+// refreshSettings takes the settings of the shared snapshot (parsed and
+// validated by the contract watcher, which logs bad values), or without
+// one re-reads sipedge:settings when the last read is older than 1 s.
 func (mg *Manager) refreshSettings(ctx context.Context, now time.Time) {
 	c := &mg.settings
+	if mg.opts.State != nil {
+		s := fromContract(mg.opts.State().Settings)
+		c.mu.Lock()
+		c.current, c.readAt = s, now
+		c.mu.Unlock()
+		return
+	}
 	c.mu.Lock()
 	due := now.Sub(c.readAt) >= time.Second
 	c.mu.Unlock()
@@ -72,8 +89,7 @@ func (mg *Manager) refreshSettings(ctx context.Context, now time.Time) {
 		mg.redisError("read settings", err)
 		return
 	}
-	s, errs := ParseSettings(mg.currentDefaults(), fields)
-	raw := fmt.Sprint(fields)
+	raw, defaults := fmt.Sprint(fields), mg.currentDefaults()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.readAt = now
@@ -81,19 +97,11 @@ func (mg *Manager) refreshSettings(ctx context.Context, now time.Time) {
 		return
 	}
 	c.lastRaw = raw
+	s, errs := parseSettings(mg.opts.Keys, defaults, c.current, fields) // a bad field keeps its last good value
 	for _, e := range errs {
 		mg.m.badValues.Inc()
-		mg.log.Error().Str("key", mg.opts.Keys.Settings()).Str("field", e.Field).Str("value", e.Value).
-			Err(e.Err).Msg("bad setting ignored, last good value kept")
-		// keep the last good value of that field, not the default
-		switch e.Field {
-		case FieldMediaTimeout:
-			s.MediaTimeout = c.current.MediaTimeout
-		case policy.FieldGuestsOnly:
-			s.Policy.GuestsOnly = c.current.Policy.GuestsOnly
-		case policy.FieldBackstop:
-			s.Policy.Backstop = c.current.Policy.Backstop
-		}
+		mg.log.Error().Str("key", e.Key).Str("field", e.Field).Str("value", e.Value).
+			Err(e).Msg("bad setting ignored, last good value kept")
 	}
 	c.current = s
 }

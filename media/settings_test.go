@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/media/policy"
 )
 
@@ -35,13 +36,13 @@ func TestParseSettings(t *testing.T) {
 		{"media_timeout 86400 is the maximum", map[string]string{"media_timeout": "86400"},
 			with(func(s *Settings) { s.MediaTimeout = 86400 * time.Second }), nil},
 		{"media_timeout abc is not seconds", map[string]string{"media_timeout": "abc"},
-			base, map[string]error{"media_timeout": policy.ErrNotSeconds}},
+			base, map[string]error{"media_timeout": contract.ErrNotSeconds}},
 		{"media_timeout 1.5 is not seconds", map[string]string{"media_timeout": "1.5"},
-			base, map[string]error{"media_timeout": policy.ErrNotSeconds}},
+			base, map[string]error{"media_timeout": contract.ErrNotSeconds}},
 		{"media_timeout 0 is out of range", map[string]string{"media_timeout": "0"},
-			base, map[string]error{"media_timeout": policy.ErrOutOfRange}},
+			base, map[string]error{"media_timeout": contract.ErrOutOfRange}},
 		{"media_timeout 86401 is out of range", map[string]string{"media_timeout": "86401"},
-			base, map[string]error{"media_timeout": policy.ErrOutOfRange}},
+			base, map[string]error{"media_timeout": contract.ErrOutOfRange}},
 		{"guests_only_timeout goes to the policy", map[string]string{"guests_only_timeout": "90"},
 			with(func(s *Settings) { s.Policy.GuestsOnly = 90 * time.Second }), nil},
 		{"guests_only_timeout 0 ends at once", map[string]string{"guests_only_timeout": "0"},
@@ -49,11 +50,11 @@ func TestParseSettings(t *testing.T) {
 		{"last_participant_timeout goes to the policy", map[string]string{"last_participant_timeout": "120"},
 			with(func(s *Settings) { s.Policy.Backstop = 120 * time.Second }), nil},
 		{"last_participant_timeout 30 is out of the policy's range", map[string]string{"last_participant_timeout": "30"},
-			base, map[string]error{"last_participant_timeout": policy.ErrOutOfRange}},
+			base, map[string]error{"last_participant_timeout": contract.ErrOutOfRange}},
 		{"bad fields are all reported, good ones applied",
 			map[string]string{"media_timeout": "x", "guests_only_timeout": "100000", "last_participant_timeout": "600"},
 			with(func(s *Settings) { s.Policy.Backstop = 600 * time.Second }),
-			map[string]error{"media_timeout": policy.ErrNotSeconds, "guests_only_timeout": policy.ErrOutOfRange}},
+			map[string]error{"media_timeout": contract.ErrNotSeconds, "guests_only_timeout": contract.ErrOutOfRange}},
 		{"other fields of sipedge:settings ignored", map[string]string{"retry_after": "abc", "drain_timeout": "7200"},
 			base, nil},
 	}

@@ -4,8 +4,9 @@
 //
 // The parts, from pure to effectful:
 //
-//   - ParseNode / Load turn sipedge:node:<name> hashes into Nodes; a bad
-//     value makes that one node invalid, never the whole load.
+//   - internal/contract parses sipedge:node:<name> hashes into Nodes (one
+//     parser for sipedge and sipedgectl); a bad value makes that one node
+//     invalid, never the whole load.
 //   - New builds a Ring: weighted rendezvous hashing over Members.
 //   - BuildSnapshot judges health and eligibility from nodes, probe state
 //     and a clock, and builds the ring of eligible nodes. sipedgectl calls
@@ -17,8 +18,10 @@
 //   - MarkOutOfService / MarkInService record service transitions in the
 //     node hash (drain_started, restored_at) with Lua scripts, so
 //     instances racing on the same change agree on one timestamp.
-//   - Watcher keeps a Snapshot current: periodic resync, reload on any
-//     message on the events channel, SIP OPTIONS probes through a Pinger,
+//   - Watcher keeps a Snapshot current from the process's one
+//     contract.Watcher (periodic resync, reload on any message on the
+//     events channel): a rebuild after each of its reloads, SIP OPTIONS
+//     probes through a Pinger,
 //     fail-static on Redis errors, and the Mark calls when a node's service
 //     state changed (nothing is written while nothing changes). Readers get
 //     the snapshot lock-free.

@@ -133,26 +133,3 @@ func markIn(ctx context.Context, rdb redis.UniversalClient, k keys.Keys, node st
 	}
 	return restored, at, nil
 }
-
-// LoadCalls reads the node_calls hash: active dialogs through sipedge per
-// node. A value that is not a non-negative integer counts as 0 and is
-// returned in bad (node -> raw value) for the caller to report.
-func LoadCalls(ctx context.Context, rdb redis.UniversalClient, k keys.Keys) (calls map[string]int, bad map[string]string, err error) {
-	raw, err := rdb.HGetAll(ctx, k.NodeCalls()).Result()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", k.NodeCalls(), err)
-	}
-	calls = make(map[string]int, len(raw))
-	for node, v := range raw {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			if bad == nil {
-				bad = map[string]string{}
-			}
-			bad[node] = v
-			continue
-		}
-		calls[node] = n
-	}
-	return calls, bad, nil
-}

@@ -2,7 +2,6 @@ package ring
 
 import (
 	"context"
-	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -131,26 +130,6 @@ func TestMark_ConcurrentCallersAgree(t *testing.T) {
 		if len(w) != 1 || mr.HGet(key, "restored_at") != ms(at(w[0])) || mr.HGet(key, "drain_started") != "" {
 			t.Fatalf("round %d in: winners %v, hash %v; want one restored_at", round, w, hash(mr, key))
 		}
-	}
-}
-
-func TestLoadCalls(t *testing.T) {
-	mr, rdb := newRedis(t)
-	calls, bad, err := LoadCalls(t.Context(), rdb, tk)
-	if err != nil || len(calls) != 0 || len(bad) != 0 {
-		t.Fatalf("no hash: %v %v %v", calls, bad, err)
-	}
-	mr.HSet(tk.NodeCalls(), "n1", "3", "n2", "0", "n3", "x", "n4", "-1", "n5", "2.5")
-	calls, bad, err = LoadCalls(t.Context(), rdb, tk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !maps.Equal(calls, map[string]int{"n1": 3, "n2": 0}) || !maps.Equal(bad, map[string]string{"n3": "x", "n4": "-1", "n5": "2.5"}) {
-		t.Errorf("calls %v bad %v", calls, bad)
-	}
-	mr.Close()
-	if _, _, err := LoadCalls(t.Context(), rdb, tk); err == nil {
-		t.Error("no error without Redis")
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,17 +14,24 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
-	"github.com/sipedge/sipedge/internal/resync"
 )
 
 // WatcherOptions configures a Watcher.
 type WatcherOptions struct {
-	ResyncInterval time.Duration // periodic full reload (default 500ms so a plain redis-cli HSET applies < 1s)
+	// Source is the process's one contract watcher: the ring reads nodes,
+	// node_calls, deservice profiles and settings from its snapshots and
+	// rebuilds after each of its reloads. It must be started (first load)
+	// before Start and run by its owner. nil: the Watcher reads Redis
+	// through a contract.Watcher of its own, started and run with it
+	// (tests and tools).
+	Source         *contract.Watcher
+	ResyncInterval time.Duration // own Source only: periodic full reload (default 500ms so a plain redis-cli HSET applies < 1s)
 	Health         HealthOptions
-	// Policy gives deservice profiles and settings; nil = zero Policy. It
-	// must have loaded them before Start: judged without its profiles, a
-	// deserviced node would be recorded as back in service.
+	// Policy overrides the deservice profiles and settings of the Source's
+	// snapshot; nil = the snapshot's (the same reload's, so a deserviced
+	// node is never judged without its profile).
 	Policy PolicySource
 	Now    func() time.Time // injected clock, default time.Now
 	// EmptyGrace keeps the last known nodes this long when the node set is
@@ -33,10 +42,10 @@ type WatcherOptions struct {
 
 // DefaultResyncInterval keeps a change made with plain redis-cli (no
 // publish) under the 1 s of SPEC §2 on every instance.
-const DefaultResyncInterval = 500 * time.Millisecond
+const DefaultResyncInterval = contract.DefaultEvery
 
-// minLoadTimeout bounds one reload so a hung Redis cannot stall the loop;
-// go-redis's own timeouts would otherwise allow several seconds of retries.
+// minLoadTimeout bounds the transition writes of one reload so a hung
+// Redis cannot stall the loop.
 const minLoadTimeout = 2 * time.Second
 
 // Watcher keeps a Snapshot of the media nodes current. Readers call
@@ -51,19 +60,22 @@ type Watcher struct {
 	probes *probes
 	sus    *suspects
 	snap   atomic.Pointer[Snapshot]
-	kick   chan struct{} // reload requests from pub/sub, coalesced
+	src    *contract.Watcher
+	ownSrc bool            // src is this Watcher's own: Start and Run drive it
+	update <-chan struct{} // a reload of src happened
 
-	mu         sync.Mutex        // serialises builds and guards the fields below
-	nodes      []Node            // valid nodes of the last successful load
-	calls      map[string]int    // node_calls of that load
-	policy     Policy            // policy at that load
-	readAt     time.Time         // when they were read
-	nodeErrs   map[string]string // node key -> last logged error, to log once per change
-	callErrs   map[string]string // node -> last logged bad node_calls value
-	redisErr   string            // last logged Redis error, "" while Redis answers
-	markErr    string            // last logged error writing a transition
-	drainGauge map[string]bool   // nodes with a sipedge_node_drain_calls series
-	emptySince time.Time         // first load that found the node set empty while nodes were known
+	mu         sync.Mutex         // serialises builds and guards the fields below
+	applied    *contract.Snapshot // the source snapshot last applied
+	nodes      []Node             // valid nodes of the last successful load
+	calls      map[string]int     // node_calls of that load
+	policy     Policy             // policy at that load
+	readAt     time.Time          // when they were read
+	nodeErrs   map[string]string  // node key -> last logged error, to log once per change
+	callErrs   map[string]string  // node -> last logged bad node_calls value
+	redisErr   string             // last logged Redis error, "" while Redis answers
+	markErr    string             // last logged error writing a transition
+	drainGauge map[string]bool    // nodes with a sipedge_node_drain_calls series
+	emptySince time.Time          // first load that found the node set empty while nodes were known
 }
 
 // NewWatcher wires a Watcher and registers its metrics on reg. pinger may
@@ -87,9 +99,19 @@ func NewWatcher(rdb redis.UniversalClient, k keys.Keys, opts WatcherOptions, pin
 		return nil, err
 	}
 	w := &Watcher{rdb: rdb, k: k, opts: opts, pinger: pinger, log: log, m: m,
-		probes: newProbes(opts.Health.DownAfter, opts.Health.UpAfter),
-		kick:   make(chan struct{}, 1), nodeErrs: map[string]string{}, callErrs: map[string]string{},
-		drainGauge: map[string]bool{}}
+		probes:   newProbes(opts.Health.DownAfter, opts.Health.UpAfter),
+		nodeErrs: map[string]string{}, callErrs: map[string]string{},
+		drainGauge: map[string]bool{}, src: opts.Source}
+	if w.src == nil {
+		// Its metrics are kept but not exported: the process's shared
+		// watcher exports them.
+		if w.src, err = contract.NewWatcher(rdb, k, contract.Options{Every: opts.ResyncInterval, Now: opts.Now},
+			log, nil); err != nil {
+			return nil, err
+		}
+		w.ownSrc = true
+	}
+	w.update = w.src.Notify()
 	w.sus = newSuspects(opts.Health.SuspectHold)
 	// An empty snapshot until the first load: Snapshot is never nil.
 	empty := build(nil, Inputs{Health: opts.Health})
@@ -101,18 +123,12 @@ func NewWatcher(rdb redis.UniversalClient, k keys.Keys, opts WatcherOptions, pin
 // Snapshot returns the current snapshot without locking; never nil.
 func (w *Watcher) Snapshot() *Snapshot { return w.snap.Load() }
 
-// Refresh asks Run for a reload soon, without waiting for it: the admission
-// package calls it when deservice profiles or settings change, so nodes
-// follow without waiting for the next resync.
-func (w *Watcher) Refresh() {
-	select {
-	case w.kick <- struct{}{}:
-	default: // a reload is already pending
-	}
-}
+// Refresh asks for a reload of the contract soon, without waiting for it.
+func (w *Watcher) Refresh() { w.src.Refresh() }
 
-// Start does the first load synchronously, so an instance does not accept
-// calls before it knows its nodes. It fails when Redis does.
+// Start applies the source's first load (doing it first when the source is
+// this Watcher's own), so an instance does not accept calls before it knows
+// its nodes. It fails when Redis does.
 func (w *Watcher) Start(ctx context.Context) error {
 	if err := w.reload(ctx); err != nil {
 		return fmt.Errorf("ring: first load: %w", err)
@@ -120,42 +136,77 @@ func (w *Watcher) Start(ctx context.Context) error {
 	return nil
 }
 
-// Run keeps the snapshot current until ctx is done: a reload on every
-// message on the events channel, a full resync every ResyncInterval (which
-// also catches plain redis-cli writes and re-judges heartbeats), and OPTIONS
-// probes when enabled. Redis errors never stop it; it returns nil once ctx
-// is done and its goroutines have ended.
+// Run keeps the snapshot current until ctx is done: a rebuild after every
+// reload of the contract (on every message on the events channel and every
+// resync interval, which also catches plain redis-cli writes and re-judges
+// heartbeats), and OPTIONS probes when enabled. Redis errors never stop it;
+// it returns nil once ctx is done and its goroutines have ended.
 func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	if w.opts.Health.ProbeInterval > 0 {
 		wg.Go(func() { w.probeLoop(ctx) })
 	}
-	// Errors are counted and logged inside reload.
-	resync.Loop(ctx, w.rdb, w.k.Events(), w.opts.ResyncInterval, w.kick, func(ctx context.Context) { _ = w.reload(ctx) })
-	return nil
+	if w.ownSrc {
+		wg.Go(func() { _ = w.src.Run(ctx) })
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.update:
+			_ = w.apply(ctx) // errors are counted and logged inside
+		}
+	}
 }
 
-// reload reads the nodes and their calls, records service transitions, and
-// rebuilds the snapshot. On a Redis read error the current snapshot stays
-// (fail-static) and the error is counted and logged.
+// reload reloads an own source, then applies its snapshot.
 func (w *Watcher) reload(ctx context.Context) error {
-	lctx, cancel := context.WithTimeout(ctx, max(minLoadTimeout, w.opts.ResyncInterval))
-	defer cancel()
-	nodes, errs, err := Load(lctx, w.rdb, w.k)
-	var calls map[string]int
-	var badCalls map[string]string
-	if err == nil {
-		calls, badCalls, err = LoadCalls(lctx, w.rdb, w.k)
+	if w.ownSrc {
+		_ = w.src.Reload(ctx) // its error is the source's Err, handled by apply
 	}
-	var policy Policy
+	return w.apply(ctx)
+}
+
+// policyOf is the node rules' input from one contract snapshot.
+func (w *Watcher) policyOf(s *contract.Snapshot) Policy {
 	if w.opts.Policy != nil {
-		policy = w.opts.Policy.NodePolicy()
+		return w.opts.Policy.NodePolicy()
 	}
+	return Policy{DeservicedServers: s.DeservicedServers(), SlowStart: s.Settings.SlowStart,
+		DrainTimeout: s.Settings.DrainTimeout}
+}
+
+// apply takes the source's current snapshot: records service transitions
+// and rebuilds the ring. While the source's last reload failed, the current
+// ring stays (fail-static) and the error is counted and logged.
+func (w *Watcher) apply(ctx context.Context) error {
+	cs, err := w.src.Snapshot(), w.src.Err()
+	if err == nil && cs.Version == 0 {
+		err = errors.New("the Redis contract was never loaded")
+	}
+	var nodes []Node
+	var errs []error
+	var calls map[string]int
+	var policy Policy
 	now := w.opts.Now()
 	var markErr error
 	if err == nil {
+		// The snapshot is shared and immutable: transitions update a copy.
+		nodes, calls, policy = slices.Clone(cs.Nodes), cs.Calls, w.policyOf(cs)
+		for _, name := range slices.Sorted(maps.Keys(cs.NodeErrs)) {
+			errs = append(errs, cs.NodeErrs[name])
+		}
+		lctx, cancel := context.WithTimeout(ctx, max(minLoadTimeout, w.opts.ResyncInterval))
 		markErr = w.recordTransitions(lctx, nodes, policy, now)
+		cancel()
+	}
+	badCalls := map[string]string{}
+	if err == nil {
+		for _, fe := range cs.CallErrs {
+			badCalls[fe.Field] = fe.Value
+		}
+		now = cs.ReadAt
 	}
 
 	w.mu.Lock()
@@ -190,7 +241,7 @@ func (w *Watcher) reload(ctx context.Context) error {
 	}
 	w.logInvalidLocked(errs)
 	w.logBadCallsLocked(badCalls)
-	w.nodes, w.calls, w.policy, w.readAt = nodes, calls, policy, now
+	w.nodes, w.calls, w.policy, w.readAt, w.applied = nodes, calls, policy, now, cs
 	w.m.lastLoad.Set(float64(now.UnixMilli()) / 1e3)
 	w.m.nodes.WithLabelValues("invalid").Set(float64(len(errs)))
 	known := make(map[string]bool, len(nodes))
@@ -240,10 +291,10 @@ func (w *Watcher) keepThroughEmptyLocked(nodes []Node, errs []error, now time.Ti
 func (w *Watcher) logInvalidLocked(errs []error) {
 	seen := make(map[string]bool, len(errs))
 	for _, err := range errs {
-		var ne *NodeError
+		var fe *contract.FieldError
 		key, field := "", ""
-		if errors.As(err, &ne) {
-			key, field = w.k.Node(ne.Node), ne.Field
+		if errors.As(err, &fe) {
+			key, field = fe.Key, fe.Field
 		}
 		seen[key] = true
 		if w.nodeErrs[key] == err.Error() {

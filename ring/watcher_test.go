@@ -214,10 +214,16 @@ func TestWatcher_RedisDown_KeepsLastSnapshot(t *testing.T) {
 	h.put("n1", "heartbeat", "1700000000000")
 	h.put("n2")
 	h.run(t)
+	eventually(t, "both nodes in the ring", func() bool { return h.w.Snapshot().Eligible("n2") })
+
+	// The reloads run apart from the rebuilds (the contract watcher
+	// notifies the ring): the last good one may land just after the close.
+	h.mr.Close()
+	eventually(t, "first Redis error counted", func() bool {
+		return testutil.ToFloat64(h.w.m.redisErrors.WithLabelValues("load")) >= 1
+	})
 	before := h.w.Snapshot()
 	want, _ := before.Lookup("conf-1")
-
-	h.mr.Close()
 	h.now.Add(time.Minute.Milliseconds()) // n1's heartbeat would be stale by the clock
 	eventually(t, "Redis errors counted", func() bool {
 		return testutil.ToFloat64(h.w.m.redisErrors.WithLabelValues("load")) >= 5

@@ -10,6 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+
+	"github.com/sipedge/sipedge/internal/contract"
 )
 
 func newConfCommand(a *app) *cobra.Command {
@@ -94,11 +96,17 @@ func (a *app) readConf(ctx context.Context, id string, now time.Time) (r confRow
 	if err != nil {
 		return r, false, redisErr("ttl "+key, err)
 	}
-	r = confRow{ID: id, Node: fields["node"], Instance: fields["instance"], Fields: fields, ttl: ttl}
-	if t, ok := parseUnixMs(fields["started"]); ok {
+	c, errs := contract.ParseConf(a.k, id, fields)
+	bad := map[string]bool{}
+	for _, e := range errs {
+		bad[e.Field] = true
+	}
+	r = confRow{ID: id, Node: c.Node, Instance: c.Instance, Fields: fields, ttl: ttl}
+	if t := c.Started; t.UnixMilli() > 0 {
 		r.started, r.StartedMs, r.AgeMs = t, unixMs(t), ageMs(now, t)
 	}
-	if n, err := strconv.ParseInt(fields["dialogs"], 10, 64); err == nil {
+	if _, set := fields[contract.ConfDialogs]; set && !bad[contract.ConfDialogs] {
+		n := int64(c.Dialogs)
 		r.Dialogs = &n
 	}
 	if ttl >= 0 {

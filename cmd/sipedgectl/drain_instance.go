@@ -44,7 +44,7 @@ func (a *app) instanceDrainSample(ctx context.Context, name string, hbTimeout ti
 		return drainSample{}, err
 	}
 	now := a.now()
-	r := parseInstance(name, f, now, hbTimeout)
+	r := parseInstance(a.k, name, f, now, hbTimeout)
 	s := drainSample{Kind: kindInstance, Name: name, State: r.State, At: now}
 	if r.Dialogs != nil {
 		s.Calls = *r.Dialogs

@@ -9,6 +9,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+
+	"github.com/sipedge/sipedge/internal/contract"
+	"github.com/sipedge/sipedge/internal/keys"
 )
 
 func newInstancesCommand(a *app) *cobra.Command {
@@ -62,18 +65,21 @@ func (a *app) loadInstances(ctx context.Context, timeout time.Duration) ([]insta
 	now := a.now()
 	rows := make([]instanceRow, 0, len(names))
 	for i, name := range names {
-		rows = append(rows, parseInstance(name, cmds[i].Val(), now, timeout))
+		rows = append(rows, parseInstance(a.k, name, cmds[i].Val(), now, timeout))
 	}
 	return rows, nil
 }
 
-func parseInstance(name string, f map[string]string, now time.Time, timeout time.Duration) instanceRow {
-	r := instanceRow{Name: name, Site: f["site"], Server: f["server"], State: f["state"], Addr: f["addr"], Fields: f}
-	if n, err := strconv.ParseInt(f["dialogs"], 10, 64); err == nil {
+// parseInstance reads an instance hash with the contract's parser; the
+// flags and the dialog count are shown as stored when they are bad.
+func parseInstance(k keys.Keys, name string, f map[string]string, now time.Time, timeout time.Duration) instanceRow {
+	in, _ := contract.ParseInstance(k, name, f) // a bad heartbeat is left zero: never alive
+	r := instanceRow{Name: name, Site: in.Site, Server: in.Server, State: in.State, Addr: in.Addr, Fields: f}
+	if n, err := strconv.ParseInt(f[contract.InstanceDialogs], 10, 64); err == nil {
 		r.Dialogs = &n
 	}
-	r.Deserviced, r.HeldBack = flag01(f["deserviced"]), flag01(f["held_back"])
-	if t, ok := parseUnixMs(f["heartbeat"]); ok {
+	r.Deserviced, r.HeldBack = flag01(f[contract.InstanceDeserviced]), flag01(f[contract.InstanceHeldBack])
+	if t := in.Heartbeat; t.UnixMilli() > 0 {
 		r.heartbeat, r.HeartbeatMs, r.AgeMs = t, unixMs(t), ageMs(now, t)
 		r.Alive = now.Sub(t) <= timeout
 	}

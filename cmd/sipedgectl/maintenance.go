@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/ring"
 )
 
@@ -42,7 +43,7 @@ func (a *app) nodesMaintenance(cmd *cobra.Command, name string, on bool) error {
 	if len(f) == 0 {
 		return fmt.Errorf("maintenance %q: %w", name, errUnknownNode)
 	}
-	n, err := ring.ParseNode(name, f)
+	n, err := contract.ParseNode(a.k, name, f)
 	if err != nil {
 		return fmt.Errorf("maintenance %q: fix the node hash first: %w", name, err)
 	}

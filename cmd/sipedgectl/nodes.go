@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/ring"
 )
 
@@ -106,7 +107,7 @@ type nodeView struct {
 	badCalls map[string]string // node -> bad node_calls value (counted as 0)
 }
 
-// loadNodes reads the nodes with ring.Load, as every sipedge instance does,
+// loadNodes reads the nodes with contract.Load, as every sipedge instance does,
 // and judges them with ring.BuildSnapshotFrom under the deservice profiles,
 // settings and node_calls in Redis, probes assumed up (probe state lives in
 // each instance). The raw hashes are read too, for display.
@@ -115,13 +116,14 @@ func (a *app) loadNodes(ctx context.Context, hbTimeout time.Duration) (nodeView,
 	if err != nil {
 		return nodeView{}, err
 	}
-	calls, badCalls, err := ring.LoadCalls(ctx, a.rdb, a.k)
-	if err != nil {
-		return nodeView{}, redisErr("load node calls", err)
-	}
-	nodes, errs, err := ring.Load(ctx, a.rdb, a.k)
+	cs, err := contract.Load(ctx, a.rdb, a.k, contract.DefaultSettings(), nil)
 	if err != nil {
 		return nodeView{}, redisErr("load nodes", err)
+	}
+	nodes, calls := cs.Nodes, cs.Calls
+	badCalls := map[string]string{}
+	for _, fe := range cs.CallErrs {
+		badCalls[fe.Field] = fe.Value
 	}
 	now := a.now()
 	snap := ring.BuildSnapshotFrom(ring.Inputs{
@@ -134,21 +136,17 @@ func (a *app) loadNodes(ctx context.Context, hbTimeout time.Duration) (nodeView,
 	})
 
 	invalid := map[string]string{}
-	names := make([]string, 0, len(nodes)+len(errs))
+	names := make([]string, 0, len(nodes)+len(cs.NodeErrs))
 	for _, n := range nodes {
 		names = append(names, n.Name)
 	}
-	for _, e := range errs {
-		var ne *ring.NodeError
-		if !errors.As(e, &ne) {
-			return nodeView{}, fmt.Errorf("load nodes: %w", e)
+	for name, fe := range cs.NodeErrs {
+		msg := fe.Reason
+		if fe.Field != "" {
+			msg = fe.Field + ": " + fe.Reason
 		}
-		msg := ne.Msg
-		if ne.Field != "" {
-			msg = ne.Field + ": " + ne.Msg
-		}
-		invalid[ne.Node] = msg
-		names = append(names, ne.Node)
+		invalid[name] = msg
+		names = append(names, name)
 	}
 	sort.Strings(names)
 

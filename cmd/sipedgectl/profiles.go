@@ -10,6 +10,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+
+	"github.com/sipedge/sipedge/internal/contract"
+	"github.com/sipedge/sipedge/internal/keys"
 )
 
 // errUnknownProfile is returned for a profile id that is not registered.
@@ -17,8 +20,8 @@ var errUnknownProfile = errors.New("unknown profile")
 
 // Profile statuses (SPEC §2).
 const (
-	statusNormal    = "normal"
-	statusDeservice = "deservice"
+	statusNormal    = contract.StatusNormal
+	statusDeservice = contract.StatusDeservice
 )
 
 func newProfilesCommand(a *app) *cobra.Command {
@@ -111,40 +114,27 @@ func (a *app) loadProfiles(ctx context.Context) ([]profileRow, error) {
 	}
 	rows := make([]profileRow, 0, len(ids))
 	for i, id := range ids {
-		rows = append(rows, parseProfile(id, cmds[i].Val()))
+		rows = append(rows, parseProfile(a.k, id, cmds[i].Val()))
 	}
 	return rows, nil
 }
 
-func parseProfile(id string, f map[string]string) profileRow {
-	r := profileRow{ID: id, Name: f["name"], Description: f["description"], Status: f["status"],
-		Servers: splitList(f["servers"]), Fields: f, Valid: true}
+func parseProfile(k keys.Keys, id string, f map[string]string) profileRow {
+	p, fe := contract.ParseProfile(k, id, f, contract.Profile{}) // no history: a bad status counts as normal
+	r := profileRow{ID: id, Name: p.Name, Description: p.Description, Status: p.Status,
+		Servers: p.Servers, Fields: f, Valid: true, Deservice: p.Deservice}
 	switch {
 	case len(f) == 0:
 		r.Valid, r.Error = false, "listed in the profiles set but its hash does not exist: applies nothing"
-	default:
-		switch strings.TrimSpace(r.Status) {
-		case statusDeservice:
-			r.Deservice = true
-		case statusNormal, "":
-		default:
-			r.Valid = false
-			r.Error = fmt.Sprintf("unknown status %q (want normal or deservice): instances keep the last good status", r.Status)
-		}
+	case fe != nil:
+		r.Valid = false
+		r.Error = fmt.Sprintf("unknown status %q (want normal or deservice): instances keep the last good status", r.Status)
 	}
 	return r
 }
 
 // splitList splits a comma-separated field, dropping blanks.
-func splitList(s string) []string {
-	out := []string{}
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
-}
+func splitList(s string) []string { return contract.SplitList(s) }
 
 // deservicedBy maps every server or instance name listed in a deservice
 // profile to the ids of those profiles, sorted.
@@ -213,8 +203,8 @@ func (a *app) profilesCreate(cmd *cobra.Command, id, name, servers, desc string)
 	}
 	// The hash is complete before the id joins the set, so no reader sees
 	// a member without its fields.
-	if err := a.rdb.HSet(ctx, a.k.Profile(id), "name", name, "description", desc,
-		"servers", strings.Join(list, ","), "status", statusNormal).Err(); err != nil {
+	if err := a.rdb.HSet(ctx, a.k.Profile(id), contract.ProfileFields(contract.Profile{
+		Name: name, Description: desc, Servers: list})...).Err(); err != nil {
 		return redisErr("write profile "+id, err)
 	}
 	if err := a.rdb.SAdd(ctx, a.k.Profiles(), id).Err(); err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/sipedge/sipedge/admission"
 	"github.com/sipedge/sipedge/internal/admin"
 	"github.com/sipedge/sipedge/internal/config"
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/embedredis"
 	"github.com/sipedge/sipedge/internal/instance"
 	"github.com/sipedge/sipedge/internal/keys"
@@ -75,8 +76,15 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	}
 	rdb.AddHook(lat) // before any other part shares the client
 
+	// One watcher, one subscription: the ring, admission and media read
+	// its snapshots of the Redis contract.
+	contractW, err := contract.NewWatcher(rdb, k, contract.Options{Every: cfg.ResyncInterval, Defaults: stateDefaults(cfg)},
+		log.With().Str("component", "state").Logger(), reg)
+	if err != nil {
+		return err
+	}
 	adm := &lateAdmitter{}
-	mgr, err := newMediaManager(cfg, rdb, k, log.With().Str("component", "media").Logger(), reg)
+	mgr, err := newMediaManager(cfg, rdb, k, contractW, log.With().Str("component", "media").Logger(), reg)
 	if err != nil {
 		return err
 	}
@@ -95,24 +103,19 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		return err
 	}
 	sip.SetDefaultLogger(px.SlogLogger())
-	state, err := admission.NewStateWatcher(rdb, k, stateDefaults(cfg), cfg.ResyncInterval, log.With().Str("component", "state").Logger(), reg)
-	if err != nil {
-		return err
-	}
-	if err := state.Start(ctx); err != nil {
+	if err := contractW.Start(ctx); err != nil {
 		return fmt.Errorf("load cluster state: %w", err)
 	}
+	state := admission.NewStateWatcher(contractW)
 	watcher, err := ring.NewWatcher(rdb, k, ring.WatcherOptions{
-		ResyncInterval: cfg.ResyncInterval,
-		EmptyGrace:     cfg.EmptyRingGrace,
-		Policy:         state,
+		Source:     contractW,
+		EmptyGrace: cfg.EmptyRingGrace,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
 			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp, SuspectHold: cfg.SuspectHold},
 	}, px.Pinger(), log.With().Str("component", "ring").Logger(), reg)
 	if err != nil {
 		return err
 	}
-	state.OnPolicyChange(watcher.Refresh)
 	networks, _ := config.TrustedPrefixes(cfg.TrustedNetworks) // validated with the config
 	trust.set(newTrust(watcher, networks))
 	if err := watcher.Start(ctx); err != nil {
@@ -149,7 +152,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return px.Serve(gctx) })
 	g.Go(func() error { return watcher.Run(gctx) })
-	g.Go(func() error { return state.Run(gctx) })
+	g.Go(func() error { return contractW.Run(gctx) })
 	g.Go(func() error {
 		enforceDrains(gctx, time.Second, watcher, state, px, log.With().Str("component", "drain").Logger())
 		return nil
@@ -301,9 +304,10 @@ func (l *lateAdmitter) Failover(ctx context.Context, r admission.Request, failed
 
 func (l *lateAdmitter) Healthy(node string) bool { return l.a.Healthy(node) }
 
-// stateDefaults are the sipedge:settings defaults admission takes from the
-// config (at start and on SIGHUP).
+// stateDefaults are the sipedge:settings defaults the contract watcher
+// takes from the config (at start and on SIGHUP): admission's and media's.
 func stateDefaults(cfg config.Config) admission.Settings {
 	return admission.Settings{RetryAfter: cfg.RetryAfter, DrainTimeout: cfg.DrainTimeout,
-		DrainBye: cfg.DrainAction == "bye", SlowStart: cfg.SlowStart}
+		DrainBye: cfg.DrainAction == "bye", SlowStart: cfg.SlowStart,
+		MediaTimeout: cfg.MediaTimeout, GuestsOnly: cfg.GuestsOnlyTimeout, Backstop: cfg.LastParticipantTimeout}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/internal/config"
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/media"
 	"github.com/sipedge/sipedge/media/policy"
@@ -20,7 +21,7 @@ import (
 
 // newMediaManager builds the RTP anchor from the config; nil when
 // media_ports is empty (anchoring off).
-func newMediaManager(cfg config.Config, rdb redis.UniversalClient, k keys.Keys, log zerolog.Logger, reg prometheus.Registerer) (*media.Manager, error) {
+func newMediaManager(cfg config.Config, rdb redis.UniversalClient, k keys.Keys, state *contract.Watcher, log zerolog.Logger, reg prometheus.Registerer) (*media.Manager, error) {
 	lo, hi, on, err := config.PortRange(cfg.MediaPorts)
 	if err != nil || !on {
 		return nil, err // validated with the config: err is nil here
@@ -34,6 +35,7 @@ func newMediaManager(cfg config.Config, rdb redis.UniversalClient, k keys.Keys, 
 		Pool: pool, Redis: rdb, Keys: k, Instance: cfg.Name,
 		Defaults: mediaDefaults(cfg),
 		Presence: cfg.PresenceTimeout, Log: log, Reg: reg,
+		State: state.Snapshot, ConfEnds: state.ConfEnds(),
 	})
 	if err != nil {
 		return nil, err

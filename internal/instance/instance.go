@@ -1,17 +1,18 @@
 // Package instance publishes this sipedge instance in Redis
-// (sipedge:instances, sipedge:instance:<name>) with a heartbeat, so
-// operators and other instances can see who is alive.
+// (sipedge:instances, sipedge:instance:<name>, the record of
+// contract.Instance) with a heartbeat, so operators and other instances
+// can see who is alive.
 package instance
 
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
 )
 
@@ -44,23 +45,15 @@ func NewPublisher(rdb redis.UniversalClient, k keys.Keys, info Info, interval ti
 	return &Publisher{rdb: rdb, keys: k, info: info, interval: interval, state: state, log: log}
 }
 
-func flag(b bool) string {
-	if b {
-		return "1"
-	}
-	return "0"
-}
-
 // Beat writes the instance hash once.
 func (p *Publisher) Beat(ctx context.Context) error {
 	st := p.state()
 	pipe := p.rdb.TxPipeline()
 	pipe.SAdd(ctx, p.keys.Instances(), p.info.Name)
-	pipe.HSet(ctx, p.keys.Instance(p.info.Name),
-		"site", p.info.Site, "server", p.info.Server, "addr", p.info.Addr,
-		"state", st.Name, "dialogs", strconv.Itoa(st.Dialogs),
-		"deserviced", flag(st.Deserviced), "held_back", flag(st.HeldBack),
-		"heartbeat", strconv.FormatInt(time.Now().UnixMilli(), 10))
+	pipe.HSet(ctx, p.keys.Instance(p.info.Name), contract.InstanceFields(contract.Instance{
+		Name: p.info.Name, Site: p.info.Site, Server: p.info.Server, Addr: p.info.Addr,
+		State: st.Name, Dialogs: st.Dialogs, Deserviced: st.Deserviced, HeldBack: st.HeldBack,
+		Heartbeat: time.Now()})...)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("write instance %q heartbeat: %w", p.info.Name, err)
 	}
