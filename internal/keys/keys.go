@@ -122,3 +122,8 @@ func (k Keys) Ended(instance string) string { return k.Prefix + "ended:" + insta
 // taking the nodes through (fields nodes, index, phase, hook, started_ms,
 // updated_ms), so an interrupted rollout resumes where it stopped.
 func (k Keys) Rollout() string { return k.Prefix + "rollout" }
+
+// View is the STRING (JSON, short expiry) in which an instance publishes
+// what it sees of the media nodes: probe health, ring membership, invalid
+// hashes (internal/view).
+func (k Keys) View(instance string) string { return k.Prefix + "view:" + instance }
