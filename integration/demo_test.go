@@ -196,3 +196,111 @@ func TestDemo_TwoInstancesRTPCallersAndA503(t *testing.T) {
 		t.Fatalf("INVITE to sipedge-b: %+v %v, want 200", b, err)
 	}
 }
+
+// liveDOM loads a page in headless Chromium and returns the DOM once its
+// script has run.
+func liveDOM(t *testing.T, url string) string {
+	t.Helper()
+	chromium := requireTool(t, "chromium")
+	out, err := exec.Command(chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--user-data-dir="+t.TempDir(), "--virtual-time-budget=5000", "--dump-dom", url).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom %s: %v", url, err)
+	}
+	return string(out)
+}
+
+// Issue 10 item 2: the live page, loaded in a real browser during a
+// running demo, shows every instance, the conference with its
+// participants' Call-IDs, profiles, settings with their source, the
+// refresh time, and a node whose probes fail as down, never as normal.
+func TestLivePage_ShowsTheClusterInHeadlessChromium(t *testing.T) {
+	d := startDemo(t)
+	d.call(t, "live", "alice", d.sipA)
+	d.call(t, "live", "bob", d.sipB)
+	var callIDs []string
+	eventually(t, 10*time.Second, "two participants recorded", func() string {
+		var doc struct {
+			Participants []struct {
+				CallID string `json:"call_id"`
+			} `json:"participants"`
+		}
+		out, _ := d.try(t, "--json", "conf", "show", "live")
+		_ = json.Unmarshal([]byte(out), &doc)
+		callIDs = nil
+		for _, p := range doc.Participants {
+			callIDs = append(callIDs, p.CallID)
+		}
+		if len(callIDs) != 2 {
+			return out
+		}
+		return ""
+	})
+	d.ctl(t, "profiles", "create", "p-live", "--name", "live test", "--servers", "nobody")
+	// A node that stops answering (SIGSTOP: probes time out, heartbeat ages).
+	stopped := d.node(t, "confnode-3")
+	_ = syscall.Kill(stopped, syscall.SIGSTOP)
+	t.Cleanup(func() { _ = syscall.Kill(stopped, syscall.SIGCONT) })
+	eventually(t, 15*time.Second, "confnode-3 down on both instances", func() string {
+		_, body, _ := d.adminA.get("/api/cluster")
+		var doc struct {
+			Nodes []struct {
+				Name   string   `json:"name"`
+				DownOn []string `json:"down_on"`
+			} `json:"nodes"`
+		}
+		_ = json.Unmarshal([]byte(body), &doc)
+		for _, n := range doc.Nodes {
+			if n.Name == "confnode-3" && len(n.DownOn) == 2 {
+				return ""
+			}
+		}
+		return body
+	})
+
+	dom := liveDOM(t, "http://"+d.adminA.admin+"/")
+	for _, want := range append([]string{"sipedge-a", "sipedge-b", "host-a", "host-b", "refreshed 20",
+		"p-live", "retry_after", "guests_only_timeout", ">live<"}, callIDs...) {
+		if !strings.Contains(dom, want) {
+			t.Errorf("live page lacks %q", want)
+		}
+	}
+	row := tableRow(dom, "confnode-3")
+	if !strings.Contains(row, ">down<") || strings.Contains(row, "class=\"ok\">normal") {
+		t.Errorf("probe-down confnode-3 drawn as %q, want down", row)
+	}
+	if row := tableRow(dom, "confnode-1"); !strings.Contains(row, "class=\"ok\">normal") {
+		t.Errorf("healthy confnode-1 drawn as %q, want normal in green", row)
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", dom)
+	}
+}
+
+// tableRow returns the <tr> of a table that first names name.
+func tableRow(dom, name string) string {
+	i := strings.Index(dom, "<td>"+name+"</td>")
+	if i < 0 {
+		return ""
+	}
+	start := strings.LastIndex(dom[:i], "<tr>")
+	end := strings.Index(dom[i:], "</tr>")
+	if start < 0 || end < 0 {
+		return ""
+	}
+	return dom[start : i+end]
+}
+
+// node finds the pid of one of the demo's confnodes.
+func (d *demo) node(t *testing.T, name string) int {
+	t.Helper()
+	out, err := exec.Command("pgrep", "-f", filepath.Dir(binary(t, "confnode"))+"/confnode --name "+name+" ").Output()
+	if err != nil {
+		t.Fatalf("pgrep %s: %v", name, err)
+	}
+	pid, err := strconv.Atoi(strings.Fields(string(out))[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}

@@ -30,6 +30,9 @@ type Sources struct {
 	Ready func() error
 	// Status returns a JSON-encodable document of the instance state.
 	Status func() any
+	// Cluster returns a JSON-encodable document of the whole cluster
+	// (the live page); nil: /api/cluster answers 404.
+	Cluster func(ctx context.Context) any
 }
 
 // Server is the admin HTTP listener.
@@ -62,14 +65,26 @@ func Listen(addr string, src Sources, log zerolog.Logger) (*Server, error) {
 		w.Write(page)
 	})
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(src.Status()); err != nil {
-			log.Warn().Err(err).Msg("status not encoded")
-		}
+		writeJSON(w, src.Status(), log)
 	})
+	if src.Cluster != nil {
+		mux.HandleFunc("GET /api/cluster", func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			writeJSON(w, src.Cluster(ctx), log)
+		})
+	}
 	return &Server{ln: ln, log: log, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+}
+
+func writeJSON(w http.ResponseWriter, doc any, log zerolog.Logger) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(doc); err != nil {
+		log.Warn().Err(err).Msg("status not encoded")
+	}
 }
 
 // Addr is the bound address.

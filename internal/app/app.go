@@ -30,6 +30,7 @@ import (
 	"github.com/sipedge/sipedge/internal/logging"
 	"github.com/sipedge/sipedge/internal/redishealth"
 	"github.com/sipedge/sipedge/internal/version"
+	"github.com/sipedge/sipedge/internal/view"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -158,6 +159,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		return nil
 	})
 	g.Go(func() error { pub.Run(gctx); return nil })
+	views := view.NewPublisher(rdb, k, cfg.Name, time.Second,
+		viewOf(cfg.Name, watcher, contractW, reg, &view.Window{}, &view.Window{}), log.With().Str("component", "view").Logger())
+	g.Go(func() error { views.Run(gctx); return nil })
 	g.Go(func() error {
 		watchSecrets(gctx, rdb, k, cfg, secret, tsec, px, log.With().Str("component", "secrets").Logger())
 		return nil
@@ -178,6 +182,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 				return ready(a.Instance())
 			},
 			Status: func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
+			Cluster: func(ctx context.Context) any {
+				return clusterSources{self: cfg.Name, rdb: rdb, k: k, state: contractW, nodes: watcher,
+					hbTimeout: cfg.HeartbeatTimeout}.doc(ctx, time.Now())
+			},
 		}, log)
 		if err != nil {
 			return err

@@ -38,6 +38,11 @@ type Doc struct {
 	RingVersion uint64            `json:"ring_version"`
 	Nodes       []Node            `json:"nodes"`
 	Invalid     map[string]string `json:"invalid,omitempty"` // node -> why its hash is unusable
+
+	// Over the last minute: new dialogs refused (admission and flood
+	// limits) and errors (malformed SIP, messages not sent, Redis errors).
+	RejectsPerMin float64 `json:"rejects_per_min"`
+	ErrorsPerMin  float64 `json:"errors_per_min"`
 }
 
 // Of builds the view of a ring snapshot.
