@@ -24,8 +24,8 @@ var _ redis.Hook = (*Latency)(nil)
 // NewLatency registers the histogram on reg.
 func NewLatency(reg prometheus.Registerer) (*Latency, error) {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "sipedge_redis_command_duration_seconds",
-		Help: "Time of each Redis command or pipeline sent by this instance (pipeline: the whole batch), by command and result (ok, nil, error).",
+		Name:    "sipedge_redis_command_duration_seconds",
+		Help:    "Time of each Redis command or pipeline sent by this instance (pipeline: the whole batch), by command and result (ok, nil, error).",
 		Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
 	}, []string{"command", "result"})
 	if err := reg.Register(h); err != nil {
