@@ -258,6 +258,16 @@ func TestLivePage_ShowsTheClusterInHeadlessChromium(t *testing.T) {
 		return body
 	})
 
+	// The CLI tells the same truth: the stopped node is down and never chosen.
+	if out := d.ctl(t, "nodes", "list"); !strings.Contains(tableRow2(out, "confnode-3"), "down") {
+		t.Errorf("nodes list shows the stopped node as:\n%s", out)
+	}
+	for i := 0; i < 20; i++ {
+		if out, _ := d.try(t, "ring", "lookup", "key"+strconv.Itoa(i)); strings.Contains(strings.SplitN(out, "\n", 2)[0], "confnode-3") {
+			t.Errorf("ring lookup chose the stopped node:\n%s", out)
+		}
+	}
+
 	dom := liveDOM(t, "http://"+d.adminA.admin+"/")
 	for _, want := range append([]string{"sipedge-a", "sipedge-b", "host-a", "host-b", "refreshed 20",
 		"p-live", "retry_after", "guests_only_timeout", ">live<"}, callIDs...) {
@@ -303,4 +313,14 @@ func (d *demo) node(t *testing.T, name string) int {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// tableRow2 is the line of a sipedgectl table that starts with name.
+func tableRow2(table, name string) string {
+	for _, l := range strings.Split(table, "\n") {
+		if strings.HasPrefix(l, name+" ") {
+			return l
+		}
+	}
+	return ""
 }

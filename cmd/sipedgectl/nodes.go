@@ -95,6 +95,7 @@ type nodeRow struct {
 	DrainStartedMs  *int64   `json:"drain_started_unix_ms"`
 	RestoredAtMs    *int64   `json:"restored_at_unix_ms"`
 	RampLeftMs      *int64   `json:"ramp_left_ms,omitempty"` // in slow start: time to full weight
+	DownOn          []string `json:"down_on,omitempty"`      // live instances whose probes fail it or hold it suspect
 	drainStarted    time.Time
 	rampLeft        time.Duration
 }
@@ -105,6 +106,7 @@ type nodeView struct {
 	snapshot *ring.Snapshot
 	policy   policyView
 	badCalls map[string]string // node -> bad node_calls value (counted as 0)
+	note     string            // what the health shown rests on
 }
 
 // loadNodes reads the nodes with contract.Load, as every sipedge instance does,
@@ -126,11 +128,16 @@ func (a *app) loadNodes(ctx context.Context, hbTimeout time.Duration) (nodeView,
 		badCalls[fe.Field] = fe.Value
 	}
 	now := a.now()
+	seen, err := a.loadSeen(ctx, cs, now, hbTimeout)
+	if err != nil {
+		return nodeView{}, err
+	}
 	snap := ring.BuildSnapshotFrom(ring.Inputs{
 		Nodes:   nodes,
-		ProbeUp: func(string) bool { return true },
+		ProbeUp: seen.probeUp,
+		Suspect: seen.suspect,
 		Now:     now,
-		Health:  ring.HealthOptions{HeartbeatTimeout: hbTimeout},
+		Health:  ring.HealthOptions{HeartbeatTimeout: hbTimeout, ProbeInterval: time.Second},
 		Policy:  pol.policy,
 		Calls:   calls,
 	})
@@ -172,6 +179,10 @@ func (a *app) loadNodes(ctx context.Context, hbTimeout time.Duration) (nodeView,
 			r.Addr, r.Transport, r.Site, r.Server = n.Addr, n.Transport, n.Site, n.Server
 			r.Weight, r.Maintenance, r.Capable, r.Load = &n.Weight, &n.Maintenance, &n.Capable, &n.Load
 			r.Healthy, r.Eligible, r.Reason = st.Healthy, st.Eligible, st.Reason
+			if on := seen.downOn[name]; len(on) > 0 {
+				r.DownOn = on
+				r.Reason += " (on " + strings.Join(on, ", ") + ")"
+			}
 			r.State, r.InService, r.OutReason = st.State, st.InService, st.OutReason
 			r.ReportedLoad, r.EffectiveWeight = &st.ReportedLoad, st.EffectiveWeight
 			r.KeptActive, r.DrainExpired = st.KeptActive, st.DrainExpired
@@ -184,7 +195,7 @@ func (a *app) loadNodes(ctx context.Context, hbTimeout time.Duration) (nodeView,
 		}
 		rows = append(rows, r)
 	}
-	return nodeView{rows: rows, snapshot: snap, policy: pol, badCalls: badCalls}, nil
+	return nodeView{rows: rows, snapshot: snap, policy: pol, badCalls: badCalls, note: seen.note()}, nil
 }
 
 // rampLeft is how long until n, back in service, reaches its full weight;
@@ -223,7 +234,7 @@ func (a *app) nodesList(cmd *cobra.Command, hbTimeout time.Duration) error {
 		return printJSON(out, map[string]any{
 			"nodes":                view.rows,
 			"heartbeat_timeout_ms": hbTimeout.Milliseconds(),
-			"note":                 probeNote,
+			"note":                 view.note,
 		})
 	}
 	now := a.now()

@@ -59,7 +59,7 @@ func (a *app) ringLookup(cmd *cobra.Command, key string, hbTimeout time.Duration
 		return err
 	}
 
-	res := lookupResult{Key: key, Candidates: []candidate{}, Excluded: []excluded{}, Note: probeNote}
+	res := lookupResult{Key: key, Candidates: []candidate{}, Excluded: []excluded{}, Note: view.note}
 	if n, ok := view.snapshot.Lookup(key); ok {
 		res.Found, res.Node, res.Addr = true, n.Name, n.Addr
 	}
@@ -119,7 +119,7 @@ func (a *app) ringLookup(cmd *cobra.Command, key string, hbTimeout time.Duration
 				return err
 			}
 		}
-		fmt.Fprintf(out, "\nNote: %s.\n", probeNote)
+		fmt.Fprintf(out, "\nNote: %s.\n", view.note)
 	}
 	if !res.Found {
 		return fmt.Errorf("lookup %q: %w", key, errNoNode)

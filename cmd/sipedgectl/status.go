@@ -81,7 +81,7 @@ func (a *app) status(cmd *cobra.Command, hbTimeout time.Duration) error {
 			"exceptions":           exc,
 			"bad_node_calls":       view.badCalls,
 			"heartbeat_timeout_ms": hbTimeout.Milliseconds(),
-			"note":                 probeNote,
+			"note":                 view.note,
 		})
 	}
 	now := a.now()
@@ -117,7 +117,7 @@ func (a *app) status(cmd *cobra.Command, hbTimeout time.Duration) error {
 		slices.Sort(exc)
 		w.line("EXCEPTIONS  " + strings.Join(exc, ", "))
 	}
-	w.line("Note: " + probeNote + ".")
+	w.line("Note: " + view.note + ".")
 	return w.err
 }
 
