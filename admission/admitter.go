@@ -123,15 +123,17 @@ func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
 	}
 	v := Decide(req, st)
 	if !v.Admit {
-		a.metrics.rejects.WithLabelValues(v.Reason).Inc()
-		if ev := a.rejectLog(v.Reason).Info(); ev != nil {
+		a.metrics.rejects.WithLabelValues(v.Cause).Inc()
+		if ev := a.rejectLog(v.Cause).Info(); ev != nil {
 			ev.Str("call_id", req.CallID).Str("method", req.Method).Str("conf_id", req.ConfID).
-				Str("aor", req.AOR).Str("reason", v.Reason).Int("code", v.Code).
+				Str("aor", req.AOR).Str("reason", v.Reason).Str("cause", v.Cause).Int("code", v.Code).
 				Msg("Participant failed to join conference")
 		}
 		return v
 	}
-	a.metrics.placements.WithLabelValues(v.Placement).Inc()
+	if req.NewDialog() { // a routed in-dialog request is no placement
+		a.metrics.placements.WithLabelValues(v.Placement).Inc()
+	}
 	return v
 }
 

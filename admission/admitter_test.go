@@ -81,7 +81,7 @@ func TestAdmit_RejectionLogSampledPerReasonCountersExact(t *testing.T) {
 	if suppressed == 0 {
 		t.Errorf("no line says how many were left out")
 	}
-	if got := testutil.ToFloat64(a.metrics.rejects.WithLabelValues(ReasonMaintenance)); got != flood {
+	if got := testutil.ToFloat64(a.metrics.rejects.WithLabelValues(CauseDeserviced)); got != flood {
 		t.Errorf("rejects counted %v, want %d", got, flood)
 	}
 
@@ -95,5 +95,29 @@ func TestAdmit_RejectionLogSampledPerReasonCountersExact(t *testing.T) {
 	}
 	if l := rejectLines(t, &buf); len(l) != 1 || l[0]["reason"] != ReasonNoNode {
 		t.Errorf("first rejection of another reason: lines %v", l)
+	}
+}
+
+// Issue 10 item 3: placements count new dialogs only; an ACK or BYE routed
+// by its Request-URI (a caller that ignored Record-Route) is no placement.
+func TestAdmit_PlacementsCountNewDialogsOnly(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	t0 := time.Unix(1_700_000_000, 0)
+	snap := ring.BuildSnapshot([]ring.Node{{Name: "n1", Addr: "127.0.0.1:5071", Weight: 100, Capable: true}}, nil, t0, ring.HealthOptions{})
+	a, err := NewAdmitter(fixedNodes{snap}, &fixedCluster{c: cluster(nil, nil, nil)}, NewConfStore(rdb, keys.New(""), time.Hour),
+		Options{Self: Self{Name: "A", Site: "s1", Server: "hostA"}, HeartbeatTimeout: 5 * time.Second, RedisTimeout: time.Second,
+			Now: func() time.Time { return t0 }}, zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"INVITE", "ACK", "BYE", "SUBSCRIBE", "REGISTER", "INFO"} {
+		if v := a.Admit(context.Background(), Request{Method: m, CallID: "c", ConfID: "conf", AOR: "u@h"}); !v.Admit {
+			t.Fatalf("%s: %+v", m, v)
+		}
+	}
+	if got := testutil.ToFloat64(a.metrics.placements.WithLabelValues(PlacementRing)); got != 3 {
+		t.Errorf("placements = %v, want 3 (INVITE, SUBSCRIBE, REGISTER)", got)
 	}
 }

@@ -11,12 +11,22 @@ import (
 	"github.com/sipedge/sipedge/ring"
 )
 
-// Rejection reasons, used in logs and as metric labels.
+// Rejection reasons: the SIP reason phrase of the 503.
 const (
 	ReasonNoNode      = "No media node available"
 	ReasonMaintenance = "System in maintenance mode"
 	ReasonShutdown    = "Instance shutting down"
 )
+
+// Rejection causes: stable slugs for metric labels and log fields.
+const (
+	CauseNoNode     = "no_node"
+	CauseDeserviced = "deserviced"
+	CauseShutdown   = "shutting_down"
+)
+
+// Causes lists every rejection cause (metrics start at zero for each).
+var Causes = []string{CauseNoNode, CauseDeserviced, CauseShutdown}
 
 // Placement says how the target node was found.
 const (
@@ -73,7 +83,8 @@ type Verdict struct {
 	Node       ring.Node
 	Placement  string
 	Code       int    // SIP status when rejected
-	Reason     string // rejection reason
+	Reason     string // rejection reason phrase
+	Cause      string // rejection cause slug (Causes)
 	RetryAfter int    // seconds, sent with 503
 }
 
@@ -81,9 +92,9 @@ type Verdict struct {
 func Decide(req Request, st State) Verdict {
 	if st.Instance.Reject && req.NewDialog() {
 		if st.Instance.ShuttingDown {
-			return Verdict{Code: 503, Reason: ReasonShutdown, RetryAfter: st.RetryAfter}
+			return Verdict{Code: 503, Reason: ReasonShutdown, Cause: CauseShutdown, RetryAfter: st.RetryAfter}
 		}
-		return Verdict{Code: 503, Reason: ReasonMaintenance, RetryAfter: st.RetryAfter}
+		return Verdict{Code: 503, Reason: ReasonMaintenance, Cause: CauseDeserviced, RetryAfter: st.RetryAfter}
 	}
 	if st.Sticky != "" && !req.UsesAOR() {
 		// A conference is never split: it stays on its node while the node
@@ -95,5 +106,5 @@ func Decide(req Request, st State) Verdict {
 	if n, ok := st.Nodes.Lookup(req.Key()); ok {
 		return Verdict{Admit: true, Node: n, Placement: PlacementRing}
 	}
-	return Verdict{Code: 503, Reason: ReasonNoNode, RetryAfter: st.RetryAfter}
+	return Verdict{Code: 503, Reason: ReasonNoNode, Cause: CauseNoNode, RetryAfter: st.RetryAfter}
 }

@@ -30,7 +30,7 @@ func DecideNext(req Request, nodes NextView, tried []string, retryAfter int) Ver
 	if n, ok := nodes.LookupExcluding(req.Key(), tried); ok {
 		return Verdict{Admit: true, Node: n, Placement: PlacementFailover}
 	}
-	return Verdict{Code: 503, Reason: ReasonNoNode, RetryAfter: retryAfter}
+	return Verdict{Code: 503, Reason: ReasonNoNode, Cause: CauseNoNode, RetryAfter: retryAfter}
 }
 
 // SuspectMarker takes a failed node out of the ring at once (ring.Watcher).
@@ -53,7 +53,7 @@ func (a *Admitter) Failover(ctx context.Context, req Request, failed string, tri
 	}
 	v := DecideNext(req, a.nodes.Snapshot(), tried, a.cluster.Cluster().Settings.RetryAfter)
 	if !v.Admit {
-		a.metrics.rejects.WithLabelValues(v.Reason).Inc()
+		a.metrics.rejects.WithLabelValues(v.Cause).Inc()
 		return v
 	}
 	a.metrics.placements.WithLabelValues(v.Placement).Inc()

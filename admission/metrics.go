@@ -16,16 +16,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_admission_rejects_total",
-			Help: "New dialogs rejected by admission, by reason.",
+			Help: "New dialogs (INVITE, REGISTER, SUBSCRIBE) rejected by admission, by reason: no_node, deserviced, shutting_down.",
 		}, []string{"reason"}),
 		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_admission_placements_total",
-			Help: "New dialogs admitted, by how the node was found (sticky or ring).",
+			Help: "New dialogs (INVITE, REGISTER, SUBSCRIBE) admitted, by how the node was found (sticky or ring); in-dialog requests are not counted.",
 		}, []string{"placement"}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_admission_redis_errors_total",
 			Help: "Redis errors on the admission path, by operation.",
 		}, []string{"op"}),
+	}
+	for _, c := range Causes {
+		m.rejects.WithLabelValues(c)
+	}
+	for _, p := range []string{PlacementSticky, PlacementRing, PlacementFailover} {
+		m.placements.WithLabelValues(p)
 	}
 	for _, c := range []prometheus.Collector{m.rejects, m.placements, m.redisErrors} {
 		if err := reg.Register(c); err != nil {

@@ -130,8 +130,8 @@ func TestDeserviceInstance_MidCall_CallsFinish_NewDialogs503(t *testing.T) {
 			t.Errorf("rejection of %s logged with reason %q, want %q (logged: %v)", id, logged[id], reasonMaintenance, logged)
 		}
 	}
-	if got := a.metric(t, "sipedge_admission_rejects_total", map[string]string{"reason": reasonMaintenance}); got != float64(len(rejected)) {
-		t.Errorf("A sipedge_admission_rejects_total{reason=%q} = %v, want %d", reasonMaintenance, got, len(rejected))
+	if got := a.metric(t, "sipedge_admission_rejects_total", map[string]string{"reason": causeDeserviced}); got != float64(len(rejected)) {
+		t.Errorf("A sipedge_admission_rejects_total{reason=%q} = %v, want %d", causeDeserviced, got, len(rejected))
 	}
 	if _, body, err := b.get("/metrics"); err != nil {
 		t.Errorf("B /metrics: %v", err)
@@ -192,7 +192,7 @@ func TestDeserviceInstance_InExceptions_KeepsAdmitting(t *testing.T) {
 	}
 	waitDeserviced(t, a, false)
 	requireRejected(t, a.sipAddr(), "t9c-rej", "30")
-	if got := a.metric(t, "sipedge_admission_rejects_total", map[string]string{"reason": reasonMaintenance}); got != 3 {
+	if got := a.metric(t, "sipedge_admission_rejects_total", map[string]string{"reason": causeDeserviced}); got != 3 {
 		t.Errorf("rejects after leaving the exceptions = %v, want 3", got)
 	}
 }

@@ -24,6 +24,9 @@ import (
 // instance (SPEC §3.3), as logged and as the metric label.
 const reasonMaintenance = "System in maintenance mode"
 
+// causeDeserviced is its slug, the reason label of sipedge_admission_rejects_total.
+const causeDeserviced = "deserviced"
+
 // ---------------------------------------------------------------------------
 // /api/status, the parts issue 3 added
 
