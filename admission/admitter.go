@@ -28,8 +28,11 @@ type Options struct {
 	Self             Self
 	HeartbeatTimeout time.Duration // an instance older than this is not alive
 	RedisTimeout     time.Duration // bound on the sticky lookup on the SIP path
-	Ledger           *Ledger       // writes the dialog counts; nil: counts not kept
-	Now              func() time.Time
+	// RedirectDeserviced: while deserviced, answer new dialogs 302 to the
+	// least-loaded normal instance of the site (deservice_answer 302).
+	RedirectDeserviced bool
+	Ledger             *Ledger // writes the dialog counts; nil: counts not kept
+	Now                func() time.Time
 }
 
 // Admitter gathers the state a decision needs and records placements.
@@ -109,7 +112,8 @@ func (a *Admitter) logVerdict(v InstanceVerdict) {
 // Admit decides where a new dialog goes. A Redis failure on the sticky
 // lookup does not block the call: it falls back to the ring (fail-static).
 func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
-	st := State{Instance: a.Instance(), Nodes: a.nodes.Snapshot(), RetryAfter: a.cluster.Cluster().Settings.RetryAfter}
+	st := State{Instance: a.Instance(), Nodes: a.nodes.Snapshot(), RetryAfter: a.cluster.Cluster().Settings.RetryAfter,
+		Redirect: a.opts.RedirectDeserviced}
 	if !st.Instance.Reject && !req.UsesAOR() && req.ConfID != "" {
 		lctx, cancel := context.WithTimeout(ctx, a.opts.RedisTimeout)
 		node, err := a.confs.Node(lctx, req.ConfID)

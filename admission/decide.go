@@ -23,10 +23,11 @@ const (
 	CauseNoNode     = "no_node"
 	CauseDeserviced = "deserviced"
 	CauseShutdown   = "shutting_down"
+	CauseRedirected = "redirected" // deserviced, answered 302 to a standby instance
 )
 
 // Causes lists every rejection cause (metrics start at zero for each).
-var Causes = []string{CauseNoNode, CauseDeserviced, CauseShutdown}
+var Causes = []string{CauseNoNode, CauseDeserviced, CauseShutdown, CauseRedirected}
 
 // Placement says how the target node was found.
 const (
@@ -75,6 +76,10 @@ type State struct {
 	Nodes      NodeView
 	Sticky     string // node of the active conference, "" if none
 	RetryAfter int    // seconds, for 503 answers
+	// Redirect: a deserviced instance answers new dialogs 302 to the
+	// least-loaded normal instance of its site (deservice_answer 302)
+	// instead of 503; without such an instance it still answers 503.
+	Redirect bool
 }
 
 // Verdict is the outcome of Decide.
@@ -85,6 +90,7 @@ type Verdict struct {
 	Code       int    // SIP status when rejected
 	Reason     string // rejection reason phrase
 	Cause      string // rejection cause slug (Causes)
+	Contact    string // 302: host:port of the instance to try instead
 	RetryAfter int    // seconds, sent with 503
 }
 
@@ -93,6 +99,9 @@ func Decide(req Request, st State) Verdict {
 	if st.Instance.Reject && req.NewDialog() {
 		if st.Instance.ShuttingDown {
 			return Verdict{Code: 503, Reason: ReasonShutdown, Cause: CauseShutdown, RetryAfter: st.RetryAfter}
+		}
+		if st.Redirect && st.Instance.RedirectTo != "" {
+			return Verdict{Code: 302, Reason: "Moved Temporarily", Cause: CauseRedirected, Contact: st.Instance.RedirectTo}
 		}
 		return Verdict{Code: 503, Reason: ReasonMaintenance, Cause: CauseDeserviced, RetryAfter: st.RetryAfter}
 	}

@@ -16,8 +16,11 @@ type InstanceVerdict struct {
 	Profiles   []string // the profiles that deservice it
 	Exempt     bool     // in sipedge:exceptions
 	Standby    []string // other alive instances of the site in normal service
-	Reject     bool     // answer new dialogs 503
-	HeldBack   bool     // deserviced but still admitting (last normal instance, or exempt)
+	// RedirectTo is the SIP address of the standby with the fewest
+	// dialogs (ties: the first by name), for deservice_answer 302.
+	RedirectTo string
+	Reject     bool // answer new dialogs 503
+	HeldBack   bool // deserviced but still admitting (last normal instance, or exempt)
 	// ShuttingDown: the process is stopping (SIGTERM). It rejects new
 	// dialogs (Reject) whatever the profiles say.
 	ShuttingDown bool
@@ -32,6 +35,7 @@ func JudgeInstance(self Self, c *Cluster, now time.Time, heartbeatTimeout time.D
 		return v
 	}
 	v.Exempt = c.Exceptions[self.Name]
+	least, leastName := 0, ""
 	for _, in := range c.Instances {
 		if in.Name == self.Name || in.Site != self.Site || in.Heartbeat.IsZero() {
 			continue
@@ -46,6 +50,9 @@ func JudgeInstance(self Self, c *Cluster, now time.Time, heartbeatTimeout time.D
 			continue // turning new dialogs away itself (shutting down)
 		}
 		v.Standby = append(v.Standby, in.Name)
+		if in.Addr != "" && (leastName == "" || in.Dialogs < least || in.Dialogs == least && in.Name < leastName) {
+			least, leastName, v.RedirectTo = in.Dialogs, in.Name, in.Addr
+		}
 	}
 	sort.Strings(v.Standby)
 	v.Reject = !v.Exempt && len(v.Standby) > 0

@@ -135,3 +135,53 @@ func TestInstanceState(t *testing.T) {
 		}
 	}
 }
+
+// Issue 10 item 6 (the ClusterCATS seed): with deservice_answer 302 a
+// deserviced instance sends new dialogs to the least-loaded normal
+// instance of its site; with none it still answers 503.
+func TestDecide_DeservicedRedirectsToLeastLoadedStandby(t *testing.T) {
+	self := Self{Name: "A", Site: "s1", Server: "hostA"}
+	c := cluster([]string{"deservice hostA,hostD"}, nil, map[string]instanceFact{
+		"B": {"s1", "hostB", 0, false}, "C": {"s1", "hostC", 0, false}, "D": {"s1", "hostD", 0, false},
+		"E": {"s2", "hostE", 0, false}, "F": {"s1", "hostF", time.Hour, false}})
+	set := func(name, addr string, dialogs int) {
+		in := c.Instances[name]
+		in.Addr, in.Dialogs = addr, dialogs
+		c.Instances[name] = in
+	}
+	set("B", "127.0.0.2:5060", 7)
+	set("C", "127.0.0.3:5060", 2) // fewest dialogs among the normal, alive ones of s1
+	set("D", "127.0.0.4:5060", 0) // deserviced
+	set("E", "127.0.0.5:5060", 0) // other site
+	set("F", "127.0.0.6:5060", 0) // stale
+	v := JudgeInstance(self, c, t0, 5*time.Second)
+	if !v.Reject || v.RedirectTo != "127.0.0.3:5060" {
+		t.Fatalf("verdict %+v, want reject with redirect to C", v)
+	}
+	nodes := fakeNodes{map[string]ring.Node{}, map[string]bool{}, ""}
+	cases := []struct {
+		method   string
+		redirect bool
+		code     int
+		contact  string
+	}{
+		{"INVITE", true, 302, "127.0.0.3:5060"},
+		{"SUBSCRIBE", true, 302, "127.0.0.3:5060"},
+		{"INVITE", false, 503, ""},
+	}
+	for _, tc := range cases {
+		got := Decide(Request{Method: tc.method, ConfID: "c1", AOR: "a@b"}, State{Instance: v, Nodes: nodes, RetryAfter: 9, Redirect: tc.redirect})
+		if got.Admit || got.Code != tc.code || got.Contact != tc.contact {
+			t.Errorf("%s redirect=%v: %+v", tc.method, tc.redirect, got)
+		}
+	}
+	set("C", "127.0.0.3:5060", 7) // tie with B: the first by name
+	if v := JudgeInstance(self, c, t0, 5*time.Second); v.RedirectTo != "127.0.0.2:5060" {
+		t.Errorf("tie: redirect to %q, want B", v.RedirectTo)
+	}
+	shutdown := v
+	shutdown.ShuttingDown = true
+	if got := Decide(Request{Method: "INVITE"}, State{Instance: shutdown, Nodes: nodes, Redirect: true}); got.Code != 503 {
+		t.Errorf("shutting down: %+v, want 503", got)
+	}
+}

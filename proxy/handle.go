@@ -81,9 +81,12 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	v := p.admit.Admit(context.Background(), areq)
 	if !v.Admit {
 		res := sip.NewResponseFromRequest(req, v.Code, v.Reason, nil)
-		if v.Code == 503 {
-			ra := sip.NewHeader("Retry-After", strconv.Itoa(v.RetryAfter))
-			res.AppendHeader(ra)
+		switch v.Code {
+		case 503:
+			res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(v.RetryAfter)))
+		case 302: // deserviced: try the instance admission chose instead
+			host, port := splitHostPort(v.Contact)
+			res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: req.Recipient.User, Host: host, Port: port}})
 		}
 		p.respond(tx, res)
 		return

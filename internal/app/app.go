@@ -131,6 +131,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	a, err := admission.NewAdmitter(watcher, state, admission.NewConfStore(rdb, k, cfg.ConfTTL), admission.Options{
 		Self:             admission.Self{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server},
 		HeartbeatTimeout: cfg.HeartbeatTimeout, RedisTimeout: cfg.RedisTimeout, Ledger: ledger,
+		RedirectDeserviced: cfg.DeserviceAnswer == "302",
 	}, log.With().Str("component", "admission").Logger(), reg)
 	if err != nil {
 		return err

@@ -30,6 +30,9 @@ type Config struct {
 	LogLevel   string `yaml:"log_level" usage:"log level: debug, info, warn, error"`
 	RouteKey   string `yaml:"route_secret" usage:"secret signing Record-Route state (default: shared random key kept in Redis)"`
 	RetryAfter int    `yaml:"retry_after" usage:"Retry-After seconds on 503 answers (default of sipedge:settings retry_after)"`
+	// DeserviceAnswer is what a deserviced instance answers new dialogs:
+	// 503 + Retry-After, or 302 to the least-loaded normal instance of its site.
+	DeserviceAnswer string `yaml:"deservice_answer" usage:"answer of a deserviced instance to new dialogs: 503 (Retry-After) or 302 (to the least-loaded normal instance of its site)"`
 
 	RouteKeyPrev   string        `yaml:"route_secret_prev" usage:"previous route secret: its Record-Routes still route, none is made with it (rotation of a configured route_secret)"`
 	NodeSecret     string        `yaml:"node_secret" usage:"key media nodes sign X-Sipedge-Auth with (default: shared random key kept in Redis as <prefix>node_secret)"`
@@ -101,6 +104,7 @@ func Default() Config {
 		LogFormat:        "json",
 		LogLevel:         "info",
 		RetryAfter:       30,
+		DeserviceAnswer:  "503",
 		DrainTimeout:     7200 * time.Second,
 		DrainAction:      "bye",
 		SlowStart:        60 * time.Second,
@@ -182,6 +186,7 @@ func (c Config) Validate() error {
 		{"log_format", c.LogFormat, oneOf(c.LogFormat, "json", "console")},
 		{"log_level", c.LogLevel, logLevel(c.LogLevel)},
 		{"retry_after", strconv.Itoa(c.RetryAfter), intRange(c.RetryAfter, 0, 86400)},
+		{"deservice_answer", c.DeserviceAnswer, oneOf(c.DeserviceAnswer, "503", "302")},
 		{"drain_timeout", c.DrainTimeout.String(), durRange(c.DrainTimeout, 0, 7*24*time.Hour)},
 		{"drain_action", c.DrainAction, oneOf(c.DrainAction, "bye", "keep")},
 		{"slow_start", c.SlowStart.String(), durRange(c.SlowStart, 0, time.Hour)},
