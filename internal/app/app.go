@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -28,6 +27,7 @@ import (
 	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/internal/logging"
 	"github.com/sipedge/sipedge/internal/redishealth"
+	"github.com/sipedge/sipedge/media"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -72,14 +72,17 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	adm := &lateAdmitter{}
+	// Each part is built after the parts it takes: media (the proxy uses
+	// it; it asks for calls to be ended through EndRequests), the proxy's
+	// SIP endpoint (its prober for the ring watcher, its dialog set for the
+	// ledger), the state and ring watchers, trust, the ledger, the
+	// admitter, and last the proxy on the endpoint.
 	mgr, err := newMediaManager(cfg, rdb, k, log.With().Str("component", "media").Logger(), reg)
 	if err != nil {
 		return err
 	}
-	var trust lateTrust
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
-		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check,
+		UserAgent: "sipedge/" + Version, UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name,
 		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout,
 		Wire: wireOptions(cfg)}
 	tsec.apply(&popts)
@@ -87,11 +90,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if mgr != nil {
 		popts.Media = mgr
 	}
-	px, err := proxy.New(popts, adm, log.With().Str("component", "proxy").Logger(), reg)
+	ep, err := proxy.NewEndpoint(popts, log.With().Str("component", "proxy").Logger(), reg)
 	if err != nil {
 		return err
 	}
-	sip.SetDefaultLogger(px.SlogLogger())
 	state, err := admission.NewStateWatcher(rdb, k, stateDefaults(cfg), cfg.ResyncInterval, log.With().Str("component", "state").Logger(), reg)
 	if err != nil {
 		return err
@@ -105,19 +107,19 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		Policy:         state,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
 			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp, SuspectHold: cfg.SuspectHold},
-	}, px.Pinger(), log.With().Str("component", "ring").Logger(), reg)
+	}, ep.Pinger(), log.With().Str("component", "ring").Logger(), reg)
 	if err != nil {
 		return err
 	}
 	state.OnPolicyChange(watcher.Refresh)
 	networks, _ := config.TrustedPrefixes(cfg.TrustedNetworks) // validated with the config
-	trust.set(newTrust(watcher, networks))
+	trust := newTrust(watcher, networks)
 	if err := watcher.Start(ctx); err != nil {
 		return fmt.Errorf("load media nodes: %w", err)
 	}
 	ledger, err := admission.NewLedger(rdb, k, admission.LedgerOptions{Self: cfg.Name, Interval: time.Second,
 		LiveFor: cfg.HeartbeatTimeout, HeartbeatTimeout: cfg.HeartbeatTimeout, ConfTTL: cfg.ConfTTL, RedisTimeout: cfg.RedisTimeout,
-	}, px, log.With().Str("component", "counts").Logger(), reg)
+	}, ep.Dialogs(), log.With().Str("component", "counts").Logger(), reg)
 	if err != nil {
 		return err
 	}
@@ -128,7 +130,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if err != nil {
 		return err
 	}
-	adm.set(a)
+	px := ep.Proxy(a, trust.check)
+	sip.SetDefaultLogger(px.SlogLogger())
+	drains := ring.NewDrainEnforcer(watcher, drainPolicy{state}, endNodeCalls(px), ring.DrainOptions{},
+		log.With().Str("component", "drain").Logger())
 	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
 	if err != nil {
 		return err
@@ -147,10 +152,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	g.Go(func() error { return px.Serve(gctx) })
 	g.Go(func() error { return watcher.Run(gctx) })
 	g.Go(func() error { return state.Run(gctx) })
-	g.Go(func() error {
-		enforceDrains(gctx, time.Second, watcher, state, px, log.With().Str("component", "drain").Logger())
-		return nil
-	})
+	g.Go(func() error { drains.Run(gctx); return nil })
 	g.Go(func() error { pub.Run(gctx); return nil })
 	g.Go(func() error {
 		watchSecrets(gctx, rdb, k, cfg, secret, tsec, px, log.With().Str("component", "secrets").Logger())
@@ -159,8 +161,8 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	g.Go(func() error { ledger.Run(gctx); return nil })
 	g.Go(func() error { health.Run(gctx); return nil })
 	if mgr != nil {
-		mgr.SetEnder(px)
 		g.Go(func() error { return mgr.Run(gctx) })
+		g.Go(func() error { media.ServeEnds(gctx, mgr.EndRequests(), px); return nil })
 	}
 	if cfg.Admin != "" {
 		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
@@ -180,7 +182,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		g.Go(func() error { return adminSrv.Serve(gctx) })
 	}
 	lc := &lifecycle{cfg: cfg, log: log.With().Str("component", "lifecycle").Logger(), admit: a, state: state,
-		dialogs: px.ActiveDialogs, trusted: func(n []netip.Prefix) { trust.set(newTrust(watcher, n)) },
+		dialogs: px.ActiveDialogs, trusted: trust.setNetworks,
 		beat: func() { _ = pub.Beat(gctx) }}
 	if mgr != nil {
 		lc.media = mgr
@@ -257,28 +259,6 @@ func routeSecret(ctx context.Context, rdb redis.UniversalClient, k keys.Keys, co
 	return s, nil
 }
 
-// lateAdmitter lets the proxy be built (it owns the prober the ring watcher
-// needs) before the admitter that needs the watcher exists.
-type lateAdmitter struct{ a *admission.Admitter }
-
-func (l *lateAdmitter) set(a *admission.Admitter) { l.a = a }
-
-func (l *lateAdmitter) Admit(ctx context.Context, r admission.Request) admission.Verdict {
-	return l.a.Admit(ctx, r)
-}
-
-func (l *lateAdmitter) DialogStarted(ctx context.Context, confID, node, callID string) {
-	l.a.DialogStarted(ctx, confID, node, callID)
-}
-
-func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, callID string) {
-	l.a.DialogEnded(ctx, confID, node, instance, callID)
-}
-
-func (l *lateAdmitter) DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string) {
-	l.a.DialogEndedElsewhere(ctx, owner, confID, node, callID, key)
-}
-
 // limitOptions are the proxy's flood limits from the config.
 func limitOptions(cfg config.Config) proxy.LimitOptions {
 	return proxy.LimitOptions{
@@ -290,13 +270,7 @@ func limitOptions(cfg config.Config) proxy.LimitOptions {
 }
 
 // The proxy fails new calls over only through an Admitter that can.
-var _ proxy.Failoverer = (*lateAdmitter)(nil)
-
-func (l *lateAdmitter) Failover(ctx context.Context, r admission.Request, failed string, tried []string) admission.Verdict {
-	return l.a.Failover(ctx, r, failed, tried)
-}
-
-func (l *lateAdmitter) Healthy(node string) bool { return l.a.Healthy(node) }
+var _ proxy.Failoverer = (*admission.Admitter)(nil)
 
 // stateDefaults are the sipedge:settings defaults admission takes from the
 // config (at start and on SIGHUP).
