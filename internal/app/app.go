@@ -55,7 +55,13 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	redis.SetLogger(logging.RedisLogger{Log: log})
 	rdb := redis.NewUniversalClient(redisOptions(redisAddr, cfg.RedisTimeout))
 	defer rdb.Close()
-	if err := waitForRedis(ctx, rdb, redisAddr, cfg.StartupRetry, log); err != nil {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
+	if err != nil {
+		return err
+	}
+	if err := health.WaitUp(ctx, redisAddr, cfg.StartupRetry); err != nil {
 		return err
 	}
 	k := keys.New(cfg.Prefix)
@@ -68,9 +74,6 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if err != nil {
 		return err
 	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// Each part is built after the parts it takes: media (the proxy uses
 	// it; it asks for calls to be ended through EndRequests), the proxy's
@@ -134,10 +137,6 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	sip.SetDefaultLogger(px.SlogLogger())
 	drains := ring.NewDrainEnforcer(watcher, drainPolicy{state}, endNodeCalls(px), ring.DrainOptions{},
 		log.With().Str("component", "drain").Logger())
-	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
-	if err != nil {
-		return err
-	}
 
 	pub := instance.NewPublisher(rdb, k, instance.Info{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server, Addr: px.Addr()},
 		time.Second, func() instance.State {
@@ -208,32 +207,6 @@ func ready(v admission.InstanceVerdict) error {
 		return fmt.Errorf("deserviced by profile %s", strings.Join(v.Profiles, ","))
 	}
 	return nil
-}
-
-// waitForRedis retries PING for up to budget, then fails with a message an
-// operator can act on, instead of hanging.
-func waitForRedis(ctx context.Context, rdb redis.UniversalClient, addr string, budget time.Duration, log zerolog.Logger) error {
-	deadline := time.Now().Add(budget)
-	for attempt := 1; ; attempt++ {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := rdb.Ping(pctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis at %s unreachable after %d attempts over %s: %w", addr, attempt, budget, err)
-		}
-		log.Warn().Err(err).Str("redis", addr).Int("attempt", attempt).Msg("redis not reachable yet, retrying")
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }
 
 // routeSecret returns the configured secret, or the one every instance
