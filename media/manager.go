@@ -109,7 +109,7 @@ type Manager struct {
 	// background writes derive from it; Run cancels it when it returns.
 	life    context.Context
 	endLife context.CancelFunc
-	bg      sync.WaitGroup // participants leaving (Ended); Run waits for them
+	bg      sync.WaitGroup // participants leaving (leaveLater); Run waits for them
 	stopped bool           // Run returned: no background write starts (mu)
 }
 
@@ -282,14 +282,15 @@ func (mg *Manager) Ended(callID string) {
 	joined, conf := s.joined, s.confID
 	s.mu.Unlock()
 	if joined {
-		mg.background(func(ctx context.Context) { mg.leave(ctx, s, conf) })
+		mg.leaveLater(s, conf)
 	}
 }
 
-// background runs f off the caller's path, bounded by leaveTimeout; Run
-// waits for it before returning. Once Run returned, f is not run: the
-// record it would write goes stale and is ignored (recordStale).
-func (mg *Manager) background(f func(ctx context.Context)) {
+// leaveLater removes the participant of s from conf off the caller's
+// path, bounded by leaveTimeout; Run waits for it before returning. Once
+// Run returned, nothing is started: the record goes stale and is ignored
+// (recordStale).
+func (mg *Manager) leaveLater(s *session, conf string) {
 	mg.mu.Lock()
 	if mg.stopped {
 		mg.mu.Unlock()
@@ -297,12 +298,14 @@ func (mg *Manager) background(f func(ctx context.Context)) {
 	}
 	mg.bg.Add(1)
 	mg.mu.Unlock()
-	go func() {
-		defer mg.bg.Done()
-		ctx, cancel := context.WithTimeout(mg.life, leaveTimeout)
-		defer cancel()
-		f(ctx)
-	}()
+	go mg.leaveBounded(s, conf)
+}
+
+func (mg *Manager) leaveBounded(s *session, conf string) {
+	defer mg.bg.Done()
+	ctx, cancel := context.WithTimeout(mg.life, leaveTimeout)
+	defer cancel()
+	mg.leave(ctx, s, conf)
 }
 
 // stop ends the manager's lifetime (Run does it when it returns): every
