@@ -26,3 +26,10 @@ func (e *Endpoint) Proxy(admit Admitter, trust TrustFunc) *Proxy {
 	p.admit, p.opts.Trust = admit, trust
 	return p
 }
+
+// Close closes the listeners and the user agent of an endpoint whose proxy
+// never served (a part built after it failed); Serve closes them itself.
+func (e *Endpoint) Close() {
+	e.p.closeListeners()
+	_ = e.p.ua.Close()
+}

@@ -97,6 +97,12 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if err != nil {
 		return err
 	}
+	serving := false
+	defer func() {
+		if !serving { // a later part failed: free the SIP ports
+			ep.Close()
+		}
+	}()
 	state, err := admission.NewStateWatcher(rdb, k, stateDefaults(cfg), cfg.ResyncInterval, log.With().Str("component", "state").Logger(), reg)
 	if err != nil {
 		return err
@@ -147,7 +153,28 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 			return instance.State{Name: admission.InstanceState(v, d), Dialogs: d, Deserviced: v.Deserviced, HeldBack: v.HeldBack}
 		}, log)
 
+	// Every listener is bound before any part runs: a failure here
+	// leaves nothing running.
+	var adminSrv *admin.Server
+	if cfg.Admin != "" {
+		adminSrv, err = admin.Listen(cfg.Admin, admin.Sources{
+			Gatherer: reg,
+			Ready: func() error {
+				if err := health.Ready(); err != nil {
+					return err
+				}
+				return ready(a.Instance())
+			},
+			Status: func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
+		}, log)
+		if err != nil {
+			return err
+		}
+		log.Info().Str("admin", adminSrv.Addr()).Msg("admin HTTP listening (/metrics /healthz /readyz /api/status)")
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
+	serving = true // Serve closes the endpoint when it returns
 	g.Go(func() error { return px.Serve(gctx) })
 	g.Go(func() error { return watcher.Run(gctx) })
 	g.Go(func() error { return state.Run(gctx) })
@@ -163,21 +190,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		g.Go(func() error { return mgr.Run(gctx) })
 		g.Go(func() error { media.ServeEnds(gctx, mgr.EndRequests(), px); return nil })
 	}
-	if cfg.Admin != "" {
-		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
-			Gatherer: reg,
-			Ready: func() error {
-				if err := health.Ready(); err != nil {
-					return err
-				}
-				return ready(a.Instance())
-			},
-			Status: func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
-		}, log)
-		if err != nil {
-			return err
-		}
-		log.Info().Str("admin", adminSrv.Addr()).Msg("admin HTTP listening (/metrics /healthz /readyz /api/status)")
+	if adminSrv != nil {
 		g.Go(func() error { return adminSrv.Serve(gctx) })
 	}
 	lc := &lifecycle{cfg: cfg, log: log.With().Str("component", "lifecycle").Logger(), admit: a, state: state,

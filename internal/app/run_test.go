@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,5 +56,46 @@ func TestRun_NoGoroutineOutlivesIt(t *testing.T) {
 				goleak.IgnoreAnyFunction("github.com/alicebob/miniredis/v2/server.(*Server).servePeer"),
 				goleak.IgnoreAnyFunction("github.com/alicebob/miniredis/v2/server.readArray"))
 		})
+	}
+}
+
+// A part that fails after the SIP endpoint was bound (here the admin
+// address is taken) makes Run return its error with nothing left running
+// and the SIP port free again.
+func TestRun_FailedStartLeavesNothingRunning(t *testing.T) {
+	mr := miniredis.RunT(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sipAddr := probe.LocalAddr().String()
+	probe.Close()
+	before := goleak.IgnoreCurrent()
+	cfg := config.Default()
+	cfg.Name, cfg.Server, cfg.Redis = "fail-1", "fail-1", mr.Addr()
+	cfg.Listen, cfg.Admin, cfg.MediaPorts = sipAddr, busy.Addr().String(), ""
+	err = Run(context.Background(), cfg, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) {
+		t.Fatalf("Run = %v, want the admin listen error", err)
+	}
+	goleak.VerifyNone(t, before,
+		goleak.IgnoreAnyFunction("github.com/alicebob/miniredis/v2/server.(*Server).servePeer"),
+		goleak.IgnoreAnyFunction("github.com/alicebob/miniredis/v2/server.readArray"))
+	for _, network := range []string{"udp", "tcp"} {
+		var c interface{ Close() error }
+		if network == "udp" {
+			c, err = net.ListenPacket(network, sipAddr)
+		} else {
+			c, err = net.Listen(network, sipAddr)
+		}
+		if err != nil {
+			t.Fatalf("SIP %s port %s still held after Run failed: %v", network, sipAddr, err)
+		}
+		c.Close()
 	}
 }
