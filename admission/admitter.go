@@ -141,17 +141,17 @@ func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
 	return v
 }
 
-// DialogStarted records a dialog established here on node: its share of
-// the counts is rewritten from the dialog set (the Ledger).
-func (a *Admitter) DialogStarted(_ context.Context, confID, node, _ string) {
-	if a.opts.Ledger != nil {
-		a.opts.Ledger.Touch(confID, node)
-	}
-}
+// DialogStarted records a dialog of conference confID established here
+// on node: the counts of both are rewritten from the dialog set (the
+// Ledger, asynchronously).
+func (a *Admitter) DialogStarted(confID, node string) { a.touch(confID, node) }
 
 // DialogEnded records the end of a dialog this instance set up and has
-// already removed from its dialog set.
-func (a *Admitter) DialogEnded(_ context.Context, confID, node, _, _ string) {
+// already removed from its dialog set: as DialogStarted, the counts of its
+// conference and node are rewritten from the dialog set.
+func (a *Admitter) DialogEnded(confID, node string) { a.touch(confID, node) }
+
+func (a *Admitter) touch(confID, node string) {
 	if a.opts.Ledger != nil {
 		a.opts.Ledger.Touch(confID, node)
 	}

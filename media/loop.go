@@ -8,18 +8,19 @@ import (
 )
 
 // Run checks presence, media timeouts and conference timers until ctx
-// ends, then frees every relay port.
+// ends, then frees every relay port and waits for the goroutines it owns
+// (the events listener, the background writes). Call it once.
 func (mg *Manager) Run(ctx context.Context) error {
-	go mg.listen(ctx)
+	listening := make(chan struct{})
+	go func() { defer close(listening); mg.listen(ctx) }()
+	defer func() { <-listening }()
+	defer mg.stop()
 	t := time.NewTicker(mg.opts.Tick)
 	defer t.Stop()
 	var lastFull time.Time
 	for {
 		select {
 		case <-ctx.Done():
-			for _, s := range mg.snapshot() {
-				s.close()
-			}
 			return nil
 		case conf := <-mg.wake:
 			mg.evaluate(ctx, conf, mg.opts.Clock())

@@ -24,6 +24,52 @@ type Ender interface {
 	EndCalls(ctx context.Context, match func(callID, confID string) bool, reason string) int
 }
 
+// EndRequest is the manager asking for the calls that match to be ended
+// with reason (a conference ended, a participant went silent). The proxy
+// uses the manager and ends calls for it, so the manager hands its
+// requests over (EndRequests) instead of holding the proxy: ServeEnds
+// answers them.
+type EndRequest struct {
+	Match  func(callID, confID string) bool
+	Reason string
+	ended  chan int // how many were ended; buffered
+}
+
+// EndRequests are the manager's requests to end calls, asked from its
+// Run loop, which waits for each answer. Serve them with ServeEnds.
+func (mg *Manager) EndRequests() <-chan EndRequest { return mg.ends }
+
+// ServeEnds ends the calls reqs asks for through e until ctx is done.
+func ServeEnds(ctx context.Context, reqs <-chan EndRequest, e Ender) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-reqs:
+			r.ended <- e.EndCalls(ctx, r.Match, r.Reason)
+		}
+	}
+}
+
+// endQueue is the manager's Ender: it asks through EndRequests and waits
+// for the answer (0 when ctx ends first).
+type endQueue chan EndRequest
+
+func (q endQueue) EndCalls(ctx context.Context, match func(callID, confID string) bool, reason string) int {
+	r := EndRequest{Match: match, Reason: reason, ended: make(chan int, 1)}
+	select {
+	case q <- r:
+	case <-ctx.Done():
+		return 0
+	}
+	select {
+	case n := <-r.ended:
+		return n
+	case <-ctx.Done():
+		return 0
+	}
+}
+
 // Options configures a Manager.
 type Options struct {
 	Pool     *relay.Pool
@@ -52,7 +98,8 @@ type Manager struct {
 	log     zerolog.Logger
 	m       *metrics
 	relayMC relay.Config
-	ender   Ender
+	ender   Ender           // asks through ends
+	ends    chan EndRequest // EndRequests
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -64,10 +111,20 @@ type Manager struct {
 	settings settingsCache
 	confs    confTracker
 	wake     chan string // conference ids to evaluate now
+
+	// life is the manager's lifetime: sessions (their relay streams) and
+	// background writes derive from it; Run cancels it when it returns.
+	life    context.Context
+	endLife context.CancelFunc
+	bg      sync.WaitGroup // participants leaving (leaveLater); Run waits for them
+	stopped bool           // Run returned: no background write starts (mu)
 }
 
-// New builds a Manager; Run starts its loop. SetEnder must be called
-// before Run.
+// leaveTimeout bounds a participant's removal from Redis after its call.
+const leaveTimeout = 5 * time.Second
+
+// New builds a Manager; Run starts its loop, ServeEnds answers its
+// requests to end calls.
 func New(opts Options) (*Manager, error) {
 	if opts.Pool == nil || opts.Redis == nil {
 		return nil, errors.New("media: manager needs a relay pool and a Redis client")
@@ -95,15 +152,14 @@ func New(opts Options) (*Manager, error) {
 		sessions: map[string]*session{},
 		ended:    recent.New(endedMemory),
 		wake:     make(chan string, 1024),
+		ends:     make(chan EndRequest),
 	}
+	mg.ender = endQueue(mg.ends)
+	mg.life, mg.endLife = context.WithCancel(context.Background())
 	mg.settings.current = opts.Defaults
 	mg.confs.deadlines = map[string]time.Time{}
 	return mg, nil
 }
-
-// SetEnder gives the manager the proxy that sends its BYEs (the proxy is
-// built after the manager, which it uses).
-func (mg *Manager) SetEnder(e Ender) { mg.ender = e }
 
 // Open starts the session of a new call; endpointIsCaller is false for
 // calls a media node places into its conference (the callee is then the
@@ -125,7 +181,7 @@ func (mg *Manager) sessionLocked(callID, confID string, endpointIsCaller bool) (
 	if s, ok := mg.sessions[callID]; ok {
 		return s, true
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(mg.life)
 	s = &session{callID: callID, ctx: ctx, cancel: cancel, confID: confID, endpointIsCaller: endpointIsCaller}
 	mg.sessions[callID] = s
 	mg.m.sessions.Set(float64(len(mg.sessions)))
@@ -233,8 +289,44 @@ func (mg *Manager) Ended(callID string) {
 	joined, conf := s.joined, s.confID
 	s.mu.Unlock()
 	if joined {
-		go mg.leave(context.Background(), s, conf)
+		mg.leaveLater(s, conf)
 	}
+}
+
+// leaveLater removes the participant of s from conf off the caller's
+// path, bounded by leaveTimeout; Run waits for it before returning. Once
+// Run returned, nothing is started: the record goes stale and is ignored
+// (recordStale).
+func (mg *Manager) leaveLater(s *session, conf string) {
+	mg.mu.Lock()
+	if mg.stopped {
+		mg.mu.Unlock()
+		return
+	}
+	mg.bg.Add(1)
+	mg.mu.Unlock()
+	go mg.leaveBounded(s, conf)
+}
+
+func (mg *Manager) leaveBounded(s *session, conf string) {
+	defer mg.bg.Done()
+	ctx, cancel := context.WithTimeout(mg.life, leaveTimeout)
+	defer cancel()
+	mg.leave(ctx, s, conf)
+}
+
+// stop ends the manager's lifetime (Run does it when it returns): every
+// session is closed and its ports freed, the background writes under way
+// are waited for, and none starts any more.
+func (mg *Manager) stop() {
+	mg.mu.Lock()
+	mg.stopped = true
+	mg.mu.Unlock()
+	for _, s := range mg.snapshot() {
+		s.close()
+	}
+	mg.bg.Wait()
+	mg.endLife()
 }
 
 // endedMemory is how long an ended Call-ID is remembered: far longer than

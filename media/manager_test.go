@@ -866,7 +866,10 @@ func (e *env) instance(name string, opts ...option) *instance {
 		e.tb.Fatal(err)
 	}
 	in := &instance{e: e, mg: mg, logs: logs, ender: &fakeEnder{mg: mg, clock: e.clock, held: map[string]string{}}}
-	mg.SetEnder(in.ender)
+	ectx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { defer close(served); ServeEnds(ectx, mg.EndRequests(), in.ender) }()
+	e.tb.Cleanup(func() { cancel(); <-served })
 	e.tb.Cleanup(func() {
 		for _, s := range mg.snapshot() {
 			s.close()

@@ -46,7 +46,7 @@ func (p *Proxy) EndNoted(keys []string) int {
 		p.metrics.dialogsEnded.WithLabelValues("elsewhere").Inc()
 		p.log.Debug().Str("call_id", dl.callID).Str("conf_id", dl.confID).Str("node", dl.node).
 			Msg("dialog ended through another instance")
-		p.admit.DialogEnded(context.Background(), dl.confID, dl.node, p.opts.Instance, dl.callID)
+		p.admit.DialogEnded(dl.confID, dl.node)
 	}
 	if n > 0 {
 		p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
@@ -80,7 +80,7 @@ func (p *Proxy) endOfDialog(in *sip.Request, info fwdInfo, code int) {
 		}
 		p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
 		p.metrics.dialogsEnded.WithLabelValues("bye").Inc()
-		p.admit.DialogEnded(context.Background(), dl.confID, dl.node, p.opts.Instance, id)
+		p.admit.DialogEnded(dl.confID, dl.node)
 		return
 	}
 	owner := info.instance

@@ -197,7 +197,7 @@ func (p *Proxy) dialogStarted(dl *dialog) {
 		return
 	}
 	p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
-	p.admit.DialogStarted(context.Background(), dl.confID, dl.node, dl.callID)
+	p.admit.DialogStarted(dl.confID, dl.node)
 }
 
 // cancelSender sends CANCEL downstream once both the upstream CANCEL and a

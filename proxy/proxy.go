@@ -31,8 +31,8 @@ type Admitter interface {
 	// DialogStarted and DialogEnded report a dialog set up here that was
 	// added to or removed from this instance's dialog set; they must not
 	// block (the counts are written asynchronously).
-	DialogStarted(ctx context.Context, confID, node, callID string)
-	DialogEnded(ctx context.Context, confID, node, instance, callID string)
+	DialogStarted(confID, node string)
+	DialogEnded(confID, node string)
 	// DialogEndedElsewhere reports the end of dialog key of conference
 	// confID on node, set up by instance owner.
 	DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string)
@@ -102,8 +102,19 @@ type Proxy struct {
 }
 
 // New binds the listeners (so a bad or busy address fails at start-up) and
-// prepares the SIP stack; Serve starts handling traffic.
+// prepares the SIP stack (NewEndpoint), then the proxy on it with admit and
+// opts.Trust; Serve starts handling traffic.
 func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Registerer) (*Proxy, error) {
+	e, err := NewEndpoint(opts, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	return e.Proxy(admit, opts.Trust), nil
+}
+
+// NewEndpoint binds the listeners and prepares the SIP stack, without the
+// admitter and trust check (endpoint.go); opts.Trust is not used.
+func NewEndpoint(opts Options, log zerolog.Logger, reg prometheus.Registerer) (*Endpoint, error) {
 	if opts.RouteSecret == "" {
 		return nil, errors.New("proxy: empty route secret")
 	}
@@ -111,7 +122,7 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{opts: opts, admit: admit, log: log, metrics: m, media: opts.Media}
+	p := &Proxy{opts: opts, log: log, metrics: m, media: opts.Media}
 	if err := p.initTrust(); err != nil {
 		return nil, err
 	}
@@ -152,7 +163,7 @@ func New(opts Options, admit Admitter, log zerolog.Logger, reg prometheus.Regist
 		sip.OPTIONS, sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH} {
 		p.srv.OnRequest(method, p.onRequest)
 	}
-	return p, nil
+	return &Endpoint{p: p}, nil
 }
 
 // listen binds UDP first and TCP on the same port, so "port 0" still gives

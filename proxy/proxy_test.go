@@ -42,10 +42,10 @@ func (f *fakeAdmitter) setNode(n ring.Node) {
 	f.node = n
 	f.mu.Unlock()
 }
-func (f *fakeAdmitter) DialogStarted(_ context.Context, confID, node, _ string) {
+func (f *fakeAdmitter) DialogStarted(confID, node string) {
 	f.record("start " + confID + " " + node)
 }
-func (f *fakeAdmitter) DialogEnded(_ context.Context, confID, node, _, _ string) {
+func (f *fakeAdmitter) DialogEnded(confID, node string) {
 	f.record("end " + confID + " " + node)
 }
 func (f *fakeAdmitter) DialogEndedElsewhere(_ context.Context, owner, _, _, _, key string) {

@@ -396,9 +396,9 @@ func startTortureProxy(t *testing.T, node *answeringNode) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr.SetEnder(px)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	go media.ServeEnds(ctx, mgr.EndRequests(), px)
 	go func() { _ = mgr.Run(ctx) }()
 	serve(t, px)
 

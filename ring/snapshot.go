@@ -66,8 +66,7 @@ func judge(n Node, probeUp, suspect bool, calls int, in *Inputs) NodeStatus {
 		if calls > 0 {
 			st.State = StateDraining
 		}
-		st.DrainExpired = calls > 0 && in.Policy.DrainTimeout > 0 && !n.DrainStarted.IsZero() &&
-			in.Now.Sub(n.DrainStarted) > in.Policy.DrainTimeout
+		st.DrainExpired = drainExpired(n, calls, in.Policy.DrainTimeout, in.Now)
 	}
 	switch {
 	// A node that never writes a heartbeat is judged by probes alone.

@@ -90,15 +90,24 @@ func writeJSON(w http.ResponseWriter, doc any, log zerolog.Logger) {
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Serve runs until ctx is done.
+// Serve runs until ctx is done, then shuts the server down (at most 2 s
+// for requests under way) and returns once that is over.
 func (s *Server) Serve(ctx context.Context) error {
+	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
-		<-ctx.Done()
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-stop: // Serve failed
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = s.srv.Shutdown(sctx)
 	}()
-	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := s.srv.Serve(s.ln)
+	close(stop)
+	<-stopped
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("admin: serve: %w", err)
 	}
 	return nil

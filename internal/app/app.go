@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -31,6 +30,7 @@ import (
 	"github.com/sipedge/sipedge/internal/redishealth"
 	"github.com/sipedge/sipedge/internal/version"
 	"github.com/sipedge/sipedge/internal/view"
+	"github.com/sipedge/sipedge/media"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -55,7 +55,13 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	redis.SetLogger(logging.RedisLogger{Log: log})
 	rdb := redis.NewUniversalClient(redisOptions(redisAddr, cfg.RedisTimeout))
 	defer rdb.Close()
-	if err := waitForRedis(ctx, rdb, redisAddr, cfg.StartupRetry, log); err != nil {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
+	if err != nil {
+		return err
+	}
+	if err := health.WaitUp(ctx, redisAddr, cfg.StartupRetry); err != nil {
 		return err
 	}
 	k := keys.New(cfg.Prefix)
@@ -69,29 +75,29 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	lat, err := redishealth.NewLatency(reg)
 	if err != nil {
 		return err
 	}
 	rdb.AddHook(lat) // before any other part shares the client
 
-	// One watcher, one subscription: the ring, admission and media read
-	// its snapshots of the Redis contract.
+	// Each part is built after the parts it takes: the contract watcher
+	// (one subscription; ring, admission and media read its snapshots),
+	// media (the proxy uses it; it asks for calls to be ended through
+	// EndRequests), the proxy's SIP endpoint (its prober for the ring
+	// watcher, its dialog set for the ledger), the ring watcher, trust,
+	// the ledger, the admitter, and last the proxy on the endpoint.
 	contractW, err := contract.NewWatcher(rdb, k, contract.Options{Every: cfg.ResyncInterval, Defaults: stateDefaults(cfg)},
 		log.With().Str("component", "state").Logger(), reg)
 	if err != nil {
 		return err
 	}
-	adm := &lateAdmitter{}
 	mgr, err := newMediaManager(cfg, rdb, k, contractW, log.With().Str("component", "media").Logger(), reg)
 	if err != nil {
 		return err
 	}
-	var trust lateTrust
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
-		UserAgent: "sipedge/" + version.Short(), UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name, Trust: trust.check,
+		UserAgent: "sipedge/" + version.Short(), UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name,
 		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout,
 		Wire: wireOptions(cfg)}
 	tsec.apply(&popts)
@@ -99,11 +105,16 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if mgr != nil {
 		popts.Media = mgr
 	}
-	px, err := proxy.New(popts, adm, log.With().Str("component", "proxy").Logger(), reg)
+	ep, err := proxy.NewEndpoint(popts, log.With().Str("component", "proxy").Logger(), reg)
 	if err != nil {
 		return err
 	}
-	sip.SetDefaultLogger(px.SlogLogger())
+	serving := false
+	defer func() {
+		if !serving { // a later part failed: free the SIP ports
+			ep.Close()
+		}
+	}()
 	if err := contractW.Start(ctx); err != nil {
 		return fmt.Errorf("load cluster state: %w", err)
 	}
@@ -113,18 +124,18 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		EmptyGrace: cfg.EmptyRingGrace,
 		Health: ring.HealthOptions{HeartbeatTimeout: cfg.HeartbeatTimeout, ProbeInterval: cfg.ProbeInterval,
 			ProbeTimeout: cfg.ProbeTimeout, DownAfter: cfg.ProbeDown, UpAfter: cfg.ProbeUp, SuspectHold: cfg.SuspectHold},
-	}, px.Pinger(), log.With().Str("component", "ring").Logger(), reg)
+	}, ep.Pinger(), log.With().Str("component", "ring").Logger(), reg)
 	if err != nil {
 		return err
 	}
 	networks, _ := config.TrustedPrefixes(cfg.TrustedNetworks) // validated with the config
-	trust.set(newTrust(watcher, networks))
+	trust := newTrust(watcher, networks)
 	if err := watcher.Start(ctx); err != nil {
 		return fmt.Errorf("load media nodes: %w", err)
 	}
 	ledger, err := admission.NewLedger(rdb, k, admission.LedgerOptions{Self: cfg.Name, Interval: time.Second,
 		LiveFor: cfg.HeartbeatTimeout, HeartbeatTimeout: cfg.HeartbeatTimeout, ConfTTL: cfg.ConfTTL, RedisTimeout: cfg.RedisTimeout,
-	}, px, log.With().Str("component", "counts").Logger(), reg)
+	}, ep.Dialogs(), log.With().Str("component", "counts").Logger(), reg)
 	if err != nil {
 		return err
 	}
@@ -136,11 +147,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if err != nil {
 		return err
 	}
-	adm.set(a)
-	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
-	if err != nil {
-		return err
-	}
+	px := ep.Proxy(a, trust.check)
+	sip.SetDefaultLogger(px.SlogLogger())
+	drains := ring.NewDrainEnforcer(watcher, drainPolicy{state}, endNodeCalls(px), ring.DrainOptions{},
+		log.With().Str("component", "drain").Logger())
 
 	pub := instance.NewPublisher(rdb, k, instance.Info{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server, Addr: px.Addr()},
 		time.Second, func() instance.State {
@@ -151,30 +161,14 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 			return instance.State{Name: admission.InstanceState(v, d), Dialogs: d, Deserviced: v.Deserviced, HeldBack: v.HeldBack}
 		}, log)
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return px.Serve(gctx) })
-	g.Go(func() error { return watcher.Run(gctx) })
-	g.Go(func() error { return contractW.Run(gctx) })
-	g.Go(func() error {
-		enforceDrains(gctx, time.Second, watcher, state, px, log.With().Str("component", "drain").Logger())
-		return nil
-	})
-	g.Go(func() error { pub.Run(gctx); return nil })
 	views := view.NewPublisher(rdb, k, cfg.Name, time.Second,
 		viewOf(cfg.Name, watcher, contractW, reg, &view.Window{}, &view.Window{}), log.With().Str("component", "view").Logger())
-	g.Go(func() error { views.Run(gctx); return nil })
-	g.Go(func() error {
-		watchSecrets(gctx, rdb, k, cfg, secret, tsec, px, log.With().Str("component", "secrets").Logger())
-		return nil
-	})
-	g.Go(func() error { ledger.Run(gctx); return nil })
-	g.Go(func() error { health.Run(gctx); return nil })
-	if mgr != nil {
-		mgr.SetEnder(px)
-		g.Go(func() error { return mgr.Run(gctx) })
-	}
+
+	// Every listener is bound before any part runs: a failure here
+	// leaves nothing running.
+	var adminSrv *admin.Server
 	if cfg.Admin != "" {
-		adminSrv, err := admin.Listen(cfg.Admin, admin.Sources{
+		adminSrv, err = admin.Listen(cfg.Admin, admin.Sources{
 			Gatherer: reg,
 			Ready: func() error {
 				if err := health.Ready(); err != nil {
@@ -192,10 +186,31 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 			return err
 		}
 		log.Info().Str("admin", adminSrv.Addr()).Msg("admin HTTP listening (/metrics /healthz /readyz /api/status)")
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	serving = true // Serve closes the endpoint when it returns
+	g.Go(func() error { return px.Serve(gctx) })
+	g.Go(func() error { return watcher.Run(gctx) })
+	g.Go(func() error { return contractW.Run(gctx) })
+	g.Go(func() error { drains.Run(gctx); return nil })
+	g.Go(func() error { pub.Run(gctx); return nil })
+	g.Go(func() error { views.Run(gctx); return nil })
+	g.Go(func() error {
+		watchSecrets(gctx, rdb, k, cfg, secret, tsec, px, log.With().Str("component", "secrets").Logger())
+		return nil
+	})
+	g.Go(func() error { ledger.Run(gctx); return nil })
+	g.Go(func() error { health.Run(gctx); return nil })
+	if mgr != nil {
+		g.Go(func() error { return mgr.Run(gctx) })
+		g.Go(func() error { media.ServeEnds(gctx, mgr.EndRequests(), px); return nil })
+	}
+	if adminSrv != nil {
 		g.Go(func() error { return adminSrv.Serve(gctx) })
 	}
 	lc := &lifecycle{cfg: cfg, log: log.With().Str("component", "lifecycle").Logger(), admit: a, state: state,
-		dialogs: px.ActiveDialogs, trusted: func(n []netip.Prefix) { trust.set(newTrust(watcher, n)) },
+		dialogs: px.ActiveDialogs, trusted: trust.setNetworks,
 		beat: func() { _ = pub.Beat(gctx) }}
 	if mgr != nil {
 		lc.media = mgr
@@ -223,32 +238,6 @@ func ready(v admission.InstanceVerdict) error {
 	return nil
 }
 
-// waitForRedis retries PING for up to budget, then fails with a message an
-// operator can act on, instead of hanging.
-func waitForRedis(ctx context.Context, rdb redis.UniversalClient, addr string, budget time.Duration, log zerolog.Logger) error {
-	deadline := time.Now().Add(budget)
-	for attempt := 1; ; attempt++ {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := rdb.Ping(pctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis at %s unreachable after %d attempts over %s: %w", addr, attempt, budget, err)
-		}
-		log.Warn().Err(err).Str("redis", addr).Int("attempt", attempt).Msg("redis not reachable yet, retrying")
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
 // routeSecret returns the configured secret, or the one every instance
 // shares through Redis (created by the first instance that starts).
 func routeSecret(ctx context.Context, rdb redis.UniversalClient, k keys.Keys, configured string) (string, error) {
@@ -272,28 +261,6 @@ func routeSecret(ctx context.Context, rdb redis.UniversalClient, k keys.Keys, co
 	return s, nil
 }
 
-// lateAdmitter lets the proxy be built (it owns the prober the ring watcher
-// needs) before the admitter that needs the watcher exists.
-type lateAdmitter struct{ a *admission.Admitter }
-
-func (l *lateAdmitter) set(a *admission.Admitter) { l.a = a }
-
-func (l *lateAdmitter) Admit(ctx context.Context, r admission.Request) admission.Verdict {
-	return l.a.Admit(ctx, r)
-}
-
-func (l *lateAdmitter) DialogStarted(ctx context.Context, confID, node, callID string) {
-	l.a.DialogStarted(ctx, confID, node, callID)
-}
-
-func (l *lateAdmitter) DialogEnded(ctx context.Context, confID, node, instance, callID string) {
-	l.a.DialogEnded(ctx, confID, node, instance, callID)
-}
-
-func (l *lateAdmitter) DialogEndedElsewhere(ctx context.Context, owner, confID, node, callID, key string) {
-	l.a.DialogEndedElsewhere(ctx, owner, confID, node, callID, key)
-}
-
 // limitOptions are the proxy's flood limits from the config.
 func limitOptions(cfg config.Config) proxy.LimitOptions {
 	return proxy.LimitOptions{
@@ -305,13 +272,7 @@ func limitOptions(cfg config.Config) proxy.LimitOptions {
 }
 
 // The proxy fails new calls over only through an Admitter that can.
-var _ proxy.Failoverer = (*lateAdmitter)(nil)
-
-func (l *lateAdmitter) Failover(ctx context.Context, r admission.Request, failed string, tried []string) admission.Verdict {
-	return l.a.Failover(ctx, r, failed, tried)
-}
-
-func (l *lateAdmitter) Healthy(node string) bool { return l.a.Healthy(node) }
+var _ proxy.Failoverer = (*admission.Admitter)(nil)
 
 // stateDefaults are the sipedge:settings defaults the contract watcher
 // takes from the config (at start and on SIGHUP): admission's and media's.

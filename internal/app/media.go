@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -16,7 +15,6 @@ import (
 	"github.com/sipedge/sipedge/media"
 	"github.com/sipedge/sipedge/media/policy"
 	"github.com/sipedge/sipedge/media/relay"
-	"github.com/sipedge/sipedge/proxy"
 )
 
 // newMediaManager builds the RTP anchor from the config; nil when
@@ -71,21 +69,6 @@ func mediaAddrs(cfg config.Config) (bind, adv netip.Addr) {
 		}
 	}
 	return bind, adv
-}
-
-// lateTrust lets the proxy be built before the ring watcher its trust
-// check reads; until then nobody is trusted.
-type lateTrust struct {
-	fn atomic.Pointer[proxy.TrustFunc]
-}
-
-func (l *lateTrust) set(f proxy.TrustFunc) { l.fn.Store(&f) }
-
-func (l *lateTrust) check(src netip.AddrPort) (string, bool) {
-	if f := l.fn.Load(); f != nil {
-		return (*f)(src)
-	}
-	return "", false
 }
 
 // mediaDefaults are the sipedge:settings defaults of the media rules taken

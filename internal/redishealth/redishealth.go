@@ -130,3 +130,39 @@ func (mon *Monitor) staleness() float64 {
 	defer mon.mu.Unlock()
 	return mon.opts.Now().Sub(mon.lastOK).Seconds()
 }
+
+// startupProbeTimeout bounds one probe of WaitUp: a first connection may
+// take longer than redis_timeout.
+const startupProbeTimeout = time.Second
+
+// WaitUp probes Redis every Interval until it answers, for at most budget,
+// then fails with a message an operator can act on instead of hanging
+// (sipedge's start-up). addr names Redis in the logs and the error.
+func (mon *Monitor) WaitUp(ctx context.Context, addr string, budget time.Duration) error {
+	deadline := mon.opts.Now().Add(budget)
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	<-retry.C
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, max(mon.opts.Timeout, startupProbeTimeout))
+		err := mon.rdb.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			mon.Observe(nil)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if mon.opts.Now().After(deadline) {
+			return fmt.Errorf("redis at %s unreachable after %d attempts over %s: %w", addr, attempt, budget, err)
+		}
+		mon.log.Warn().Err(err).Str("redis", addr).Int("attempt", attempt).Msg("redis not reachable yet, retrying")
+		retry.Reset(mon.opts.Interval)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-retry.C:
+		}
+	}
+}
