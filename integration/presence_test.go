@@ -1,0 +1,85 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// Issue 9, item 3: presence that scales. A present participant's record in
+// sipedge:participants:<conf> is not rewritten while its state holds, yet
+// `sipedgectl conf show` shows its packet counters advancing (the
+// instance's per-second media_stats hash); RTP stopping is a state change
+// and is written (present=false).
+func TestPresence_RecordWrittenOnStateChangeOnly_CountersAdvance(t *testing.T) {
+	m := newMediaEnv(t, []string{"media_timeout", "60", "guests_only_timeout", "3600"}, nil, "--presence-timeout", "1s")
+	u := m.join("alice", "pr-1")
+	m.waitParticipants("pr-1", 1, func(p map[string]map[string]any) string {
+		if p[u.callID]["present"] != true {
+			return fmt.Sprintf("not present yet: %v", p)
+		}
+		return ""
+	})
+	ctx := context.Background()
+	key := "sipedge:participants:pr-1"
+	first, err := m.rdb.HGet(ctx, key, u.callID).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type showDoc struct {
+		Participants []struct {
+			CallID        string `json:"call_id"`
+			Present       bool   `json:"present"`
+			Packets       uint64 `json:"packets"`
+			CountersAgeMs *int64 `json:"counters_age_ms"`
+		} `json:"participants"`
+	}
+	packets := func() uint64 {
+		t.Helper()
+		var doc showDoc
+		m.ctlJSON(&doc, "conf", "show", "pr-1")
+		if len(doc.Participants) != 1 || doc.Participants[0].CallID != u.callID {
+			t.Fatalf("conf show participants %+v, want %s", doc.Participants, u.callID)
+		}
+		p := doc.Participants[0]
+		if p.CountersAgeMs == nil || *p.CountersAgeMs > 3000 {
+			t.Fatalf("conf show: counters_age_ms %v, want the per-second counters", p.CountersAgeMs)
+		}
+		return p.Packets
+	}
+	before := packets()
+	sentBefore := u.sent.Load()
+	for range 3 {
+		time.Sleep(time.Second)
+		if got, _ := m.rdb.HGet(ctx, key, u.callID).Result(); got != first {
+			t.Fatalf("record rewritten while the participant stayed present:\nwas %s\nnow %s", first, got)
+		}
+	}
+	after := packets()
+	if u.sent.Load() <= sentBefore+50 {
+		t.Fatalf("the endpoint sent %d packets in 3 s: RTP did not flow", u.sent.Load()-sentBefore)
+	}
+	if after <= before+50 {
+		t.Errorf("conf show packets %d after 3 s of RTP, %d before; want them advancing", after, before)
+	}
+
+	u.sending.Store(false)
+	eventually(t, 5*time.Second, "present=false written", func() string {
+		p := m.participants("pr-1")[u.callID]
+		if p["present"] != false {
+			return fmt.Sprintf("record %v", p)
+		}
+		return ""
+	})
+	if err := u.hangup(); err != nil {
+		t.Fatal(err)
+	}
+	m.waitParticipants("pr-1", 0, nil)
+	for _, k := range []string{"sipedge:participant_counts:pr-1", "sipedge:participant_shares:pr-1"} {
+		if n, _ := m.rdb.Exists(ctx, k).Result(); n != 0 {
+			t.Errorf("%s left behind after the last participant left", k)
+		}
+	}
+}
