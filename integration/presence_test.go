@@ -83,3 +83,44 @@ func TestPresence_RecordWrittenOnStateChangeOnly_CountersAdvance(t *testing.T) {
 		}
 	}
 }
+
+// Liveness of another instance's participants comes from its heartbeat,
+// not from records rewritten every second: a Host anchored by A keeps the
+// conference alive for a Guest on B while A lives; once A is killed and
+// its heartbeat goes stale (heartbeat_timeout 3 s), B ends the Guest by
+// guests_only.
+func TestPresence_DeadInstancesParticipantsIgnored(t *testing.T) {
+	e := newEnv(t)
+	e.writeSettings("guests_only_timeout", "2", "media_timeout", "60")
+	a := e.startSipedge("A", "--media-ports", mediaPorts(t))
+	b := e.startSipedge("B", "--media-ports", mediaPorts(t))
+	_, _ = e.startConfnode("cn1", "--proxy", b.sipAddr())
+	a.waitRing(t, 5*time.Second, "cn1")
+	b.waitRing(t, 5*time.Second, "cn1")
+	m := &mediaEnv{env: e, se: b}
+	const conf = "pr-2"
+	e.writeHash("sipedge:confcfg:"+conf, "hosts", "host@127.0.0.1")
+	host := newRTPUA(t, "host")
+	if err := host.dial(a.sipAddr(), conf); err != nil {
+		t.Fatal(err)
+	}
+	guest := newRTPUA(t, "guest")
+	if err := guest.dial(b.sipAddr(), conf); err != nil {
+		t.Fatal(err)
+	}
+	m.waitParticipants(conf, 2, func(p map[string]map[string]any) string {
+		if p[host.callID]["instance"] != "A" || p[host.callID]["present"] != true || p[guest.callID]["instance"] != "B" {
+			return fmt.Sprintf("records %v", p)
+		}
+		return ""
+	})
+	if err := guest.noBye(3 * time.Second); err != nil { // A's present Host keeps it alive
+		t.Fatal(err)
+	}
+	a.proc.kill()
+	killed := time.Now()
+	requireBye(t, guest, "guests_only", 12*time.Second)
+	if el := time.Since(killed); el < 3*time.Second {
+		t.Errorf("guest ended %v after A died, before A's heartbeat went stale (3 s)", el)
+	}
+}
