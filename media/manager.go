@@ -36,13 +36,14 @@ type Options struct {
 	// Presence is how long an endpoint may be silent and still count as
 	// present (SPEC §5: a Host keeps a conference alive only while present).
 	Presence time.Duration
-	Tick     time.Duration // how often presence and timers are checked (default 200 ms)
+	Tick     time.Duration    // how often presence and timers are checked (default 200 ms)
+	Clock    func() time.Time // default time.Now
+	Log      zerolog.Logger
+	Reg      prometheus.Registerer
+
 	// HeartbeatTimeout: another instance's participants count while its
 	// heartbeat (sipedge:instance:<name>) is at most this old (default 5 s).
 	HeartbeatTimeout time.Duration
-	Clock            func() time.Time // default time.Now
-	Log              zerolog.Logger
-	Reg              prometheus.Registerer
 }
 
 // Manager anchors the media of calls and runs the conference rules.
