@@ -58,6 +58,9 @@ func TestPresence_RecordWrittenOnStateChangeOnly_CountersAdvance(t *testing.T) {
 		}
 	}
 	after := packets()
+	if got := m.se.metric(t, "sipedge_media_participant_writes_total", map[string]string{"op": "write"}); got != 1 {
+		t.Errorf("sipedge_media_participant_writes_total{op=write} = %v while present for 3 s, want 1 (the join)", got)
+	}
 	if u.sent.Load() <= sentBefore+50 {
 		t.Fatalf("the endpoint sent %d packets in 3 s: RTP did not flow", u.sent.Load()-sentBefore)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sipedge/sipedge/internal/records"
@@ -152,6 +153,9 @@ func TestPresence_RecordWrittenOnStateChangeOnly(t *testing.T) {
 		}
 		lastPackets = st.Packets
 	}
+	if n := testutil.ToFloat64(in.mg.m.writes.WithLabelValues("write")); n != 1 {
+		t.Errorf("sipedge_media_participant_writes_total{op=write} = %v after 4 s present, want 1 (the join)", n)
+	}
 	if ttl := e.mr.TTL(e.k.MediaStats("A")); ttl <= 0 || ttl > statsTTL {
 		t.Errorf("media_stats TTL = %v, want up to %v", ttl, statsTTL)
 	}
@@ -163,8 +167,15 @@ func TestPresence_RecordWrittenOnStateChangeOnly(t *testing.T) {
 		t.Errorf("record after silence: present %v updated_ms %d, want false and %d", r.Present, r.UpdatedMs, e.clock.Now().UnixMilli())
 	}
 
+	if n := testutil.ToFloat64(in.mg.m.writes.WithLabelValues("write")); n != 2 {
+		t.Errorf("sipedge_media_participant_writes_total{op=write} = %v after the absence, want 2", n)
+	}
+
 	in.hangUp(t, c)
 	in.tick(true)
+	if n := testutil.ToFloat64(in.mg.m.writes.WithLabelValues("remove")); n != 1 {
+		t.Errorf("sipedge_media_participant_writes_total{op=remove} = %v, want 1", n)
+	}
 	if e.mr.Exists(e.k.MediaStats("A")) && e.mr.HGet(e.k.MediaStats("A"), "call-1") != "" {
 		t.Error("media_stats still has the ended call")
 	}

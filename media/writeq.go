@@ -269,9 +269,11 @@ func (mg *Manager) flush(ctx context.Context, now time.Time, stats bool, entries
 			continue
 		}
 		if b.op.kind == opWrite {
+			mg.m.writes.WithLabelValues("write").Inc()
 			touched = append(touched, b.op.conf)
 			continue
 		}
+		mg.m.writes.WithLabelValues("remove").Inc()
 		if mg.left(b.op, b.cmd) {
 			touched = append(touched, b.op.conf)
 		}
