@@ -36,18 +36,25 @@ func TestPresence_RecordWrittenOnStateChangeOnly_CountersAdvance(t *testing.T) {
 			CountersAgeMs *int64 `json:"counters_age_ms"`
 		} `json:"participants"`
 	}
+	// packets is conf show's packet count of u, once its per-second
+	// counters are there.
 	packets := func() uint64 {
 		t.Helper()
-		var doc showDoc
-		m.ctlJSON(&doc, "conf", "show", "pr-1")
-		if len(doc.Participants) != 1 || doc.Participants[0].CallID != u.callID {
-			t.Fatalf("conf show participants %+v, want %s", doc.Participants, u.callID)
-		}
-		p := doc.Participants[0]
-		if p.CountersAgeMs == nil || *p.CountersAgeMs > 3000 {
-			t.Fatalf("conf show: counters_age_ms %v, want the per-second counters", p.CountersAgeMs)
-		}
-		return p.Packets
+		var n uint64
+		eventually(t, 3*time.Second, "conf show has per-second counters", func() string {
+			var doc showDoc
+			m.ctlJSON(&doc, "conf", "show", "pr-1")
+			if len(doc.Participants) != 1 || doc.Participants[0].CallID != u.callID {
+				t.Fatalf("conf show participants %+v, want %s", doc.Participants, u.callID)
+			}
+			p := doc.Participants[0]
+			if p.CountersAgeMs == nil || *p.CountersAgeMs > 3000 {
+				return fmt.Sprintf("counters_age_ms %v", p.CountersAgeMs)
+			}
+			n = p.Packets
+			return ""
+		})
+		return n
 	}
 	before := packets()
 	sentBefore := u.sent.Load()
