@@ -2,7 +2,6 @@ package media
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,14 +26,9 @@ const (
 	fieldCounted      = "counted" // the instance that logged and counted the end
 )
 
-// recordTTL bounds how long a participants hash outlives lost BYEs.
+// recordTTL bounds how long a participants hash (and its counters) outlives
+// lost BYEs.
 const recordTTL = 24 * time.Hour
-
-// recordStale: another instance's record not refreshed for this long
-// belongs to an instance that died; the rules ignore it (liveness is a
-// timestamp, not a flag someone must remember to clear). Records are
-// rewritten every second.
-const recordStale = 10 * time.Second
 
 // setIfExists sets a hash field only when it is not set yet and the hash
 // still exists: a conference whose last dialog ended is never recreated.
@@ -62,58 +56,6 @@ func (s *session) record(instance string, now time.Time) record {
 		r.LastRTPMs = st.LastPacket.UnixMilli()
 	}
 	return r
-}
-
-func (mg *Manager) writeParticipant(ctx context.Context, s *session) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	s.mu.Lock()
-	conf, closed := s.confID, s.closed
-	s.mu.Unlock()
-	if closed {
-		return nil // left: writing now would bring back a ghost
-	}
-	b, err := json.Marshal(s.record(mg.opts.Instance, mg.opts.Clock()))
-	if err != nil {
-		return err
-	}
-	key := mg.opts.Keys.Participants(conf)
-	_, err = mg.opts.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, s.callID, b)
-		p.PExpire(ctx, key, recordTTL)
-		return nil
-	})
-	return err
-}
-
-// leave removes a participant. The instance that removes the last one of a
-// conference nobody ended by a rule counts it as ended "empty".
-func (mg *Manager) leave(ctx context.Context, s *session, conf string) {
-	s.wmu.Lock() // a write already under way lands first, then goes
-	defer s.wmu.Unlock()
-	callID := s.callID
-	key := mg.opts.Keys.Participants(conf)
-	var del *redis.IntCmd
-	var left *redis.IntCmd
-	var ended *redis.StringCmd
-	_, err := mg.opts.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		del = p.HDel(ctx, key, callID)
-		left = p.HLen(ctx, key)
-		ended = p.HGet(ctx, mg.opts.Keys.Conf(conf), fieldEnded)
-		return nil
-	})
-	if err != nil && err != redis.Nil {
-		mg.redisError("remove participant", err)
-		return
-	}
-	mg.log.Info().Str("call_id", callID).Str("conf_id", conf).Msg("participant left")
-	if del.Val() == 1 && left.Val() == 0 && ended.Val() == "" {
-		mg.m.ended.WithLabelValues(string(policy.RuleEmpty)).Inc()
-		mg.log.Info().Str("conf_id", conf).Str("rule", string(policy.RuleEmpty)).Str("call_id", callID).
-			Msg("conference ended")
-		return
-	}
-	mg.poke(conf)
 }
 
 // roleFromHosts reads the conference's hosts list: the AOR on it joins as
@@ -149,14 +91,16 @@ func inHosts(list, aor string) bool {
 	return false
 }
 
-// evaluate runs the rules of one conference on the snapshot in Redis and
-// acts on the verdict.
+// evaluate runs the rules of one conference on its counters in Redis and
+// acts on the verdict: three reads in one round trip whatever the
+// conference's size (plus, at most once a second, the heartbeats of the
+// other instances holding participants).
 func (mg *Manager) evaluate(ctx context.Context, conf string, now time.Time) {
 	k := mg.opts.Keys
-	var partsCmd, cfgCmd *redis.MapStringStringCmd
+	var countsCmd, cfgCmd *redis.MapStringStringCmd
 	var stateCmd *redis.SliceCmd
 	_, err := mg.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
-		partsCmd = p.HGetAll(ctx, k.Participants(conf))
+		countsCmd = p.HGetAll(ctx, k.ParticipantCounts(conf))
 		stateCmd = p.HMGet(ctx, k.Conf(conf), fieldNoHostSince, fieldOneLeftSince, fieldEnded)
 		cfgCmd = p.HGetAll(ctx, k.ConfCfg(conf))
 		return nil
@@ -170,13 +114,13 @@ func (mg *Manager) evaluate(ctx context.Context, conf string, now time.Time) {
 		mg.endLocal(ctx, conf, rule)
 		return
 	}
-	parts := mg.parseParticipants(conf, partsCmd.Val(), now)
-	if len(parts) == 0 {
+	total := mg.liveCounts(ctx, parseCounts(countsCmd.Val()), now)
+	if total[cntAll] <= 0 {
 		mg.confs.setDeadline(conf, time.Time{})
 		return
 	}
 	prev := policy.Timers{NoHostSince: msTime(str(state[0])), OneLeftSince: msTime(str(state[1]))}
-	v := policy.Step(prev, parts, mg.confSettings(conf, cfgCmd.Val()), now)
+	v := policy.Step(prev, snapshotOf(total), mg.confSettings(conf, cfgCmd.Val()), now)
 	mg.storeTimers(ctx, conf, prev, v.Next)
 	if !v.End {
 		mg.confs.setDeadline(conf, v.Deadline)
@@ -187,6 +131,61 @@ func (mg *Manager) evaluate(ctx context.Context, conf string, now time.Time) {
 		return
 	}
 	mg.endLocal(ctx, conf, string(v.Rule))
+}
+
+// liveCounts sums the counters of the instance runs that are alive: this
+// one, and those whose heartbeat is fresh and whose hash names that run. A
+// dead instance's participants died with it and count for nothing.
+func (mg *Manager) liveCounts(ctx context.Context, byOwner map[string]counts, now time.Time) counts {
+	var unknown []string
+	for owner := range byOwner {
+		if owner == mg.owner() {
+			continue
+		}
+		if inst, _ := splitOwner(owner); inst == mg.opts.Instance {
+			continue // an earlier run of this instance: dead
+		}
+		if _, ok := mg.live.get(owner, now); !ok {
+			unknown = append(unknown, owner)
+		}
+	}
+	if len(unknown) > 0 {
+		cmds := make([]*redis.SliceCmd, len(unknown))
+		_, err := mg.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, owner := range unknown {
+				inst, _ := splitOwner(owner)
+				cmds[i] = p.HMGet(ctx, mg.opts.Keys.Instance(inst), "heartbeat", fieldMediaBoot)
+			}
+			return nil
+		})
+		if err != nil {
+			mg.redisError("read instance heartbeats", err)
+		}
+		for i, owner := range unknown {
+			v := cmds[i].Val()
+			if len(v) != 2 {
+				continue // unread: neither alive nor remembered
+			}
+			_, boot := splitOwner(owner)
+			mg.live.set(owner, instanceAlive(str(v[0]), str(v[1]), boot, now, mg.opts.HeartbeatTimeout), now)
+		}
+	}
+	var total counts
+	for owner, c := range byOwner {
+		alive := owner == mg.owner()
+		if !alive {
+			if inst, _ := splitOwner(owner); inst != mg.opts.Instance {
+				alive, _ = mg.live.get(owner, now)
+			}
+		}
+		if !alive {
+			continue
+		}
+		for i := range total {
+			total[i] += c[i]
+		}
+	}
+	return total
 }
 
 // endLocal ends this instance's legs of an ended conference; the first
@@ -208,26 +207,6 @@ func (mg *Manager) endLocal(ctx context.Context, conf, rule string) {
 	if n > 0 {
 		mg.log.Info().Str("conf_id", conf).Str("rule", rule).Int("calls", n).Msg("conference legs ended here")
 	}
-}
-
-func (mg *Manager) parseParticipants(conf string, raw map[string]string, now time.Time) []policy.Participant {
-	out := make([]policy.Participant, 0, len(raw))
-	for id, v := range raw {
-		var r record
-		if err := json.Unmarshal([]byte(v), &r); err != nil {
-			mg.m.badValues.Inc()
-			mg.log.Error().Str("key", mg.opts.Keys.Participants(conf)).Str("field", id).Err(err).
-				Msg("bad participant record ignored")
-			continue
-		}
-		if r.Instance != mg.opts.Instance && r.UpdatedMs > 0 && now.Sub(time.UnixMilli(r.UpdatedMs)) > recordStale {
-			continue // its instance stopped writing: it died, and its legs with it
-		}
-		p := policy.Participant{ID: id, Role: policy.Role(r.Role), Kind: policy.Kind(r.Kind),
-			KeepAlive: policy.KeepAlive(r.KeepAlive), Present: r.Present}
-		out = append(out, p)
-	}
-	return out
 }
 
 // confSettings applies sipedge:confcfg:<id> over the global settings.

@@ -5,11 +5,14 @@ import (
 	"time"
 
 	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/internal/records"
 )
 
 // Run checks presence, media timeouts and conference timers until ctx
 // ends, then frees every relay port and waits for the goroutines it owns
-// (the events listener, the background writes). Call it once.
+// (the events listener). It owns the participant write queue: one
+// pipeline per tick, or sooner when flushAt changes are pending. Call it
+// once.
 func (mg *Manager) Run(ctx context.Context) error {
 	listening := make(chan struct{})
 	go func() { defer close(listening); mg.listen(ctx) }()
@@ -21,9 +24,21 @@ func (mg *Manager) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			for _, s := range mg.snapshot() {
+				s.close()
+			}
+			// Removals still queued (calls ended while stopping) go out.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			mg.flush(fctx, mg.opts.Clock(), false, nil)
+			cancel()
 			return nil
 		case conf := <-mg.wake:
-			mg.evaluate(ctx, conf, mg.opts.Clock())
+			mg.evaluateOnce(ctx, conf, mg.opts.Clock())
+		case <-mg.flushNow:
+			now := mg.opts.Clock()
+			for _, conf := range mg.flush(ctx, now, false, nil) {
+				mg.evaluateOnce(ctx, conf, now)
+			}
 		case <-t.C:
 			now := mg.opts.Clock()
 			mg.refreshSettings(ctx, now)
@@ -36,17 +51,36 @@ func (mg *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// tick updates presence, ends participants silent past media_timeout and
-// evaluates conferences: those whose timer is due, and every local one
-// once a second (which also catches an end decided elsewhere).
+// evaluateOnce evaluates a local conference now unless it was evaluated
+// since the last tick; then the next tick does (however many pokes came).
+// A conference with no participant here is not this instance's to judge.
+func (mg *Manager) evaluateOnce(ctx context.Context, conf string, now time.Time) {
+	if !mg.local(conf) {
+		return
+	}
+	if mg.evaluated[conf] {
+		mg.poked[conf] = true
+		return
+	}
+	mg.evaluated[conf] = true
+	mg.evaluate(ctx, conf, now)
+}
+
+// tick updates presence, ends participants silent past media_timeout,
+// sends the queued record changes (and, on a full pass, the per-second
+// packet counters) and evaluates each local conference at most once:
+// those whose timer is due, that changed or were poked, and on a full
+// pass (once a second) every local one, which also catches an end decided
+// elsewhere and an instance that died.
 func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
 	set := mg.settings.get()
 	confs := map[string]bool{} // local conferences; true: evaluate this tick
 	present := 0
+	var stats []statEntry
 	for _, s := range mg.snapshot() {
 		st := s.endpointStats()
 		s.mu.Lock()
-		if !s.joined {
+		if !s.joined || s.closed {
 			s.mu.Unlock()
 			continue
 		}
@@ -65,26 +99,40 @@ func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
 			mg.mediaTimeout(ctx, s, conf, silent)
 			continue
 		}
-		if changed || full {
-			if err := mg.writeParticipant(ctx, s); err != nil {
-				mg.redisError("write participant", err)
+		if full {
+			c := records.MediaCounters{Conf: conf, Packets: st.Packets, Bytes: st.Bytes, Lost: st.Lost}
+			if !st.LastPacket.IsZero() {
+				c.LastRTPMs = st.LastPacket.UnixMilli()
 			}
+			stats = append(stats, statEntry{callID: s.callID, c: c})
 		}
 		if changed {
+			mg.enqueueWrite(s)
 			mg.log.Info().Str("call_id", s.callID).Str("conf_id", conf).Bool("present", !was).
 				Dur("silent", silent).Msg("participant presence changed")
-			confs[conf] = true
 		}
 	}
 	mg.m.present.Set(float64(present))
 	mg.m.conferences.Set(float64(len(confs)))
-	for _, conf := range mg.confs.due(now) {
-		confs[conf] = true
+	want := mg.confs.due(now)
+	for conf := range mg.poked {
+		want = append(want, conf)
 	}
-	// Each conference at most once a tick: an evaluation is three Redis
-	// round trips, however many of its participants changed.
+	clear(mg.poked)
+	clear(mg.evaluated)
+	want = append(want, mg.flush(ctx, now, full, stats)...)
+	for _, conf := range want {
+		if _, ok := confs[conf]; ok || mg.local(conf) {
+			confs[conf] = true
+		} else {
+			mg.confs.forget(conf) // no leg here any more
+		}
+	}
+	// Each conference at most once a tick: an evaluation is one Redis
+	// round trip, however many of its participants changed.
 	for conf, due := range confs {
 		if due {
+			mg.evaluated[conf] = true
 			mg.evaluate(ctx, conf, now)
 		}
 	}

@@ -2,8 +2,11 @@ package media
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -90,6 +93,10 @@ type Options struct {
 	// ConfEnds are the conference ids of "conf-end" messages from the
 	// process's one events subscription; nil: the manager subscribes.
 	ConfEnds <-chan string
+
+	// HeartbeatTimeout: another instance's participants count while its
+	// heartbeat (sipedge:instance:<name>) is at most this old (default 5 s).
+	HeartbeatTimeout time.Duration
 }
 
 // Manager anchors the media of calls and runs the conference rules.
@@ -108,16 +115,27 @@ type Manager struct {
 	// not bring the participant back.
 	ended recent.Set
 
+	byConf map[string]int // joined sessions per conference (mg.mu)
+
 	settings settingsCache
 	confs    confTracker
 	wake     chan string // conference ids to evaluate now
 
-	// life is the manager's lifetime: sessions (their relay streams) and
-	// background writes derive from it; Run cancels it when it returns.
+	// life is the manager's lifetime: sessions (their relay streams)
+	// derive from it; Run cancels it when it returns.
 	life    context.Context
 	endLife context.CancelFunc
-	bg      sync.WaitGroup // participants leaving (leaveLater); Run waits for them
-	stopped bool           // Run returned: no background write starts (mu)
+	stopped bool // Run returned (mu)
+
+	boot     string     // this run's media_boot: its records count while it lives
+	writes   writeQueue // participant changes not sent yet
+	flushNow chan struct{}
+	live     liveness
+
+	// Owned by the Run loop.
+	statsFields map[string]struct{} // Call-IDs in the media_stats hash
+	evaluated   map[string]bool     // conferences evaluated since the last tick
+	poked       map[string]bool     // conferences to evaluate at the next tick
 }
 
 // leaveTimeout bounds a participant's removal from Redis after its call.
@@ -138,6 +156,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.Presence <= 0 {
 		opts.Presence = 5 * time.Second
 	}
+	if opts.HeartbeatTimeout <= 0 {
+		opts.HeartbeatTimeout = 5 * time.Second
+	}
 	m, err := newMetrics(opts.Reg)
 	if err != nil {
 		return nil, err
@@ -148,11 +169,16 @@ func New(opts Options) (*Manager, error) {
 	}
 	mg := &Manager{
 		opts: opts, log: opts.Log, m: m,
-		relayMC:  relay.Config{Metrics: rm, Logger: opts.Log, Clock: opts.Clock},
-		sessions: map[string]*session{},
-		ended:    recent.New(endedMemory),
-		wake:     make(chan string, 1024),
-		ends:     make(chan EndRequest),
+		relayMC:   relay.Config{Metrics: rm, Logger: opts.Log, Clock: opts.Clock},
+		sessions:  map[string]*session{},
+		ended:     recent.New(endedMemory),
+		wake:      make(chan string, 1024),
+		ends:      make(chan EndRequest),
+		byConf:    map[string]int{},
+		boot:      newBoot(),
+		flushNow:  make(chan struct{}, 1),
+		evaluated: map[string]bool{},
+		poked:     map[string]bool{},
 	}
 	mg.ender = endQueue(mg.ends)
 	mg.life, mg.endLife = context.WithCancel(context.Background())
@@ -236,13 +262,15 @@ func (mg *Manager) Joined(ctx context.Context, j Join) {
 	s.confID, s.joined, s.joinedAt, s.part = j.ConfID, true, mg.opts.Clock(), p
 	s.present = s.hasMedia
 	s.mu.Unlock()
+	mg.mu.Lock()
+	if mg.byConf[j.ConfID]++; mg.byConf[j.ConfID] == 0 {
+		delete(mg.byConf, j.ConfID)
+	}
+	mg.mu.Unlock()
 	mg.log.Info().Str("call_id", j.CallID).Str("conf_id", j.ConfID).Str("aor", p.AOR).
 		Str("role", string(p.Role)).Str("kind", string(p.Kind)).Str("keep_alive", string(p.KeepAlive)).
 		Bool("media", s.hasMedia).Msg("participant joined")
-	if err := mg.writeParticipant(ctx, s); err != nil {
-		mg.redisError("write participant", err)
-	}
-	mg.poke(j.ConfID)
+	mg.enqueueWrite(s) // the flush that sends it has the conference evaluated
 }
 
 // participantOf resolves role, kind and keep-alive: trusted headers first,
@@ -271,8 +299,8 @@ func (mg *Manager) participantOf(ctx context.Context, j Join) participant {
 	return p
 }
 
-// Ended forgets a call: its ports are freed at once, its participant
-// leaves its conference (Redis I/O in the background).
+// Ended forgets a call: its ports are freed at once, its participant's
+// removal is queued for the loop's next flush. No Redis I/O here.
 func (mg *Manager) Ended(callID string) {
 	now := mg.opts.Clock()
 	mg.mu.Lock()
@@ -289,30 +317,15 @@ func (mg *Manager) Ended(callID string) {
 	joined, conf := s.joined, s.confID
 	s.mu.Unlock()
 	if joined {
-		mg.leaveLater(s, conf)
-	}
-}
-
-// leaveLater removes the participant of s from conf off the caller's
-// path, bounded by leaveTimeout; Run waits for it before returning. Once
-// Run returned, nothing is started: the record goes stale and is ignored
-// (recordStale).
-func (mg *Manager) leaveLater(s *session, conf string) {
-	mg.mu.Lock()
-	if mg.stopped {
+		mg.mu.Lock()
+		// Joined may count it just after this (it set joined before our
+		// close): the sum still comes back to zero.
+		if mg.byConf[conf]--; mg.byConf[conf] == 0 {
+			delete(mg.byConf, conf)
+		}
 		mg.mu.Unlock()
-		return
+		mg.enqueue(writeOp{kind: opRemove, callID: callID, conf: conf})
 	}
-	mg.bg.Add(1)
-	mg.mu.Unlock()
-	go mg.leaveBounded(s, conf)
-}
-
-func (mg *Manager) leaveBounded(s *session, conf string) {
-	defer mg.bg.Done()
-	ctx, cancel := context.WithTimeout(mg.life, leaveTimeout)
-	defer cancel()
-	mg.leave(ctx, s, conf)
 }
 
 // stop ends the manager's lifetime (Run does it when it returns): every
@@ -325,7 +338,6 @@ func (mg *Manager) stop() {
 	for _, s := range mg.snapshot() {
 		s.close()
 	}
-	mg.bg.Wait()
 	mg.endLife()
 }
 
@@ -370,6 +382,20 @@ func (mg *Manager) snapshot() []*session {
 		out = append(out, s)
 	}
 	return out
+}
+
+// local reports whether a participant of conf is anchored here.
+func (mg *Manager) local(conf string) bool {
+	mg.mu.Lock()
+	defer mg.mu.Unlock()
+	return mg.byConf[conf] > 0
+}
+
+// newBoot names a run of this process, unique across restarts.
+func newBoot() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return strconv.FormatInt(time.Now().UnixMilli(), 36) + hex.EncodeToString(b[:])
 }
 
 // poke asks the loop to evaluate a conference now.

@@ -229,6 +229,7 @@ func TestJoined(t *testing.T) {
 				j := tc.join
 				j.CallID, j.ConfID = "call-1", "conf-1"
 				in.mg.Joined(context.Background(), j)
+				in.flush()
 
 				r, ok := e.record(t, "conf-1", "call-1")
 				if !ok {
@@ -276,6 +277,7 @@ func TestJoined(t *testing.T) {
 		in := e.instance("A")
 		in.mg.Joined(context.Background(), Join{CallID: "call-1", ConfID: "conf-1", AOR: "a@example.com", Role: "guest"})
 		in.mg.Joined(context.Background(), Join{CallID: "call-1", ConfID: "conf-1", AOR: "a@example.com", Role: "host"})
+		in.flush()
 		if r, _ := e.record(t, "conf-1", "call-1"); r.Role != "guest" {
 			t.Errorf("role = %q, want the first join's guest", r.Role)
 		}
@@ -285,8 +287,9 @@ func TestJoined(t *testing.T) {
 		e := newEnv(t)
 		in := e.instance("A")
 		in.mg.Joined(context.Background(), Join{CallID: "call-1", AOR: "a@example.com"})
-		if keys := e.mr.Keys(); len(keys) != 0 {
-			t.Errorf("Redis keys = %v, want none", keys)
+		in.flush()
+		if keys := e.mr.Keys(); !slices.Equal(keys, []string{e.k.Instance("A")}) {
+			t.Errorf("Redis keys = %v, want only the instance hash", keys)
 		}
 	})
 }
@@ -712,25 +715,56 @@ func TestEnded_ParticipantStaysGone(t *testing.T) {
 		c := in.call(t, "call-1", "conf-1")
 		in.mg.Ended(c.id)
 		in.mg.Joined(context.Background(), Join{CallID: c.id, ConfID: c.conf, AOR: "alice@example.com"})
+		in.flush()
 		if _, ok := e.record(t, "conf-1", "call-1"); ok || in.mg.Sessions() != 0 {
 			t.Errorf("record in Redis = %v, sessions = %d; want none", ok, in.mg.Sessions())
 		}
 	})
 
-	t.Run("a write from the loop after the leave does not bring the record back", func(t *testing.T) {
+	t.Run("a write queued before the leave is not sent after it", func(t *testing.T) {
 		e := newEnv(t)
 		in := e.instance("A")
 		e.newConf("conf-1", "")
 		c := in.call(t, "call-1", "conf-1")
 		in.join(t, c, "alice@example.com")
 		s := in.session("call-1") // the loop's snapshot
+		in.mg.enqueueWrite(s)     // presence changed
 		in.mg.Ended("call-1")
-		in.waitLeft(t, "call-1")
-		if err := in.mg.writeParticipant(context.Background(), s); err != nil {
-			t.Fatal(err)
-		}
+		in.mg.enqueueWrite(s) // the loop, still on its snapshot
+		in.flush()
 		if r, ok := e.record(t, "conf-1", "call-1"); ok {
 			t.Errorf("ghost participant in Redis: %+v", r)
+		}
+		for _, key := range []string{e.k.Participants("conf-1"), e.k.ParticipantCounts("conf-1"), e.k.ParticipantShares("conf-1")} {
+			if e.mr.Exists(key) {
+				t.Errorf("%s left behind", key)
+			}
+		}
+	})
+
+	t.Run("a failed flush is sent again, a newer removal first", func(t *testing.T) {
+		e := newEnv(t)
+		in := e.instance("A")
+		e.newConf("conf-1", "")
+		c := in.call(t, "call-1", "conf-1")
+		in.mg.Joined(context.Background(), Join{CallID: c.id, ConfID: c.conf, AOR: "alice@example.com"})
+		e.mr.SetError("LOADING") // Redis refuses everything
+		in.flush()
+		e.mr.SetError("")
+		if _, ok := e.record(t, "conf-1", "call-1"); ok {
+			t.Fatal("record written while Redis failed")
+		}
+		if n := in.mg.writes.len(); n != 1 {
+			t.Fatalf("pending changes after the failed flush = %d, want the write again", n)
+		}
+		in.flush()
+		if _, ok := e.record(t, "conf-1", "call-1"); !ok {
+			t.Fatal("the write was not sent again")
+		}
+		in.mg.Ended("call-1")
+		in.flush()
+		if _, ok := e.record(t, "conf-1", "call-1"); ok {
+			t.Error("record still there after the removal")
 		}
 	})
 }
@@ -782,6 +816,28 @@ type env struct {
 	rdb   *redis.Client
 	k     keys.Keys
 	clock *fakeClock
+
+	mu    sync.Mutex
+	beats map[string]bool // instance -> its heartbeat is written (it lives)
+}
+
+// beat writes the heartbeat of every living instance at the clock's time,
+// as internal/instance does every second.
+func (e *env) beat() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for name, alive := range e.beats {
+		if alive {
+			e.mr.HSet(e.k.Instance(name), "heartbeat", ms(e.clock.Now()))
+		}
+	}
+}
+
+// die stops an instance's heartbeat.
+func (e *env) die(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.beats[name] = false
 }
 
 func newEnv(tb testing.TB) *env {
@@ -789,7 +845,7 @@ func newEnv(tb testing.TB) *env {
 	mr := miniredis.RunT(tb)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	tb.Cleanup(func() { _ = rdb.Close() })
-	return &env{tb: tb, mr: mr, rdb: rdb, k: keys.New(""), clock: &fakeClock{now: t0}}
+	return &env{tb: tb, mr: mr, rdb: rdb, k: keys.New(""), clock: &fakeClock{now: t0}, beats: map[string]bool{}}
 }
 
 // newConf creates sipedge:conf:<id> as the admission layer does, and the
@@ -866,6 +922,10 @@ func (e *env) instance(name string, opts ...option) *instance {
 		e.tb.Fatal(err)
 	}
 	in := &instance{e: e, mg: mg, logs: logs, ender: &fakeEnder{mg: mg, clock: e.clock, held: map[string]string{}}}
+	e.mu.Lock()
+	e.beats[name] = true
+	e.mu.Unlock()
+	e.beat()
 	ectx, cancel := context.WithCancel(context.Background())
 	served := make(chan struct{})
 	go func() { defer close(served); ServeEnds(ectx, mg.EndRequests(), in.ender) }()
@@ -904,11 +964,14 @@ func (in *instance) join(tb testing.TB, c *call, aor string) {
 	tb.Helper()
 	in.mg.Joined(context.Background(), Join{CallID: c.id, ConfID: c.conf, AOR: aor})
 	in.ender.hold(c.id, c.conf)
-	in.drainWake()
+	in.flush()
 }
 
+// flush sends the queued participant changes, as the loop does each tick.
+func (in *instance) flush() { in.mg.flush(context.Background(), in.e.clock.Now(), false, nil) }
+
 // hangUp is a BYE from the endpoint: the proxy forgets the dialog and tells
-// the manager, which removes the participant in the background.
+// the manager, which queues the participant's removal; the flush sends it.
 func (in *instance) hangUp(tb testing.TB, c *call) {
 	tb.Helper()
 	in.ender.forget(c.id)
@@ -916,43 +979,23 @@ func (in *instance) hangUp(tb testing.TB, c *call) {
 	in.waitLeft(tb, c.id)
 }
 
-// waitLeft waits until the background leave of each call is over. The last
-// thing leave does is either count the conference ended "empty" (and log
-// it) or poke the loop; tests drain the pokes of Joined right away, so
-// every poke here is a finished leave.
+// waitLeft sends the queued removals of calls that ended (a BYE, or the
+// manager ending them) and checks each one is gone from Redis.
 func (in *instance) waitLeft(tb testing.TB, ids ...string) {
 	tb.Helper()
-	pokes := 0
-	eventually(tb, fmt.Sprintf("%v left", ids), func() bool {
-		for {
-			select {
-			case <-in.mg.wake:
-				pokes++
-				continue
-			default:
-			}
-			break
-		}
-		empties := 0
-		for _, id := range ids {
-			empties += in.logs.count(logLine{msg: "conference ended", fields: map[string]string{"rule": "empty", "call_id": id}})
-		}
-		return pokes+empties >= len(ids)
-	})
-}
-
-func (in *instance) drainWake() {
-	for {
-		select {
-		case <-in.mg.wake:
-		default:
-			return
+	in.flush()
+	for _, id := range ids {
+		if in.session(id) != nil {
+			tb.Errorf("call %s still anchored", id)
 		}
 	}
 }
 
 // tick runs one pass of the loop at the clock's time.
-func (in *instance) tick(full bool) { in.mg.tick(context.Background(), in.e.clock.Now(), full) }
+func (in *instance) tick(full bool) {
+	in.e.beat()
+	in.mg.tick(context.Background(), in.e.clock.Now(), full)
+}
 
 // run starts Run; stop ends it and waits for it to return.
 func (in *instance) run(tb testing.TB) (stop func()) {
@@ -1367,26 +1410,41 @@ func (s *syncBuffer) count(want logLine) int {
 	return n
 }
 
-// A record another instance stopped refreshing (it died with its legs)
-// no longer counts: its present Host keeps nothing alive.
-func TestStaleRecordOfDeadInstance_Ignored(t *testing.T) {
-	e := newEnv(t)
-	in := e.instance("A", rulesOptions(30*time.Second, 0))
-	e.newConf("conf-1", "host@example.com")
-	guest := in.call(t, "call-guest", "conf-1")
-	in.join(t, guest, "guest@example.com")
-	ghost := record{CallID: "call-ghost", Instance: "Z", From: "host@example.com", Role: "host", Kind: "normal",
-		KeepAlive: "yes", Media: true, Present: true, JoinedMs: e.clock.Now().UnixMilli(), UpdatedMs: e.clock.Now().UnixMilli()}
-	b, _ := json.Marshal(ghost)
-	e.mr.HSet(e.k.Participants("conf-1"), "call-ghost", string(b))
+// The participants of an instance whose heartbeat went stale (it died
+// with its legs), or of an earlier run of a restarted instance, no longer
+// count: their present Host keeps nothing alive.
+func TestParticipantsOfDeadInstance_Ignored(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kill func(e *env, z *instance) // what happens to Z
+	}{
+		{"heartbeat stale", func(e *env, z *instance) {
+			e.die("Z")
+			e.clock.advance(5*time.Second + time.Millisecond) // past heartbeat_timeout
+		}},
+		{"restarted with the same name", func(e *env, z *instance) {
+			e.instance("Z") // a new run of Z writes its own media_boot
+			e.mr.HSet(e.k.Instance("Z"), fieldMediaBoot, "another-run")
+			e.clock.advance(liveFor)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			in := e.instance("A", rulesOptions(30*time.Second, 0))
+			z := e.instance("Z", rulesOptions(30*time.Second, 0))
+			e.newConf("conf-1", "host@example.com")
+			in.join(t, in.call(t, "call-guest", "conf-1"), "guest@example.com")
+			z.join(t, z.call(t, "call-host", "conf-1"), "host@example.com")
 
-	in.tick(true)
-	if v := e.confField("conf-1", fieldNoHostSince); v != "" {
-		t.Fatalf("no_host_since = %q while Z's Host is fresh", v)
-	}
-	e.clock.advance(recordStale + time.Second) // Z stopped writing
-	in.tick(true)
-	if v := e.confField("conf-1", fieldNoHostSince); v == "" {
-		t.Fatal("Z's stale Host still keeps the conference alive")
+			in.tick(true)
+			if v := e.confField("conf-1", fieldNoHostSince); v != "" {
+				t.Fatalf("no_host_since = %q while Z's Host is alive", v)
+			}
+			tc.kill(e, z)
+			in.tick(true)
+			if v := e.confField("conf-1", fieldNoHostSince); v == "" {
+				t.Fatal("Z's Host still keeps the conference alive")
+			}
+		})
 	}
 }

@@ -18,6 +18,7 @@ type metrics struct {
 	sdpErrors     *prometheus.CounterVec
 	redisErrors   prometheus.Counter
 	badValues     prometheus.Counter
+	writes        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,12 +39,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Redis operations of the media manager that failed."}),
 		badValues: prometheus.NewCounter(prometheus.CounterOpts{Name: "sipedge_media_bad_values_total",
 			Help: "Bad settings, conference settings or participant records ignored."}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sipedge_media_participant_writes_total",
+			Help: "Participant record changes sent to Redis, by op (write: joined or presence changed; remove: left)."}, []string{"op"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.sessions, m.present, m.conferences, m.ended, m.mediaTimeouts,
-		m.sdpErrors, m.redisErrors, m.badValues} {
+		m.sdpErrors, m.redisErrors, m.badValues, m.writes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

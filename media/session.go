@@ -18,11 +18,6 @@ type session struct {
 	ctx    context.Context // ends when the call ends; streams close with it
 	cancel context.CancelFunc
 
-	// wmu orders this participant's Redis writes with its removal: a write
-	// the loop started before the call ended must not land after the
-	// delete and leave a ghost participant.
-	wmu sync.Mutex
-
 	mu               sync.Mutex
 	closed           bool // the call ended: nothing is written any more
 	confID           string

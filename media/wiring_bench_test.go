@@ -25,6 +25,5 @@ func BenchmarkJoinedEnded(b *testing.B) {
 		}
 		in.mg.Joined(ctx, Join{CallID: id, ConfID: "conf-1", AOR: "a@example.com", Role: "host"})
 		in.mg.Ended(id)
-		in.drainWake()
 	}
 }

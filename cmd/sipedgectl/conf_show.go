@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,11 +32,16 @@ type participant = records.Participant
 
 // participantRow is a participant as `conf show` reports it. A value that
 // is not valid JSON keeps only its Call-ID, the error and the raw value.
+// Packets, bytes, lost and last RTP come from the anchoring instance's
+// media_stats hash (rewritten every second) when it has the call, else
+// from the record (as of the participant's last state change);
+// counters_age_ms says how old the per-second counters are (null: none).
 type participantRow struct {
 	participant
-	LastRTPAgeMs *int64 `json:"last_rtp_age_ms"`
-	Error        string `json:"error,omitempty"`
-	Raw          string `json:"raw,omitempty"`
+	LastRTPAgeMs  *int64 `json:"last_rtp_age_ms"`
+	CountersAgeMs *int64 `json:"counters_age_ms"`
+	Error         string `json:"error,omitempty"`
+	Raw           string `json:"raw,omitempty"`
 }
 
 // confDetail is the conference part of `conf show`.
@@ -69,6 +75,9 @@ func (a *app) confShow(cmd *cobra.Command, id string) error {
 		d.OneLeftSinceMs = unixMs(t)
 	}
 	rows := participantRows(values, now)
+	if err := a.overlayCounters(ctx, rows, now); err != nil {
+		return err
+	}
 
 	out := cmd.OutOrStdout()
 	if a.json {
@@ -128,6 +137,47 @@ func participantRows(values map[string]string, now time.Time) []participantRow {
 		return a.CallID < b.CallID
 	})
 	return rows
+}
+
+// overlayCounters reads the per-second packet counters of the rows from
+// each anchoring instance's media_stats hash: one HMGET per instance.
+func (a *app) overlayCounters(ctx context.Context, rows []participantRow, now time.Time) error {
+	byInstance := map[string][]int{}
+	for i, r := range rows {
+		if r.Error == "" && r.Instance != "" {
+			byInstance[r.Instance] = append(byInstance[r.Instance], i)
+		}
+	}
+	for inst, idx := range byInstance {
+		fields := make([]string, len(idx))
+		for j, i := range idx {
+			fields[j] = rows[i].CallID
+		}
+		vals, err := a.rdb.HMGet(ctx, a.k.MediaStats(inst), fields...).Result()
+		if err != nil {
+			return redisErr("read "+a.k.MediaStats(inst), err)
+		}
+		for j, v := range vals {
+			raw, ok := v.(string)
+			if !ok {
+				continue
+			}
+			var c records.MediaCounters
+			if json.Unmarshal([]byte(raw), &c) != nil {
+				continue
+			}
+			r := &rows[idx[j]]
+			r.Packets, r.Bytes, r.Lost, r.LastRTPMs = c.Packets, c.Bytes, c.Lost, c.LastRTPMs
+			r.LastRTPAgeMs = nil
+			if c.LastRTPMs > 0 {
+				r.LastRTPAgeMs = ageMs(now, time.UnixMilli(c.LastRTPMs))
+			}
+			if c.AtMs > 0 {
+				r.CountersAgeMs = ageMs(now, time.UnixMilli(c.AtMs))
+			}
+		}
+	}
+	return nil
 }
 
 func printConfDetail(w io.Writer, d confDetail, now time.Time) {

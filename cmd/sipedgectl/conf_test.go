@@ -114,6 +114,45 @@ func TestConfShow_JSON(t *testing.T) {
 	}
 }
 
+// The packet counters are the anchoring instance's per-second ones when
+// its media_stats hash has the call; the record's otherwise.
+func TestConfShow_PacketCountersFromMediaStats(t *testing.T) {
+	mr, now := confFixture(t)
+	mr.HSet(k.MediaStats("edge-1"), "c-alice", `{"conf":"conf-42","packets":5123,"bytes":881156,"lost":7,"last_rtp_ms":`+
+		ms(now.Add(-100*time.Millisecond))+`,"at_ms":`+ms(now.Add(-500*time.Millisecond))+`}`)
+	mr.HSet(k.MediaStats("edge-2"), "c-other", `{"conf":"conf-9","packets":1}`)
+
+	out := mustCtl(t, mr, "conf", "show", "conf-42")
+	var alice string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "c-alice") {
+			alice = l
+		}
+	}
+	if !strings.Contains(alice, "5123") || !strings.Contains(alice, "7") || strings.Contains(alice, "4000") {
+		t.Errorf("alice row %q, want the per-second counters 5123 packets, 7 lost", alice)
+	}
+
+	doc := jsonOf[struct {
+		Participants []struct {
+			CallID        string `json:"call_id"`
+			Packets       int64  `json:"packets"`
+			Bytes         int64  `json:"bytes"`
+			Lost          int64  `json:"lost"`
+			LastRTPAgeMs  *int64 `json:"last_rtp_age_ms"`
+			CountersAgeMs *int64 `json:"counters_age_ms"`
+		} `json:"participants"`
+	}](t, mr, "conf", "show", "conf-42")
+	a, b := doc.Participants[0], doc.Participants[1]
+	if a.CallID != "c-alice" || a.Packets != 5123 || a.Bytes != 881156 || a.Lost != 7 ||
+		a.CountersAgeMs == nil || *a.CountersAgeMs < 500 || a.LastRTPAgeMs == nil || *a.LastRTPAgeMs < 100 || *a.LastRTPAgeMs >= 200 {
+		t.Errorf("alice %+v", a)
+	}
+	if b.CallID != "c-bob" || b.Packets != 0 || b.CountersAgeMs != nil {
+		t.Errorf("bob %+v, want the record's counters and no counters age", b)
+	}
+}
+
 func TestConfShow_UnknownConferenceFails(t *testing.T) {
 	mr := miniredis.RunT(t)
 	_, _, err := ctl(t, mr, "conf", "show", "nope")

@@ -32,7 +32,7 @@ func newMediaManager(cfg config.Config, rdb redis.UniversalClient, k keys.Keys, 
 	mgr, err := media.New(media.Options{
 		Pool: pool, Redis: rdb, Keys: k, Instance: cfg.Name,
 		Defaults: mediaDefaults(cfg),
-		Presence: cfg.PresenceTimeout, Log: log, Reg: reg,
+		Presence: cfg.PresenceTimeout, HeartbeatTimeout: cfg.HeartbeatTimeout, Log: log, Reg: reg,
 		State: state.Snapshot, ConfEnds: state.ConfEnds(),
 	})
 	if err != nil {

@@ -127,3 +127,18 @@ func (k Keys) Rollout() string { return k.Prefix + "rollout" }
 // what it sees of the media nodes: probe health, ring membership, invalid
 // hashes (internal/view).
 func (k Keys) View(instance string) string { return k.Prefix + "view:" + instance }
+
+// ParticipantCounts is the HASH of a conference's participant counters,
+// fields <instance>/<boot>:<counter>, kept in step with Participants by the
+// script that writes or removes a record: the conference rules read it
+// instead of every record.
+func (k Keys) ParticipantCounts(conf string) string { return k.Prefix + "participant_counts:" + conf }
+
+// ParticipantShares is the HASH Call-ID -> what that participant adds to
+// ParticipantCounts, so a rewrite or a removal takes back exactly that.
+func (k Keys) ParticipantShares(conf string) string { return k.Prefix + "participant_shares:" + conf }
+
+// MediaStats is the HASH Call-ID -> packet counters (JSON) of the calls one
+// instance anchors, rewritten every second with a short TTL; read only by
+// sipedgectl.
+func (k Keys) MediaStats(instance string) string { return k.Prefix + "media_stats:" + instance }
