@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"context"
-
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipedge/sipedge/admission"
@@ -46,7 +44,7 @@ func (p *Proxy) EndNoted(keys []string) int {
 		p.metrics.dialogsEnded.WithLabelValues("elsewhere").Inc()
 		p.log.Debug().Str("call_id", dl.callID).Str("conf_id", dl.confID).Str("node", dl.node).
 			Msg("dialog ended through another instance")
-		p.admit.DialogEnded(context.Background(), dl.confID, dl.node, p.opts.Instance, dl.callID)
+		p.admit.DialogEnded(p.background(), dl.confID, dl.node, p.opts.Instance, dl.callID)
 	}
 	if n > 0 {
 		p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
@@ -80,7 +78,7 @@ func (p *Proxy) endOfDialog(in *sip.Request, info fwdInfo, code int) {
 		}
 		p.metrics.dialogsActive.Set(float64(p.dialogs.Len()))
 		p.metrics.dialogsEnded.WithLabelValues("bye").Inc()
-		p.admit.DialogEnded(context.Background(), dl.confID, dl.node, p.opts.Instance, id)
+		p.admit.DialogEnded(p.background(), dl.confID, dl.node, p.opts.Instance, id) // written after the BYE's transaction
 		return
 	}
 	owner := info.instance
@@ -102,5 +100,5 @@ func (p *Proxy) endOfDialog(in *sip.Request, info fwdInfo, code int) {
 		return
 	}
 	p.mediaEnded(id)
-	p.admit.DialogEndedElsewhere(context.Background(), owner, info.confID, info.node, id, dialogKey(id, info.callerTag, nodeTag))
+	p.admit.DialogEndedElsewhere(p.background(), owner, info.confID, info.node, id, dialogKey(id, info.callerTag, nodeTag))
 }

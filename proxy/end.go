@@ -56,7 +56,7 @@ func (p *Proxy) EndDialogs(ctx context.Context, match func(Dialog) bool, reason 
 			Str("reason", reason).Msg("ending call: BYE to both legs")
 		go p.sendBye(ctx, dl, true, reason)
 		go p.sendBye(ctx, dl, false, reason)
-		p.admit.DialogEnded(context.Background(), dl.confID, dl.node, p.opts.Instance, dl.callID)
+		p.admit.DialogEnded(p.background(), dl.confID, dl.node, p.opts.Instance, dl.callID)
 		p.metrics.endedBySipedge.WithLabelValues(reason).Inc()
 	}
 	return len(victims)
