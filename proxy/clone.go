@@ -14,11 +14,13 @@ import "github.com/emiago/sipgo/sip"
 // sipgo builds the server transaction's responses (487, 408) from it.
 func forwardCopy(in *sip.Request) *sip.Request { return shareRequest(in, true) }
 
-// shareRequest copies in's start line, header list, body and addresses;
+// shareRequest copies in's start line, header list, body, source and
+// local address;
 // with own, its top Via and Max-Forwards are copies, else every header is
 // shared with in (the failover plan's base, which is only ever cloned).
 func shareRequest(in *sip.Request, own bool) *sip.Request {
-	out := sip.NewRequest(in.Method, in.Recipient)
+	out := sip.NewRequest(in.Method, sip.Uri{})
+	out.Recipient = in.Recipient // its parameter lists shared too: only Host and Port are ever set on the copy
 	out.SipVersion = in.SipVersion
 	topVia := own
 	for _, h := range in.Headers() {
@@ -38,7 +40,13 @@ func shareRequest(in *sip.Request, own bool) *sip.Request {
 	out.SetBody(in.Body())
 	out.SetTransport(in.Transport())
 	out.SetSource(in.Source())
-	out.SetDestination(in.Destination())
-	out.Laddr = in.Laddr
+	out.Laddr = in.Laddr // the destination is the hop's: prepareForward sets it
 	return out
+}
+
+// serverHeader is the Server header of the proxy's own answers: one value
+// for all of them (a header is only ever read once it is in a message).
+func (p *Proxy) serverHeader() sip.Header {
+	p.serverOnce.Do(func() { p.server = sip.NewHeader("Server", p.opts.UserAgent) })
+	return p.server
 }

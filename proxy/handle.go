@@ -260,7 +260,7 @@ func (p *Proxy) reply(tx sip.ServerTransaction, req *sip.Request, code int, reas
 
 func (p *Proxy) respond(tx sip.ServerTransaction, res *sip.Response) {
 	if p.opts.UserAgent != "" {
-		res.AppendHeader(sip.NewHeader("Server", p.opts.UserAgent))
+		res.AppendHeader(p.serverHeader())
 	}
 	p.metrics.countResponse(res)
 	if err := tx.Respond(res); err != nil {

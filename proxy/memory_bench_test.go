@@ -49,6 +49,7 @@ func (a *benchAdmitter) DialogEndedElsewhere(context.Context, string, string, st
 type rawPeer struct {
 	tb   testing.TB
 	conn *net.UDPConn
+	host string
 	in   []byte
 	out  []byte
 }
@@ -60,10 +61,10 @@ func newRawPeer(tb testing.TB) *rawPeer {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
-	return &rawPeer{tb: tb, conn: c, in: make([]byte, 65535), out: make([]byte, 0, 4096)}
+	return &rawPeer{tb: tb, conn: c, host: c.LocalAddr().String(), in: make([]byte, 65535), out: make([]byte, 0, 4096)}
 }
 
-func (p *rawPeer) addr() string { return p.conn.LocalAddr().String() }
+func (p *rawPeer) addr() string { return p.host }
 
 func (p *rawPeer) send(to *net.UDPAddr, msg []byte) {
 	if _, err := p.conn.WriteToUDP(msg, to); err != nil {

@@ -95,7 +95,9 @@ type Proxy struct {
 	media   Media      // nil: media not anchored
 	wg      sync.WaitGroup
 
-	serveCtx atomic.Pointer[context.Context] // Serve's: work that outlives a transaction (txctx.go)
+	serveCtx   atomic.Pointer[context.Context] // Serve's: work that outlives a transaction (txctx.go)
+	server     sip.Header                      // Server header of the proxy's own answers (clone.go)
+	serverOnce sync.Once
 
 	// flood limits (limits.go, limits_hooks.go)
 	limits       *limiter
