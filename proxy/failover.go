@@ -229,6 +229,9 @@ func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
 
 // run drives the branches; it owns them and ends when the call is settled.
 func (f *failoverTx) run(out *sip.Request, h hop, node string) {
+	// The branch's 2xx hook keeps f for its timers (32 s); the plan, with
+	// its copy of the INVITE, is only needed until the call is settled.
+	defer func() { f.plan = nil }()
 	for {
 		br, err := f.send(out)
 		var first *sip.Response

@@ -93,6 +93,10 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 
 	ctx, cancel := dialContext(txContext(tx), next)
 	ctxTx, err := p.clientTx(ctx, in, tx, out, &next, &info, canceller)
+	// The failover transaction holds &info until its branch's timers end:
+	// once the call is settled (this returns), the retry plan and the
+	// participant are garbage.
+	defer func() { info.failover, info.join = nil, nil }()
 	cancel()
 	p.seq.handedOn(in) // sent (or failed): the dialog's next request may go
 	if err != nil {
@@ -107,11 +111,13 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 
 	// 2xx retransmissions for INVITE arrive after the client transaction has
 	// passed the first one up; relay them statelessly so the caller's ACK
-	// still comes.
+	// still comes. The hook lives as long as the client transaction (32 s
+	// after a 2xx): it keeps only what anchoring reads, not info's retry plan.
+	retrInfo := fwdInfo{fromCaller: info.fromCaller}
 	ctxTx.OnRetransmission(func(res *sip.Response) {
 		if r := upstream(res); r != nil {
 			p.stripUntrustedResponse(res, r)
-			p.anchorResponse(in, r, info)
+			p.anchorResponse(in, r, retrInfo)
 			if err := p.srv.WriteResponse(r); err != nil {
 				p.notSent("retransmitted 2xx", callID(in), r.StatusCode, err)
 			}
