@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -328,4 +331,60 @@ func BenchmarkCallHeldHeap(b *testing.B) {
 	if d := r.px.ActiveDialogs(); d != 0 {
 		b.Fatalf("%d dialogs still held after every BYE", d)
 	}
+}
+
+// BenchmarkCallPaced runs b.N whole calls at a fixed rate
+// (SIPEDGE_BENCH_RATE calls/s, default 300), so finished transactions pile
+// up for their 32 s as in production, and reports the process's CPU per
+// call (getrusage: user+system, the peers' little work included) and its
+// peak memory (runtime total less released, sampled every 100 ms). Run it
+// with GOGC / GOMEMLIMIT set to compare collector settings, e.g.
+//
+//	GOGC=200 go test -run '^$' -bench CallPaced -benchtime 15000x ./proxy/
+func BenchmarkCallPaced(b *testing.B) {
+	rate := 300
+	if v, err := strconv.Atoi(os.Getenv("SIPEDGE_BENCH_RATE")); err == nil && v > 0 {
+		rate = v
+	}
+	r := newCallRig(b, false)
+	stop := make(chan struct{})
+	peak := make(chan uint64)
+	go func() {
+		s := []rtmetrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+		var max uint64
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			rtmetrics.Read(s)
+			if v := s[0].Value.Uint64() - s[1].Value.Uint64(); v > max {
+				max = v
+			}
+			select {
+			case <-stop:
+				peak <- max
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var before, after syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
+			time.Sleep(d)
+		}
+		r.setUp(i, true)
+		route := r.routes[0]
+		r.routes = r.routes[:0]
+		r.hangUp(i, route)
+	}
+	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	close(stop)
+	cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/call")
+	b.ReportMetric(float64(<-peak)/(1<<20), "peak-MB")
+	b.ReportMetric(float64(after.Maxrss)/1024, "maxRSS-MB")
 }
