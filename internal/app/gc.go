@@ -23,8 +23,8 @@ type gcSettings struct {
 // (getenv: os.Getenv).
 func gcFrom(cfg config.Config, getenv func(string) string) gcSettings {
 	s := gcSettings{GOGC: cfg.GOGC, MemoryLimit: math.MaxInt64}
-	if cfg.MemoryLimitMB > 0 {
-		s.MemoryLimit = int64(cfg.MemoryLimitMB) << 20
+	if mb := cfg.MemoryLimit(); mb > 0 {
+		s.MemoryLimit = int64(mb) << 20
 	}
 	s.FromEnvGOGC = getenv("GOGC") != ""
 	s.FromEnvLimit = getenv("GOMEMLIMIT") != ""

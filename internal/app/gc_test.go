@@ -17,7 +17,8 @@ func TestGCFrom(t *testing.T) {
 		env           map[string]string
 		want          gcSettings
 	}{
-		{"defaults", config.GCDefault, 0, nil, gcSettings{GOGC: config.GCDefault, MemoryLimit: math.MaxInt64}},
+		{"defaults: three quarters of max_memory_mb", config.GCDefault, 0, nil, gcSettings{GOGC: config.GCDefault, MemoryLimit: 1536 << 20}},
+		{"no limit", config.GCDefault, -1, nil, gcSettings{GOGC: config.GCDefault, MemoryLimit: math.MaxInt64}},
 		{"both set", 200, 512, nil, gcSettings{GOGC: 200, MemoryLimit: 512 << 20}},
 		{"GOGC env wins", 200, 512, map[string]string{"GOGC": "50"},
 			gcSettings{GOGC: 200, MemoryLimit: 512 << 20, FromEnvGOGC: true}},

@@ -80,7 +80,7 @@ type Config struct {
 	// Garbage collector pacing (internal/app/gc.go); the GOGC and GOMEMLIMIT
 	// environment variables win over them.
 	GOGC          int `yaml:"gogc" usage:"GC target percent: heap growth over the live heap before a collection (-1 = only memory_limit_mb triggers one; the GOGC env var wins)"`
-	MemoryLimitMB int `yaml:"memory_limit_mb" usage:"soft memory limit MiB: the GC runs harder as the process nears it (0 = none; the GOMEMLIMIT env var wins)"`
+	MemoryLimitMB int `yaml:"memory_limit_mb" usage:"soft memory limit MiB: the GC runs harder as the process nears it (0 = three quarters of max_memory_mb, -1 = none; the GOMEMLIMIT env var wins)"`
 
 	MaxMessageSize       int           `yaml:"max_message_size" usage:"largest SIP message in bytes (requests above get 513, responses above are dropped); at most 65507"`
 	TCPHeaderTimeout     time.Duration `yaml:"tcp_header_timeout" usage:"a TCP message must arrive whole within this of its first byte (0 = no limit)"`
@@ -227,8 +227,8 @@ func (c Config) Validate() error {
 		{"max_halfopen", strconv.Itoa(c.MaxHalfOpen), intRange(c.MaxHalfOpen, 0, 10000000)},
 		{"max_ports_percent", strconv.Itoa(c.MaxPortsPercent), intRange(c.MaxPortsPercent, 0, 100)},
 		{"max_memory_mb", strconv.Itoa(c.MaxMemoryMB), intRange(c.MaxMemoryMB, 0, 1<<20)},
-		{"gogc", strconv.Itoa(c.GOGC), gogc(c.GOGC, c.MemoryLimitMB)},
-		{"memory_limit_mb", strconv.Itoa(c.MemoryLimitMB), intRange(c.MemoryLimitMB, 0, 1<<20)},
+		{"gogc", strconv.Itoa(c.GOGC), gogc(c.GOGC, c)},
+		{"memory_limit_mb", strconv.Itoa(c.MemoryLimitMB), intRange(c.MemoryLimitMB, -1, 1<<20)},
 
 		{"max_message_size", strconv.Itoa(c.MaxMessageSize), intRange(c.MaxMessageSize, 1500, 65507)},
 		{"tcp_header_timeout", c.TCPHeaderTimeout.String(), durRange(c.TCPHeaderTimeout, 0, time.Hour)},
