@@ -3,8 +3,8 @@ package config
 import "errors"
 
 // GC defaults, chosen from the measurements in BENCHMARKS.md ("Issue 9:
-// memory"): GOGC above 100 bought no CPU per call measurable on this
-// machine and cost 15-20 % more memory; the soft limit sits below the
+// memory"): GOGC 200 bought about 7 % CPU per call for 10-20 % more
+// memory, and memory is the larger gap to Kamailio; the soft limit sits below the
 // point where new calls get 503 (max_memory_mb), so the collector works
 // harder before calls are refused, and is far above what the process
 // uses in normal service.
