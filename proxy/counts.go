@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"context"
-
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipedge/sipedge/admission"
@@ -102,5 +100,5 @@ func (p *Proxy) endOfDialog(in *sip.Request, info fwdInfo, code int) {
 		return
 	}
 	p.mediaEnded(id)
-	p.admit.DialogEndedElsewhere(context.Background(), owner, info.confID, info.node, id, dialogKey(id, info.callerTag, nodeTag))
+	p.admit.DialogEndedElsewhere(p.background(), owner, info.confID, info.node, id, dialogKey(id, info.callerTag, nodeTag))
 }

@@ -54,7 +54,7 @@ var orphanLimit = sip.Timer_B
 type failover struct {
 	fo      Failoverer
 	areq    admission.Request
-	base    *sip.Request // the INVITE as built for the first node, before Record-Route and per-hop changes
+	base    *sip.Request // the INVITE as built for the first node, before Record-Route and per-hop changes (its headers shared with it: cloned per branch)
 	maxFwd  uint32       // its Max-Forwards (sipgo's Clone shares that header: each branch gets its own)
 	st      routeState   // its Record-Route state; the node fields change per node
 	left    int          // attempts left
@@ -77,7 +77,7 @@ func (p *Proxy) planFailover(req *sip.Request, areq admission.Request, out *sip.
 	if mf := out.MaxForwards(); mf != nil {
 		maxFwd = mf.Val()
 	}
-	return &failover{fo: fo, areq: areq, base: out.Clone(), maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
+	return &failover{fo: fo, areq: areq, base: shareRequest(out, false), maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
 		timeout: timeout, tried: []string{st.NodeName}}
 }
 
@@ -206,7 +206,7 @@ func (f *failoverTx) fail(err error) {
 // send starts one branch and hooks its 2xx retransmissions: relayed only
 // while it is the branch settled on.
 func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	ctx, cancel := dialContext(txContext(f.srv), *f.next)
 	br, err := f.p.client.TransactionRequest(ctx, out, keepAsBuilt)
 	cancel()
 	if err != nil {
@@ -229,6 +229,9 @@ func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
 
 // run drives the branches; it owns them and ends when the call is settled.
 func (f *failoverTx) run(out *sip.Request, h hop, node string) {
+	// The branch's 2xx hook keeps f for its timers (32 s); the plan, with
+	// its copy of the INVITE, is only needed until the call is settled.
+	defer func() { f.plan = nil }()
 	for {
 		br, err := f.send(out)
 		var first *sip.Response
@@ -359,7 +362,7 @@ func (f *failoverTx) nextBranch(reason, node string) (*sip.Request, hop, string,
 	if reason == stopped || !f.canRetry() || !f.waitIdle() {
 		return nil, hop{}, "", false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	ctx, cancel := context.WithTimeout(txContext(f.srv), connectTimeout)
 	v := f.plan.fo.Failover(ctx, f.plan.areq, node, f.plan.tried)
 	cancel()
 	if !v.Admit || slices.Contains(f.plan.tried, v.Node.Name) {
@@ -474,7 +477,8 @@ func (f *failoverTx) abandon(br sip.ClientTransaction, out *sip.Request, h hop, 
 	}
 	cancel := cancelFor(out)
 	go func() {
-		ctx, done := context.WithTimeout(context.Background(), connectTimeout)
+		// Serve's context: the abandoned branch is cancelled whatever the caller does.
+		ctx, done := context.WithTimeout(f.p.background(), connectTimeout)
 		defer done()
 		if _, err := f.p.client.Do(ctx, cancel, keepAsBuilt); err != nil {
 			if ctx.Err() == nil { // not sent at all (a timeout is the dead node's silence)
@@ -513,5 +517,5 @@ func (p *Proxy) hangUpLate(in *sip.Request, res *sip.Response, h hop, why string
 	if err := p.client.WriteRequest(ack, keepAsBuilt); err != nil {
 		p.notSent("ACK of a late 2xx", dl.callID, 0, err)
 	}
-	go p.sendBye(context.Background(), dl, false, "failover")
+	go p.sendBye(p.background(), dl, false, "failover") // outlives the branch and the caller's transaction
 }

@@ -91,8 +91,12 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		tx.OnCancel(func(*sip.Request) { canceller.requested() })
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	ctx, cancel := dialContext(txContext(tx), next)
 	ctxTx, err := p.clientTx(ctx, in, tx, out, &next, &info, canceller)
+	// The failover transaction holds &info until its branch's timers end:
+	// once the call is settled (this returns), the retry plan and the
+	// participant are garbage.
+	defer func() { info.failover, info.join = nil, nil }()
 	cancel()
 	p.seq.handedOn(in) // sent (or failed): the dialog's next request may go
 	if err != nil {
@@ -107,11 +111,13 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 
 	// 2xx retransmissions for INVITE arrive after the client transaction has
 	// passed the first one up; relay them statelessly so the caller's ACK
-	// still comes.
+	// still comes. The hook lives as long as the client transaction (32 s
+	// after a 2xx): it keeps only what anchoring reads, not info's retry plan.
+	retrInfo := fwdInfo{fromCaller: info.fromCaller}
 	ctxTx.OnRetransmission(func(res *sip.Response) {
 		if r := upstream(res); r != nil {
 			p.stripUntrustedResponse(res, r)
-			p.anchorResponse(in, r, info)
+			p.anchorResponse(in, r, retrInfo)
 			if err := p.srv.WriteResponse(r); err != nil {
 				p.notSent("retransmitted 2xx", callID(in), r.StatusCode, err)
 			}
@@ -143,7 +149,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 				p.dialogStarted(p.newDialogRecord(in, res, info,
 					hop{addr: in.Source(), transport: lower(in.Transport())}, next))
 				if info.join != nil && p.media != nil {
-					go p.media.Joined(context.Background(), *info.join)
+					go p.media.Joined(p.background(), *info.join) // the participant record outlives the transaction
 				}
 			}
 			if info.endsDialog && !res.IsProvisional() {
@@ -179,16 +185,20 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 
 // upstream turns a response from the next hop into the one sent back: the
 // proxy's own Via goes. Nil means the response is not ours to relay.
+//
+// It edits res itself rather than a clone (twenty allocations, and a
+// second copy held by the server transaction for its timers): the client
+// transaction is done with a response once it has passed it up, and what
+// the proxy still reads of it (status, To, Contact, source) stays.
 func upstream(res *sip.Response) *sip.Response {
-	r := res.Clone()
-	if !r.RemoveHeader("Via") || r.Via() == nil {
+	if !res.RemoveHeader("Via") || res.Via() == nil {
 		return nil
 	}
-	// Clone pins destination and transport to the hop the response came
-	// from; clear them so both follow the Via now on top (received/rport).
-	r.SetDestination("")
-	r.SetTransport("")
-	return r
+	// Destination and transport are the hop the response came from; clear
+	// them so both follow the Via now on top (received/rport).
+	res.SetDestination("")
+	res.SetTransport("")
+	return res
 }
 
 // dialogStarted records a dialog set up here; the counts follow from it.
@@ -238,7 +248,8 @@ func (c *cancelSender) maybeSend() {
 	}
 	cancel := cancelFor(invite)
 	go func() {
-		ctx, done := context.WithTimeout(context.Background(), connectTimeout)
+		// Serve's context: the CANCEL goes on after the caller's transaction ends.
+		ctx, done := context.WithTimeout(c.p.background(), connectTimeout)
 		defer done()
 		if _, err := c.p.client.Do(ctx, cancel, keepAsBuilt); err != nil {
 			c.p.notSent("CANCEL", callID(invite), 0, err)

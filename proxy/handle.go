@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"strconv"
 
 	"github.com/emiago/sipgo/sip"
@@ -78,7 +77,7 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		p.reply(tx, req, 404, "Not Found (no conference id in Request-URI)")
 		return
 	}
-	v := p.admit.Admit(context.Background(), areq)
+	v := p.admit.Admit(txContext(tx), areq)
 	if !v.Admit {
 		res := sip.NewResponseFromRequest(req, v.Code, v.Reason, nil)
 		switch v.Code {
@@ -94,7 +93,7 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	p.log.Debug().Str("call_id", areq.CallID).Str("method", areq.Method).Str("conf_id", areq.ConfID).
 		Str("node", v.Node.Name).Str("placement", v.Placement).Msg("new dialog admitted")
 
-	out := req.Clone()
+	out := forwardCopy(req)
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
 	p.dropOwnRoutes(out)
 	if !trusted {
@@ -135,7 +134,7 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, st routeSta
 		p.reply(tx, req, 404, "Not Here")
 		return
 	}
-	out := req.Clone()
+	out := forwardCopy(req)
 	dropRoutes(out, n)
 	// Nothing in a dialog needs these headers: never pass them on, and
 	// count them only when an untrusted source tried.
@@ -174,12 +173,12 @@ func (p *Proxy) inDialogByPlacement(req *sip.Request, tx sip.ServerTransaction) 
 		return
 	}
 	defer p.placementDone(req, tx)
-	pl, ok := p.placeInDialog(req)
+	pl, ok := p.placeInDialog(txContext(tx), req)
 	if !ok {
 		p.reply(tx, req, 404, "Not Here")
 		return
 	}
-	out := req.Clone()
+	out := forwardCopy(req)
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(pl.next.addr)
 	p.stripTrusted(out)
 	if err := p.anchor(out, callID(req), true); err != nil && (req.Method == sip.INVITE || req.Method == sip.UPDATE) {
@@ -219,14 +218,14 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 	p.limitAcked(req)
 	st, n, err := p.ourRoute(req)
 	var next hop
-	out := req.Clone()
+	out := forwardCopy(req)
 	switch {
 	case err == nil && n > 0:
 		dropRoutes(out, n)
 		next = p.nextHop(req, st)
 	case err == nil && p.addressedToUs(req) && req.Recipient.User != "":
 		p.metrics.placementRouted.Inc()
-		pl, ok := p.placeInDialog(req)
+		pl, ok := p.placeInDialog(p.background(), req) // an ACK of a 2xx has no transaction of its own
 		if !ok {
 			return
 		}
@@ -264,7 +263,7 @@ func (p *Proxy) reply(tx sip.ServerTransaction, req *sip.Request, code int, reas
 
 func (p *Proxy) respond(tx sip.ServerTransaction, res *sip.Response) {
 	if p.opts.UserAgent != "" {
-		res.AppendHeader(sip.NewHeader("Server", p.opts.UserAgent))
+		res.AppendHeader(p.serverHeader())
 	}
 	p.metrics.countResponse(res)
 	if err := tx.Respond(res); err != nil {

@@ -144,6 +144,14 @@ func (p *Proxy) recordRoute(out *sip.Request, st routeState) {
 // to us unchanged (RFC 3261 §16.6 step 8), FNV-1a without allocation.
 func loopHash(req *sip.Request) uint64 {
 	h := uint64(14695981039346656037)
+	mixb := func(s []byte) {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+		h ^= 0xff
+		h *= 1099511628211
+	}
 	mix := func(s string) {
 		for i := 0; i < len(s); i++ {
 			h ^= uint64(s[i])
@@ -152,9 +160,10 @@ func loopHash(req *sip.Request) uint64 {
 		h ^= 0xff
 		h *= 1099511628211
 	}
+	var num [20]byte
 	mix(req.Recipient.User)
 	mix(req.Recipient.Host)
-	mix(strconv.Itoa(req.Recipient.Port))
+	mixb(strconv.AppendInt(num[:0], int64(req.Recipient.Port), 10))
 	mix(fromTag(req))
 	if to := req.To(); to != nil {
 		tag, _ := to.Params.Get("tag")
@@ -162,7 +171,7 @@ func loopHash(req *sip.Request) uint64 {
 	}
 	mix(callID(req))
 	if cs := req.CSeq(); cs != nil {
-		mix(strconv.FormatUint(uint64(cs.SeqNo), 10))
+		mixb(strconv.AppendUint(num[:0], uint64(cs.SeqNo), 10))
 	}
 	return h
 }
@@ -170,7 +179,9 @@ func loopHash(req *sip.Request) uint64 {
 func (p *Proxy) branch(req *sip.Request) string {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	return branchMark + strconv.FormatUint(loopHash(req), 16) + "." + hex.EncodeToString(rnd[:])
+	var b [64]byte
+	out := append(strconv.AppendUint(append(b[:0], branchMark...), loopHash(req), 16), '.')
+	return string(hex.AppendEncode(out, rnd[:]))
 }
 
 // statelessBranch is deterministic so a retransmitted ACK keeps its branch.
@@ -184,7 +195,9 @@ func statelessBranch(req *sip.Request) string {
 		h ^= uint64(b[i])
 		h *= 1099511628211
 	}
-	return branchMark + strconv.FormatUint(loopHash(req), 16) + ".a" + strconv.FormatUint(h, 16)
+	var buf [64]byte
+	out := append(strconv.AppendUint(append(buf[:0], branchMark...), loopHash(req), 16), ".a"...)
+	return string(strconv.AppendUint(out, h, 16))
 }
 
 // isLoop reports whether the request already passed through this proxy
@@ -192,7 +205,7 @@ func statelessBranch(req *sip.Request) string {
 // A spiral (the request came back with a new Request-URI) is not a loop.
 func (p *Proxy) isLoop(req *sip.Request) bool {
 	var want string
-	for _, h := range req.GetHeaders("Via") {
+	for _, h := range req.Headers() { // GetHeaders("Via") would allocate its list
 		via, ok := h.(*sip.ViaHeader)
 		if !ok || via.Host != p.advHost || via.Port != p.advPort {
 			continue
@@ -255,4 +268,12 @@ func transportOrUDP(t string) string {
 }
 
 func lower(s string) string { return strings.ToLower(s) }
-func upper(s string) string { return strings.ToUpper(s) }
+func upper(s string) string {
+	switch s { // the transports every message names: no allocation
+	case "udp", "UDP":
+		return "UDP"
+	case "tcp", "TCP":
+		return "TCP"
+	}
+	return strings.ToUpper(s)
+}

@@ -63,7 +63,7 @@ func (p *Proxy) trustAddrPort(ap netip.AddrPort) (node string, trusted bool) {
 
 // headerEditor is what removing headers needs of a request or response.
 type headerEditor interface {
-	GetHeader(string) sip.Header
+	Headers() []sip.Header
 	RemoveHeader(string) bool
 }
 
@@ -72,10 +72,8 @@ type headerEditor interface {
 // and returns how many it removed.
 func removeTrusted(m headerEditor) int {
 	n := 0
-	for _, name := range trustedHeaders {
-		for h := m.GetHeader(name); h != nil && m.RemoveHeader(h.Name()); h = m.GetHeader(name) {
-			n++
-		}
+	for h := firstTrusted(m); h != nil && m.RemoveHeader(h.Name()); h = firstTrusted(m) {
+		n++
 	}
 	return n
 }
@@ -103,8 +101,8 @@ func joinOf(req *sip.Request, confID string, trusted bool, aorOf *sip.Uri) media
 	return j
 }
 
-func headerValue(m interface{ GetHeader(string) sip.Header }, name string) string {
-	if h := m.GetHeader(name); h != nil {
+func headerValue(m interface{ Headers() []sip.Header }, name string) string {
+	if h := findHeader(m, name); h != nil {
 		return strings.TrimSpace(h.Value())
 	}
 	return ""

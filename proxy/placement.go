@@ -21,7 +21,7 @@ type placement struct {
 // failover or a ring change is not the one admission would pick now.
 // Otherwise admission places it as it placed the INVITE. ok is false when
 // nobody can take it.
-func (p *Proxy) placeInDialog(req *sip.Request) (placement, bool) {
+func (p *Proxy) placeInDialog(ctx context.Context, req *sip.Request) (placement, bool) {
 	ft := fromTag(req)
 	if dl := p.dialogs.Match(callID(req), ft, toTag(req)); dl != nil && ft == dl.callerTag {
 		p.metrics.placementHeld.Inc()
@@ -31,7 +31,7 @@ func (p *Proxy) placeInDialog(req *sip.Request) (placement, bool) {
 		}
 		return placement{node: dl.node, confID: conf, next: dl.nodeHop}, true
 	}
-	v := p.admit.Admit(context.Background(), admission.Request{Method: string(req.Method), CallID: callID(req), ConfID: req.Recipient.User})
+	v := p.admit.Admit(ctx, admission.Request{Method: string(req.Method), CallID: callID(req), ConfID: req.Recipient.User})
 	if !v.Admit {
 		return placement{}, false
 	}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,6 +94,10 @@ type Proxy struct {
 	seq     *sequencer // keeps each dialog's requests in arrival order
 	media   Media      // nil: media not anchored
 	wg      sync.WaitGroup
+
+	serveCtx   atomic.Pointer[context.Context] // Serve's: work that outlives a transaction (txctx.go)
+	server     sip.Header                      // Server header of the proxy's own answers (clone.go)
+	serverOnce sync.Once
 
 	// flood limits (limits.go, limits_hooks.go)
 	limits       *limiter
@@ -234,6 +239,7 @@ func (p *Proxy) ActiveDialogs() int { return p.dialogs.Len() }
 
 // Serve handles SIP until ctx is done.
 func (p *Proxy) Serve(ctx context.Context) error {
+	p.serveCtx.Store(&ctx)
 	errc := make(chan error, 2)
 	go func() { errc <- p.srv.ServeUDP(p.udp) }()
 	go func() { errc <- p.srv.ServeTCP(p.tcp) }()

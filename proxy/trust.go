@@ -81,14 +81,7 @@ func (p *Proxy) SetNodeSecrets(secrets ...string) {
 
 // hasTrusted reports whether m carries any X-Sipedge-* header a source
 // needs trust for.
-func hasTrusted(m interface{ GetHeader(string) sip.Header }) bool {
-	for _, name := range trustedHeaders {
-		if m.GetHeader(name) != nil {
-			return true
-		}
-	}
-	return false
-}
+func hasTrusted(m interface{ Headers() []sip.Header }) bool { return firstTrusted(m) != nil }
 
 // trustNew decides whether the X-Sipedge-* headers of a new dialog's
 // request are believed, and which node sent it. The source address must be

@@ -38,6 +38,7 @@ import (
 // Run starts sipedge and blocks until ctx is done, a part fails, or a
 // signal of ctl (at most one) stopped it (lifecycle.go).
 func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Control) error {
+	applyGC(cfg, log) // gc.go
 	redisAddr := cfg.Redis
 	if redisAddr == "" {
 		emb, err := embedredis.Start("127.0.0.1:6379")

@@ -80,6 +80,11 @@ type Config struct {
 	MaxPortsPercent int `yaml:"max_ports_percent" usage:"relay ports in use, in percent of media_ports, above which new calls get 503 (0 = no limit)"`
 	MaxMemoryMB     int `yaml:"max_memory_mb" usage:"memory MiB the Go runtime holds (less what it returned to the OS) above which new dialogs get 503 (0 = no limit)"`
 
+	// Garbage collector pacing (internal/app/gc.go); the GOGC and GOMEMLIMIT
+	// environment variables win over them.
+	GOGC          int `yaml:"gogc" usage:"GC target percent: heap growth over the live heap before a collection (-1 = only memory_limit_mb triggers one; the GOGC env var wins)"`
+	MemoryLimitMB int `yaml:"memory_limit_mb" usage:"soft memory limit MiB: the GC runs harder as the process nears it (0 = three quarters of max_memory_mb, -1 = none; the GOMEMLIMIT env var wins)"`
+
 	MaxMessageSize       int           `yaml:"max_message_size" usage:"largest SIP message in bytes (requests above get 513, responses above are dropped); at most 65507"`
 	TCPHeaderTimeout     time.Duration `yaml:"tcp_header_timeout" usage:"a TCP message must arrive whole within this of its first byte (0 = no limit)"`
 	TCPIdleTimeout       time.Duration `yaml:"tcp_idle_timeout" usage:"a TCP connection with no traffic either way this long is closed (0 = never)"`
@@ -138,6 +143,8 @@ func Default() Config {
 		MaxHalfOpen:     10000,
 		MaxPortsPercent: 95,
 		MaxMemoryMB:     2048,
+		GOGC:            GCDefault,
+		MemoryLimitMB:   MemoryLimitDefault,
 
 		MaxMessageSize:       65507,
 		TCPHeaderTimeout:     10 * time.Second,
@@ -225,6 +232,8 @@ func (c Config) Validate() error {
 		{"max_halfopen", strconv.Itoa(c.MaxHalfOpen), intRange(c.MaxHalfOpen, 0, 10000000)},
 		{"max_ports_percent", strconv.Itoa(c.MaxPortsPercent), intRange(c.MaxPortsPercent, 0, 100)},
 		{"max_memory_mb", strconv.Itoa(c.MaxMemoryMB), intRange(c.MaxMemoryMB, 0, 1<<20)},
+		{"gogc", strconv.Itoa(c.GOGC), gogc(c.GOGC, c)},
+		{"memory_limit_mb", strconv.Itoa(c.MemoryLimitMB), intRange(c.MemoryLimitMB, -1, 1<<20)},
 
 		{"max_message_size", strconv.Itoa(c.MaxMessageSize), intRange(c.MaxMessageSize, 1500, 65507)},
 		{"tcp_header_timeout", c.TCPHeaderTimeout.String(), durRange(c.TCPHeaderTimeout, 0, time.Hour)},

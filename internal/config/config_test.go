@@ -84,6 +84,12 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"source halfopen negative", nil, map[string]string{"SIPEDGE_SOURCE_HALFOPEN": "-5"}, "source_halfopen"},
 		{"max ports percent over 100", []string{"--max-ports-percent", "101"}, nil, "max_ports_percent"},
 		{"max heap negative", []string{"--max-memory-mb", "-1"}, nil, "max_memory_mb"},
+		{"gogc zero", []string{"--gogc", "0"}, nil, "gogc"},
+		{"gogc off without a memory limit", []string{"--gogc", "-1", "--memory-limit-mb", "-1"}, nil, "gogc"},
+		{"gogc off, no limit derived", []string{"--gogc", "-1", "--max-memory-mb", "0"}, nil, "gogc"},
+		{"gogc over 10000", nil, map[string]string{"SIPEDGE_GOGC": "20000"}, "gogc"},
+		{"memory limit below -1", []string{"--memory-limit-mb", "-2"}, nil, "memory_limit_mb"},
+		{"memory limit text", nil, map[string]string{"SIPEDGE_MEMORY_LIMIT_MB": "lots"}, "memory_limit_mb"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
