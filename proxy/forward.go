@@ -3,6 +3,9 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -198,7 +201,40 @@ func upstream(res *sip.Response) *sip.Response {
 	// them so both follow the Via now on top (received/rport).
 	res.SetDestination("")
 	res.SetTransport("")
+	if dst, ok := viaDestinationIPv6(res.Via()); ok {
+		// sipgo joins an IPv6 received= host and the port without
+		// brackets ("::1:5060"), which no socket can dial.
+		res.SetDestination(dst)
+	}
 	return res
+}
+
+// viaDestinationIPv6 is where RFC 3261 §18.2.2 and RFC 3581 send a
+// response over an unreliable transport (received, else the Via host;
+// rport, else the Via port), when that host is an IPv6 address.
+func viaDestinationIPv6(via *sip.ViaHeader) (string, bool) {
+	if via == nil {
+		return "", false
+	}
+	host, port := via.Host, via.Port
+	if via.Params != nil {
+		if r, ok := via.Params.Get("received"); ok && r != "" {
+			host = r
+		}
+		if rp, ok := via.Params.Get("rport"); ok && rp != "" {
+			if n, err := strconv.Atoi(rp); err == nil {
+				port = n
+			}
+		}
+	}
+	host = strings.Trim(host, "[]")
+	if !strings.Contains(host, ":") {
+		return "", false
+	}
+	if port == 0 {
+		port = int(sip.DefaultPort(via.Transport))
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), true
 }
 
 // dialogStarted records a dialog set up here; the counts follow from it.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -200,7 +201,8 @@ func (p *Proxy) namesUs(u *sip.Uri) bool {
 	if port == 0 {
 		port = 5060
 	}
-	return u.Host == p.advHost && port == p.advPort
+	// An IPv6 host may come bracketed ("[::1]") or not.
+	return strings.Trim(u.Host, "[]") == strings.Trim(p.advHost, "[]") && port == p.advPort
 }
 
 // nextHop picks the direction: requests from the dialog's caller go to the
