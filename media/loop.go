@@ -142,7 +142,7 @@ func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
 // endpoint and to the node.
 func (mg *Manager) mediaTimeout(ctx context.Context, s *session, conf string, silent time.Duration) {
 	mg.m.mediaTimeouts.Inc()
-	mg.log.Info().Str("call_id", s.callID).Str("conf_id", conf).Dur("silent", silent).
+	mg.log.Info().Str("call_id", s.callID).Str("conf_id", conf).Stringer("silent", silent).
 		Msg("participant ended: no RTP from its endpoint for media_timeout")
 	if mg.ender == nil || mg.ender.EndCalls(ctx, func(id, _ string) bool { return id == s.callID }, "media timeout") == 0 {
 		// Not a dialog the proxy holds (or already gone): free it anyway.

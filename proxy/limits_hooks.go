@@ -248,7 +248,7 @@ func (p *Proxy) endUnacked(ctx context.Context, ids []string) {
 	for _, id := range ids {
 		p.limitMetrics.ackTimeouts.Inc()
 		if ev := p.noAckLog.Info(); ev != nil {
-			ev.Str("call_id", id).Dur("after", p.limits.opt.AckTimeout).Msg("2xx never ACKed: call ended (Timer H)")
+			ev.Str("call_id", id).Stringer("after", p.limits.opt.AckTimeout).Msg("2xx never ACKed: call ended (Timer H)")
 		}
 		if !p.dialogs.HasCall(id) {
 			p.mediaEnded(id) // ended meanwhile, or never a dialog here: free what is left

@@ -107,7 +107,7 @@ func (w *Watcher) MarkSuspect(name string) bool {
 		return false
 	}
 	w.m.suspectMarks.Inc()
-	w.log.Warn().Str("node", name).Dur("hold", w.sus.hold).
+	w.log.Warn().Str("node", name).Stringer("hold", w.sus.hold).
 		Msg("media node suspect: it failed a call; out of the ring until a good probe or the hold ends")
 	w.mu.Lock()
 	w.rebuildLocked()

@@ -263,7 +263,7 @@ func (w *Watcher) keepThroughEmptyLocked(nodes []Node, errs []error, now time.Ti
 	switch {
 	case !empty:
 		if !w.emptySince.IsZero() {
-			w.log.Info().Int("nodes", len(nodes)).Dur("after", now.Sub(w.emptySince)).
+			w.log.Info().Int("nodes", len(nodes)).Stringer("after", now.Sub(w.emptySince)).
 				Msg("media nodes registered again after an empty node set")
 			w.emptySince = time.Time{}
 		}
@@ -273,13 +273,13 @@ func (w *Watcher) keepThroughEmptyLocked(nodes []Node, errs []error, now time.Ti
 	case w.emptySince.IsZero():
 		w.emptySince = now
 		w.m.redisErrors.WithLabelValues("empty").Inc()
-		w.log.Warn().Str("key", w.k.Nodes()).Int("known", len(w.nodes)).Dur("grace", w.opts.EmptyGrace).
+		w.log.Warn().Str("key", w.k.Nodes()).Int("known", len(w.nodes)).Stringer("grace", w.opts.EmptyGrace).
 			Msg("media node set is empty (Redis restarted empty?): keeping the last known ring until nodes register again")
 		return true
 	case now.Sub(w.emptySince) < w.opts.EmptyGrace:
 		return true
 	default:
-		w.log.Warn().Str("key", w.k.Nodes()).Dur("grace", w.opts.EmptyGrace).
+		w.log.Warn().Str("key", w.k.Nodes()).Stringer("grace", w.opts.EmptyGrace).
 			Msg("media node set still empty after the grace period: ring emptied")
 		w.emptySince = time.Time{}
 		return false
@@ -451,10 +451,10 @@ func (w *Watcher) logTransitions(prev, s *Snapshot) {
 			ev.Bool("kept_active", st.KeptActive)
 		}
 		if st.DrainExpired {
-			ev.Bool("drain_expired", true).Dur("drain_timeout", w.policy.DrainTimeout)
+			ev.Bool("drain_expired", true).Stringer("drain_timeout", w.policy.DrainTimeout)
 		}
 		if st.InService && !old.InService && w.policy.SlowStart > 0 {
-			ev.Dur("slow_start", w.policy.SlowStart)
+			ev.Stringer("slow_start", w.policy.SlowStart)
 		}
 		ev.Msg("media node state changed")
 	}

@@ -237,7 +237,7 @@ func (n *node) end(c *call, reason string) {
 	c.rtp.Close()
 	sent, received := c.media.counts()
 	n.log.Info().Str("call_id", c.id).Str("conf_id", c.conf).Str("reason", reason).
-		Dur("duration", time.Since(c.started)).Uint64("rtp_sent", sent).Uint64("rtp_received", received).
+		Stringer("duration", time.Since(c.started).Round(time.Millisecond)).Uint64("rtp_sent", sent).Uint64("rtp_received", received).
 		Int("active_calls", n.activeCalls()).Msg("call ended")
 }
 

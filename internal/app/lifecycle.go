@@ -96,7 +96,7 @@ func (l *lifecycle) drain(ctx context.Context, ctl Control, sig os.Signal) error
 	l.admit.SetShuttingDown(true)
 	l.beat()
 	n := l.dialogs()
-	l.log.Warn().Str("signal", sig.String()).Int("dialogs", n).Dur("grace", grace).
+	l.log.Warn().Str("signal", sig.String()).Int("dialogs", n).Stringer("grace", grace).
 		Msg("shutdown: drain started: new dialogs answered 503, in-dialog requests pass")
 	deadline := time.NewTimer(grace)
 	defer deadline.Stop()
@@ -109,7 +109,7 @@ func (l *lifecycle) drain(ctx context.Context, ctl Control, sig os.Signal) error
 	logged, loggedN := start, n
 	for {
 		if n == 0 {
-			l.log.Info().Str("reason", "dialogs ended").Dur("after", time.Since(start)).
+			l.log.Info().Str("reason", "dialogs ended").Stringer("after", time.Since(start)).
 				Msg("shutdown: no dialogs left, exiting")
 			return errStopped
 		}
@@ -125,14 +125,14 @@ func (l *lifecycle) drain(ctx context.Context, ctl Control, sig os.Signal) error
 				Msg("shutdown: second signal, exiting now")
 			return errStopped
 		case <-deadline.C:
-			l.log.Warn().Str("reason", "grace period over").Int("dialogs", n).Dur("grace", grace).
+			l.log.Warn().Str("reason", "grace period over").Int("dialogs", n).Stringer("grace", grace).
 				Msg("shutdown: grace period over, exiting with dialogs up")
 			return errStopped
 		case <-tick.C:
 			n = l.dialogs()
 			since := time.Since(logged)
 			if (n != loggedN && since >= time.Second) || since >= 5*time.Second {
-				l.log.Info().Int("dialogs", n).Dur("elapsed", time.Since(start)).
+				l.log.Info().Int("dialogs", n).Stringer("elapsed", time.Since(start)).
 					Dur("left", grace-time.Since(start)).Msg("shutdown: waiting for dialogs to end")
 				logged, loggedN = time.Now(), n
 			}

@@ -90,7 +90,7 @@ func (mon *Monitor) Observe(err error) {
 	defer mon.mu.Unlock()
 	if err == nil {
 		if mon.down {
-			mon.log.Info().Dur("outage", now.Sub(mon.downedAt)).Msg("redis reachable again")
+			mon.log.Info().Stringer("outage", now.Sub(mon.downedAt)).Msg("redis reachable again")
 		}
 		mon.fails, mon.lastErr, mon.down, mon.lastOK = 0, nil, false, now
 		mon.m.up.Set(1)
@@ -103,7 +103,7 @@ func (mon *Monitor) Observe(err error) {
 	if mon.fails >= mon.opts.FailAt && !mon.down {
 		mon.down, mon.downedAt = true, now
 		mon.m.up.Set(0)
-		mon.log.Error().Err(err).Int("failures", mon.fails).Dur("since_success", now.Sub(mon.lastOK)).
+		mon.log.Error().Err(err).Int("failures", mon.fails).Stringer("since_success", now.Sub(mon.lastOK)).
 			Msg("redis unreachable or stalled: not ready; calls keep the last known state")
 	}
 }
