@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sipedge/sipedge/media/policy"
+
 	"github.com/sipedge/sipedge/media/relay"
 	"github.com/sipedge/sipedge/media/sdpx"
 )
@@ -44,6 +46,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg == nil {
 		return m, nil
+	}
+	for _, r := range []string{string(policy.RuleGuestsOnly), string(policy.RuleLastParticipant), string(policy.RuleEmpty), "operator"} {
+		m.ended.WithLabelValues(r) // every rule exported from the start
 	}
 	for _, c := range []prometheus.Collector{m.sessions, m.present, m.conferences, m.ended, m.mediaTimeouts,
 		m.sdpErrors, m.redisErrors, m.badValues, m.writes} {
