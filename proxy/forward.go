@@ -116,6 +116,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	// passed the first one up; relay them statelessly so the caller's ACK
 	// still comes. The hook lives as long as the client transaction (32 s
 	// after a 2xx): it keeps only what anchoring reads, not info's retry plan.
+	clock := p.timing.start(in, info.newDialog)
 	retrInfo := fwdInfo{fromCaller: info.fromCaller}
 	ctxTx.OnRetransmission(func(res *sip.Response) {
 		if r := upstream(res); r != nil {
@@ -136,6 +137,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if canceller != nil && res.IsProvisional() {
 				canceller.provisional()
 			}
+			clock.response(res)
 			if res.StatusCode == 100 {
 				// RFC 3261 §16.7: a stateful proxy never forwards 100 Trying;
 				// sipedge sent its own.

@@ -73,6 +73,7 @@ type Proxy struct {
 	admit   Admitter
 	log     zerolog.Logger
 	metrics *metrics
+	timing  *inviteTiming
 	signer  routeSigner
 	auth    nodeAuth // node proofs (trust.go)
 
@@ -128,6 +129,9 @@ func NewEndpoint(opts Options, log zerolog.Logger, reg prometheus.Registerer) (*
 		return nil, err
 	}
 	p := &Proxy{opts: opts, log: log, metrics: m, media: opts.Media}
+	if p.timing, err = newInviteTiming(reg); err != nil {
+		return nil, err
+	}
 	if err := p.initTrust(); err != nil {
 		return nil, err
 	}
