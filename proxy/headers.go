@@ -130,7 +130,7 @@ func (p *Proxy) recordRoute(out *sip.Request, st routeState) {
 	token := p.signer.Encode(st)
 	rr := func(transport string) *sip.RecordRouteHeader {
 		return &sip.RecordRouteHeader{Address: sip.Uri{
-			Scheme: "sip", Host: p.advHost, Port: p.advPort,
+			Scheme: "sip", Host: p.advHost, Port: p.portFor(transport),
 			UriParams: sip.HeaderParams{{K: "transport", V: transport}, {K: "lr", V: ""}, {K: routeParam, V: token}},
 		}}
 	}

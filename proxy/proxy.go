@@ -43,14 +43,15 @@ var _ Admitter = (*admission.Admitter)(nil)
 
 // Options configures a Proxy.
 type Options struct {
-	Listen      string    // HOST:PORT for UDP and TCP
-	Advertise   string    // HOST[:PORT] for Via and Record-Route; default: the listen address
-	RouteSecret string    // key sealing Record-Route state (current: encodes); shared by all instances
-	UserAgent   string    // Server / User-Agent header value
-	UDPBuffer   int       // socket buffer bytes of the UDP listener (0: kernel default)
-	Instance    string    // this instance's name, carried in Record-Route state
-	Media       Media     // RTP anchoring; nil turns it off
-	Trust       TrustFunc // who may set X-Sipedge-* headers; nil trusts nobody
+	Listen      string        // HOST:PORT for UDP and TCP
+	Secure      SecureOptions // TLS, WS and WSS listeners (secure.go)
+	Advertise   string        // HOST[:PORT] for Via and Record-Route; default: the listen address
+	RouteSecret string        // key sealing Record-Route state (current: encodes); shared by all instances
+	UserAgent   string        // Server / User-Agent header value
+	UDPBuffer   int           // socket buffer bytes of the UDP listener (0: kernel default)
+	Instance    string        // this instance's name, carried in Record-Route state
+	Media       Media         // RTP anchoring; nil turns it off
+	Trust       TrustFunc     // who may set X-Sipedge-* headers; nil trusts nobody
 	Wire        WireOptions
 
 	OldRouteSecrets []string      // also accepted on decode, never used to encode (rotation)
@@ -81,6 +82,7 @@ type Proxy struct {
 	srv    *sipgo.Server
 	client *sipgo.Client
 
+	secure  secureListeners
 	udp     net.PacketConn
 	tcp     net.Listener
 	udpLA   sip.Addr // local address of the UDP listener: requests leave from it
@@ -139,6 +141,10 @@ func NewEndpoint(opts Options, log zerolog.Logger, reg prometheus.Registerer) (*
 		return nil, err
 	}
 	if err := p.listen(); err != nil {
+		return nil, err
+	}
+	if err := p.listenSecure(); err != nil {
+		p.closeListeners()
 		return nil, err
 	}
 	uaOpts := p.wire()
@@ -244,9 +250,12 @@ func (p *Proxy) ActiveDialogs() int { return p.dialogs.Len() }
 // Serve handles SIP until ctx is done.
 func (p *Proxy) Serve(ctx context.Context) error {
 	p.serveCtx.Store(&ctx)
-	errc := make(chan error, 2)
+	errc := make(chan error, 5)
 	go func() { errc <- p.srv.ServeUDP(p.udp) }()
 	go func() { errc <- p.srv.ServeTCP(p.tcp) }()
+	if names := p.serveSecure(errc); len(names) > 0 {
+		p.log.Info().Strs("listeners", names).Msg("SIP proxy listening (secure and web transports)")
+	}
 	go p.dialogs.sweep(ctx, time.Minute)
 	go p.seq.sweep(ctx, time.Second)
 	go p.runLimits(ctx)
@@ -264,6 +273,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 }
 
 func (p *Proxy) closeListeners() {
+	p.closeSecure()
 	if p.udp != nil {
 		p.udp.Close()
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sipedge/sipedge/admission"
 	"github.com/sipedge/sipedge/internal/admin"
+	"github.com/sipedge/sipedge/internal/certs"
 	"github.com/sipedge/sipedge/internal/config"
 	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/embedredis"
@@ -97,10 +98,20 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if err != nil {
 		return err
 	}
+	var store *certs.Store
+	if cfg.TLSCert != "" && (cfg.TLSListen != "" || cfg.WSSListen != "") {
+		if store, err = certs.Load(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return err
+		}
+	}
 	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
 		UserAgent: "sipedge/" + version.Short(), UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name,
 		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout,
 		Wire: wireOptions(cfg)}
+	popts.Secure = proxy.SecureOptions{TLSListen: cfg.TLSListen, WSListen: cfg.WSListen, WSSListen: cfg.WSSListen}
+	if store != nil {
+		popts.Secure.TLS = store.Config()
+	}
 	tsec.apply(&popts)
 	popts.Limits = limitOptions(cfg)
 	if mgr != nil {
@@ -213,6 +224,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	lc := &lifecycle{cfg: cfg, log: log.With().Str("component", "lifecycle").Logger(), admit: a, state: state,
 		dialogs: px.ActiveDialogs, trusted: trust.setNetworks,
 		beat: func() { _ = pub.Beat(gctx) }}
+	if store != nil {
+		lc.certs = store
+	}
 	if mgr != nil {
 		lc.media = mgr
 	}

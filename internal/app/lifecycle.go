@@ -67,6 +67,8 @@ type lifecycle struct {
 	trusted func([]netip.Prefix) // replaces the trusted networks
 	beat    func()               // publishes the instance state now
 	poll    time.Duration        // how often the drain counts dialogs
+	// certs re-reads the TLS certificate files (nil: no TLS listener).
+	certs interface{ Reload() (time.Time, error) }
 }
 
 // run serves ctl until ctx ends (nil) or a drain finished (errStopped).
@@ -182,6 +184,13 @@ func (l *lifecycle) reload(read func() (config.Config, error)) {
 		return
 	}
 	l.cfg = cur
+	if l.certs != nil {
+		if exp, err := l.certs.Reload(); err != nil {
+			l.log.Error().Err(err).Msg("reload: TLS certificate rejected, the one in use is kept")
+		} else {
+			l.log.Info().Time("not_after", exp).Msg("reload: TLS certificate re-read")
+		}
+	}
 	l.log.Info().Int("applied", applied).Int("need_restart", ignored).Msg("reload: configuration re-read")
 }
 
