@@ -168,7 +168,10 @@ func TestSecure_CallsOverTLSAndWebSocket(t *testing.T) {
 		r := bufio.NewReader(c)
 		return c, sipLink{addr: c.LocalAddr().String(), tp: "TLS",
 			send: func(m string) error { _, err := io.WriteString(c, m); return err },
-			recv: func() (string, error) { _ = c.SetReadDeadline(time.Now().Add(5 * time.Second)); return readStreamMessage(r) }}
+			recv: func() (string, error) {
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				return readStreamMessage(r)
+			}}
 	}
 	c, link := dialTLS()
 	if cn := c.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != "first.example" {

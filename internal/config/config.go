@@ -17,16 +17,16 @@ import (
 // Config is the whole sipedge configuration. Tags: yaml key (also the flag
 // name with '_' → '-', and the env var SIPEDGE_<KEY>), and the flag usage.
 type Config struct {
-	Name       string `yaml:"name" usage:"instance name (default hostname)"`
-	Site       string `yaml:"site" usage:"site this instance belongs to"`
-	Server     string `yaml:"server" usage:"server name used by deservice profiles (default hostname)"`
-	Listen     string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP)"`
+	Name   string `yaml:"name" usage:"instance name (default hostname)"`
+	Site   string `yaml:"site" usage:"site this instance belongs to"`
+	Server string `yaml:"server" usage:"server name used by deservice profiles (default hostname)"`
+	Listen string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP)"`
 	// Secure and web transports for endpoints; empty turns each off.
-	TLSListen string `yaml:"tls_listen" usage:"SIP over TLS listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
-	WSListen  string `yaml:"ws_listen" usage:"SIP over WebSocket listen HOST:PORT (empty: off)"`
-	WSSListen string `yaml:"wss_listen" usage:"SIP over secure WebSocket listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
-	TLSCert   string `yaml:"tls_cert" usage:"PEM certificate (chain) file of the TLS and WSS listeners, read again on SIGHUP"`
-	TLSKey    string `yaml:"tls_key" usage:"PEM private key file of tls_cert"`
+	TLSListen  string `yaml:"tls_listen" usage:"SIP over TLS listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
+	WSListen   string `yaml:"ws_listen" usage:"SIP over WebSocket listen HOST:PORT (empty: off)"`
+	WSSListen  string `yaml:"wss_listen" usage:"SIP over secure WebSocket listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
+	TLSCert    string `yaml:"tls_cert" usage:"PEM certificate (chain) file of the TLS and WSS listeners, read again on SIGHUP"`
+	TLSKey     string `yaml:"tls_key" usage:"PEM private key file of tls_cert"`
 	UDPBuffer  int    `yaml:"udp_buffer" usage:"UDP socket buffer bytes (capped by net.core.rmem_max/wmem_max)"`
 	Advertise  string `yaml:"advertise" usage:"HOST[:PORT] written into Via and Record-Route (default: listen address)"`
 	Redis      string `yaml:"redis" usage:"Redis address; empty starts an embedded Redis on loopback"`
