@@ -163,7 +163,7 @@ func TestNodesAdd_RejectsBadInputAndDuplicates(t *testing.T) {
 		{"negative weight", []string{"cn2", "127.0.0.1:5071", "--weight", "-3"}, "must be >= 0"},
 		{"bad transport", []string{"cn2", "127.0.0.1:5071", "--transport", "sctp"}, "bad --transport"},
 		{"bad name", []string{"cn*", "127.0.0.1:5071"}, "bad node name"},
-		{"missing addr", []string{"cn2"}, "accepts 2 arg"},
+		{"missing addr", []string{"cn2"}, "missing ADDR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

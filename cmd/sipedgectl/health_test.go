@@ -71,3 +71,20 @@ func TestUsage_UnknownSubcommandFails(t *testing.T) {
 		t.Fatalf("nodes alone: out %q err %v, want its help", out, err)
 	}
 }
+
+func TestPositionals(t *testing.T) {
+	for use, want := range map[string]string{
+		"show ID": "ID", "add NAME ADDR": "NAME ADDR", "maintenance on|off NODE": "on|off NODE",
+		"drain [--wait] [--timeout D] NODE|INSTANCE": "NODE|INSTANCE",
+		"create ID --name NAME --servers a,b [--description TEXT]": "ID",
+		"health [ADMIN_URL]": "", "rollout [NODE...]": "", "list": "",
+	} {
+		if got := strings.Join(positionals(use), " "); got != want {
+			t.Errorf("positionals(%q) = %q, want %q", use, got, want)
+		}
+	}
+	mr := miniredis.RunT(t)
+	if _, _, err := ctl(t, mr, "nodes", "add", "n1"); err == nil || !strings.Contains(err.Error(), "missing ADDR") {
+		t.Errorf("nodes add n1: err = %v, want missing ADDR", err)
+	}
+}

@@ -130,7 +130,7 @@ func TestProfiles_BadInputChangesNothing(t *testing.T) {
 		{"deservice unknown", []string{"deservice", "ghost"}, "unknown profile"},
 		{"restore unknown", []string{"restore", "ghost"}, "unknown profile"},
 		{"delete unknown", []string{"delete", "ghost"}, "unknown profile"},
-		{"deservice no id", []string{"deservice"}, "accepts 1 arg"},
+		{"deservice no id", []string{"deservice"}, "missing ID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -357,7 +357,7 @@ func TestNodesMaintenance_BadInputChangesNothing(t *testing.T) {
 		{"set member without hash", []string{"on", "ghost"}, "unknown node"},
 		{"invalid hash", []string{"on", "bad"}, "fix the node hash first"},
 		{"bad mode", []string{"maybe", "cn1"}, "want on or off"},
-		{"missing node", []string{"on"}, "accepts 2 arg"},
+		{"missing node", []string{"on"}, "missing NODE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

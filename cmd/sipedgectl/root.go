@@ -74,6 +74,7 @@ func newRootCommand(a *app) *cobra.Command {
 		newProfilesCommand(a), newExceptionsCommand(a), newStatusCommand(a), newDrainCommand(a))
 	root.AddCommand(newRouteSecretCommand(a), newHealthCommand(a), newRolloutCommand(a))
 	refuseUnknownSubcommands(root)
+	nameArguments(root)
 	return root
 }
 

@@ -40,3 +40,42 @@ func refuseUnknownSubcommands(cmd *cobra.Command) {
 		return fmt.Errorf("%s (commands: %s)", msg, strings.Join(names, ", "))
 	}
 }
+
+// nameArguments gives every command with required positional arguments in
+// its Use line ("show ID", "add NAME ADDR") an argument check that names
+// what is missing ("missing ADDR") instead of cobra's "accepts 2 arg(s),
+// received 1".
+func nameArguments(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		nameArguments(sub)
+	}
+	if cmd.Args == nil || !cmd.Runnable() {
+		return
+	}
+	if names := positionals(cmd.Use); len(names) > 0 {
+		cmd.Args = exactArgs(names...)
+	}
+}
+
+// positionals are the required argument names of a Use line: words after
+// the command name that are neither in [ ] nor flags or their values.
+func positionals(use string) []string {
+	var names []string
+	depth, skipValue := 0, false
+	for _, w := range strings.Fields(use)[1:] {
+		opens, closes := strings.Count(w, "["), strings.Count(w, "]")
+		switch {
+		case depth > 0 || opens > 0:
+			depth += opens - closes
+		case skipValue:
+			skipValue = false
+		case strings.HasPrefix(w, "-"):
+			skipValue = !strings.Contains(w, "=")
+		case strings.HasSuffix(w, "..."):
+			return nil // variadic: its own check
+		default:
+			names = append(names, w)
+		}
+	}
+	return names
+}
