@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,7 +127,7 @@ func (d *demo) call(t *testing.T, conf, from, target string) *proc {
 	t.Helper()
 	sc, _ := filepath.Abs("../configs/demo/caller.xml")
 	return startProc(t, "sipp-"+from, requireTool(t, "sipp"), "-sf", sc, "-s", conf, "-key", "from", from,
-		"-rtp_echo", "-mp", strconv.Itoa(freePort(t)), "-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)),
+		"-rtp_echo", "-mp", strconv.Itoa(sippMediaPort(t)), "-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)),
 		"-m", "1", "-nostdin", "-trace_msg", "-message_file", filepath.Join(t.TempDir(), from+".msg"), target)
 }
 
@@ -323,4 +325,29 @@ func tableRow2(table, name string) string {
 		}
 	}
 	return ""
+}
+
+// sippMediaPort is a base port for sipp's -rtp_echo sockets (it binds the
+// port and the next three, audio and video): four free UDP ports in
+// 6000-9999, below the kernel's ephemeral range that other sockets draw
+// from at any moment and away from the relay ranges tests use.
+func sippMediaPort(t *testing.T) int {
+	t.Helper()
+	for range 200 {
+		base := 6000 + 4*rand.IntN(1000)
+		free := true
+		for p := base; p < base+4 && free; p++ {
+			c, err := net.ListenPacket("udp4", loopback(p))
+			if err != nil {
+				free = false
+				continue
+			}
+			c.Close()
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatal("no four free UDP ports for sipp's media")
+	return 0
 }

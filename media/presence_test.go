@@ -227,6 +227,13 @@ func (c *countCmds) add(cmds ...redis.Cmder) {
 	}
 }
 
+// all is every command counted so far.
+func (c *countCmds) all() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total
+}
+
 func (c *countCmds) get(name string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

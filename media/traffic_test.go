@@ -56,7 +56,7 @@ func measureTraffic(tb testing.TB, n int, seconds, churn float64) traffic {
 	in.run(tb)
 	time.Sleep(1200 * time.Millisecond) // joins sent, a full pass done
 
-	cmds0, sent0, recv0 := hook.total, px.up.Load(), px.down.Load()
+	cmds0, sent0, recv0 := hook.all(), px.up.Load(), px.down.Load()
 	start := time.Now()
 	owed := 0.0
 	for time.Since(start) < time.Duration(seconds*float64(time.Second)) {
@@ -68,7 +68,7 @@ func measureTraffic(tb testing.TB, n int, seconds, churn float64) traffic {
 	}
 	el := time.Since(start).Seconds()
 	per := float64(n) * el
-	return traffic{cmds: float64(hook.total-cmds0) / per, sent: float64(px.up.Load()-sent0) / per,
+	return traffic{cmds: float64(hook.all()-cmds0) / per, sent: float64(px.up.Load()-sent0) / per,
 		received: float64(px.down.Load()-recv0) / per}
 }
 

@@ -16,8 +16,11 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 // and other engineers' tests rarely share ports.
 func testPool(t testing.TB, pairs int) *Pool {
 	t.Helper()
-	for range 50 {
-		min := 40000 + 2*rand.IntN((20000-2*pairs)/2)
+	// 10000-19999: below the kernel's ephemeral ports (32768-60999),
+	// which every client socket of a parallel test package draws from,
+	// and below the integration tests' relay ranges (20000-39999).
+	for range 200 {
+		min := 10000 + 2*rand.IntN((10000-2*pairs)/2)
 		if !rangeFree(min, min+2*pairs-1) {
 			continue
 		}
