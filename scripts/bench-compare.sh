@@ -38,7 +38,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-RATES=${RATES:-"250 500 1000 1500 2000 2500 3000"}
+RATES=${RATES:-"250 500 750 1000 1500 2000 2500 3000"}
 REG_RATES=${REG_RATES:-"2000 4000 8000 12000"}
 REJECT_RATES=${REJECT_RATES:-"2000 5000 10000"}
 RTP_RATES=${RTP_RATES:-"5000 10000 20000 30000"}
@@ -73,7 +73,8 @@ cleanup() {
   wait 2>/dev/null || true
   [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $work" >&2 || rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 used_ports=" "
 free_port() {
@@ -139,7 +140,7 @@ start_rtpengine() { # sets RTPE_SOCK and RTPE_PID, or RTPENGINE_WHY
   local np; np=$(free_port)
   local m0=$(( (RANDOM % 1000) * 2 + 40000 ))
   "${PIN_PROXY[@]}" rtpengine --table=-1 --interface=127.0.0.1 --listen-ng="127.0.0.1:$np" \
-    --port-min="$m0" --port-max="$((m0 + 9999))" --foreground --log-stderr --log-level=3 --num-threads=1 \
+    --port-min="$m0" --port-max="$((m0 + 9999))" --foreground --log-stderr --log-level=3 --num-threads=1 --delete-delay=0 \
     --no-fallback >"$work/rtpengine.log" 2>&1 &
   RTPE_PID=$!
   sys_pids+=($RTPE_PID)
