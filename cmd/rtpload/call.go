@@ -61,12 +61,14 @@ func runCall(ctx context.Context, cfg callConfig) error {
 	for _, p := range cfg.Pids {
 		pids[p] = true
 	}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("rtpload"))
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("rtpload"),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quietLog)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quietLog)))
 	if err != nil {
 		return err
 	}
 	defer ua.Close()
-	srv, err := sipgo.NewServer(ua)
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(quietLog))
 	if err != nil {
 		return err
 	}
@@ -91,7 +93,8 @@ func runCall(ctx context.Context, cfg callConfig) error {
 		close(ready)
 	}()
 	<-ready
-	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(la.Addr().String()), sipgo.WithClientPort(int(la.Port())))
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(la.Addr().String()), sipgo.WithClientPort(int(la.Port())),
+		sipgo.WithClientLogger(quietLog))
 	if err != nil {
 		return err
 	}

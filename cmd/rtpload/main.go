@@ -18,6 +18,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -25,6 +26,10 @@ import (
 	"syscall"
 	"time"
 )
+
+// quietLog is sipgo's logger: warnings and errors only (a retransmitted
+// 200 the transaction layer has already finished with is not news).
+var quietLog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {

@@ -28,12 +28,14 @@ func runNode(ctx context.Context, listen string) error {
 	if err != nil {
 		return fmt.Errorf("node --listen %q: %w", listen, err)
 	}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("rtpload-node"))
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("rtpload-node"),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quietLog)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quietLog)))
 	if err != nil {
 		return err
 	}
 	defer ua.Close()
-	srv, err := sipgo.NewServer(ua)
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(quietLog))
 	if err != nil {
 		return err
 	}

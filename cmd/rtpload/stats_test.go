@@ -119,3 +119,56 @@ UNCONN 0      0      127.0.0.1:40001 0.0.0.0:*
 		})
 	}
 }
+
+func TestSdpMedia(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+		err              bool
+	}{
+		{"session c=", "v=0\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n", "127.0.0.1:40000", false},
+		{"media c= wins", "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 127.0.0.2\r\n", "127.0.0.2:4000", false},
+		{"first audio only", "c=IN IP4 127.0.0.1\nm=audio 5000 RTP/AVP 0\nm=audio 6000 RTP/AVP 0\nc=IN IP4 127.0.0.9\n", "127.0.0.1:5000", false},
+		{"video skipped", "c=IN IP4 127.0.0.1\nm=video 7000 RTP/AVP 96\nm=audio 7002 RTP/AVP 0\n", "127.0.0.1:7002", false},
+		{"no audio", "c=IN IP4 127.0.0.1\nm=video 7000 RTP/AVP 96\n", "", true},
+		{"no address", "m=audio 7000 RTP/AVP 0\n", "", true},
+		{"hostname", "c=IN IP4 example.com\nm=audio 7000 RTP/AVP 0\n", "", true},
+		{"bad port", "c=IN IP4 127.0.0.1\nm=audio 70000 RTP/AVP 0\n", "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := sdpMedia([]byte(tc.body))
+			if (err != nil) != tc.err {
+				t.Fatalf("sdpMedia error = %v, want error %v", err, tc.err)
+			}
+			if err == nil && got.String() != tc.want {
+				t.Fatalf("sdpMedia = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseInts(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []int
+		err  bool
+	}{
+		{"1000 2000", []int{1000, 2000}, false},
+		{"  7 ", []int{7}, false},
+		{"", nil, false},
+		{"10 x", nil, true},
+		{"0", nil, true},
+		{"-5", nil, true},
+	}
+	for _, tc := range tests {
+		got, err := parseInts(tc.in, "rates")
+		if (err != nil) != tc.err || len(got) != len(tc.want) {
+			t.Fatalf("parseInts(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Fatalf("parseInts(%q) = %v, want %v", tc.in, got, tc.want)
+			}
+		}
+	}
+}
