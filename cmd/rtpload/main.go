@@ -32,6 +32,7 @@ import (
 var quietLog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 func main() {
+	slog.SetDefault(quietLog) // parts of sipgo log through the default logger
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "rtpload:", err)
 		os.Exit(1)
