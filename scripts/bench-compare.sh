@@ -158,7 +158,7 @@ start_kamailio() { # dslist [defines...]
   for d in "$@"; do defs+=(-A "$d"); done
   kp=$(free_port)
   "${PIN_PROXY[@]}" kamailio -DD -E -f "$CFG/kamailio.cfg" "${defs[@]}" -l "udp:127.0.0.1:$kp" \
-    -m 256 -M 16 -Y "$work" -P "$work/kamailio.pid" >>"$work/kamailio.log" 2>&1 &
+    -m 2048 -M 16 -Y "$work" -P "$work/kamailio.pid" >>"$work/kamailio.log" 2>&1 &
   local main=$!
   sys_pids+=($main)
   wait_udp "$kp" || die "kamailio did not start: $(tail -5 "$work/kamailio.log")"
