@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin
 
-.PHONY: all build run test test-unit test-integration deps bench bench-go bench-sipp bench-propagation lint clean
+.PHONY: all build run test test-unit test-integration deps bench-deps bench bench-go bench-sipp bench-propagation bench-compare lint clean
 
 all: build
 
@@ -42,8 +42,9 @@ deps:
 		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $$missing; \
 	fi
 
-# Benchmarks: Go micro-benchmarks, then sipp stepped call rates.
-bench: bench-go bench-sipp bench-propagation
+# Benchmarks: Go micro-benchmarks, sipp stepped call rates, then sipedge
+# side by side with Kamailio and rtpengine (installed here when missing).
+bench: bench-go bench-sipp bench-propagation bench-compare
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./ring/ ./proxy/ ./media/...
@@ -55,6 +56,25 @@ bench-sipp: deps build
 # 503 a client sees, with real redis-server, sipedge and sipp.
 bench-propagation: deps
 	$(GO) test -count=1 -v -run 'TestPropagation' ./integration/ | grep -E 'first 503|prober:|^(ok|FAIL|---)'
+
+# What only the benchmarks need: Kamailio and rtpengine (Debian packages),
+# on top of what the tests need. Never part of `make test`.
+bench-deps: deps
+	@SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; APT="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get"; \
+	if ! command -v kamailio >/dev/null; then \
+		echo "installing: kamailio kamailio-extra-modules"; \
+		$$APT update && $$APT install -y kamailio kamailio-extra-modules || exit 1; \
+	fi; \
+	if ! command -v rtpengine >/dev/null; then \
+		echo "installing: rtpengine-daemon"; \
+		$$APT update && $$APT install -y rtpengine-daemon || \
+			echo "rtpengine-daemon could not be installed: the anchored Kamailio column is skipped"; \
+	fi
+
+# sipedge against Kamailio (+ rtpengine) through the same steps; one table
+# of ratios. Knobs: see scripts/bench-compare.sh (RATES, SECONDS_PER_STEP...).
+bench-compare: bench-deps build
+	./scripts/bench-compare.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
