@@ -227,6 +227,15 @@ func TestWatcher_OneSubscription(t *testing.T) {
 	eventually(t, "subscribed", func() bool { return mr.PubSubNumSub(tk.Events())[tk.Events()] == 1 })
 	eventually(t, "reload after subscribing", func() bool { return w.Snapshot().Version >= 2 })
 	<-updates
+	// The start-up reloads (Run's first, the subscription's confirmation)
+	// may land in either order: take the version once they are done.
+	for quiet := false; !quiet; {
+		select {
+		case <-updates:
+		case <-time.After(300 * time.Millisecond):
+			quiet = true
+		}
+	}
 	v := w.Snapshot().Version
 
 	mr.Publish(tk.Events(), "conf-end c42")
