@@ -7,9 +7,12 @@ BIN   := bin
 
 all: build
 
+# --version names the commit (git describe) when built from a clone.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "-X github.com/sipedge/sipedge/internal/version.Version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 # Start sipedge (embedded Redis) and two demo confnodes in the foreground.
 run: build
