@@ -128,3 +128,20 @@ func probeObservations(t *testing.T, m *metrics, node, result string) uint64 {
 	}
 	return d.GetHistogram().GetSampleCount()
 }
+
+// A node removed from Redis takes its probe round-trip series with it.
+func TestWatcher_RemovedNodeLosesItsProbeSeries(t *testing.T) {
+	p := &fakePinger{}
+	h := newHarness(t, WatcherOptions{ResyncInterval: 20 * time.Millisecond, Health: HealthOptions{
+		ProbeInterval: 10 * time.Millisecond, ProbeTimeout: 10 * time.Millisecond, DownAfter: 3, UpAfter: 2,
+	}}, p)
+	h.put("n1")
+	h.put("n2")
+	h.run(t)
+	eventually(t, "n2 probed", func() bool { return probeObservations(t, h.w.m, "n2", "ok") > 0 })
+	h.mr.SRem(tk.Nodes(), "n2")
+	h.mr.Del(tk.Node("n2"))
+	eventually(t, "n2 series gone", func() bool {
+		return testutil.CollectAndCount(h.w.m.probeRTT) == 1 // n1's ok series only
+	})
+}

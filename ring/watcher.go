@@ -75,6 +75,7 @@ type Watcher struct {
 	redisErr   string             // last logged Redis error, "" while Redis answers
 	markErr    string             // last logged error writing a transition
 	drainGauge map[string]bool    // nodes with a sipedge_node_drain_calls series
+	listed     map[string]bool    // nodes of the last snapshot (their probe series)
 	emptySince time.Time          // first load that found the node set empty while nodes were known
 }
 
@@ -418,6 +419,16 @@ func (w *Watcher) updateGaugesLocked(s *Snapshot) {
 		}
 	}
 	w.drainGauge = out
+	listed := make(map[string]bool, len(s.statuses))
+	for _, st := range s.statuses {
+		listed[st.Node.Name] = true
+	}
+	for name := range w.listed {
+		if !listed[name] { // removed: its probe round trips go with it
+			w.m.probeRTT.DeletePartialMatch(prometheus.Labels{"node": name})
+		}
+	}
+	w.listed = listed
 	w.m.drainsExpired.Set(float64(expired))
 	w.m.nodes.WithLabelValues("healthy").Set(float64(healthy))
 	w.m.nodes.WithLabelValues("unhealthy").Set(float64(len(s.statuses) - healthy))
