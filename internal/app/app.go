@@ -188,7 +188,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 				}
 				return ready(a.Instance())
 			},
-			Status: func() any { return status(cfg, redisAddr, px, watcher, a, mgr) },
+			Status: func() any { return status(cfg, redisAddr, px, watcher, a, mgr, contractW.Snapshot()) },
 			Cluster: func(ctx context.Context) any {
 				return clusterSources{self: cfg.Name, rdb: rdb, k: k, state: contractW, nodes: watcher,
 					hbTimeout: cfg.HeartbeatTimeout}.doc(ctx, time.Now())

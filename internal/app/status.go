@@ -6,6 +6,7 @@ import (
 
 	"github.com/sipedge/sipedge/admission"
 	"github.com/sipedge/sipedge/internal/config"
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/media"
 	"github.com/sipedge/sipedge/proxy"
 	"github.com/sipedge/sipedge/ring"
@@ -52,7 +53,9 @@ type statusDoc struct {
 		Members int    `json:"members"`
 	} `json:"ring"`
 	Nodes []nodeStatus `json:"nodes"`
-	Media *mediaStatus `json:"media,omitempty"` // absent when anchoring is off
+	// InvalidNodes are listed nodes whose hash sipedge cannot use (ignored).
+	InvalidNodes map[string]string `json:"invalid_nodes,omitempty"`
+	Media        *mediaStatus      `json:"media,omitempty"` // absent when anchoring is off
 }
 
 // mediaStatus is the media part of /api/status: relay usage and the
@@ -63,7 +66,7 @@ type mediaStatus struct {
 	Conferences []media.ConferenceView `json:"conferences"`
 }
 
-func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watcher, a *admission.Admitter, mgr *media.Manager) statusDoc {
+func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watcher, a *admission.Admitter, mgr *media.Manager, cs *contract.Snapshot) statusDoc {
 	var d statusDoc
 	d.Instance.Name, d.Instance.Site, d.Instance.Server = cfg.Name, cfg.Site, cfg.Server
 	d.Instance.Redis = redisAddr
@@ -91,6 +94,12 @@ func status(cfg config.Config, redisAddr string, px *proxy.Proxy, w *ring.Watche
 			ns.HeartbeatMs = now.Sub(n.Heartbeat).Milliseconds()
 		}
 		d.Nodes = append(d.Nodes, ns)
+	}
+	for name, e := range cs.NodeErrs {
+		if d.InvalidNodes == nil {
+			d.InvalidNodes = map[string]string{}
+		}
+		d.InvalidNodes[name] = e.Error()
 	}
 	if mgr != nil {
 		d.Media = &mediaStatus{Sessions: mgr.Sessions(), PortsInUse: mgr.InUse(), Conferences: mgr.Conferences()}
