@@ -75,7 +75,7 @@ func TestUsage_UnknownSubcommandFails(t *testing.T) {
 func TestPositionals(t *testing.T) {
 	for use, want := range map[string]string{
 		"show ID": "ID", "add NAME ADDR": "NAME ADDR", "maintenance on|off NODE": "on|off NODE",
-		"drain [--wait] [--timeout D] NODE|INSTANCE": "NODE|INSTANCE",
+		"drain [--wait] [--timeout D] NODE|INSTANCE":               "NODE|INSTANCE",
 		"create ID --name NAME --servers a,b [--description TEXT]": "ID",
 		"health [ADMIN_URL]": "", "rollout [NODE...]": "", "list": "",
 	} {
