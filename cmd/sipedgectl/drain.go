@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sipedge/sipedge/internal/logging"
 )
 
 var (
@@ -365,17 +366,7 @@ type progress struct {
 }
 
 func newProgress(w io.Writer, asJSON bool, interval time.Duration) *progress {
-	return &progress{w: w, json: asJSON, tty: !asJSON && isTerminal(w), every: max(5*time.Second, interval)}
-}
-
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return &progress{w: w, json: asJSON, tty: !asJSON && logging.IsTerminal(w), every: max(5*time.Second, interval)}
 }
 
 func (p *progress) update(s drainSample, first int64, start, now time.Time, redisErr error) {

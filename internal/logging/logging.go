@@ -29,7 +29,7 @@ func New(w io.Writer, format, level string) (zerolog.Logger, error) {
 	switch format {
 	case "json", "":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: TimeFormat, NoColor: !isTerminal(w)}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: TimeFormat, NoColor: !IsTerminal(w)}
 	default:
 		return zerolog.Logger{}, fmt.Errorf("log format %q: want json or console", format)
 	}
