@@ -261,7 +261,7 @@ func TestLivePage_ShowsTheClusterInHeadlessChromium(t *testing.T) {
 	})
 
 	// The CLI tells the same truth: the stopped node is down and never chosen.
-	if out := d.ctl(t, "nodes", "list"); !strings.Contains(tableRow2(out, "confnode-3"), "down") {
+	if out := d.ctl(t, "nodes", "list"); !strings.Contains(cliRow(out, "confnode-3"), "down") {
 		t.Errorf("nodes list shows the stopped node as:\n%s", out)
 	}
 	for i := 0; i < 20; i++ {
@@ -317,8 +317,8 @@ func (d *demo) node(t *testing.T, name string) int {
 	return pid
 }
 
-// tableRow2 is the line of a sipedgectl table that starts with name.
-func tableRow2(table, name string) string {
+// cliRow is the line of a sipedgectl table that starts with name.
+func cliRow(table, name string) string {
 	for _, l := range strings.Split(table, "\n") {
 		if strings.HasPrefix(l, name+" ") {
 			return l

@@ -51,7 +51,7 @@ func selfSigned(t *testing.T, dir, cn string) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
-// streamReader reads SIP messages from a TLS (or TCP) stream.
+// readStreamMessage reads one SIP message from a TLS (or TCP) stream.
 func readStreamMessage(r *bufio.Reader) (string, error) {
 	var head strings.Builder
 	length := 0

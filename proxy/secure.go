@@ -18,8 +18,8 @@ type SecureOptions struct {
 // secureListeners are the bound TLS/WS/WSS listeners and their ports,
 // which Record-Route names for requests that arrived over them.
 type secureListeners struct {
-	tls, ws, wss          net.Listener
-	tlsPort, wsPort, wssP int
+	tls, ws, wss             net.Listener
+	tlsPort, wsPort, wssPort int
 }
 
 // listenSecure binds the TLS, WS and WSS listeners (start-up fails on a
@@ -49,7 +49,7 @@ func (p *Proxy) listenSecure() error {
 		p.closeSecure()
 		return err
 	}
-	if s.wss, s.wssP, err = bind(o.WSSListen, o.TLS, "wss"); err != nil {
+	if s.wss, s.wssPort, err = bind(o.WSSListen, o.TLS, "wss"); err != nil {
 		p.closeSecure()
 		return err
 	}
@@ -95,8 +95,8 @@ func (p *Proxy) portFor(transport string) int {
 			return p.secure.wsPort
 		}
 	case "wss":
-		if p.secure.wssP != 0 {
-			return p.secure.wssP
+		if p.secure.wssPort != 0 {
+			return p.secure.wssPort
 		}
 	}
 	return p.advPort
@@ -110,5 +110,5 @@ func (p *Proxy) SecureAddrs() (tlsAddr, ws, wss string) {
 		}
 		return net.JoinHostPort(p.advHost, strconv.Itoa(port))
 	}
-	return addr(p.secure.tls, p.secure.tlsPort), addr(p.secure.ws, p.secure.wsPort), addr(p.secure.wss, p.secure.wssP)
+	return addr(p.secure.tls, p.secure.tlsPort), addr(p.secure.ws, p.secure.wsPort), addr(p.secure.wss, p.secure.wssPort)
 }

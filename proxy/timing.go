@@ -13,7 +13,7 @@ import (
 // through this instance (sipedge's own 100 Trying is not counted).
 type inviteTiming struct {
 	first prometheus.Histogram
-	final [6]prometheus.Observer // by response class 1..5 (index 0 unused)
+	final [6]prometheus.Observer // by response class 2..5 (response clamps 6xx to 5)
 }
 
 var inviteBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
@@ -38,7 +38,6 @@ func newInviteTiming(reg prometheus.Registerer) (*inviteTiming, error) {
 	for i := 2; i <= 5; i++ {
 		t.final[i] = final.WithLabelValues(fmt.Sprintf("%dxx", i))
 	}
-	t.final[1] = t.final[5] // never final; keeps the index safe
 	return t, nil
 }
 

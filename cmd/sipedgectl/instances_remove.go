@@ -18,7 +18,7 @@ func newInstancesRemoveCommand(a *app) *cobra.Command {
 			"instances set, its hash, its share of the dialog counts and its end notes.\n" +
 			"A live instance (heartbeat younger than --heartbeat-timeout) is refused unless\n" +
 			"--force: it would write itself back within a second anyway.",
-		Args: exactArgs("NAME"),
+		Args: cobra.ExactArgs(1), // named by nameArguments (usage.go)
 	}
 	hb := cmd.Flags().Duration("heartbeat-timeout", 5*time.Second, "an instance is alive while its heartbeat is younger than this")
 	force := cmd.Flags().Bool("force", false, "remove even a live instance")
@@ -59,17 +59,4 @@ func newInstancesRemoveCommand(a *app) *cobra.Command {
 		return a.done(cmd, map[string]any{"removed": name}, "instance %s removed", name)
 	}
 	return cmd
-}
-
-// exactArgs is cobra.ExactArgs that names what is missing or extra.
-func exactArgs(names ...string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		switch {
-		case len(args) < len(names):
-			return fmt.Errorf("%s: missing %s", cmd.CommandPath(), names[len(args)])
-		case len(args) > len(names):
-			return fmt.Errorf("%s: unexpected argument %q (takes %v)", cmd.CommandPath(), args[len(names)], names)
-		}
-		return nil
-	}
 }

@@ -79,3 +79,16 @@ func positionals(use string) []string {
 	}
 	return names
 }
+
+// exactArgs is cobra.ExactArgs that names what is missing or extra.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) < len(names):
+			return fmt.Errorf("%s: missing %s", cmd.CommandPath(), names[len(args)])
+		case len(args) > len(names):
+			return fmt.Errorf("%s: unexpected argument %q (takes %v)", cmd.CommandPath(), args[len(names)], names)
+		}
+		return nil
+	}
+}

@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// WriteSelfSigned writes a self-signed pair for host into dir (tests).
+// writeSelfSigned writes a self-signed pair named cn into dir.
 func writeSelfSigned(t *testing.T, dir, cn string, notAfter time.Time) (string, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
