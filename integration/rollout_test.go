@@ -19,10 +19,15 @@ func TestRollout_UpgradesNodesInTurnWithoutDroppingACall(t *testing.T) {
 	m.startConfnode("cn2", "--proxy", m.se.sipAddr())
 	m.se.waitRing(t, 5*time.Second, "cn1", "cn2")
 	caller := m.join("caller", "roll1")
-	first := m.confNode("roll1")
-	if first == "" {
-		t.Fatal("conference roll1 not placed")
-	}
+	var first string
+	// The placement key is written with the instance's counts (up to a
+	// beat after the call is up).
+	eventually(t, 5*time.Second, "conference roll1 placed", func() string {
+		if first = m.confNode("roll1"); first == "" {
+			return "no sipedge:conf:roll1 node yet"
+		}
+		return ""
+	})
 	second := map[string]string{"cn1": "cn2", "cn2": "cn1"}[first]
 	log := filepath.Join(t.TempDir(), "hook.log")
 	args := []string{"rollout", first, second, "--interval", "100ms", "--hook", "echo $SIPEDGE_NODE >> " + log}
