@@ -5,7 +5,7 @@ go 1.26.0
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/cespare/xxhash/v2 v2.3.0
-	github.com/emiago/sipgo v1.7.2
+	github.com/emiago/sipgo v1.7.3
 	github.com/gobwas/ws v1.3.2
 	github.com/pion/rtp v1.10.6
 	github.com/pion/sdp/v3 v3.0.20
