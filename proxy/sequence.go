@@ -15,7 +15,7 @@ import (
 // sipgo reads each socket (the UDP listener, every TCP connection) on one
 // goroutine and calls the transport layer's message handlers synchronously
 // in arrival order; the first of them, the transaction layer's, starts a new
-// goroutine per request (sipgo v1.7.2 TransactionLayer.handleMessage), and
+// goroutine per request (sipgo v1.7.3 TransactionLayer.handleMessage), and
 // only that goroutine reaches onRequest. Two requests of one dialog sent
 // back to back (an ACK and its BYE 0.1 ms apart) therefore race, and the BYE
 // was forwarded first in 8 % (issue 8) to 56 % (TestOrder_, loopback) of

@@ -17,7 +17,7 @@ import (
 // CANCEL or BYE the proxy sends on its own) runs in the proxy's Serve
 // context instead: background().
 //
-// sipgo v1.7.2 has no tx.Context(), and its sip.ServerTransactionContext
+// sipgo v1.7.3 has no tx.Context(), and its sip.ServerTransactionContext
 // cancels the context at once for a live transaction (it tests
 // OnTerminate's result the wrong way round), so txContext is sipedge's.
 
