@@ -9,14 +9,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
-	"github.com/sipedge/sipedge/internal/records"
 	"github.com/sipedge/sipedge/media/policy"
 )
 
 // record is a participant as sipedge:participants:<conf> holds it (one
 // JSON value per Call-ID), read by every instance and by sipedgectl.
-type record = records.Participant
+type record = contract.Participant
 
 // Fields of sipedge:conf:<id> written here.
 const (

@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
-	"github.com/sipedge/sipedge/internal/records"
 )
 
 // Run checks presence, media timeouts and conference timers until ctx
@@ -100,7 +100,7 @@ func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
 			continue
 		}
 		if full {
-			c := records.MediaCounters{Conf: conf, Packets: st.Packets, Bytes: st.Bytes, Lost: st.Lost}
+			c := contract.MediaCounters{Conf: conf, Packets: st.Packets, Bytes: st.Bytes, Lost: st.Lost}
 			if !st.LastPacket.IsZero() {
 				c.LastRTPMs = st.LastPacket.UnixMilli()
 			}

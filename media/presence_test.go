@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sipedge/sipedge/internal/records"
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/media/policy"
 )
 
@@ -143,7 +143,7 @@ func TestPresence_RecordWrittenOnStateChangeOnly(t *testing.T) {
 		if got := e.mr.HGet(e.k.Participants("conf-1"), "call-1"); got != first {
 			t.Fatalf("record rewritten at t=%v while present all along:\n%s\n%s", e.clock.since(), first, got)
 		}
-		var st records.MediaCounters
+		var st contract.MediaCounters
 		raw := e.mr.HGet(e.k.MediaStats("A"), "call-1")
 		if err := json.Unmarshal([]byte(raw), &st); err != nil {
 			t.Fatalf("media_stats call-1 = %q: %v", raw, err)

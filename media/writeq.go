@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sipedge/sipedge/internal/records"
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/media/policy"
 )
 
@@ -183,7 +183,7 @@ func (mg *Manager) owner() string { return mg.opts.Instance + "/" + mg.boot }
 // statEntry is one participant's counters for the media_stats hash.
 type statEntry struct {
 	callID string
-	c      records.MediaCounters
+	c      contract.MediaCounters
 }
 
 // flush sends every pending change, and the per-second counters when

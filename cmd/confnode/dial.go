@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -15,8 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/nodeauth"
-	"github.com/sipedge/sipedge/internal/records"
 )
 
 // dialPoll bounds one BRPOP, so the queue consumer notices shutdown within
@@ -29,7 +28,7 @@ const dialPoll = time.Second
 //	{"conf":"c1","uri":"sip:bob@10.0.0.5:5060","kind":"adp","role":"guest","keep_alive":"no","id":"r1"}
 //
 // role and keep_alive may be empty: the header is then not sent.
-type dialRequest = records.Dial
+type dialRequest = contract.Dial
 
 // parseDialRequest decodes and checks one queue entry.
 func parseDialRequest(raw string) (dialRequest, sip.Uri, error) {
@@ -38,15 +37,8 @@ func parseDialRequest(raw string) (dialRequest, sip.Uri, error) {
 	if err := json.Unmarshal([]byte(raw), &r); err != nil {
 		return r, uri, fmt.Errorf("bad JSON: %w", err)
 	}
-	switch {
-	case r.Conf == "" || strings.ContainsAny(r.Conf, " \t\r\n@:;<>\""):
-		return r, uri, fmt.Errorf("conf %q: want a conference id", r.Conf)
-	case r.Kind != "adp" && r.Kind != "admin":
-		return r, uri, fmt.Errorf("kind %q: want adp or admin", r.Kind)
-	case r.Role != "" && r.Role != "host" && r.Role != "guest":
-		return r, uri, fmt.Errorf("role %q: want host, guest or empty", r.Role)
-	case r.KeepAlive != "" && r.KeepAlive != "yes" && r.KeepAlive != "no" && r.KeepAlive != "if-multiple":
-		return r, uri, fmt.Errorf("keep_alive %q: want yes, no, if-multiple or empty", r.KeepAlive)
+	if err := contract.CheckDial(r); err != nil {
+		return r, uri, err
 	}
 	if err := sip.ParseUri(r.URI, &uri); err != nil {
 		return r, uri, fmt.Errorf("uri %q: %w", r.URI, err)

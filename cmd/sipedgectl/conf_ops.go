@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
-	"github.com/sipedge/sipedge/internal/records"
 )
 
 // errConfNotActive is returned when dialing into a conference that has no
@@ -74,7 +75,7 @@ func (a *app) confEnd(cmd *cobra.Command, id, reason string) error {
 
 // dialEntry is one dial request as confnode reads it from <prefix>dial:<node>.
 // Empty role or keep_alive: confnode sends no header for it.
-type dialEntry = records.Dial
+type dialEntry = contract.Dial
 
 func newConfDialCommand(a *app) *cobra.Command {
 	var e dialEntry
@@ -100,13 +101,9 @@ func newConfDialCommand(a *app) *cobra.Command {
 
 // validate checks the flags and the URI, naming what is wrong.
 func validateDial(e dialEntry) error {
-	switch {
-	case e.Kind != "admin" && e.Kind != "adp":
-		return fmt.Errorf("--kind %q: want admin or adp", e.Kind)
-	case e.Role != "" && e.Role != "host" && e.Role != "guest":
-		return fmt.Errorf("--role %q: want host or guest", e.Role)
-	case e.KeepAlive != "" && e.KeepAlive != "yes" && e.KeepAlive != "no" && e.KeepAlive != "if-multiple":
-		return fmt.Errorf("--keep-alive %q: want yes, no or if-multiple", e.KeepAlive)
+	// The queue's reader (confnode) checks entries with the same rules.
+	if bad := contract.CheckDial(e); bad != nil && bad.Field != "conf" && bad.Field != "uri" {
+		return fmt.Errorf("--%s: %s", strings.ReplaceAll(bad.Field, "_", "-"), bad.Reason)
 	}
 	var u sip.Uri
 	if err := sip.ParseUri(e.URI, &u); err != nil || (u.Scheme != "sip" && u.Scheme != "sips") || u.Host == "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sipedge/sipedge/internal/records"
+	"github.com/sipedge/sipedge/internal/contract"
+	"github.com/sipedge/sipedge/internal/keys"
 )
 
 // errUnknownConf is returned for a conference id with no conference hash.
@@ -28,7 +28,7 @@ func newConfShowCommand(a *app) *cobra.Command {
 }
 
 // participant is one value of the participants hash, as sipedge writes it.
-type participant = records.Participant
+type participant = contract.Participant
 
 // participantRow is a participant as `conf show` reports it. A value that
 // is not valid JSON keeps only its Call-ID, the error and the raw value.
@@ -74,7 +74,7 @@ func (a *app) confShow(cmd *cobra.Command, id string) error {
 	if t, ok := parseUnixMs(r.Fields["one_left_since"]); ok {
 		d.OneLeftSinceMs = unixMs(t)
 	}
-	rows := participantRows(values, now)
+	rows := participantRows(a.k, id, values, now)
 	if err := a.overlayCounters(ctx, rows, now); err != nil {
 		return err
 	}
@@ -114,12 +114,13 @@ func (a *app) confShow(cmd *cobra.Command, id string) error {
 
 // participantRows decodes the participants hash, sorted by join time then
 // Call-ID, undecodable values last.
-func participantRows(values map[string]string, now time.Time) []participantRow {
+func participantRows(k keys.Keys, conf string, values map[string]string, now time.Time) []participantRow {
 	rows := make([]participantRow, 0, len(values))
 	for callID, v := range values {
 		var r participantRow
-		if err := json.Unmarshal([]byte(v), &r.participant); err != nil {
-			r = participantRow{Error: "bad participant JSON: " + err.Error(), Raw: v}
+		var bad *contract.FieldError
+		if r.participant, bad = contract.ParseParticipant(k, conf, callID, v); bad != nil {
+			r = participantRow{Error: bad.Reason, Raw: v}
 		} else if r.LastRTPMs > 0 {
 			r.LastRTPAgeMs = ageMs(now, time.UnixMilli(r.LastRTPMs))
 		}
@@ -162,8 +163,8 @@ func (a *app) overlayCounters(ctx context.Context, rows []participantRow, now ti
 			if !ok {
 				continue
 			}
-			var c records.MediaCounters
-			if json.Unmarshal([]byte(raw), &c) != nil {
+			c, bad := contract.ParseMediaCounters(a.k, inst, fields[j], raw)
+			if bad != nil {
 				continue
 			}
 			r := &rows[idx[j]]

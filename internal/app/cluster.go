@@ -2,7 +2,7 @@ package app
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -13,7 +13,6 @@ import (
 
 	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
-	"github.com/sipedge/sipedge/internal/records"
 	"github.com/sipedge/sipedge/internal/view"
 	"github.com/sipedge/sipedge/ring"
 )
@@ -67,12 +66,12 @@ type clusterNode struct {
 }
 
 type clusterConf struct {
-	ID           string                `json:"id"`
-	Node         string                `json:"node"`
-	Instance     string                `json:"instance"`
-	Dialogs      int                   `json:"dialogs"`
-	StartedMs    int64                 `json:"started_ms"`
-	Participants []records.Participant `json:"participants"`
+	ID           string                 `json:"id"`
+	Node         string                 `json:"node"`
+	Instance     string                 `json:"instance"`
+	Dialogs      int                    `json:"dialogs"`
+	StartedMs    int64                  `json:"started_ms"`
+	Participants []contract.Participant `json:"participants"`
 }
 
 type clusterProfile struct {
@@ -218,17 +217,16 @@ func (c clusterSources) conferences(ctx context.Context, errs *[]string) []clust
 	out := make([]clusterConf, 0, len(ids))
 	for i, id := range ids {
 		cf, _ := contract.ParseConf(c.k, id, confs[i].Val())
-		cc := clusterConf{ID: id, Node: cf.Node, Instance: cf.Instance, Dialogs: cf.Dialogs, Participants: []records.Participant{}}
+		cc := clusterConf{ID: id, Node: cf.Node, Instance: cf.Instance, Dialogs: cf.Dialogs, Participants: []contract.Participant{}}
 		if !cf.Started.IsZero() {
 			cc.StartedMs = cf.Started.UnixMilli()
 		}
-		for _, raw := range parts[i].Val() {
-			var p records.Participant
-			if json.Unmarshal([]byte(raw), &p) == nil {
+		for callID, raw := range parts[i].Val() {
+			if p, bad := contract.ParseParticipant(c.k, id, callID, raw); bad == nil || !errors.Is(bad, contract.ErrBadJSON) {
 				cc.Participants = append(cc.Participants, p)
 			}
 		}
-		slices.SortFunc(cc.Participants, func(a, b records.Participant) int { return strings.Compare(a.CallID, b.CallID) })
+		slices.SortFunc(cc.Participants, func(a, b contract.Participant) int { return strings.Compare(a.CallID, b.CallID) })
 		out = append(out, cc)
 	}
 	return out

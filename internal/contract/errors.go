@@ -1,6 +1,7 @@
 // Package contract owns the Redis contract of SPEC §2: the records every
 // sipedge process reads or writes (media nodes, instances, deservice
-// profiles, exceptions, settings, conference placements), each parsed and
+// profiles, exceptions, settings, conference placements, participants,
+// media counters and dial requests), each parsed and
 // validated here once, with one error type, and the writers sipedgectl and
 // sipedge use to store them. internal/keys names the keys.
 //
