@@ -15,15 +15,18 @@ func TestRun_NoGoroutineOutlivesIt(t *testing.T) {
 	e := newEnv(t)
 	in := e.instance("A", withTick(5*time.Millisecond))
 	e.newConf("conf-1", "")
-	before := goleak.IgnoreCurrent() // miniredis, the client, the test's ServeEnds
+	// The env's contract watcher (the daemon's, not Run's) subscribes to
+	// the events channel; its goroutines are the env's.
+	eventually(t, "the watcher subscribed to events", func() bool {
+		return e.mr.PubSubNumSub(e.k.Events())[e.k.Events()] > 0
+	})
+	time.Sleep(50 * time.Millisecond) // go-redis starts its channel goroutines after SUBSCRIBE
+	before := goleak.IgnoreCurrent() // miniredis, the client, the watcher, the test's ServeEnds
 	c1 := in.call(t, "call-1", "conf-1")
 	c2 := in.call(t, "call-2", "conf-1")
 	in.join(t, c1, "alice@example.com")
 	in.join(t, c2, "bob@example.com")
 	stop := in.run(t)
-	eventually(t, "Run subscribed to events", func() bool {
-		return e.mr.PubSubNumSub(e.k.Events())[e.k.Events()] > 0
-	})
 	in.ender.forget(c1.id)
 	in.mg.Ended(c1.id) // its participant leaves in the background
 	stop()

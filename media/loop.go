@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/sipedge/sipedge/internal/contract"
-	"github.com/sipedge/sipedge/internal/keys"
 )
 
 // Run checks presence, media timeouts and conference timers until ctx
@@ -151,37 +150,23 @@ func (mg *Manager) mediaTimeout(ctx context.Context, s *session, conf string, si
 }
 
 // listen reacts at once to "conf-end <id>" on the events channel
-// (sipedgectl conf end, or another instance that decided an end): from the
-// process's shared subscription (Options.ConfEnds), or without one from a
-// subscription of its own.
+// (sipedgectl conf end, or another instance that decided an end), read
+// from the process's one subscription (Options.ConfEnds). Without it the
+// periodic pass still finds an ended conference, a tick later.
 func (mg *Manager) listen(ctx context.Context) {
-	if ends := mg.opts.ConfEnds; ends != nil {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case conf, ok := <-ends:
-				if !ok {
-					return
-				}
-				mg.poke(conf)
-			}
-		}
+	ends := mg.opts.ConfEnds
+	if ends == nil {
+		return
 	}
-	sub := mg.opts.Redis.Subscribe(ctx, mg.opts.Keys.Events())
-	defer sub.Close()
-	ch := sub.Channel()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case msg, ok := <-ch:
+		case conf, ok := <-ends:
 			if !ok {
 				return
 			}
-			if conf, ok := keys.ParseConfEnd(msg.Payload); ok {
-				mg.poke(conf)
-			}
+			mg.poke(conf)
 		}
 	}
 }

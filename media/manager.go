@@ -91,7 +91,8 @@ type Options struct {
 	// read from; nil: the manager reads sipedge:settings itself.
 	State func() *contract.Snapshot
 	// ConfEnds are the conference ids of "conf-end" messages from the
-	// process's one events subscription; nil: the manager subscribes.
+	// process's one events subscription (contract.Watcher.ConfEnds); nil:
+	// an ended conference is found by the periodic pass only.
 	ConfEnds <-chan string
 
 	// HeartbeatTimeout: another instance's participants count while its

@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
 	"github.com/sipedge/sipedge/media/policy"
 	"github.com/sipedge/sipedge/media/relay"
@@ -778,7 +779,7 @@ func TestRun(t *testing.T) {
 		in.join(t, in.call(t, "call-1", "conf-1"), "alice@example.com")
 		stop := in.run(t)
 		defer stop()
-		eventually(t, "Run subscribed to events", func() bool {
+		eventually(t, "the watcher subscribed to events", func() bool {
 			return e.mr.PubSubNumSub(e.k.Events())[e.k.Events()] > 0
 		})
 
@@ -917,6 +918,15 @@ func (e *env) instance(name string, opts ...option) *instance {
 		o(&s)
 	}
 	s.Pool = testPool(e.tb, s.pairs)
+	// As in the daemon: conf-end messages come from the process's one
+	// contract watcher, the only subscriber to the events channel.
+	w, err := contract.NewWatcher(e.rdb, e.k, contract.Options{}, zerolog.Nop(), nil)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	if s.ConfEnds == nil {
+		s.ConfEnds = w.ConfEnds()
+	}
 	mg, err := New(s.Options)
 	if err != nil {
 		e.tb.Fatal(err)
@@ -929,7 +939,9 @@ func (e *env) instance(name string, opts ...option) *instance {
 	ectx, cancel := context.WithCancel(context.Background())
 	served := make(chan struct{})
 	go func() { defer close(served); ServeEnds(ectx, mg.EndRequests(), in.ender) }()
-	e.tb.Cleanup(func() { cancel(); <-served })
+	watched := make(chan struct{})
+	go func() { defer close(watched); _ = w.Run(ectx) }()
+	e.tb.Cleanup(func() { cancel(); <-served; <-watched })
 	e.tb.Cleanup(func() {
 		for _, s := range mg.snapshot() {
 			s.close()
