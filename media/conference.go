@@ -211,7 +211,8 @@ func (mg *Manager) endLocal(ctx context.Context, conf, rule string) {
 
 // confSettings applies sipedge:confcfg:<id> over the global settings.
 func (mg *Manager) confSettings(conf string, cfg map[string]string) policy.Settings {
-	s, errs := policy.ParseSettings(mg.settings.get().Policy, cfg)
+	c, errs := contract.ParseConfCfg(mg.opts.Keys, conf, toContract(mg.settings.get()), cfg)
+	s := fromContract(c).Policy
 	if len(errs) == 0 {
 		return s
 	}
@@ -229,8 +230,8 @@ func (mg *Manager) confSettings(conf string, cfg map[string]string) policy.Setti
 	if !seen {
 		for _, e := range errs {
 			mg.m.badValues.Inc()
-			mg.log.Error().Str("key", mg.opts.Keys.ConfCfg(conf)).Str("field", e.Field).Str("value", e.Value).
-				Err(e.Err).Msg("bad conference setting ignored")
+			mg.log.Error().Str("key", e.Key).Str("field", e.Field).Str("value", e.Value).
+				Str("reason", e.Reason).Msg("bad conference setting ignored")
 		}
 	}
 	return s

@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,6 +147,30 @@ func ParseSettings(k keys.Keys, defaults, last Settings, fields map[string]strin
 		if sentinel, reason := f.parse(&s, v); sentinel != nil {
 			f.keep(&s, last)
 			errs = append(errs, &FieldError{Key: k.Settings(), Field: f.Name, Value: v, Reason: reason, Err: sentinel})
+		}
+	}
+	return s, errs
+}
+
+// confCfgFields are the fields of sipedge:settings a conference may
+// override in its sipedge:confcfg:<id> hash.
+var confCfgFields = []string{SettingGuestsOnly, SettingBackstop}
+
+// ParseConfCfg applies conference conf's overrides (sipedge:confcfg:<id>)
+// over base, the settings in force. An absent field keeps base's value; a
+// bad one keeps it too and is reported. Other fields (hosts) are not
+// settings and are ignored.
+func ParseConfCfg(k keys.Keys, conf string, base Settings, fields map[string]string) (Settings, []*FieldError) {
+	s := base
+	var errs []*FieldError
+	for _, f := range SettingFields {
+		v, ok := fields[f.Name]
+		if !ok || !slices.Contains(confCfgFields, f.Name) {
+			continue
+		}
+		if sentinel, reason := f.parse(&s, v); sentinel != nil {
+			f.keep(&s, base)
+			errs = append(errs, &FieldError{Key: k.ConfCfg(conf), Field: f.Name, Value: v, Reason: reason, Err: sentinel})
 		}
 	}
 	return s, errs
