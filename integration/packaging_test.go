@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"log/slog"
 	"os"
 	"regexp"
 	"sort"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
 	"gopkg.in/yaml.v3"
 )
 
@@ -87,6 +91,32 @@ func exported(text string) map[string]bool {
 		}
 	}
 	return names
+}
+
+// The shipped alert rules load as Prometheus loads a rule file (rule
+// groups, durations, labels, annotation templates, PromQL), and every
+// dashboard query parses as PromQL: Prometheus's own parsers, what
+// `promtool check rules` runs.
+func TestPackaging_AlertRulesAndQueriesParse(t *testing.T) {
+	promql := parser.NewParser(parser.Options{})
+	groups, errs := rulefmt.ParseFile("../deploy/prometheus/alerts.yml", false, model.UTF8Validation, promql, slog.New(slog.DiscardHandler))
+	for _, err := range errs {
+		t.Errorf("alerts.yml: %v", err)
+	}
+	if groups != nil {
+		n := 0
+		for _, g := range groups.Groups {
+			n += len(g.Rules)
+		}
+		if n < 4 {
+			t.Errorf("alerts.yml has %d rules, want at least the 4 of issue 10 (node down, drain past deadline, Redis stale, reject rate)", n)
+		}
+	}
+	for where, expr := range packagedQueries(t) {
+		if _, err := promql.ParseExpr(expr); err != nil {
+			t.Errorf("%s: %q does not parse as PromQL: %v", where, expr, err)
+		}
+	}
 }
 
 // Issue 10 item 4: every query of the shipped alert rules and Grafana
