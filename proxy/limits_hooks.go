@@ -115,8 +115,12 @@ func (p *Proxy) limitNewDialog(req *sip.Request, tx sip.ServerTransaction) bool 
 // charged otherwise.
 func (p *Proxy) limitRefusal(req *sip.Request) (*source, limitReason) {
 	ap, _ := netip.ParseAddrPort(req.Source())
-	invite := req.IsInvite()
-	udp := req.Transport() == "UDP"
+	return p.limitRefusalOf(req.Method, ap, req.Transport() == "UDP", callID(req))
+}
+
+// limitRefusalOf is limitRefusal from the request's facts.
+func (p *Proxy) limitRefusalOf(method sip.RequestMethod, ap netip.AddrPort, udp bool, id string) (*source, limitReason) {
+	invite := method == sip.INVITE
 	g := globalUse{dialogs: p.dialogs.Len()}
 	if pu, ok := p.media.(portUser); ok && invite {
 		g.portsInUse, g.portsCap = pu.PortUsage()
@@ -127,7 +131,7 @@ func (p *Proxy) limitRefusal(req *sip.Request) (*source, limitReason) {
 	}
 	p.limitMetrics.limited[why].Inc()
 	if ev := p.limitLogs[why].Info(); ev != nil {
-		ev.Str("call_id", callID(req)).Str("method", string(req.Method)).Str("source", ap.Addr().String()).
+		ev.Str("call_id", id).Str("method", string(method)).Str("source", ap.Addr().String()).
 			Str("reason", why.String()).Msg("new dialog refused by a flood limit")
 	}
 	return src, why

@@ -54,6 +54,9 @@ type stateless struct {
 	tag    string            // To tag prefix of stateless answers: random per process, then '-'
 	parser *sip.Parser
 	bufs   sync.Pool // *bytes.Buffer
+	// parsedOnly: every request is parsed by sipgo, none read from its
+	// bytes alone (tests compare the two readings).
+	parsedOnly bool
 }
 
 // initStateless turns the stateless path on when admit can decide
@@ -103,6 +106,15 @@ func (p *Proxy) statelessFilter(info sip.TransportReadProps, data []byte) []byte
 	ua, ok := info.RemoteAddr.(*net.UDPAddr)
 	if !ok || !p.sl.adm.Rejecting() || rawToTag(data) != nil {
 		return data // re-INVITEs and other in-dialog requests are not parsed twice
+	}
+	if !p.sl.parsedOnly {
+		var r rawRequest
+		if scanRaw(data, &r) { // stateless_raw.go: a plain request, read from its bytes
+			if p.rejectRawStateless(&r, ua) {
+				return nil
+			}
+			return data
+		}
 	}
 	msg, err := p.sl.parser.ParseSIP(data)
 	if err != nil {

@@ -57,15 +57,28 @@ var (
 )
 
 func startStateless(t *testing.T, adm *slAdmitter, opts Options) *Proxy {
+	return startStatelessReading(t, adm, opts, false)
+}
+
+// startStatelessReading starts a proxy whose stateless path parses every
+// request with sipgo when parsedOnly (no bytes-only reading).
+func startStatelessReading(t *testing.T, adm *slAdmitter, opts Options, parsedOnly bool) *Proxy {
 	t.Helper()
 	opts.Listen, opts.RouteSecret, opts.UserAgent = "127.0.0.1:0", "test-secret", "sipedge-test"
 	px, err := New(opts, adm, testLogger(t), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
+	px.sl.parsedOnly = parsedOnly
 	serve(t, px)
 	return px
 }
+
+// readings are the two ways the stateless path reads a request.
+var readings = []struct {
+	name       string
+	parsedOnly bool
+}{{"bytes", false}, {"parsed", true}}
 
 // newDialogRequest is a caller's out-of-dialog request with extra header
 // lines (each ending in "\n").
@@ -130,56 +143,58 @@ func TestStateless_ImmediateVerdictsAnsweredWithoutTransaction(t *testing.T) {
 			}
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			adm := &slAdmitter{fakeAdmitter: &fakeAdmitter{}, verdict: tc.verdict, immediate: true}
-			px := startStateless(t, adm, Options{})
-			caller := newPeer(t)
-			id := "sl-" + strings.ReplaceAll(tc.name, " ", "-")
-			caller.send(px.Addr(), newDialogRequest(tc.method, "sip:conf1@"+px.Addr(), caller, id, "z9hG4bK-sl1", ""))
-			raw := caller.recv("SIP/2.0 ")
-			if !strings.HasPrefix(raw, tc.want+"\r\n") {
-				t.Fatalf("first answer %q, want %q (no 100 Trying before it)", firstLine([]byte(raw)), tc.want)
-			}
-			res := parseResponse(t, raw)
-			vias := header(raw, "Via")
-			if len(vias) != 2 || !strings.Contains(vias[0], "branch=z9hG4bK-sl1") || !strings.Contains(vias[0], "received=127.0.0.1") ||
-				!strings.Contains(vias[0], "rport="+strings.Split(caller.addr(), ":")[1]) || !strings.Contains(vias[1], "z9hG4bK-lower") {
-				t.Errorf("Vias %q: want both, the top one with received and rport", vias)
-			}
-			if res.CallID() == nil || res.CallID().Value() != id {
-				t.Errorf("Call-ID %v, want %s", res.CallID(), id)
-			}
-			if cs := res.CSeq(); cs == nil || cs.SeqNo != 1 || string(cs.MethodName) != tc.method {
-				t.Errorf("CSeq %v, want 1 %s", cs, tc.method)
-			}
-			if tag, _ := res.From().Params.Get("tag"); tag != "caller1" || res.From().DisplayName != "Alice" {
-				t.Errorf("From %v, want Alice's with tag caller1", res.From())
-			}
-			if tag, _ := res.To().Params.Get("tag"); !strings.HasPrefix(tag, px.sl.tag) {
-				t.Errorf("To tag %q, want the stateless prefix %q", tag, px.sl.tag)
-			}
-			requireHeader(t, raw, "Server", "sipedge-test")
-			requireHeader(t, raw, "Content-Length", "0")
-			tc.check(t, res, raw)
-			if got := adm.calls(); len(got) != 2 || got[1] != "rejected "+tc.method+" "+tc.verdict.Cause {
-				t.Errorf("admitter asked %q, want immediate then rejected", got)
-			}
-			if ev := adm.events(); len(ev) != 0 {
-				t.Errorf("Admit called %q: the stateful path ran", ev)
-			}
-			if n := testutil.ToFloat64(px.metrics.stateless.answers); n != 1 {
-				t.Errorf("stateless answers %v, want 1", n)
-			}
-			if n := testutil.ToFloat64(px.metrics.requests[sip.RequestMethod(tc.method)]); n != 1 {
-				t.Errorf("requests{%s} %v, want 1", tc.method, n)
-			}
-			if n := testutil.ToFloat64(px.metrics.responses[sip.RequestMethod(tc.method)][tc.verdict.Code/100-1]); n != 1 {
-				t.Errorf("responses{%s} %v, want 1", tc.method, n)
-			}
-			if extra := caller.drain(); len(extra) != 0 {
-				t.Errorf("more was sent: %q", extra)
-			}
-		})
+		for _, rd := range readings {
+			t.Run(tc.name+"/"+rd.name, func(t *testing.T) {
+				adm := &slAdmitter{fakeAdmitter: &fakeAdmitter{}, verdict: tc.verdict, immediate: true}
+				px := startStatelessReading(t, adm, Options{}, rd.parsedOnly)
+				caller := newPeer(t)
+				id := "sl-" + strings.ReplaceAll(tc.name, " ", "-")
+				caller.send(px.Addr(), newDialogRequest(tc.method, "sip:conf1@"+px.Addr(), caller, id, "z9hG4bK-sl1", ""))
+				raw := caller.recv("SIP/2.0 ")
+				if !strings.HasPrefix(raw, tc.want+"\r\n") {
+					t.Fatalf("first answer %q, want %q (no 100 Trying before it)", firstLine([]byte(raw)), tc.want)
+				}
+				res := parseResponse(t, raw)
+				vias := header(raw, "Via")
+				if len(vias) != 2 || !strings.Contains(vias[0], "branch=z9hG4bK-sl1") || !strings.Contains(vias[0], "received=127.0.0.1") ||
+					!strings.Contains(vias[0], "rport="+strings.Split(caller.addr(), ":")[1]) || !strings.Contains(vias[1], "z9hG4bK-lower") {
+					t.Errorf("Vias %q: want both, the top one with received and rport", vias)
+				}
+				if res.CallID() == nil || res.CallID().Value() != id {
+					t.Errorf("Call-ID %v, want %s", res.CallID(), id)
+				}
+				if cs := res.CSeq(); cs == nil || cs.SeqNo != 1 || string(cs.MethodName) != tc.method {
+					t.Errorf("CSeq %v, want 1 %s", cs, tc.method)
+				}
+				if tag, _ := res.From().Params.Get("tag"); tag != "caller1" || res.From().DisplayName != "Alice" {
+					t.Errorf("From %v, want Alice's with tag caller1", res.From())
+				}
+				if tag, _ := res.To().Params.Get("tag"); !strings.HasPrefix(tag, px.sl.tag) {
+					t.Errorf("To tag %q, want the stateless prefix %q", tag, px.sl.tag)
+				}
+				requireHeader(t, raw, "Server", "sipedge-test")
+				requireHeader(t, raw, "Content-Length", "0")
+				tc.check(t, res, raw)
+				if got := adm.calls(); len(got) != 2 || got[1] != "rejected "+tc.method+" "+tc.verdict.Cause {
+					t.Errorf("admitter asked %q, want immediate then rejected", got)
+				}
+				if ev := adm.events(); len(ev) != 0 {
+					t.Errorf("Admit called %q: the stateful path ran", ev)
+				}
+				if n := testutil.ToFloat64(px.metrics.stateless.answers); n != 1 {
+					t.Errorf("stateless answers %v, want 1", n)
+				}
+				if n := testutil.ToFloat64(px.metrics.requests[sip.RequestMethod(tc.method)]); n != 1 {
+					t.Errorf("requests{%s} %v, want 1", tc.method, n)
+				}
+				if n := testutil.ToFloat64(px.metrics.responses[sip.RequestMethod(tc.method)][tc.verdict.Code/100-1]); n != 1 {
+					t.Errorf("responses{%s} %v, want 1", tc.method, n)
+				}
+				if extra := caller.drain(); len(extra) != 0 {
+					t.Errorf("more was sent: %q", extra)
+				}
+			})
+		}
 	}
 }
 
@@ -194,8 +209,14 @@ func requireHeader(t *testing.T, raw, name, want string) {
 // its To tag) is absorbed: never forwarded, never a transaction, and
 // not taken for an ACK without a route.
 func TestStateless_RetransmissionSameAnswer_AckAbsorbed(t *testing.T) {
+	for _, rd := range readings {
+		t.Run(rd.name, func(t *testing.T) { testRetransmissionAndAck(t, rd.parsedOnly) })
+	}
+}
+
+func testRetransmissionAndAck(t *testing.T, parsedOnly bool) {
 	adm := &slAdmitter{fakeAdmitter: &fakeAdmitter{}, verdict: verdictDeserviced, immediate: true}
-	px := startStateless(t, adm, Options{})
+	px := startStatelessReading(t, adm, Options{}, parsedOnly)
 	caller := newPeer(t)
 	req := newDialogRequest("INVITE", "sip:conf1@"+px.Addr(), caller, "sl-rtx", "z9hG4bK-rtx", "")
 	caller.send(px.Addr(), req)
