@@ -149,8 +149,8 @@ func scanRaw(data []byte, r *rawRequest) bool {
 		if c <= 0 {
 			return false
 		}
-		class := headerClass(bytes.TrimRight(line[:c], " \t"))
-		value := bytes.Trim(line[c+1:], " \t")
+		class := headerClass(trimSPHT(line[:c]))
+		value := trimSPHT(line[c+1:])
 		seen[class]++
 		if class != hVia && class != hOther && seen[class] > 1 {
 			return false // duplicate single-valued header (400), or a declining one
@@ -187,7 +187,7 @@ func scanRaw(data []byte, r *rawRequest) bool {
 			r.callID, r.callIDLine = value, line
 		case hCSeq:
 			sp := bytes.IndexByte(value, ' ')
-			if sp <= 0 || sp > 10 || !digits(value[:sp]) || string(bytes.TrimLeft(value[sp:], " \t")) != string(r.method) {
+			if sp <= 0 || sp > 10 || !digits(value[:sp]) || string(trimSPHT(value[sp:])) != string(r.method) {
 				return false
 			}
 			if n, err := strconv.ParseUint(string(value[:sp]), 10, 32); err != nil || n > 1<<31-1 {
@@ -212,6 +212,29 @@ func scanRaw(data []byte, r *rawRequest) bool {
 
 var crlf = []byte("\r\n")
 
+// trimSPHT trims spaces and tabs at both ends.
+func trimSPHT(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// plainURIChars: none of the characters that make a URI other than plain
+// (headers, escapes, IPv6 brackets, quoting, whitespace, lists).
+func plainURIChars(u []byte) bool {
+	for _, c := range u {
+		switch c {
+		case '?', '%', '[', ']', '<', '>', '"', ' ', '\t', ',':
+			return false
+		}
+	}
+	return true
+}
+
 func digits(b []byte) bool {
 	for _, c := range b {
 		if c < '0' || c > '9' {
@@ -225,19 +248,19 @@ func digits(b []byte) bool {
 // for anything else (another scheme, a password, URI headers, escapes,
 // brackets).
 func plainSIPURI(u []byte) (user, host []byte, ok bool) {
-	if !bytes.HasPrefix(u, []byte("sip:")) || bytes.ContainsAny(u, "?%[]<>\" \t,") {
+	if !bytes.HasPrefix(u, []byte("sip:")) || !plainURIChars(u) {
 		return nil, nil, false
 	}
 	u = u[len("sip:"):]
 	if at := bytes.IndexByte(u, '@'); at >= 0 {
 		user, u = u[:at], u[at+1:]
-		if len(user) == 0 || bytes.ContainsAny(user, ":;") {
+		if len(user) == 0 || bytes.IndexByte(user, ':') >= 0 || bytes.IndexByte(user, ';') >= 0 {
 			return nil, nil, false
 		}
 	}
-	end := len(u)
-	if i := bytes.IndexAny(u, ":;"); i >= 0 {
-		end = i
+	end := 0
+	for end < len(u) && u[end] != ':' && u[end] != ';' {
+		end++
 	}
 	host = u[:end]
 	if len(host) == 0 {
@@ -280,7 +303,7 @@ func plainVia(v []byte) bool {
 		return false
 	}
 	sp := bytes.IndexAny(v, " \t")
-	return sp > len("SIP/2.0/") && len(bytes.TrimLeft(v[sp:], " \t")) > 0
+	return sp > len("SIP/2.0/") && len(trimSPHT(v[sp:])) > 0
 }
 
 // viaParam returns the value of parameter name ("branch") of a Via value.
@@ -290,7 +313,7 @@ func viaParam(v []byte, name string) []byte {
 		if semi < 0 {
 			return nil
 		}
-		v = bytes.TrimLeft(v[semi+1:], " \t")
+		v = trimSPHT(v[semi+1:])
 		if len(v) > len(name) && v[len(name)] == '=' && string(v[:len(name)]) == name {
 			v = v[len(name)+1:]
 			end := 0
@@ -388,7 +411,7 @@ func (p *Proxy) appendRaw(buf *bytes.Buffer, r *rawRequest, src *net.UDPAddr, co
 	buf.WriteString(reason)
 	buf.WriteString("\r\n")
 	for i := 0; i < r.nvias; i++ {
-		line := bytes.TrimRight(r.vias[i], " \t")
+		line := trimSPHT(r.vias[i])
 		if at := emptyRport(line); i == 0 && at >= 0 {
 			buf.Write(line[:at])
 			buf.WriteByte('=')
@@ -404,7 +427,7 @@ func (p *Proxy) appendRaw(buf *bytes.Buffer, r *rawRequest, src *net.UDPAddr, co
 	}
 	buf.Write(r.from)
 	buf.WriteString("\r\n")
-	buf.Write(bytes.TrimRight(r.to, " \t"))
+	buf.Write(trimSPHT(r.to))
 	buf.WriteString(";tag=")
 	buf.WriteString(p.sl.tag)
 	buf.Write(strconv.AppendUint(num[:0], rawTagHash(r), 16))

@@ -143,3 +143,15 @@ func sameParams(a, b sip.HeaderParams) bool {
 	}
 	return true
 }
+
+// BenchmarkScanRaw is the bytes-only reading of sipp's reject INVITE.
+func BenchmarkScanRaw(b *testing.B) {
+	data := crlfd(rawINVITE)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		var r rawRequest
+		if !scanRaw(data, &r) {
+			b.Fatal("not read")
+		}
+	}
+}
