@@ -5,15 +5,9 @@ package admission
 // before any transaction exists. Admit stays the one place a verdict that
 // needs Redis (the sticky placement of a conference) is reached.
 
-// AnyHealthy is what Immediate needs of a ring snapshot beyond NodeView:
-// whether any node is alive at all (a sticky conference can still be
-// placed on a healthy node outside the ring).
-type AnyHealthy interface {
-	AnyHealthy() bool
-}
-
 // Immediate returns the rejection Decide gives req whatever the sticky
-// placement of its conference, and true; false when the verdict needs the
+// placement of its conference (anyHealthy: some node is alive, so a sticky
+// conference could still be placed, ring.Snapshot.AnyHealthy), and true; false when the verdict needs the
 // sticky lookup or admits (the caller asks Admit). It does no I/O:
 //
 //   - the instance rejects new dialogs (deserviced and not the last of its
