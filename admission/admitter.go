@@ -127,12 +127,7 @@ func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
 	}
 	v := Decide(req, st)
 	if !v.Admit {
-		a.metrics.rejects.WithLabelValues(v.Cause).Inc()
-		if ev := a.rejectLog(v.Cause).Info(); ev != nil {
-			ev.Str("call_id", req.CallID).Str("method", req.Method).Str("conf_id", req.ConfID).
-				Str("aor", req.AOR).Str("reason", v.Reason).Str("cause", v.Cause).Int("code", v.Code).
-				Msg("Participant failed to join conference")
-		}
+		a.rejected(req, v) // immediate.go
 		return v
 	}
 	if req.NewDialog() { // a routed in-dialog request is no placement

@@ -24,6 +24,7 @@ func (e *Endpoint) Dialogs() admission.Holder { return e.p }
 func (e *Endpoint) Proxy(admit Admitter, trust TrustFunc) *Proxy {
 	p := e.p
 	p.admit, p.opts.Trust = admit, trust
+	p.initStateless(admit)
 	return p
 }
 

@@ -88,25 +88,14 @@ func (p *Proxy) limitNewDialog(req *sip.Request, tx sip.ServerTransaction) bool 
 	if p.limits == nil {
 		return false
 	}
-	ap, _ := netip.ParseAddrPort(req.Source())
 	invite := req.IsInvite()
-	udp := req.Transport() == "UDP"
-	g := globalUse{dialogs: p.dialogs.Len()}
-	if pu, ok := p.media.(portUser); ok && invite {
-		g.portsInUse, g.portsCap = pu.PortUsage()
-	}
-	src, why := p.limits.check(ap.Addr(), p.exempt(ap), invite, !(invite && udp), p.limits.opt.Clock(), g)
+	src, why := p.limitRefusal(req)
 	if why == limitNone {
 		if invite {
 			p.limits.begin(callID(req), src)
 			p.limitMetrics.halfOpen.Set(float64(p.limits.halfOpen.Load()))
 		}
 		return false
-	}
-	p.limitMetrics.limited[why].Inc()
-	if ev := p.limitLogs[why].Info(); ev != nil {
-		ev.Str("call_id", callID(req)).Str("method", string(req.Method)).Str("source", ap.Addr().String()).
-			Str("reason", why.String()).Msg("new dialog refused by a flood limit")
 	}
 	if why == limitSourceDrop {
 		tx.Terminate() // no answer: the source is flooding
@@ -118,6 +107,34 @@ func (p *Proxy) limitNewDialog(req *sip.Request, tx sip.ServerTransaction) bool 
 	}
 	p.respond(tx, res)
 	return true
+}
+
+// limitRefusal checks the flood limits for a new dialog of req (also the
+// stateless reject path's check, stateless.go): a refusal is counted and
+// logged (sampled) and its reason returned; limitNone and the source
+// charged otherwise.
+func (p *Proxy) limitRefusal(req *sip.Request) (*source, limitReason) {
+	ap, _ := netip.ParseAddrPort(req.Source())
+	return p.limitRefusalOf(req.Method, ap, req.Transport() == "UDP", callID(req))
+}
+
+// limitRefusalOf is limitRefusal from the request's facts.
+func (p *Proxy) limitRefusalOf(method sip.RequestMethod, ap netip.AddrPort, udp bool, id string) (*source, limitReason) {
+	invite := method == sip.INVITE
+	g := globalUse{dialogs: p.dialogs.Len()}
+	if pu, ok := p.media.(portUser); ok && invite {
+		g.portsInUse, g.portsCap = pu.PortUsage()
+	}
+	src, why := p.limits.check(ap.Addr(), p.exempt(ap), invite, !(invite && udp), p.limits.opt.Clock(), g)
+	if why == limitNone {
+		return src, why
+	}
+	p.limitMetrics.limited[why].Inc()
+	if ev := p.limitLogs[why].Info(); ev != nil {
+		ev.Str("call_id", id).Str("method", string(method)).Str("source", ap.Addr().String()).
+			Str("reason", why.String()).Msg("new dialog refused by a flood limit")
+	}
+	return src, why
 }
 
 // limitPlacement is inDialogByPlacement's hook. An INVITE there (a UA

@@ -30,7 +30,10 @@ import (
 // benchAdmitter admits every call to one node (or rejects every call with
 // 503 when node is empty); it answers failover questions so the proxy
 // keeps its production path (a retry plan per new INVITE).
-type benchAdmitter struct{ node ring.Node }
+type benchAdmitter struct {
+	node     ring.Node
+	stateful bool // never answer statelessly (Rejecting false): the path before stateless.go
+}
 
 func (a *benchAdmitter) Admit(context.Context, admission.Request) admission.Verdict {
 	if a.node.Addr == "" {
@@ -41,9 +44,17 @@ func (a *benchAdmitter) Admit(context.Context, admission.Request) admission.Verd
 func (a *benchAdmitter) Failover(context.Context, admission.Request, string, []string) admission.Verdict {
 	return admission.Verdict{Code: 503}
 }
-func (a *benchAdmitter) Healthy(string) bool          { return true }
-func (a *benchAdmitter) DialogStarted(string, string) {}
-func (a *benchAdmitter) DialogEnded(string, string)   {}
+func (a *benchAdmitter) Rejecting() bool { return !a.stateful && a.node.Addr == "" }
+func (a *benchAdmitter) Immediate(req admission.Request) (admission.Verdict, bool) {
+	if a.node.Addr != "" {
+		return admission.Verdict{}, false
+	}
+	return a.Admit(context.Background(), req), true
+}
+func (a *benchAdmitter) Rejected(admission.Request, admission.Verdict) {}
+func (a *benchAdmitter) Healthy(string) bool                           { return true }
+func (a *benchAdmitter) DialogStarted(string, string)                  {}
+func (a *benchAdmitter) DialogEnded(string, string)                    {}
 func (a *benchAdmitter) DialogEndedElsewhere(context.Context, string, string, string, string, string) {
 }
 
@@ -209,9 +220,14 @@ type callRig struct {
 }
 
 func newCallRig(tb testing.TB, reject bool) *callRig {
+	return newCallRigWith(tb, reject, &benchAdmitter{})
+}
+
+// newCallRigWith is newCallRig with the admitter given (its node is set
+// unless reject).
+func newCallRigWith(tb testing.TB, reject bool, adm *benchAdmitter) *callRig {
 	tb.Helper()
 	r := &callRig{caller: newRawPeer(tb), node: newRawPeer(tb)}
-	adm := &benchAdmitter{}
 	if !reject {
 		adm.node = ring.Node{Name: "n1", Addr: r.node.addr(), Transport: "udp"}
 	}
@@ -289,19 +305,8 @@ func BenchmarkCallInDialog(b *testing.B) {
 }
 
 // BenchmarkCallReject is one INVITE answered 503 + Retry-After, and its ACK.
-func BenchmarkCallReject(b *testing.B) {
-	r := newCallRig(b, true)
-	c := r.caller
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		c.out = appendRequest(c.out[:0], "INVITE", r.ruri, c.addr(), i, 1, nil)
-		c.send(r.pxAddr, c.out)
-		c.recv("SIP/2.0 503")
-		c.out = appendRequest(c.out[:0], "ACK", r.ruri, c.addr(), i, 1, nil)
-		c.send(r.pxAddr, c.out)
-	}
-}
+// Its ACK carries the 503's To tag (RFC 3261 §17.1.1.3), as sipp's does.
+func BenchmarkCallReject(b *testing.B) { runRejects(b, newCallRig(b, true)) }
 
 // BenchmarkCallHeldHeap runs whole calls (set-up and BYE) and reports the
 // heap still in use per call once they are all over, while their

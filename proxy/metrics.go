@@ -54,6 +54,8 @@ type metrics struct {
 
 	failovers    *prometheus.CounterVec // new calls retried on the next node, by reason (failover.go)
 	failoverLate prometheus.Counter     // 2xx on an abandoned branch, ended with ACK and BYE
+
+	stateless statelessMetrics // the stateless reject path (stateless.go)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -134,6 +136,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if err := m.trustMetrics.register(reg); err != nil {
 		return nil, err
 	}
+	if err := m.stateless.register(reg); err != nil {
+		return nil, err
+	}
 	m.dialogsEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sipedge_dialogs_closed_total", Help: "Dialogs set up here that ended, by how the end was learnt (bye, elsewhere).",
 	}, []string{"how"})
@@ -208,6 +213,28 @@ func (t *trustMetrics) register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{t.nodeAuthFailures, t.nodeCallsRefused, t.routeOldSecret} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("register proxy trust metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// statelessMetrics count the stateless reject path (stateless.go); its
+// answers are in sipedge_sip_responses_total too.
+type statelessMetrics struct {
+	answers prometheus.Counter // new dialogs answered with no transaction
+	acks    prometheus.Counter // ACKs of those answers absorbed
+}
+
+func (s *statelessMetrics) register(reg prometheus.Registerer) error {
+	s.answers = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sipedge_sip_stateless_answers_total", Help: "New dialogs rejected statelessly (503 or 302 with no transaction: deserviced, shutting down, no node, flood limit).",
+	})
+	s.acks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sipedge_sip_stateless_acks_total", Help: "ACKs of stateless answers absorbed (recognised by their To tag; never forwarded).",
+	})
+	for _, c := range []prometheus.Collector{s.answers, s.acks} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register proxy stateless metrics: %w", err)
 		}
 	}
 	return nil

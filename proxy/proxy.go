@@ -107,6 +107,8 @@ type Proxy struct {
 	limitMetrics *limitMetrics
 	limitLogs    [numLimitReasons]*logging.Sampled
 	noAckLog     *logging.Sampled
+
+	sl stateless // the stateless reject path (stateless.go)
 }
 
 // New binds the listeners (so a bad or busy address fails at start-up) and
@@ -154,7 +156,7 @@ func NewEndpoint(opts Options, log zerolog.Logger, reg prometheus.Registerer) (*
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(p.advHost),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog),
-			sip.WithTransportLayerReadFilter(p.floodFilter)),
+			sip.WithTransportLayerReadFilter(p.readFilter)), // floodFilter, then stateless.go
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog)),
 	)...)
 	if err != nil {

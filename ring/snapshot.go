@@ -273,3 +273,17 @@ func (s *Snapshot) ReadAt() time.Time {
 	}
 	return s.readAt
 }
+
+// AnyHealthy reports whether any known node is alive (Healthy), in the
+// ring or not: while none is, no new conference can be placed anywhere.
+func (s *Snapshot) AnyHealthy() bool {
+	if s == nil {
+		return false
+	}
+	for i := range s.statuses {
+		if s.statuses[i].Healthy {
+			return true
+		}
+	}
+	return false
+}

@@ -133,3 +133,31 @@ func TestSnapshot_LookupDoesNotAllocate(t *testing.T) {
 		t.Errorf("Snapshot.Lookup allocates %.1f times per call", allocs)
 	}
 }
+
+// AnyHealthy is true while one node is alive, in the ring or not (out of
+// service, weight 0), and false when none is (heartbeats stale) or none
+// is known.
+func TestSnapshot_AnyHealthy(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	h := HealthOptions{HeartbeatTimeout: 5 * time.Second}
+	stale := Node{Name: "n1", Addr: "127.0.0.1:5071", Weight: 1, Heartbeat: now.Add(-time.Minute)}
+	zero := Node{Name: "n2", Addr: "127.0.0.1:5072", Weight: 0, Heartbeat: now}
+	for _, tc := range []struct {
+		name  string
+		nodes []Node
+		want  bool
+	}{
+		{"none known", nil, false},
+		{"all stale", []Node{stale}, false},
+		{"alive, out of the ring", []Node{stale, zero}, true},
+		{"alive in the ring", []Node{{Name: "n3", Addr: "127.0.0.1:5073", Weight: 1, Heartbeat: now}}, true},
+	} {
+		if got := BuildSnapshot(tc.nodes, nil, now, h).AnyHealthy(); got != tc.want {
+			t.Errorf("%s: AnyHealthy = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	var nilSnap *Snapshot
+	if nilSnap.AnyHealthy() {
+		t.Error("nil snapshot AnyHealthy")
+	}
+}
