@@ -65,6 +65,7 @@ const (
 	hMaxForwards
 	hContentLength
 	hContentType
+	hContact
 	hDecline // Route, Proxy-Require, X-Sipedge-*: the parsed path decides
 	numH
 )
@@ -84,6 +85,8 @@ func headerClass(n []byte) int {
 			return hContentLength
 		case 'c':
 			return hContentType
+		case 'm':
+			return hContact
 		}
 		return hOther
 	}
@@ -104,7 +107,12 @@ func headerClass(n []byte) int {
 		return hContentLength
 	case bytes.EqualFold(n, []byte("Content-Type")):
 		return hContentType
+	case bytes.EqualFold(n, []byte("Contact")):
+		return hContact
 	case bytes.EqualFold(n, []byte("Route")), bytes.EqualFold(n, []byte("Proxy-Require")),
+		// Headers sipgo parses and this reading does not: sipgo judges them.
+		bytes.EqualFold(n, []byte("Record-Route")), bytes.EqualFold(n, []byte("Refer-To")),
+		bytes.EqualFold(n, []byte("Referred-By")),
 		len(n) >= len("X-Sipedge-") && bytes.EqualFold(n[:len("X-Sipedge-")], []byte("X-Sipedge-")):
 		return hDecline
 	}
@@ -119,6 +127,9 @@ func scanRaw(data []byte, r *rawRequest) bool {
 		return false
 	}
 	line := data[:eol]
+	if !plainLine(line) {
+		return false
+	}
 	sp1, sp2 := bytes.IndexByte(line, ' '), bytes.LastIndexByte(line, ' ')
 	if sp1 <= 0 || sp2 <= sp1 || string(line[sp2+1:]) != "SIP/2.0" {
 		return false
@@ -145,12 +156,18 @@ func scanRaw(data []byte, r *rawRequest) bool {
 		if line[0] == ' ' || line[0] == '\t' {
 			return false // folded
 		}
+		if bytes.IndexByte(line, '\r') >= 0 || bytes.IndexByte(line, '\n') >= 0 {
+			return false // a bare CR or LF: sipgo splits lines differently
+		}
 		c := bytes.IndexByte(line, ':')
 		if c <= 0 {
 			return false
 		}
 		class := headerClass(trimSPHT(line[:c]))
 		value := trimSPHT(line[c+1:])
+		if class != hOther && !plainLine(value) {
+			return false // sipgo parses this header: only plain values are read here
+		}
 		seen[class]++
 		if class != hVia && class != hOther && seen[class] > 1 {
 			return false // duplicate single-valued header (400), or a declining one
@@ -168,11 +185,22 @@ func scanRaw(data []byte, r *rawRequest) bool {
 			r.vias[r.nvias] = line
 			r.nvias++
 		case hFrom:
+			if !plainAddress(value) {
+				return false
+			}
 			if r.fromTag = tagOf(value); r.fromTag == nil {
 				return false // missing From tag (400)
 			}
+			// sipgo reads parameter names as written: "Tag=" is no tag to
+			// it, so only "tag=" is read here.
+			if at := cap(value) - cap(r.fromTag); at < 4 || string(value[at-4:at]) != "tag=" {
+				return false
+			}
 			r.from = line
 		case hTo:
+			if !plainAddress(value) {
+				return false
+			}
 			if tagOf(value) != nil {
 				return false // in dialog
 			}
@@ -198,6 +226,14 @@ func scanRaw(data []byte, r *rawRequest) bool {
 			if len(value) == 0 || len(value) > 3 || !digits(value) || len(bytes.TrimLeft(value, "0")) == 0 {
 				return false // Max-Forwards 0 (483) or unreadable
 			}
+		case hContact:
+			if !plainAddress(value) {
+				return false // sipgo parses Contact: anything unusual is its to judge
+			}
+		case hContentType:
+			if len(value) == 0 {
+				return false
+			}
 		case hContentLength:
 			if len(value) == 0 || len(value) > 5 || !digits(value) {
 				return false
@@ -211,6 +247,27 @@ func scanRaw(data []byte, r *rawRequest) bool {
 }
 
 var crlf = []byte("\r\n")
+
+// plainLine: printable ASCII and tabs only. A bare CR or LF splits lines
+// differently in sipgo, and sipgo trims Unicode spaces (bytes.TrimSpace)
+// where this reading trims spaces and tabs: such lines are left to sipgo.
+func plainLine(line []byte) bool {
+	for _, c := range line {
+		if !plainByte[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// plainByte: the bytes plainLine accepts.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = true
+	}
+	t['\t'] = true
+	return t
+}()
 
 // trimSPHT trims spaces and tabs at both ends.
 func trimSPHT(b []byte) []byte {
@@ -278,6 +335,72 @@ func plainSIPURI(u []byte) (user, host []byte, ok bool) {
 	return user, host, true
 }
 
+// plainAddress reports whether a From or To value has the plain shape
+// sipgo reads the same way: [display-name tokens] <uri> or a bare uri,
+// then ;name[=value] parameters of token characters. Quotes, a second
+// angle bracket, commas or anything else unusual decline (sipgo parses it
+// and the stateful checks answer).
+func plainAddress(v []byte) bool {
+	if len(v) > 0 && v[0] == '"' {
+		// A quoted display name without escapes, then the <uri>.
+		end := bytes.IndexByte(v[1:], '"')
+		if end < 0 || bytes.IndexByte(v[1:1+end], '\\') >= 0 {
+			return false
+		}
+		v = trimSPHT(v[end+2:])
+		if len(v) == 0 || v[0] != '<' {
+			return false
+		}
+	}
+	params := v
+	if lt := bytes.IndexByte(v, '<'); lt >= 0 {
+		gt := bytes.IndexByte(v, '>')
+		if gt < lt || bytes.LastIndexByte(v, '<') != lt || bytes.LastIndexByte(v, '>') != gt {
+			return false
+		}
+		for _, c := range v[:lt] {
+			if !tokenChar(c) && c != ' ' && c != '\t' {
+				return false
+			}
+		}
+		if _, _, ok := plainSIPURI(v[lt+1 : gt]); !ok {
+			return false
+		}
+		params = v[gt+1:]
+	} else if bytes.IndexByte(v, '>') >= 0 || bytes.IndexByte(v, '"') >= 0 {
+		return false
+	} else {
+		uri := v
+		if semi := bytes.IndexByte(v, ';'); semi >= 0 {
+			uri, params = v[:semi], v[semi:]
+		} else {
+			params = nil
+		}
+		if _, _, ok := plainSIPURI(trimSPHT(uri)); !ok {
+			return false
+		}
+	}
+	for _, c := range params {
+		if !tokenChar(c) && c != ';' && c != '=' && c != ' ' && c != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenChar: RFC 3261 token characters.
+func tokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	switch c {
+	case '-', '.', '!', '%', '*', '_', '+', '`', '\'', '~':
+		return true
+	}
+	return false
+}
+
 // toAOR returns the user and host of a To value's URI.
 func toAOR(v []byte) (user, host []byte, ok bool) {
 	uri := v
@@ -302,8 +425,44 @@ func plainVia(v []byte) bool {
 		bytes.IndexByte(v, ',') >= 0 || bytes.Contains(v, []byte(branchMark)) || bytes.IndexByte(v, '"') >= 0 {
 		return false
 	}
+	v = v[len("SIP/2.0/"):]
 	sp := bytes.IndexAny(v, " \t")
-	return sp > len("SIP/2.0/") && len(trimSPHT(v[sp:])) > 0
+	if sp <= 0 || !tokens(v[:sp]) {
+		return false
+	}
+	// sent-by: host[:port], then ;name[=value] parameters.
+	v = trimSPHT(v[sp:])
+	end := bytes.IndexByte(v, ';')
+	if end < 0 {
+		end = len(v)
+	}
+	sentBy, params := trimSPHT(v[:end]), v[end:]
+	host := sentBy
+	if c := bytes.IndexByte(sentBy, ':'); c >= 0 {
+		host = sentBy[:c]
+		if port := sentBy[c+1:]; len(port) > 5 || !digits(port) {
+			return false
+		}
+	}
+	if len(host) == 0 || !tokens(host) {
+		return false
+	}
+	for _, c := range params {
+		if !tokenChar(c) && c != ';' && c != '=' && c != ' ' && c != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// tokens: one or more token characters.
+func tokens(b []byte) bool {
+	for _, c := range b {
+		if !tokenChar(c) {
+			return false
+		}
+	}
+	return len(b) > 0
 }
 
 // viaParam returns the value of parameter name ("branch") of a Via value.
