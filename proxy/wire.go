@@ -199,6 +199,7 @@ func (p *Proxy) wire() []sipgo.UserAgentOption {
 	p.udpw = &udpConn{PacketConn: p.udp, p: p, max: lim.maxMessage}
 	p.udp = p.udpw
 	p.tcp = newLimitListener(p.tcp, p, lim)
+	p.wireExtra(lim)
 	if p.opts.Wire.DNSLookups {
 		return nil
 	}
@@ -209,5 +210,10 @@ func (p *Proxy) wire() []sipgo.UserAgentOption {
 func (p *Proxy) parseFailed(data, perr string) {
 	if p.udpw != nil {
 		p.udpw.parseFailed(data, perr)
+	}
+	for _, l := range p.extra {
+		if l.udpw != nil {
+			l.udpw.parseFailed(data, perr)
+		}
 	}
 }

@@ -104,7 +104,8 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 			return err
 		}
 	}
-	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
+	listen := cfg.ListenAddrs()
+	popts := proxy.Options{Listen: listen[0], ListenExtra: listen[1:], Advertise: cfg.Advertise, RouteSecret: secret,
 		UserAgent: "sipedge/" + version.Short(), UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name,
 		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout,
 		Wire: wireOptions(cfg)}

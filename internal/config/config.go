@@ -20,7 +20,7 @@ type Config struct {
 	Name   string `yaml:"name" usage:"instance name (default hostname)"`
 	Site   string `yaml:"site" usage:"site this instance belongs to"`
 	Server string `yaml:"server" usage:"server name used by deservice profiles (default hostname)"`
-	Listen string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP)"`
+	Listen string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP); a comma-separated list listens on each (IPv4 and IPv6; addresses after the first must be IPs)"`
 	// Secure and web transports for endpoints; empty turns each off.
 	TLSListen  string `yaml:"tls_listen" usage:"SIP over TLS listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
 	WSListen   string `yaml:"ws_listen" usage:"SIP over WebSocket listen HOST:PORT (empty: off)"`
@@ -190,7 +190,6 @@ func (c Config) Validate() error {
 		{"name", c.Name, nonEmpty(c.Name)},
 		{"site", c.Site, nonEmpty(c.Site)},
 		{"server", c.Server, nonEmpty(c.Server)},
-		{"listen", c.Listen, hostPort(c.Listen, true)},
 		{"advertise", c.Advertise, advertise(c.Advertise)},
 		{"udp_buffer", strconv.Itoa(c.UDPBuffer), intRange(c.UDPBuffer, 0, 1<<30)},
 		{"redis", c.Redis, optionalHostPort(c.Redis)},
@@ -246,6 +245,9 @@ func (c Config) Validate() error {
 		{"tcp_idle_timeout", c.TCPIdleTimeout.String(), durRange(c.TCPIdleTimeout, 0, 24*time.Hour)},
 		{"tcp_max_conns_per_source", strconv.Itoa(c.TCPMaxConnsPerSource), intRange(c.TCPMaxConnsPerSource, 0, 1<<20)},
 		{"dns_lookups", c.DNSLookups, oneOf(c.DNSLookups, "off", "on")},
+	}
+	if err := c.validateListen(); err != nil { // every entry of listen (listen.go)
+		return err
 	}
 	for _, ch := range checks {
 		if ch.err != nil {
