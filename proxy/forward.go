@@ -54,7 +54,7 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 	if via := out.Via(); via != nil {
 		markReceived(via, in.Source())
 	}
-	from := p.sendsFrom(in, next.addr) // the listen address toward next (listeners.go)
+	from := p.sendsFrom(in, next) // the listen address toward next (listeners.go)
 	out.PrependHeader(&sip.ViaHeader{
 		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: upper(next.transport),
 		Host: from.host, Port: from.port, Params: sip.HeaderParams{{K: "branch", V: branch}},

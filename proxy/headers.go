@@ -140,7 +140,7 @@ func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
 			UriParams: sip.HeaderParams{{K: "transport", V: transport}, {K: "lr", V: ""}, {K: routeParam, V: token}},
 		}}
 	}
-	peer, node := p.arrivedOn(in), p.sendsFrom(in, st.NodeAddr)
+	peer, node := p.arrivedOn(in), p.sendsFromAddr(in, st.NodeAddr)
 	if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {
 		out.PrependHeader(rr(st.PeerTransport, peer))
 	}

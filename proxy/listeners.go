@@ -225,11 +225,24 @@ func (p *Proxy) arrivedOn(in *sip.Request) listenAddr {
 	return p.addrFacing(in.Source(), p.firstAddr())
 }
 
-// sendsFrom is the listen address a request relayed to dest leaves from
+// sendsFrom is the listen address a request relayed to next leaves from
 // and names in its Via: the one the dialog's second sipedge Route names
-// (the side dest knows, after a double Record-Route), else the one it
-// arrived on, if of dest's family; else the first of dest's family.
-func (p *Proxy) sendsFrom(in *sip.Request, dest string) listenAddr {
+// (the side next knows, after a double Record-Route), else the one it
+// arrived on, if of next's family; else the first of next's family. Over
+// TLS or a WebSocket the Via names that listener, when there is one.
+func (p *Proxy) sendsFrom(in *sip.Request, next hop) listenAddr {
+	a := p.sendsFromAddr(in, next.addr)
+	switch next.transport {
+	case "udp", "tcp", "UDP", "TCP":
+	default:
+		if port := p.portFor(lower(next.transport)); port != p.advPort {
+			a.host, a.port = p.advHost, port
+		}
+	}
+	return a
+}
+
+func (p *Proxy) sendsFromAddr(in *sip.Request, dest string) listenAddr {
 	if len(p.extra) == 0 {
 		return p.firstAddr()
 	}

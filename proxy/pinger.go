@@ -25,6 +25,9 @@ func (pg Pinger) Ping(ctx context.Context, n ring.Node) error {
 	host, port := splitHostPort(n.Addr)
 	req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: host, Port: port})
 	tp := transportOrUDP(n.Transport)
+	if err := p.nodeTransportOK(tp); err != nil {
+		return fmt.Errorf("probe %s at %s: %w", n.Name, n.Addr, err)
+	}
 	la := p.addrFacing(n.Addr, p.firstAddr()) // a listen address of the node's family
 	req.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: upper(tp),
 		Host: la.host, Port: la.port, Params: sip.HeaderParams{{K: "branch", V: sip.GenerateBranch()}}})

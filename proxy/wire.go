@@ -200,10 +200,14 @@ func (p *Proxy) wire() []sipgo.UserAgentOption {
 	p.udp = p.udpw
 	p.tcp = newLimitListener(p.tcp, p, lim)
 	p.wireExtra(lim)
-	if p.opts.Wire.DNSLookups {
-		return nil
+	var opts []sipgo.UserAgentOption
+	if p.opts.Secure.NodeTLS != nil {
+		opts = append(opts, sipgo.WithUserAgenTLSConfig(p.opts.Secure.NodeTLS))
 	}
-	return []sipgo.UserAgentOption{sipgo.WithUserAgentDNSResolver(noDNSResolver(&p.metrics.dnsCount))}
+	if p.opts.Wire.DNSLookups {
+		return opts
+	}
+	return append(opts, sipgo.WithUserAgentDNSResolver(noDNSResolver(&p.metrics.dnsCount)))
 }
 
 // parseFailed receives sipgo's parse failures (slog bridge).

@@ -110,6 +110,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout,
 		Wire: wireOptions(cfg)}
 	popts.Secure = proxy.SecureOptions{TLSListen: cfg.TLSListen, WSListen: cfg.WSListen, WSSListen: cfg.WSSListen}
+	if popts.Secure.NodeTLS, err = nodeTLSConfig(cfg); err != nil { // nodetls.go
+		return err
+	}
 	if store != nil {
 		popts.Secure.TLS = store.Config()
 	}

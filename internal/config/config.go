@@ -27,6 +27,9 @@ type Config struct {
 	WSSListen  string `yaml:"wss_listen" usage:"SIP over secure WebSocket listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
 	TLSCert    string `yaml:"tls_cert" usage:"PEM certificate (chain) file of the TLS and WSS listeners, read again on SIGHUP"`
 	TLSKey     string `yaml:"tls_key" usage:"PEM private key file of tls_cert"`
+	// TLS toward nodes whose record says transport tls (internal/app/nodetls.go).
+	NodeTLSCA     string `yaml:"node_tls_ca" usage:"PEM CA file that nodes' TLS certificates are verified against (empty: the system roots)"`
+	NodeTLSVerify string `yaml:"node_tls_verify" usage:"on: verify nodes' TLS certificates (name or IP of the node address); off: accept any (tests only)"`
 	UDPBuffer  int    `yaml:"udp_buffer" usage:"UDP socket buffer bytes (capped by net.core.rmem_max/wmem_max)"`
 	Advertise  string `yaml:"advertise" usage:"HOST[:PORT] written into Via and Record-Route (default: listen address)"`
 	Redis      string `yaml:"redis" usage:"Redis address; empty starts an embedded Redis on loopback"`
@@ -157,6 +160,7 @@ func Default() Config {
 		TCPIdleTimeout:       120 * time.Second,
 		TCPMaxConnsPerSource: 64,
 		DNSLookups:           "off",
+		NodeTLSVerify:        "on",
 	}
 }
 
@@ -245,6 +249,8 @@ func (c Config) Validate() error {
 		{"tcp_idle_timeout", c.TCPIdleTimeout.String(), durRange(c.TCPIdleTimeout, 0, 24*time.Hour)},
 		{"tcp_max_conns_per_source", strconv.Itoa(c.TCPMaxConnsPerSource), intRange(c.TCPMaxConnsPerSource, 0, 1<<20)},
 		{"dns_lookups", c.DNSLookups, oneOf(c.DNSLookups, "off", "on")},
+		{"node_tls_verify", c.NodeTLSVerify, oneOf(c.NodeTLSVerify, "on", "off")},
+		{"node_tls_ca", c.NodeTLSCA, readableFile(c.NodeTLSCA)},
 	}
 	if err := c.validateListen(); err != nil { // every entry of listen (listen.go)
 		return err

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"net"
+	"os"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -87,4 +88,16 @@ func listenListToText(data []byte) ([]byte, error) {
 		return data, nil
 	}
 	return yaml.Marshal(&doc)
+}
+
+// readableFile checks an optional file path names a file that can be read.
+func readableFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return errors.Unwrap(err) // the reason, without repeating the path
+	}
+	return f.Close()
 }

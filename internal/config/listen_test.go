@@ -83,3 +83,19 @@ func TestListen_YAMLListEntryNotText(t *testing.T) {
 		t.Fatalf("err = %v, want it to name listen", err)
 	}
 }
+
+func TestNodeTLS_BadValuesNamed(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		field string
+	}{
+		{[]string{"--node-tls-verify", "maybe"}, "node_tls_verify"},
+		{[]string{"--node-tls-ca", "/nonexistent/ca.pem"}, "node_tls_ca"},
+	} {
+		_, err := Load(tc.args, env(nil), io.Discard)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%v: err %v, want field %s", tc.args, err, tc.field)
+		}
+	}
+}
