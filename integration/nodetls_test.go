@@ -49,7 +49,9 @@ func TestNodeTLS_CallsReachATLSNode(t *testing.T) {
 	s := e.startSipedge("T", "--tls-listen", edgeTLS, "--tls-cert", cert, "--tls-key", key, "--node-tls-ca", nodeCert)
 	s.waitRing(t, 5*time.Second, "t1")
 
-	ok := udpLink(t, "127.0.0.1:0", s.sipAddr()).call(t, s.sipAddr(), "tlsnode")
+	link := udpLink(t, "127.0.0.1:0", s.sipAddr())
+	link.ackGap = 300 * time.Millisecond
+	ok := link.call(t, s.sipAddr(), "tlsnode")
 	rr := recordRouteLines(ok)
 	_, edgePort, _ := net.SplitHostPort(edgeTLS)
 	if len(rr) != 2 || !strings.Contains(rr[0], ":"+edgePort+";transport=tls;lr") || !strings.Contains(rr[1], ";transport=udp;lr") {

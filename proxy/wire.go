@@ -196,10 +196,12 @@ func (w WireOptions) limits() tcpLimits {
 func (p *Proxy) wire() []sipgo.UserAgentOption {
 	configureSizes()
 	lim := p.opts.Wire.limits()
+	lim.src = newSourceConns(lim.maxPerSource) // one count per source over every stream listener
 	p.udpw = &udpConn{PacketConn: p.udp, p: p, max: lim.maxMessage}
 	p.udp = p.udpw
 	p.tcp = newLimitListener(p.tcp, p, lim)
 	p.wireExtra(lim)
+	p.wireSecure(lim) // streamguard.go
 	var opts []sipgo.UserAgentOption
 	if p.opts.Secure.NodeTLS != nil {
 		opts = append(opts, sipgo.WithUserAgenTLSConfig(p.opts.Secure.NodeTLS))

@@ -27,9 +27,6 @@ type Config struct {
 	WSSListen  string `yaml:"wss_listen" usage:"SIP over secure WebSocket listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
 	TLSCert    string `yaml:"tls_cert" usage:"PEM certificate (chain) file of the TLS and WSS listeners, read again on SIGHUP"`
 	TLSKey     string `yaml:"tls_key" usage:"PEM private key file of tls_cert"`
-	// TLS toward nodes whose record says transport tls (internal/app/nodetls.go).
-	NodeTLSCA     string `yaml:"node_tls_ca" usage:"PEM CA file that nodes' TLS certificates are verified against (empty: the system roots)"`
-	NodeTLSVerify string `yaml:"node_tls_verify" usage:"on: verify nodes' TLS certificates (name or IP of the node address); off: accept any (tests only)"`
 	UDPBuffer  int    `yaml:"udp_buffer" usage:"UDP socket buffer bytes (capped by net.core.rmem_max/wmem_max)"`
 	Advertise  string `yaml:"advertise" usage:"HOST[:PORT] written into Via and Record-Route (default: listen address)"`
 	Redis      string `yaml:"redis" usage:"Redis address; empty starts an embedded Redis on loopback"`
@@ -97,8 +94,12 @@ type Config struct {
 	MaxMessageSize       int           `yaml:"max_message_size" usage:"largest SIP message in bytes (requests above get 513, responses above are dropped); at most 65507"`
 	TCPHeaderTimeout     time.Duration `yaml:"tcp_header_timeout" usage:"a TCP message must arrive whole within this of its first byte (0 = no limit)"`
 	TCPIdleTimeout       time.Duration `yaml:"tcp_idle_timeout" usage:"a TCP connection with no traffic either way this long is closed (0 = never)"`
-	TCPMaxConnsPerSource int           `yaml:"tcp_max_conns_per_source" usage:"open TCP connections one source IP may hold (0 = no limit)"`
+	TCPMaxConnsPerSource int           `yaml:"tcp_max_conns_per_source" usage:"open TCP, TLS and WebSocket connections one source IP may hold, all listeners together (0 = no limit)"`
 	DNSLookups           string        `yaml:"dns_lookups" usage:"off: never send a DNS query (host names in messages are not resolved); on: resolve host names"`
+
+	// TLS toward nodes whose record says transport tls (internal/app/nodetls.go).
+	NodeTLSCA     string `yaml:"node_tls_ca" usage:"PEM CA file that nodes' TLS certificates are verified against (empty: the system roots)"`
+	NodeTLSVerify string `yaml:"node_tls_verify" usage:"on: verify nodes' TLS certificates (name or IP of the node address); off: accept any (tests only)"`
 }
 
 // Default returns the configuration used when nothing overrides it.
