@@ -127,3 +127,94 @@ func TestListen_BadExtraAddressNamed(t *testing.T) {
 		t.Fatalf("exit %v, output %s: want a failure naming listen and 0.0.0.0:5999", err, out)
 	}
 }
+
+// The node's own in-dialog request reaches a caller on the other family:
+// a caller on [::1] calls through sipedge's [::1] address to a confnode on
+// 127.0.0.1; when the node hangs up (SIGTERM: BYE on every call) its BYE
+// comes to sipedge's IPv4 address (the top Record-Route) and leaves to the
+// caller from the IPv6 socket, with a Via naming it; the caller's 200
+// gets back to the node.
+func TestListen_NodeByeReachesACallerOfTheOtherFamily(t *testing.T) {
+	e := newEnv(t)
+	port := strconv.Itoa(freePort(t))
+	v4, v6 := "127.0.0.1:"+port, "[::1]:"+port
+	node := startProc(t, "confnode-b1", binary(t, "confnode"), "--name", "b1", "--listen", loopback(freePort(t)),
+		"--redis", e.redisAddr, "--log-format", "json", "--heartbeat-interval", "300ms", "--rtp=false")
+	s := e.startSipedge("B", "--listen", v4+","+v6, "--advertise", v4)
+	s.waitRing(t, 5*time.Second, "b1")
+
+	link := udpLink(t, "[::1]:0", v6)
+	callID := "bye6-" + svcTag()
+	inv := "INVITE sip:bye6@" + v6 + " SIP/2.0\r\nVia: SIP/2.0/UDP " + link.addr + ";branch=z9hG4bKb6" + svcTag() + ";rport\r\n" +
+		"From: <sip:alice@example.com>;tag=a6\r\nTo: <sip:bye6@example.com>\r\nCall-ID: " + callID + "\r\nCSeq: 1 INVITE\r\n" +
+		"Contact: <sip:alice@" + link.addr + ">\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	if err := link.send(inv); err != nil {
+		t.Fatal(err)
+	}
+	ok := link.waitFinal(t, "INVITE")
+	if !strings.HasPrefix(ok, "SIP/2.0 200") {
+		t.Fatalf("INVITE over [::1]: %s", ok)
+	}
+	res, err := parseSIPResponse([]byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := recordRouteLines(ok)
+	routes := ""
+	for i := len(rr) - 1; i >= 0; i-- {
+		routes += "Route: " + rr[i] + "\r\n"
+	}
+	contact := strings.Trim(strings.Split(res.Header("contact"), ";")[0], "<>")
+	ack := "ACK " + contact + " SIP/2.0\r\nVia: SIP/2.0/UDP " + link.addr + ";branch=z9hG4bKa6" + svcTag() + ";rport\r\n" +
+		routes + "From: <sip:alice@example.com>;tag=a6\r\nTo: " + res.Header("to") + "\r\nCall-ID: " + callID + "\r\n" +
+		"CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	if err := link.send(ack); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "node confirmed the call", func() string {
+		if !strings.Contains(node.log(), `"call confirmed"`) {
+			return "no call confirmed"
+		}
+		return ""
+	})
+
+	go node.stop(5 * time.Second)
+	var bye string
+	for bye == "" {
+		m, err := link.recv() // udpLink checks it comes from [::1]:P
+		if err != nil {
+			t.Fatalf("waiting for the node's BYE: %v", err)
+		}
+		if strings.HasPrefix(m, "BYE ") {
+			bye = m
+		}
+	}
+	var via []string
+	var hdrs string
+	for _, line := range strings.Split(bye, "\r\n") {
+		k, _, _ := strings.Cut(line, ":")
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "via", "v":
+			via = append(via, line)
+			hdrs += line + "\r\n"
+		case "from", "f", "to", "t", "call-id", "i", "cseq":
+			hdrs += line + "\r\n"
+		}
+	}
+	if len(via) == 0 || !strings.Contains(via[0], "UDP "+v6+";") {
+		t.Errorf("BYE's top Via %q, want sipedge's %s", via, v6)
+	}
+	if err := link.send("SIP/2.0 200 OK\r\n" + hdrs + "Content-Length: 0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "node ended the call by its BYE", func() string {
+		log := node.log()
+		if strings.Contains(log, "BYE at shutdown failed") {
+			t.Fatalf("the node's BYE got no answer:\n%s", log)
+		}
+		if !strings.Contains(log, `"reason":"shutdown"`) {
+			return "no call ended"
+		}
+		return ""
+	})
+}
