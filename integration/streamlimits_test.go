@@ -88,12 +88,21 @@ func TestStreamLimits_TLSAndWebSocketListeners(t *testing.T) {
 				t.Fatal("the 4th TLS connection of one source was kept open")
 			}
 		}
-		if v := s.metricOr0(t, "sipedge_sip_tcp_closed_total", map[string]string{"reason": "per_source_limit"}); v < 1 {
-			t.Errorf("per_source_limit closures %v; want 1", v)
-		}
+		eventually(t, 3*time.Second, "per_source_limit closure counted", func() string {
+			if v := s.metricOr0(t, "sipedge_sip_tcp_closed_total", map[string]string{"reason": "per_source_limit"}); v < 1 {
+				return fmt.Sprintf("per_source_limit closures %v; want 1", v)
+			}
+			return ""
+		})
 	})
 
 	t.Run("a TLS call within the limits", func(t *testing.T) {
+		eventually(t, 5*time.Second, "the source's connections released", func() string {
+			if v := s.metricOr0(t, "sipedge_sip_tcp_connections", nil); v != 0 {
+				return fmt.Sprintf("%v open", v)
+			}
+			return ""
+		})
 		c, err := tls.Dial("tcp", tlsAddr, &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
 			t.Fatal(err)

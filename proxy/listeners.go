@@ -109,8 +109,8 @@ func (p *Proxy) wireExtra(lim tcpLimits) {
 	}
 }
 
-// serveExtra starts sipgo on the extra listeners; it returns how many
-// goroutines report to errc.
+// serveExtra starts sipgo on the extra listeners (two goroutines each
+// report to errc) and returns their addresses.
 func (p *Proxy) serveExtra(errc chan<- error) []string {
 	names := make([]string, 0, len(p.extra))
 	for i := range p.extra {
