@@ -81,6 +81,9 @@ type sipLink struct {
 	recv func() (string, error)
 	addr string // local address, for Via and Contact
 	tp   string // Via transport: TLS, WS
+	// ackGap is a pause between ACK and BYE: a node that handles requests
+	// concurrently (confnode) then sees the ACK first.
+	ackGap time.Duration
 }
 
 // waitFinal reads until a final response to method arrives.
@@ -136,6 +139,7 @@ func (l sipLink) call(t *testing.T, target, conf string) string {
 	if err := l.send(fmt.Sprintf(msg("ACK", contact, "ack"+svcTag(), 1, routes), toTag)); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(l.ackGap)
 	if err := l.send(fmt.Sprintf(msg("BYE", contact, "bye"+svcTag(), 2, routes), toTag)); err != nil {
 		t.Fatal(err)
 	}

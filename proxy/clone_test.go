@@ -42,7 +42,7 @@ func TestForwardCopy_LeavesTheIncomingRequestAlone(t *testing.T) {
 		{"routes dropped", func(out *sip.Request) { dropRoutes(out, 1) }, "From:"},
 		{"trusted headers stripped", func(out *sip.Request) { removeTrusted(out) }, "Call-ID:"},
 		{"Record-Route", func(out *sip.Request) {
-			p.recordRoute(out, routeState{NodeTransport: "udp", PeerTransport: "udp", FromTag: "caller1"})
+			p.recordRoute(out, out, routeState{NodeTransport: "udp", PeerTransport: "udp", FromTag: "caller1"})
 		}, "Record-Route: <sip:127.0.0.1:5060;transport=udp;lr;"},
 		{"body anchored", func(out *sip.Request) { out.SetBody([]byte("v=0\r\nc=IN IP4 192.0.2.1\r\n")) }, "Content-Length: 25"},
 	}

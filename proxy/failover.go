@@ -378,7 +378,7 @@ func (f *failoverTx) nextBranch(reason, node string) (*sip.Request, hop, string,
 	mf := sip.MaxForwardsHeader(f.plan.maxFwd)
 	out.ReplaceHeader(&mf)
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
-	f.p.recordRoute(out, st)
+	f.p.recordRoute(f.in, out, st)
 	h := hop{addr: v.Node.Addr, transport: st.NodeTransport}
 	f.p.prepareForward(f.in, out, h, f.p.branch(f.in))
 	if !f.canceller.retarget(out) {

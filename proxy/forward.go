@@ -54,16 +54,17 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 	if via := out.Via(); via != nil {
 		markReceived(via, in.Source())
 	}
+	from := p.sendsFrom(in, next) // the listen address toward next (listeners.go)
 	out.PrependHeader(&sip.ViaHeader{
 		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: upper(next.transport),
-		Host: p.advHost, Port: p.advPort, Params: sip.HeaderParams{{K: "branch", V: branch}},
+		Host: from.host, Port: from.port, Params: sip.HeaderParams{{K: "branch", V: branch}},
 	})
 	out.SetDestination(next.addr)
 	out.SetTransport(upper(next.transport))
 	if next.transport == "udp" {
 		// Leave from the listening socket so the node answers (and sends its
 		// in-dialog requests) to the port it learned from Record-Route.
-		out.Laddr = p.udpLA
+		out.Laddr = from.la
 	} else {
 		out.Laddr = sip.Addr{}
 	}

@@ -118,7 +118,7 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	st.ConfID = info.confID
 	info.failover = p.planFailover(req, areq, out, st)
 	if req.Method == sip.INVITE || req.Method == sip.SUBSCRIBE {
-		p.recordRoute(out, st)
+		p.recordRoute(req, out, st)
 	}
 	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: nodeTransport}, info)
 }
@@ -200,6 +200,9 @@ func (p *Proxy) namesUs(u *sip.Uri) bool {
 	port := u.Port
 	if port == 0 {
 		port = 5060
+	}
+	if len(p.extra) > 0 {
+		return p.isOurs(u.Host, port) // several listen addresses (listeners.go)
 	}
 	// An IPv6 host may come bracketed ("[::1]") or not.
 	return strings.Trim(u.Host, "[]") == strings.Trim(p.advHost, "[]") && port == p.advPort

@@ -123,21 +123,28 @@ func dropRoutes(req *sip.Request, n int) {
 	}
 }
 
-// recordRoute inserts sipedge's Record-Route. When the two sides use
-// different transports it inserts two (RFC 5658 double Record-Route): the
-// lower one faces the caller, the top one faces the node.
-func (p *Proxy) recordRoute(out *sip.Request, st routeState) {
+// recordRoute inserts sipedge's Record-Route into out, the copy of in.
+// When the two sides use different transports or listen addresses it
+// inserts two (RFC 5658 double Record-Route; RFC 3261 §16.6 for several
+// interfaces): the lower one names the address in arrived on and faces the
+// caller, the top one names the address out leaves from and faces the node.
+func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
 	token := p.signer.Encode(st)
-	rr := func(transport string) *sip.RecordRouteHeader {
+	rr := func(transport string, a listenAddr) *sip.RecordRouteHeader {
+		host, port := a.host, a.port
+		if transport != "udp" && transport != "tcp" {
+			host, port = p.advHost, p.portFor(transport)
+		}
 		return &sip.RecordRouteHeader{Address: sip.Uri{
-			Scheme: "sip", Host: p.advHost, Port: p.portFor(transport),
+			Scheme: "sip", Host: host, Port: port,
 			UriParams: sip.HeaderParams{{K: "transport", V: transport}, {K: "lr", V: ""}, {K: routeParam, V: token}},
 		}}
 	}
-	if st.PeerTransport != st.NodeTransport {
-		out.PrependHeader(rr(st.PeerTransport))
+	peer, node := p.arrivedOn(in), p.sendsFromAddr(in, st.NodeAddr)
+	if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {
+		out.PrependHeader(rr(st.PeerTransport, peer))
 	}
-	out.PrependHeader(rr(st.NodeTransport))
+	out.PrependHeader(rr(st.NodeTransport, node))
 }
 
 // loopHash covers the fields that stay the same when a request comes back
@@ -207,7 +214,7 @@ func (p *Proxy) isLoop(req *sip.Request) bool {
 	var want string
 	for _, h := range req.Headers() { // GetHeaders("Via") would allocate its list
 		via, ok := h.(*sip.ViaHeader)
-		if !ok || via.Host != p.advHost || via.Port != p.advPort {
+		if !ok || !p.isOurs(via.Host, via.Port) {
 			continue
 		}
 		b, _ := via.Params.Get("branch")

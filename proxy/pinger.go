@@ -25,9 +25,13 @@ func (pg Pinger) Ping(ctx context.Context, n ring.Node) error {
 	host, port := splitHostPort(n.Addr)
 	req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: host, Port: port})
 	tp := transportOrUDP(n.Transport)
+	if err := p.nodeTransportOK(tp); err != nil {
+		return fmt.Errorf("probe %s at %s: %w", n.Name, n.Addr, err)
+	}
+	la := p.addrFacing(n.Addr, p.firstAddr()) // a listen address of the node's family
 	req.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: upper(tp),
-		Host: p.advHost, Port: p.advPort, Params: sip.HeaderParams{{K: "branch", V: sip.GenerateBranch()}}})
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "sipedge", Host: p.advHost, Port: p.advPort},
+		Host: la.host, Port: la.port, Params: sip.HeaderParams{{K: "branch", V: sip.GenerateBranch()}}})
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "sipedge", Host: la.host, Port: la.port},
 		Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(10)}}}
 	req.AppendHeader(from)
 	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", Host: host, Port: port}})
@@ -40,7 +44,7 @@ func (pg Pinger) Ping(ctx context.Context, n ring.Node) error {
 	req.SetDestination(n.Addr)
 	req.SetTransport(upper(tp))
 	if tp == "udp" {
-		req.Laddr = p.udpLA
+		req.Laddr = la.la
 	}
 	res, err := p.client.Do(ctx, req, keepAsBuilt)
 	if err != nil {

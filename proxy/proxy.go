@@ -44,6 +44,7 @@ var _ Admitter = (*admission.Admitter)(nil)
 // Options configures a Proxy.
 type Options struct {
 	Listen      string        // HOST:PORT for UDP and TCP
+	ListenExtra []string      // more IP:PORT addresses for UDP and TCP (listeners.go)
 	Secure      SecureOptions // TLS, WS and WSS listeners (secure.go)
 	Advertise   string        // HOST[:PORT] for Via and Record-Route; default: the listen address
 	RouteSecret string        // key sealing Record-Route state (current: encodes); shared by all instances
@@ -83,6 +84,7 @@ type Proxy struct {
 	client *sipgo.Client
 
 	secure  secureListeners
+	extra   []extraListener // Options.ListenExtra (listeners.go)
 	udp     net.PacketConn
 	tcp     net.Listener
 	udpLA   sip.Addr // local address of the UDP listener: requests leave from it
@@ -143,6 +145,10 @@ func NewEndpoint(opts Options, log zerolog.Logger, reg prometheus.Registerer) (*
 		return nil, err
 	}
 	if err := p.listen(); err != nil {
+		return nil, err
+	}
+	if err := p.listenExtra(); err != nil {
+		p.closeListeners()
 		return nil, err
 	}
 	if err := p.listenSecure(); err != nil {
@@ -252,9 +258,12 @@ func (p *Proxy) ActiveDialogs() int { return p.dialogs.Len() }
 // Serve handles SIP until ctx is done.
 func (p *Proxy) Serve(ctx context.Context) error {
 	p.serveCtx.Store(&ctx)
-	errc := make(chan error, 5)
+	errc := make(chan error, 5+2*len(p.extra))
 	go func() { errc <- p.srv.ServeUDP(p.udp) }()
 	go func() { errc <- p.srv.ServeTCP(p.tcp) }()
+	if names := p.serveExtra(errc); len(names) > 0 {
+		p.log.Info().Strs("listeners", names).Msg("SIP proxy listening (udp, tcp; more addresses)")
+	}
 	if names := p.serveSecure(errc); len(names) > 0 {
 		p.log.Info().Strs("listeners", names).Msg("SIP proxy listening (secure and web transports)")
 	}
@@ -276,6 +285,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 
 func (p *Proxy) closeListeners() {
 	p.closeSecure()
+	p.closeExtra()
 	if p.udp != nil {
 		p.udp.Close()
 	}

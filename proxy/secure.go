@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -13,6 +14,9 @@ import (
 type SecureOptions struct {
 	TLSListen, WSListen, WSSListen string
 	TLS                            *tls.Config
+	// NodeTLS dials nodes whose record says transport tls (nil: sipgo's
+	// default, the system roots).
+	NodeTLS *tls.Config
 }
 
 // secureListeners are the bound TLS/WS/WSS listeners and their ports,
@@ -111,4 +115,25 @@ func (p *Proxy) SecureAddrs() (tlsAddr, ws, wss string) {
 		return net.JoinHostPort(p.advHost, strconv.Itoa(port))
 	}
 	return addr(p.secure.tls, p.secure.tlsPort), addr(p.secure.ws, p.secure.wsPort), addr(p.secure.wss, p.secure.wssPort)
+}
+
+// ErrNodeTransport is why a node whose record names a transport sipedge
+// cannot use toward it fails its probes (and so is never chosen).
+var ErrNodeTransport = errors.New("node transport unusable")
+
+// nodeTransportOK reports whether sipedge can carry a dialog to a node
+// over transport: TLS needs sipedge's own TLS listener, which the
+// Record-Route toward the node names for the node's in-dialog requests;
+// WebSocket toward nodes is not supported.
+func (p *Proxy) nodeTransportOK(transport string) error {
+	switch transport {
+	case "udp", "tcp":
+		return nil
+	case "tls":
+		if p.secure.tls == nil {
+			return fmt.Errorf("%w: transport tls needs tls_listen (the node's in-dialog requests come back to it)", ErrNodeTransport)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: transport %s toward nodes is not supported (use udp, tcp or tls)", ErrNodeTransport, transport)
 }

@@ -45,6 +45,9 @@ type tcpLimits struct {
 	idleTimeout   time.Duration // no byte either way for this long closes the connection
 	maxPerSource  int           // open connections one source IP may hold
 	maxMessage    int           // bytes of one message, start line to end of body
+	// src counts each source's connections across the TCP, TLS, WS and
+	// WSS listeners (maxPerSource is for all of them); nil: per listener.
+	src *sourceConns
 }
 
 // limitListener hands sipgo connections that enforce tcpLimits and frame
@@ -57,12 +60,19 @@ type limitListener struct {
 
 	closing atomic.Bool
 	stop    chan struct{} // closed with the listener: lingering connections give up
-	mu      sync.Mutex
-	perIP   map[string]int
+	src     *sourceConns
+
+	// tls: the listener hands out *tls.Conn; each connection's handshake
+	// must end within the header timeout (streamguard.go).
+	tls bool
 }
 
 func newLimitListener(l net.Listener, p *Proxy, lim tcpLimits) *limitListener {
-	return &limitListener{Listener: l, p: p, lim: lim, perIP: make(map[string]int), stop: make(chan struct{})}
+	src := lim.src
+	if src == nil {
+		src = newSourceConns(lim.maxPerSource)
+	}
+	return &limitListener{Listener: l, p: p, lim: lim, src: src, stop: make(chan struct{})}
 }
 
 // Accept never returns a refused connection (an error would stop sipgo's
@@ -74,18 +84,17 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-		l.mu.Lock()
-		if l.lim.maxPerSource > 0 && l.perIP[ip] >= l.lim.maxPerSource {
-			l.mu.Unlock()
+		if !l.src.take(ip) {
 			c.Close()
 			l.p.metrics.tcpClosed.WithLabelValues(tcpClosedPerSource).Inc()
 			l.p.log.Debug().Str("source", ip).Int("tcp_max_conns_per_source", l.lim.maxPerSource).Msg("TCP connection refused: per-source limit")
 			continue
 		}
-		l.perIP[ip]++
-		l.mu.Unlock()
 		l.p.metrics.tcpOpen.Inc()
 		lc := &limitConn{Conn: c, l: l, ip: ip, notify: make(chan struct{}, 1), done: make(chan struct{})}
+		if l.tls {
+			lc.handshake = true
+		}
 		lc.touch()
 		return lc, nil
 	}
@@ -99,11 +108,7 @@ func (l *limitListener) Close() error {
 }
 
 func (l *limitListener) release(ip string) {
-	l.mu.Lock()
-	if l.perIP[ip]--; l.perIP[ip] <= 0 {
-		delete(l.perIP, ip)
-	}
-	l.mu.Unlock()
+	l.src.release(ip)
 	l.p.metrics.tcpOpen.Dec()
 }
 
@@ -119,6 +124,7 @@ type limitConn struct {
 	start, end int
 	msgStart   time.Time // first byte of the message being received; zero between messages
 	broken     bool      // stream unusable: answer what was read, then close
+	handshake  bool      // a TLS handshake is still to be done (streamguard.go)
 
 	mu        sync.Mutex // guards lastFrame and reason: Close may come from another goroutine
 	lastFrame []byte     // the message handed out by the last Read
@@ -151,6 +157,12 @@ func (c *limitConn) setReason(r string) {
 // per call.
 func (c *limitConn) Read(b []byte) (int, error) {
 	c.setLast(nil)
+	if c.handshake {
+		c.handshake = false
+		if err := c.tlsHandshake(); err != nil {
+			return 0, err
+		}
+	}
 	lim := c.l.lim
 	for {
 		if c.broken {
@@ -312,7 +324,7 @@ func (c *limitConn) Write(b []byte) (int, error) {
 	c.touch()
 	var n int
 	var err error
-	if c.gone.Load() && bytes.HasPrefix(b, []byte("SIP/")) {
+	if c.gone.Load() && !c.l.tls && bytes.HasPrefix(b, []byte("SIP/")) {
 		n, err = c.toReceived(b)
 	} else {
 		n, err = c.Conn.Write(b)

@@ -196,18 +196,30 @@ func (w WireOptions) limits() tcpLimits {
 func (p *Proxy) wire() []sipgo.UserAgentOption {
 	configureSizes()
 	lim := p.opts.Wire.limits()
+	lim.src = newSourceConns(lim.maxPerSource) // one count per source over every stream listener
 	p.udpw = &udpConn{PacketConn: p.udp, p: p, max: lim.maxMessage}
 	p.udp = p.udpw
 	p.tcp = newLimitListener(p.tcp, p, lim)
-	if p.opts.Wire.DNSLookups {
-		return nil
+	p.wireExtra(lim)
+	p.wireSecure(lim) // streamguard.go
+	var opts []sipgo.UserAgentOption
+	if p.opts.Secure.NodeTLS != nil {
+		opts = append(opts, sipgo.WithUserAgenTLSConfig(p.opts.Secure.NodeTLS))
 	}
-	return []sipgo.UserAgentOption{sipgo.WithUserAgentDNSResolver(noDNSResolver(&p.metrics.dnsCount))}
+	if p.opts.Wire.DNSLookups {
+		return opts
+	}
+	return append(opts, sipgo.WithUserAgentDNSResolver(noDNSResolver(&p.metrics.dnsCount)))
 }
 
 // parseFailed receives sipgo's parse failures (slog bridge).
 func (p *Proxy) parseFailed(data, perr string) {
 	if p.udpw != nil {
 		p.udpw.parseFailed(data, perr)
+	}
+	for _, l := range p.extra {
+		if l.udpw != nil {
+			l.udpw.parseFailed(data, perr)
+		}
 	}
 }

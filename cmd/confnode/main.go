@@ -45,6 +45,8 @@ type config struct {
 	NodeSecret        string
 	LogFormat         string
 	LogLevel          string
+	TLSListen         string // tls.go
+	TLSCert, TLSKey   string
 }
 
 func main() {
@@ -110,6 +112,9 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.Proxy, "proxy", "", "sipedge host:port (UDP) that calls from the dial queue go through; empty: dialing refused")
 	f.DurationVar(&cfg.DialTimeout, "dial-timeout", 60*time.Second, "give up (CANCEL) a dialed call not answered within this time")
 	f.StringVar(&cfg.NodeSecret, "node-secret", "", "key dialed calls are signed with (X-Sipedge-Auth); empty: the shared one in Redis (<prefix>node_secret)")
+	f.StringVar(&cfg.TLSListen, "tls-listen", "", "SIP over TLS listen host:port; the node then registers this address with transport tls (needs --tls-cert, --tls-key)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate file of --tls-listen")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key file of --tls-cert")
 	f.StringVar(&cfg.LogFormat, "log-format", "json", "log format: json or console")
 	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
@@ -138,7 +143,7 @@ func (c config) validate() error {
 			return fmt.Errorf("confnode: --proxy %q: want host:port", c.Proxy)
 		}
 	}
-	return nil
+	return c.validateTLS()
 }
 
 // applyEnv sets every flag not given on the command line from
@@ -184,6 +189,11 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		return err
 	}
 	if err := n.listen(); err != nil {
+		return err
+	}
+	if err := n.listenTLS(); err != nil {
+		n.udp.Close()
+		n.tcp.Close()
 		return err
 	}
 	return n.serve(ctx)

@@ -31,8 +31,10 @@ type node struct {
 	srv    *sipgo.Server
 	dialog *sipgo.DialogUA
 
-	udp net.PacketConn
-	tcp net.Listener
+	udp     net.PacketConn
+	tcp     net.Listener
+	tls     net.Listener // --tls-listen (tls.go); nil: off
+	tlsPort int
 
 	advHost string // host written in Contact, SDP and Redis
 	advPort int
@@ -176,6 +178,10 @@ func (n *node) serve(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = n.srv.ServeUDP(n.udp) }()
 	go func() { defer wg.Done(); _ = n.srv.ServeTCP(n.tcp) }()
 	go func() { defer wg.Done(); n.heartbeat(ctx) }()
+	if n.tls != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = n.srv.ServeTLS(n.tls) }()
+	}
 	wg.Add(1)
 	go func() { defer wg.Done(); n.dialQueue(ctx) }()
 	n.log.Info().Str("listen", n.udp.LocalAddr().String()).Str("advertise", n.advertise()).
@@ -192,6 +198,9 @@ func (n *node) serve(ctx context.Context) error {
 	}
 	n.udp.Close()
 	n.tcp.Close()
+	if n.tls != nil {
+		n.tls.Close()
+	}
 	_ = n.ua.Close() // ends the transactions of dials still waiting
 	wg.Wait()
 	n.dials.Wait()
@@ -205,6 +214,9 @@ func (n *node) contact(transport string) sip.ContactHeader {
 	if t := sip.NetworkToLower(transport); t != "udp" && t != "" {
 		uri.UriParams = sip.NewParams()
 		uri.UriParams.Add("transport", t)
+		if t == "tls" && n.tlsPort != 0 {
+			uri.Port = n.tlsPort
+		}
 	}
 	return sip.ContactHeader{Address: uri}
 }

@@ -66,9 +66,10 @@ func (n *node) writeState(ctx context.Context) (added bool, err error) {
 	pipe.HSetNX(ctx, key, "weight", strconv.FormatFloat(n.cfg.Weight, 'f', -1, 64))
 	pipe.HSetNX(ctx, key, "maintenance", "0")
 	pipe.HSetNX(ctx, key, "capable", "1")
+	addr, transport := n.registered() // tls.go
 	pipe.HSet(ctx, key,
-		"addr", n.advertise(),
-		"transport", "udp",
+		"addr", addr,
+		"transport", transport,
 		"site", n.cfg.Site,
 		"server", n.cfg.Server,
 		"heartbeat", strconv.FormatInt(time.Now().UnixMilli(), 10),

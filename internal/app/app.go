@@ -104,11 +104,15 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 			return err
 		}
 	}
-	popts := proxy.Options{Listen: cfg.Listen, Advertise: cfg.Advertise, RouteSecret: secret,
+	listen := cfg.ListenAddrs()
+	popts := proxy.Options{Listen: listen[0], ListenExtra: listen[1:], Advertise: cfg.Advertise, RouteSecret: secret,
 		UserAgent: "sipedge/" + version.Short(), UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name,
 		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout,
 		Wire: wireOptions(cfg)}
 	popts.Secure = proxy.SecureOptions{TLSListen: cfg.TLSListen, WSListen: cfg.WSListen, WSSListen: cfg.WSSListen}
+	if popts.Secure.NodeTLS, err = nodeTLSConfig(cfg); err != nil { // nodetls.go
+		return err
+	}
 	if store != nil {
 		popts.Secure.TLS = store.Config()
 	}

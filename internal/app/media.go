@@ -48,7 +48,7 @@ func mediaAddrs(cfg config.Config) (bind, adv netip.Addr) {
 	bind = netip.IPv4Unspecified()
 	if cfg.MediaIP != "" {
 		bind = netip.MustParseAddr(cfg.MediaIP)
-	} else if h, _, err := net.SplitHostPort(cfg.Listen); err == nil {
+	} else if h, _, err := net.SplitHostPort(cfg.ListenAddrs()[0]); err == nil {
 		if a, err := netip.ParseAddr(h); err == nil {
 			bind = a
 		}

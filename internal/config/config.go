@@ -20,7 +20,7 @@ type Config struct {
 	Name   string `yaml:"name" usage:"instance name (default hostname)"`
 	Site   string `yaml:"site" usage:"site this instance belongs to"`
 	Server string `yaml:"server" usage:"server name used by deservice profiles (default hostname)"`
-	Listen string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP)"`
+	Listen string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP); a comma-separated list listens on each (IPv4 and IPv6; addresses after the first must be IPs)"`
 	// Secure and web transports for endpoints; empty turns each off.
 	TLSListen  string `yaml:"tls_listen" usage:"SIP over TLS listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
 	WSListen   string `yaml:"ws_listen" usage:"SIP over WebSocket listen HOST:PORT (empty: off)"`
@@ -94,8 +94,12 @@ type Config struct {
 	MaxMessageSize       int           `yaml:"max_message_size" usage:"largest SIP message in bytes (requests above get 513, responses above are dropped); at most 65507"`
 	TCPHeaderTimeout     time.Duration `yaml:"tcp_header_timeout" usage:"a TCP message must arrive whole within this of its first byte (0 = no limit)"`
 	TCPIdleTimeout       time.Duration `yaml:"tcp_idle_timeout" usage:"a TCP connection with no traffic either way this long is closed (0 = never)"`
-	TCPMaxConnsPerSource int           `yaml:"tcp_max_conns_per_source" usage:"open TCP connections one source IP may hold (0 = no limit)"`
+	TCPMaxConnsPerSource int           `yaml:"tcp_max_conns_per_source" usage:"open TCP, TLS and WebSocket connections one source IP may hold, all listeners together (0 = no limit)"`
 	DNSLookups           string        `yaml:"dns_lookups" usage:"off: never send a DNS query (host names in messages are not resolved); on: resolve host names"`
+
+	// TLS toward nodes whose record says transport tls (internal/app/nodetls.go).
+	NodeTLSCA     string `yaml:"node_tls_ca" usage:"PEM CA file that nodes' TLS certificates are verified against (empty: the system roots)"`
+	NodeTLSVerify string `yaml:"node_tls_verify" usage:"on: verify nodes' TLS certificates (name or IP of the node address); off: accept any (tests only)"`
 }
 
 // Default returns the configuration used when nothing overrides it.
@@ -157,6 +161,7 @@ func Default() Config {
 		TCPIdleTimeout:       120 * time.Second,
 		TCPMaxConnsPerSource: 64,
 		DNSLookups:           "off",
+		NodeTLSVerify:        "on",
 	}
 }
 
@@ -190,7 +195,6 @@ func (c Config) Validate() error {
 		{"name", c.Name, nonEmpty(c.Name)},
 		{"site", c.Site, nonEmpty(c.Site)},
 		{"server", c.Server, nonEmpty(c.Server)},
-		{"listen", c.Listen, hostPort(c.Listen, true)},
 		{"advertise", c.Advertise, advertise(c.Advertise)},
 		{"udp_buffer", strconv.Itoa(c.UDPBuffer), intRange(c.UDPBuffer, 0, 1<<30)},
 		{"redis", c.Redis, optionalHostPort(c.Redis)},
@@ -246,6 +250,11 @@ func (c Config) Validate() error {
 		{"tcp_idle_timeout", c.TCPIdleTimeout.String(), durRange(c.TCPIdleTimeout, 0, 24*time.Hour)},
 		{"tcp_max_conns_per_source", strconv.Itoa(c.TCPMaxConnsPerSource), intRange(c.TCPMaxConnsPerSource, 0, 1<<20)},
 		{"dns_lookups", c.DNSLookups, oneOf(c.DNSLookups, "off", "on")},
+		{"node_tls_verify", c.NodeTLSVerify, oneOf(c.NodeTLSVerify, "on", "off")},
+		{"node_tls_ca", c.NodeTLSCA, readableFile(c.NodeTLSCA)},
+	}
+	if err := c.validateListen(); err != nil { // every entry of listen (listen.go)
+		return err
 	}
 	for _, ch := range checks {
 		if ch.err != nil {

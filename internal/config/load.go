@@ -88,6 +88,9 @@ func loadFile(path string, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("read config file: %w", err)
 	}
+	if data, err = listenListToText(data); err != nil { // listen as a YAML list (listen.go)
+		return fmt.Errorf("parse config file %s: %w", path, err)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true) // a misspelt key is a mistake, not a silent default
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {

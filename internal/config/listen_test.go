@@ -1,0 +1,101 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestListen_SeveralAddresses(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		yaml string
+		want []string
+	}{
+		{"one address (as before)", []string{"--listen", "127.0.0.1:5060"}, nil, "", []string{"127.0.0.1:5060"}},
+		{"flag list", []string{"--listen", "127.0.0.1:5060,[::1]:5060"}, nil, "", []string{"127.0.0.1:5060", "[::1]:5060"}},
+		{"env list with spaces", nil, map[string]string{"SIPEDGE_LISTEN": "0.0.0.0:5060, 127.0.0.2:5070"}, "", []string{"0.0.0.0:5060", "127.0.0.2:5070"}},
+		{"yaml text", nil, nil, "listen: 127.0.0.1:5060,[::1]:5062\n", []string{"127.0.0.1:5060", "[::1]:5062"}},
+		{"yaml list", nil, nil, "listen:\n  - 127.0.0.1:5060\n  - \"[::1]:5060\"\nsite: s1\n", []string{"127.0.0.1:5060", "[::1]:5060"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.yaml != "" {
+				file := filepath.Join(t.TempDir(), "c.yaml")
+				if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--config", file)
+			}
+			cfg, err := Load(args, env(tc.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.ListenAddrs(); !slices.Equal(got, tc.want) {
+				t.Errorf("ListenAddrs = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestListen_BadEntryNamed(t *testing.T) {
+	cases := []struct {
+		name, listen, entry, why string
+	}{
+		{"second without port", "127.0.0.1:5060,[::1]", "[::1]", "HOST:PORT"},
+		{"second a wildcard", "127.0.0.1:5060,0.0.0.0:5062", "0.0.0.0:5062", "IP address"},
+		{"second a name", "127.0.0.1:5060,sip.example:5062", "sip.example:5062", "IP address"},
+		{"twice", "127.0.0.1:5060,127.0.0.1:5060", "127.0.0.1:5060", "twice"},
+		{"empty entry", "127.0.0.1:5060,", "127.0.0.1:5060,", "empty"},
+		{"bad port", "127.0.0.1:5060,[::1]:70000", "[::1]:70000", "port"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load([]string{"--listen", tc.listen}, env(nil), io.Discard)
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("err = %v, want FieldError", err)
+			}
+			if fe.Field != "listen" || fe.Value != tc.entry {
+				t.Errorf("field %q value %q, want listen %q", fe.Field, fe.Value, tc.entry)
+			}
+			if !strings.Contains(err.Error(), tc.why) {
+				t.Errorf("message %q does not say %q", err, tc.why)
+			}
+		})
+	}
+}
+
+func TestListen_YAMLListEntryNotText(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("listen:\n  - {host: 127.0.0.1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load([]string{"--config", file}, env(nil), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("err = %v, want it to name listen", err)
+	}
+}
+
+func TestNodeTLS_BadValuesNamed(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		field string
+	}{
+		{[]string{"--node-tls-verify", "maybe"}, "node_tls_verify"},
+		{[]string{"--node-tls-ca", "/nonexistent/ca.pem"}, "node_tls_ca"},
+	} {
+		_, err := Load(tc.args, env(nil), io.Discard)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%v: err %v, want field %s", tc.args, err, tc.field)
+		}
+	}
+}

@@ -1,0 +1,266 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// A listenAddr is one SIP listen address (UDP and TCP on one port) as
+// messages name it: the host and port written into Via and Record-Route,
+// and the UDP socket address requests over UDP leave from.
+//
+// The first address is Options.Listen (its fields stay on Proxy: advHost,
+// advPort, udpLA, udp, tcp); Options.ListenExtra adds the others (RFC 3261
+// §16.6: a proxy on several interfaces record-routes the one a request
+// arrived on, and double record-routes when it leaves from another).
+type listenAddr struct {
+	host string
+	port int
+	la   sip.Addr // UDP local address
+	v6   bool
+}
+
+// extraListener is a bound address of Options.ListenExtra.
+type extraListener struct {
+	listenAddr
+	udp  net.PacketConn
+	tcp  net.Listener
+	udpw *udpConn
+}
+
+// firstAddr is the address of Options.Listen.
+func (p *Proxy) firstAddr() listenAddr {
+	return listenAddr{host: p.advHost, port: p.advPort, la: p.udpLA, v6: isV6Host(p.advHost)}
+}
+
+func isV6Host(h string) bool { return strings.Contains(h, ":") }
+
+// listenExtra binds UDP and TCP on each address of Options.ListenExtra. An
+// extra address names an IP (not a wildcard): it is written into messages
+// as it is.
+func (p *Proxy) listenExtra() error {
+	for _, addr := range p.opts.ListenExtra {
+		l, err := bindExtra(addr, p.opts.UDPBuffer)
+		if err != nil {
+			p.closeExtra()
+			return err
+		}
+		if l.host == p.advHost && l.port == p.advPort || p.extraNamed(l.host, l.port) >= 0 {
+			l.udp.Close()
+			l.tcp.Close()
+			p.closeExtra()
+			return fmt.Errorf("proxy: listen %s: address listed twice", addr)
+		}
+		p.extra = append(p.extra, l)
+	}
+	return nil
+}
+
+func bindExtra(addr string, buffer int) (extraListener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return extraListener{}, fmt.Errorf("proxy: listen %s: %w", addr, err)
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsUnspecified() {
+		return extraListener{}, fmt.Errorf("proxy: listen %s: an extra listen address must be an IP address, not a wildcard or a name", addr)
+	}
+	for attempt := 1; ; attempt++ {
+		l, err := bindExtraOnce(addr, buffer)
+		if err == nil || port != "0" || attempt == 5 || !errors.Is(err, syscall.EADDRINUSE) {
+			return l, err
+		}
+	}
+}
+
+func bindExtraOnce(addr string, buffer int) (extraListener, error) {
+	udp, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return extraListener{}, fmt.Errorf("proxy: listen udp %s: %w", addr, err)
+	}
+	if uc, ok := udp.(*net.UDPConn); ok && buffer > 0 {
+		_ = uc.SetReadBuffer(buffer)
+		_ = uc.SetWriteBuffer(buffer)
+	}
+	ua := udp.LocalAddr().(*net.UDPAddr)
+	tcp, err := net.Listen("tcp", net.JoinHostPort(ua.IP.String(), strconv.Itoa(ua.Port)))
+	if err != nil {
+		udp.Close()
+		return extraListener{}, fmt.Errorf("proxy: listen tcp %s: %w", addr, err)
+	}
+	host := ua.IP.String()
+	return extraListener{listenAddr: listenAddr{host: host, port: ua.Port, la: sip.Addr{IP: ua.IP, Port: ua.Port},
+		v6: ua.IP.To4() == nil}, udp: udp, tcp: tcp}, nil
+}
+
+// wireExtra puts the same limits on the extra listeners as on the first.
+func (p *Proxy) wireExtra(lim tcpLimits) {
+	for i := range p.extra {
+		l := &p.extra[i]
+		l.udpw = &udpConn{PacketConn: l.udp, p: p, max: lim.maxMessage}
+		l.udp = l.udpw
+		l.tcp = newLimitListener(l.tcp, p, lim)
+	}
+}
+
+// serveExtra starts sipgo on the extra listeners (two goroutines each
+// report to errc) and returns their addresses.
+func (p *Proxy) serveExtra(errc chan<- error) []string {
+	names := make([]string, 0, len(p.extra))
+	for i := range p.extra {
+		l := &p.extra[i]
+		go func() { errc <- p.srv.ServeUDP(l.udp) }()
+		go func() { errc <- p.srv.ServeTCP(l.tcp) }()
+		names = append(names, net.JoinHostPort(l.host, strconv.Itoa(l.port)))
+	}
+	return names
+}
+
+func (p *Proxy) closeExtra() {
+	for _, l := range p.extra {
+		if l.udp != nil {
+			l.udp.Close()
+		}
+		if l.tcp != nil {
+			l.tcp.Close()
+		}
+	}
+}
+
+// ListenAddrs are the advertised HOST:PORT of every listen address, the
+// first one (Addr) first.
+func (p *Proxy) ListenAddrs() []string {
+	out := []string{p.Addr()}
+	for _, l := range p.extra {
+		out = append(out, net.JoinHostPort(l.host, strconv.Itoa(l.port)))
+	}
+	return out
+}
+
+// extraNamed is the index of the extra address host:port, or -1.
+func (p *Proxy) extraNamed(host string, port int) int {
+	host = strings.Trim(host, "[]")
+	for i := range p.extra {
+		if p.extra[i].port == port && p.extra[i].host == host {
+			return i
+		}
+	}
+	return -1
+}
+
+// isOurs reports whether host:port (port 0: 5060) is one of the listen
+// addresses, as Via, Route and Request-URI name them.
+func (p *Proxy) isOurs(host string, port int) bool {
+	if port == 0 {
+		port = 5060
+	}
+	if strings.Trim(host, "[]") == strings.Trim(p.advHost, "[]") && port == p.advPort {
+		return true
+	}
+	return len(p.extra) > 0 && p.extraNamed(host, port) >= 0
+}
+
+// addrNamed is the listen address a URI names, if it names one.
+func (p *Proxy) addrNamed(u *sip.Uri) (listenAddr, bool) {
+	port := u.Port
+	if port == 0 {
+		port = 5060
+	}
+	if strings.Trim(u.Host, "[]") == strings.Trim(p.advHost, "[]") && port == p.advPort {
+		return p.firstAddr(), true
+	}
+	if i := p.extraNamed(u.Host, port); i >= 0 {
+		return p.extra[i].listenAddr, true
+	}
+	return listenAddr{}, false
+}
+
+// addrFacing is the first listen address of the family of addr (an
+// IP:port), else def.
+func (p *Proxy) addrFacing(addr string, def listenAddr) listenAddr {
+	v6 := destIsV6(addr)
+	if def.v6 == v6 {
+		return def
+	}
+	if first := p.firstAddr(); first.v6 == v6 {
+		return first
+	}
+	for _, l := range p.extra {
+		if l.v6 == v6 {
+			return l.listenAddr
+		}
+	}
+	return def
+}
+
+func destIsV6(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	return isV6Host(strings.Trim(host, "[]"))
+}
+
+// arrivedOn is the listen address a request came to: the one its top
+// Route names (an in-dialog request), else the one its Request-URI names
+// (an initial request), else the first of its sender's family.
+func (p *Proxy) arrivedOn(in *sip.Request) listenAddr {
+	if len(p.extra) == 0 {
+		return p.firstAddr()
+	}
+	if rh := in.Route(); rh != nil {
+		if a, ok := p.addrNamed(&rh.Address); ok {
+			return a
+		}
+	}
+	if a, ok := p.addrNamed(&in.Recipient); ok {
+		return a
+	}
+	return p.addrFacing(in.Source(), p.firstAddr())
+}
+
+// sendsFrom is the listen address a request relayed to next leaves from
+// and names in its Via: the one the dialog's second sipedge Route names
+// (the side next knows, after a double Record-Route), else the one it
+// arrived on, if of next's family; else the first of next's family. Over
+// TLS or a WebSocket the Via names that listener, when there is one.
+func (p *Proxy) sendsFrom(in *sip.Request, next hop) listenAddr {
+	a := p.sendsFromAddr(in, next.addr)
+	switch next.transport {
+	case "udp", "tcp", "UDP", "TCP":
+	default:
+		if port := p.portFor(lower(next.transport)); port != p.advPort {
+			a.host, a.port = p.advHost, port
+		}
+	}
+	return a
+}
+
+func (p *Proxy) sendsFromAddr(in *sip.Request, dest string) listenAddr {
+	if len(p.extra) == 0 {
+		return p.firstAddr()
+	}
+	from := p.arrivedOn(in)
+	n := 0
+	for _, h := range in.Headers() {
+		rh, ok := h.(*sip.RouteHeader)
+		if !ok {
+			continue
+		}
+		if n++; n == 2 {
+			if _, stateful := rh.Address.UriParams.Get(routeParam); stateful {
+				if a, ok := p.addrNamed(&rh.Address); ok {
+					from = a
+				}
+			}
+			break
+		}
+	}
+	return p.addrFacing(dest, from)
+}
