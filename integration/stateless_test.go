@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +139,44 @@ func TestStateless_DeservicedInstance_RetransmissionsSameAnswer_AckNeverForwarde
 	}
 	if len(acks) != heldCalls {
 		t.Errorf("nodes received %d ACKs, want the %d of the held calls", len(acks), heldCalls)
+	}
+}
+
+// With several listen addresses a stateless answer leaves from the
+// address the request came to (the caller knows only that one): here a
+// node-less instance on 127.0.0.1:P and 127.0.0.2:P answers each INVITE
+// 503 from the address called.
+func TestStateless_AnswerLeavesFromTheAddressCalled(t *testing.T) {
+	e := newEnv(t)
+	port := strconv.Itoa(freePort(t))
+	first, second := "127.0.0.1:"+port, "127.0.0.2:"+port
+	s := e.startSipedge("SL", "--listen", first+","+second, "--advertise", first)
+	s.waitReadyz(t, 5*time.Second, 200)
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 65535)
+	for _, to := range []string{first, second} {
+		ra, _ := net.ResolveUDPAddr("udp", to)
+		req := newDialogRequest("INVITE", to, c.LocalAddr().String(), "sl-listen", "sl-listen-"+svcTag(), svcTag(), svcTag())
+		if _, err := c.WriteTo([]byte(req), ra); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("INVITE to %s: no answer: %v", to, err)
+		}
+		if ans, err := parseSIPResponse(buf[:n]); err != nil || ans.Code != 503 {
+			t.Fatalf("INVITE to %s: %+v %v, want 503 (no node)", to, ans, err)
+		}
+		if from.String() != ra.String() {
+			t.Errorf("INVITE to %s answered from %s", to, from)
+		}
+	}
+	if got := s.metric(t, "sipedge_sip_stateless_answers_total", nil); got != 2 {
+		t.Errorf("stateless answers %v, want 2 (the 503s were not the stateless path's)", got)
 	}
 }

@@ -104,13 +104,14 @@ func (p *Proxy) statelessFilter(info sip.TransportReadProps, data []byte) []byte
 		return data
 	}
 	ua, ok := info.RemoteAddr.(*net.UDPAddr)
+	conn := p.udpAt(info.LocalAddr)
 	if !ok || !p.sl.adm.Rejecting() || rawToTag(data) != nil {
 		return data // re-INVITEs and other in-dialog requests are not parsed twice
 	}
 	if !p.sl.parsedOnly {
 		var r rawRequest
 		if scanRaw(data, &r) { // stateless_raw.go: a plain request, read from its bytes
-			if p.rejectRawStateless(&r, ua) {
+			if p.rejectRawStateless(&r, slPeer{ua, conn}) {
 				return nil
 			}
 			return data
@@ -126,7 +127,7 @@ func (p *Proxy) statelessFilter(info sip.TransportReadProps, data []byte) []byte
 	}
 	req.SetTransport("UDP")
 	req.SetSource(ua.String())
-	if !p.rejectStateless(req, ua) {
+	if !p.rejectStateless(req, slPeer{ua, conn}) {
 		return data
 	}
 	return nil
@@ -135,7 +136,7 @@ func (p *Proxy) statelessFilter(info sip.TransportReadProps, data []byte) []byte
 // rejectStateless answers req statelessly and reports true when its
 // verdict is immediate; false leaves req to the stateful path, with
 // nothing counted or charged.
-func (p *Proxy) rejectStateless(req *sip.Request, to *net.UDPAddr) bool {
+func (p *Proxy) rejectStateless(req *sip.Request, to slPeer) bool {
 	if code, _, _ := sanity(req); code != 0 {
 		return false
 	}
@@ -197,13 +198,13 @@ func (p *Proxy) rejectStateless(req *sip.Request, to *net.UDPAddr) bool {
 
 // sendStateless writes the answer to req (retryAfter < 0: no Retry-After)
 // from the listener it came to, and counts it.
-func (p *Proxy) sendStateless(req *sip.Request, to *net.UDPAddr, code int, reason string, retryAfter int, contact sip.Header) {
+func (p *Proxy) sendStateless(req *sip.Request, to slPeer, code int, reason string, retryAfter int, contact sip.Header) {
 	buf := p.sl.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
 	p.appendStateless(buf, req, code, reason, retryAfter, contact)
 	p.metrics.countStatus(req, code)
 	p.metrics.stateless.answers.Inc()
-	if _, err := p.udpw.PacketConn.WriteTo(buf.Bytes(), to); err != nil {
+	if _, err := to.conn.WriteTo(buf.Bytes(), to.addr); err != nil {
 		p.notSent("response", callID(req), code, err)
 	}
 	p.sl.bufs.Put(buf)
@@ -412,4 +413,27 @@ func tagOf(v []byte) []byte {
 			return v[:end]
 		}
 	}
+}
+
+// slPeer is where a stateless answer goes: the source, from the UDP
+// listener the request arrived on (with several listen addresses the
+// caller knows only that one).
+type slPeer struct {
+	addr *net.UDPAddr
+	conn net.PacketConn
+}
+
+// udpAt is the UDP listener bound to local: an extra listen address's, or
+// the first one's.
+func (p *Proxy) udpAt(local net.Addr) net.PacketConn {
+	if la, ok := local.(*net.UDPAddr); ok {
+		for _, l := range p.extra {
+			if l.udp != nil && l.udpw != nil {
+				if ea, ok := l.udpw.PacketConn.LocalAddr().(*net.UDPAddr); ok && ea.Port == la.Port && ea.IP.Equal(la.IP) {
+					return l.udpw.PacketConn
+				}
+			}
+		}
+	}
+	return p.udpw.PacketConn
 }

@@ -502,7 +502,7 @@ func emptyRport(line []byte) int {
 
 // rejectRawStateless is rejectStateless for a request read by scanRaw:
 // the same decisions, in the same order, from its bytes.
-func (p *Proxy) rejectRawStateless(r *rawRequest, to *net.UDPAddr) bool {
+func (p *Proxy) rejectRawStateless(r *rawRequest, to slPeer) bool {
 	id := string(r.callID)
 	if r.method == sip.INVITE && (p.dialogs.HasCall(id) || p.limits.known(id)) {
 		return false
@@ -518,7 +518,7 @@ func (p *Proxy) rejectRawStateless(r *rawRequest, to *net.UDPAddr) bool {
 	}
 	p.metrics.countRequest(r.method)
 	if p.limits != nil {
-		switch _, why := p.limitRefusalOf(r.method, to.AddrPort(), true, id); why {
+		switch _, why := p.limitRefusalOf(r.method, to.addr.AddrPort(), true, id); why {
 		case limitNone:
 		case limitSourceDrop:
 			return true
@@ -546,13 +546,13 @@ func (p *Proxy) rejectRawStateless(r *rawRequest, to *net.UDPAddr) bool {
 }
 
 // sendRaw is sendStateless for a request read by scanRaw.
-func (p *Proxy) sendRaw(r *rawRequest, to *net.UDPAddr, code int, reason string, retryAfter int, contact sip.Header) {
+func (p *Proxy) sendRaw(r *rawRequest, to slPeer, code int, reason string, retryAfter int, contact sip.Header) {
 	buf := p.sl.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
-	p.appendRaw(buf, r, to, code, reason, retryAfter, contact)
+	p.appendRaw(buf, r, to.addr, code, reason, retryAfter, contact)
 	p.metrics.countStatusOf(r.method, code)
 	p.metrics.stateless.answers.Inc()
-	if _, err := p.udpw.PacketConn.WriteTo(buf.Bytes(), to); err != nil {
+	if _, err := to.conn.WriteTo(buf.Bytes(), to.addr); err != nil {
 		p.notSent("response", string(r.callID), code, err)
 	}
 	p.sl.bufs.Put(buf)
