@@ -916,7 +916,9 @@ func (e *env) instance(name string, opts ...option) *instance {
 	for _, o := range opts {
 		o(&s)
 	}
-	s.Pool = testPool(e.tb, s.pairs)
+	if s.Pool == nil { // a benchmark may bring its own, larger range
+		s.Pool = testPool(e.tb, s.pairs)
+	}
 	mg, err := New(s.Options)
 	if err != nil {
 		e.tb.Fatal(err)
