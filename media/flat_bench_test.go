@@ -25,7 +25,8 @@ import (
 // caller's offer, the node's answer, Joined) and the end (Ended) of further
 // calls at that level, in batches of at most flatBatch so the level stays
 // within 10 % of its figure. Between batches, with the timer stopped, the
-// queued record changes are flushed and a full tick runs, as the loop does.
+// queued record changes are flushed, as the loop does (the loop's periodic
+// pass is BenchmarkFlatTick).
 // Besides ns/op and allocs/op (exact: nothing else runs while timed) it
 // reports cpu-ns/op, the CPU time of the whole process while timed
 // (CLOCK_PROCESS_CPUTIME_ID).

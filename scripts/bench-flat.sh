@@ -21,7 +21,8 @@
 # Environment: LEVELS (default "100 4000", capped by RLIMIT_NOFILE: each
 # anchored call holds 4 sockets), EXTRA (calls measured per level, default
 # 600), RATE (set-ups/s, default 200), IDLE_S (default 5), MEDIA_PORTS
-# (default 10000-31999).
+# (default 10000-31999), SIPEDGE_BIN (default ./bin/sipedge: another build
+# to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEVELS=${LEVELS:-"100 4000"}
@@ -29,6 +30,7 @@ EXTRA=${EXTRA:-600}
 RATE=${RATE:-200}
 IDLE_S=${IDLE_S:-5}
 MEDIA_PORTS=${MEDIA_PORTS:-10000-31999}
+SIPEDGE_BIN=${SIPEDGE_BIN:-./bin/sipedge}
 TD=integration/testdata
 work=$(mktemp -d)
 pids=()
@@ -78,7 +80,7 @@ start_level() {
     redis-cli -p "$RP" SADD sipedge:nodes "node$i" >/dev/null
     redis-cli -p "$RP" HSET "sipedge:node:node$i" addr "127.0.0.1:$NP" transport udp weight 100 >/dev/null
   done
-  "${pin_proxy[@]}" ./bin/sipedge --name flat --redis "127.0.0.1:$RP" --listen "127.0.0.1:$SP" \
+  "${pin_proxy[@]}" "$SIPEDGE_BIN" --name flat --redis "127.0.0.1:$RP" --listen "127.0.0.1:$SP" \
     --admin "127.0.0.1:$AP" --log-level warn --probe-interval 1s \
     --media-ports "$MEDIA_PORTS" --media-timeout 86400s --presence-timeout 1h --guests-only-timeout 86400s \
     --source-rate 0 --source-ports 0 --source-halfopen 0 --max-ports-percent 0 >"$work/sipedge.log" 2>&1 &
