@@ -9,8 +9,9 @@
 # LEVEL calls (SDP offer and answer: 4 relay sockets each, one conference
 # per call) and holds them for the whole level. Then EXTRA further calls
 # come in cycles of a tenth of the level (at most 500), so the level stays
-# within 10 % of its figure: each cycle sets its calls up at RATE/s, holds
-# them a second, and ends them (BYE). sipedge's CPU is read at the cycle's
+# within 10 % of its figure: each cycle sets its calls up at RATE/s (the
+# set-up window: their duration + 1 s), holds them, and ends them (BYE; the
+# end window: from the first BYE to sipp's exit). sipedge's CPU is read at the cycle's
 # edges from /proc/<pid>/task/*/schedstat (nanoseconds; the tick counts of
 # /proc/<pid>/stat are 10 ms, too coarse for a cycle of 10 calls), and the
 # idle CPU of the level (measured for IDLE_S seconds before the cycles: the
@@ -128,7 +129,7 @@ for level in $LEVELS; do
   idle=$(( (c1 - c0) * 1000000000 / (t1 - t0) )) # ns of CPU per s
 
   batch=$(( level / 10 )); (( batch < 1 )) && batch=1; (( batch > 500 )) && batch=500
-  hold_ms=$(( batch * 1000 / RATE + 1000 ))
+  hold_ms=$(( batch * 1000 / RATE + 2000 ))
   su=0; en=0; done_calls=0; failed=0; cycle=0
   while (( done_calls < EXTRA )); do
     cycle=$((cycle + 1)); name="x${cycle}_"
@@ -136,7 +137,7 @@ for level in $LEVELS; do
     a0=$(now_ns); ca=$(cpu_ns "$SIPEDGE")
     uac "$name" "$batch" "$hold_ms"
     up=$UAC
-    sleep "$(awk -v b="$batch" -v r="$RATE" 'BEGIN{printf "%.3f", b/r + 0.4}')"
+    sleep "$(awk -v b="$batch" -v r="$RATE" 'BEGIN{printf "%.3f", b/r + 1}')"
     a1=$(now_ns); cb=$(cpu_ns "$SIPEDGE")
     # The first BYE leaves hold_ms after the first ACK, which is after a0.
     left=$(( a0 + hold_ms * 1000000 - $(now_ns) ))
