@@ -46,6 +46,9 @@ const flatBatch = 200
 
 var flatLevels = []int{100, 1000, 4000, 10000}
 
+// The relay port range of every level: 11 384 pairs, 8 400 needed at most.
+const flatPortMin, flatPortMax = 10000, 32767
+
 type flatFixture struct {
 	in            *instance
 	offer, answer []byte
@@ -57,8 +60,13 @@ func newFlatFixture(b *testing.B, held int) *flatFixture {
 	b.Helper()
 	raiseNoFile(b)
 	anchored := min(held, flatAnchored)
-	pairs := 2 * (anchored + flatBatch)
-	pool, err := relay.NewPool(netip.MustParseAddr("127.0.0.1"), 20000, 20000+4*pairs+4000-1)
+	if pairs := 2 * (anchored + flatBatch); pairs > (flatPortMax-flatPortMin+1)/2 {
+		b.Fatalf("%d port pairs do not fit %d-%d", pairs, flatPortMin, flatPortMax)
+	}
+	// Below the kernel's ephemeral ports (32768 up), where other processes'
+	// UDP sockets would make binds fail and be retried: at every level the
+	// same range, with room to spare.
+	pool, err := relay.NewPool(netip.MustParseAddr("127.0.0.1"), flatPortMin, flatPortMax)
 	if err != nil {
 		b.Fatal(err)
 	}
