@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin
 
-.PHONY: all build run test test-unit test-integration deps bench-deps bench bench-go bench-sipp bench-propagation bench-compare lint clean
+.PHONY: all build run test test-unit test-integration deps bench-deps bench bench-go bench-sipp bench-propagation bench-compare bench-flat lint clean
 
 all: build
 
@@ -47,7 +47,7 @@ deps:
 
 # Benchmarks: Go micro-benchmarks, sipp stepped call rates, then sipedge
 # side by side with Kamailio and rtpengine (installed here when missing).
-bench: bench-go bench-sipp bench-propagation bench-compare
+bench: bench-go bench-sipp bench-propagation bench-compare bench-flat
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./ring/ ./proxy/ ./media/...
@@ -78,6 +78,12 @@ bench-deps: deps
 # of ratios. Knobs: see scripts/bench-compare.sh (RATES, SECONDS_PER_STEP...).
 bench-compare: bench-deps build
 	./scripts/bench-compare.sh
+
+# sipedge's CPU per extra call set-up and per call end while sipp holds
+# 100, then 4000 concurrent anchored calls (LEVELS=...; capped by ulimit -n:
+# 4 sockets a call), with the ratio. Knobs: see scripts/bench-flat.sh.
+bench-flat: deps build
+	./scripts/bench-flat.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

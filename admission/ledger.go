@@ -278,7 +278,9 @@ type share struct {
 
 // writeScript writes this instance's share (KEYS[1]) and rewrites the
 // derived counts from the shares of every instance in KEYS[4] whose share
-// has not expired.
+// has not expired. It is the one writer of this instance's membership of
+// KEYS[4] (instance.Publisher writes only the instance hash), so the
+// share it writes is always summed.
 //
 // KEYS: share, node_calls, instance_calls, instances.
 // ARGV: self, live_ms, now_ms, conf_ttl_ms, total, full (1/0),

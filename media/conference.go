@@ -96,31 +96,73 @@ func inHosts(list, aor string) bool {
 // conference's size (plus, at most once a second, the heartbeats of the
 // other instances holding participants).
 func (mg *Manager) evaluate(ctx context.Context, conf string, now time.Time) {
-	k := mg.opts.Keys
-	var countsCmd, cfgCmd *redis.MapStringStringCmd
-	var stateCmd *redis.SliceCmd
-	_, err := mg.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
-		countsCmd = p.HGetAll(ctx, k.ParticipantCounts(conf))
-		stateCmd = p.HMGet(ctx, k.Conf(conf), fieldNoHostSince, fieldOneLeftSince, fieldEnded)
-		cfgCmd = p.HGetAll(ctx, k.ConfCfg(conf))
-		return nil
-	})
-	if err != nil {
-		mg.redisError("read conference", err)
-		return
+	mg.evaluateAll(ctx, []string{conf}, now)
+}
+
+// evalBatch is how many conferences' reads share one round trip.
+const evalBatch = 256
+
+// confReads is what an evaluation reads of one conference.
+type confReads struct {
+	counts, cfg *redis.MapStringStringCmd
+	state       *redis.SliceCmd
+}
+
+func (r confReads) err() error {
+	for _, err := range []error{r.counts.Err(), r.state.Err(), r.cfg.Err()} {
+		if err != nil {
+			return err
+		}
 	}
-	state := stateCmd.Val()
+	return nil
+}
+
+// evaluateAll evaluates confs, the reads of up to evalBatch of them in
+// one pipeline: a pass over every local conference costs a round trip
+// per evalBatch conferences, not one per conference, so the loop's time
+// per conference stays flat however many it carries.
+func (mg *Manager) evaluateAll(ctx context.Context, confs []string, now time.Time) {
+	k := mg.opts.Keys
+	reads := make([]confReads, min(len(confs), evalBatch))
+	for len(confs) > 0 {
+		chunk := confs[:min(len(confs), evalBatch)]
+		confs = confs[len(chunk):]
+		reads = reads[:len(chunk)]
+		_, _ = mg.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, conf := range chunk {
+				reads[i] = confReads{
+					counts: p.HGetAll(ctx, k.ParticipantCounts(conf)),
+					state:  p.HMGet(ctx, k.Conf(conf), fieldNoHostSince, fieldOneLeftSince, fieldEnded),
+					cfg:    p.HGetAll(ctx, k.ConfCfg(conf)),
+				}
+			}
+			return nil
+		})
+		for i, conf := range chunk {
+			if err := reads[i].err(); err != nil {
+				mg.redisError("read conference", err)
+				continue
+			}
+			mg.decide(ctx, conf, reads[i], now)
+		}
+	}
+}
+
+// decide runs the rules on what was read of conf and acts on the verdict.
+func (mg *Manager) decide(ctx context.Context, conf string, r confReads, now time.Time) {
+	k := mg.opts.Keys
+	state := r.state.Val()
 	if rule := str(state[2]); rule != "" {
 		mg.endLocal(ctx, conf, rule)
 		return
 	}
-	total := mg.liveCounts(ctx, parseCounts(countsCmd.Val()), now)
+	total := mg.liveCounts(ctx, parseCounts(r.counts.Val()), now)
 	if total[cntAll] <= 0 {
 		mg.confs.setDeadline(conf, time.Time{})
 		return
 	}
 	prev := policy.Timers{NoHostSince: msTime(str(state[0])), OneLeftSince: msTime(str(state[1]))}
-	v := policy.Step(prev, snapshotOf(total), mg.confSettings(conf, cfgCmd.Val()), now)
+	v := policy.Step(prev, snapshotOf(total), mg.confSettings(conf, r.cfg.Val()), now)
 	mg.storeTimers(ctx, conf, prev, v.Next)
 	if !v.End {
 		mg.confs.setDeadline(conf, v.Deadline)

@@ -127,14 +127,16 @@ func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
 			mg.confs.forget(conf) // no leg here any more
 		}
 	}
-	// Each conference at most once a tick: an evaluation is one Redis
-	// round trip, however many of its participants changed.
-	for conf, due := range confs {
-		if due {
+	// Each conference at most once a tick, however many of its
+	// participants changed; their reads pipelined (evaluateAll).
+	due := make([]string, 0, len(confs))
+	for conf, d := range confs {
+		if d {
 			mg.evaluated[conf] = true
-			mg.evaluate(ctx, conf, now)
+			due = append(due, conf)
 		}
 	}
+	mg.evaluateAll(ctx, due, now)
 }
 
 // mediaTimeout ends a participant whose endpoint went silent: BYE to the

@@ -1,7 +1,10 @@
 // Package instance publishes this sipedge instance in Redis
-// (sipedge:instances, sipedge:instance:<name>, the record of
-// contract.Instance) with a heartbeat, so operators and other instances
-// can see who is alive.
+// (sipedge:instance:<name>, the record of contract.Instance) with a
+// heartbeat, so operators and other instances can see who is alive. Its
+// membership of sipedge:instances is written by the dialog-count ledger
+// (admission.Ledger), in the same script that writes its share of the
+// counts each beat: one writer of the set per beat, and an instance is a
+// member whenever its share is summed.
 package instance
 
 import (
@@ -45,16 +48,15 @@ func NewPublisher(rdb redis.UniversalClient, k keys.Keys, info Info, interval ti
 	return &Publisher{rdb: rdb, keys: k, info: info, interval: interval, state: state, log: log}
 }
 
-// Beat writes the instance hash once.
+// Beat writes the instance hash once (not the sipedge:instances set: see
+// the package comment).
 func (p *Publisher) Beat(ctx context.Context) error {
 	st := p.state()
-	pipe := p.rdb.TxPipeline()
-	pipe.SAdd(ctx, p.keys.Instances(), p.info.Name)
-	pipe.HSet(ctx, p.keys.Instance(p.info.Name), contract.InstanceFields(contract.Instance{
+	err := p.rdb.HSet(ctx, p.keys.Instance(p.info.Name), contract.InstanceFields(contract.Instance{
 		Name: p.info.Name, Site: p.info.Site, Server: p.info.Server, Addr: p.info.Addr,
 		State: st.Name, Dialogs: st.Dialogs, Deserviced: st.Deserviced, HeldBack: st.HeldBack,
-		Heartbeat: time.Now()})...)
-	if _, err := pipe.Exec(ctx); err != nil {
+		Heartbeat: time.Now()})...).Err()
+	if err != nil {
 		return fmt.Errorf("write instance %q heartbeat: %w", p.info.Name, err)
 	}
 	return nil
