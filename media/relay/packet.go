@@ -4,51 +4,124 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"syscall"
 
 	"github.com/pion/rtp"
 )
 
-// reader owns one socket: it reads, checks, counts and forwards packets
-// with one buffer and one RTP header reused for every packet.
+// reader owns one socket: when the netpoller says it is readable, it
+// reads, checks, counts and forwards what is queued with a buffer and an
+// RTP header lent by the pool for that moment.
 type reader struct {
 	s       *Stream
 	in, out *leg
 	ch      channel
 	conn    *net.UDPConn
-	buf     []byte
-	hdr     rtp.Header
+	raw     syscall.RawConn
+	pool    *Pool
+	sc      *scratch // lent while the socket is being drained
 	seq     seqTracker
+
+	onReadable func(fd uintptr) bool // r.drain, bound once: Read allocates nothing
+
+	// The packet being sent, for onWritable (bound once like onReadable).
+	onWritable func(fd uintptr) bool
+	wpkt       []byte
+	wdst       netip.AddrPort
+	werr       syscall.Errno
 }
 
+// scratch is what a reader needs only while a packet is in hand.
+type scratch struct {
+	buf      [maxPacket + 1]byte
+	hdr      rtp.Header
+	from, to sockaddr
+}
+
+func newScratch() *scratch {
+	sc := new(scratch)
+	// Room for the most CSRCs and a typical number of header extensions;
+	// Unmarshal reuses both, so they grow at most once.
+	sc.hdr.CSRC = make([]uint32, 0, 15)
+	sc.hdr.Extensions = make([]rtp.Extension, 0, 16)
+	return sc
+}
+
+// readBurst bounds the datagrams one wake-up drains before the reader
+// yields to the other goroutines of the process.
+const readBurst = 64
+
 func newReader(s *Stream, in, out *leg, ch channel) *reader {
-	r := &reader{s: s, in: in, out: out, ch: ch, conn: in.ports.RTP(), buf: make([]byte, maxPacket+1)}
+	r := &reader{s: s, in: in, out: out, ch: ch, conn: in.ports.RTP(), raw: in.ports.raw[ch], pool: in.ports.pool}
 	if ch == chRTCP {
 		r.conn = in.ports.RTCP()
 	}
-	// Room for the most CSRCs and a typical number of header extensions;
-	// Unmarshal reuses both, so they grow at most once.
-	r.hdr.CSRC = make([]uint32, 0, 15)
-	r.hdr.Extensions = make([]rtp.Extension, 0, 16)
+	r.onReadable = r.drain
+	r.onWritable = r.write
 	return r
 }
 
 func (r *reader) run() {
 	defer r.s.wg.Done()
 	for {
-		n, src, err := r.conn.ReadFromUDPAddrPort(r.buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
+		// Read returns when drain has had its burst (nil: go on) or the
+		// socket is closed (Close, or the call's context ended).
+		if err := r.raw.Read(r.onReadable); err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				r.s.log.Debug().Err(err).Stringer("side", r.in.side).Msg("relay read")
 			}
-			r.s.log.Debug().Err(err).Stringer("side", r.in.side).Msg("relay read")
+			return
+		}
+	}
+}
+
+// drain reads and handles what is queued on fd: false once the socket is
+// empty (wait for the netpoller), true after a full burst (call again).
+func (r *reader) drain(fd uintptr) bool {
+	sc, _ := r.pool.scratch.Get().(*scratch)
+	r.sc = sc
+	more := true
+	for range readBurst {
+		n, src, errno := recvFrom(fd, sc.buf[:], &sc.from)
+		if errno == syscall.EAGAIN {
+			more = false
+			break
+		}
+		if errno != 0 {
+			if errno != syscall.EINTR {
+				r.s.log.Debug().Err(errno).Stringer("side", r.in.side).Msg("relay read")
+			}
 			continue
 		}
 		if n > maxPacket {
 			r.drop(dropInvalid)
 			continue
 		}
-		r.handle(r.buf[:n], src)
+		r.handle(sc.buf[:n], src)
 	}
+	r.sc = nil
+	r.pool.scratch.Put(sc)
+	return more
+}
+
+// write is onWritable: one sendto of wpkt to wdst, never waiting for room.
+func (r *reader) write(fd uintptr) bool {
+	r.werr = sendTo(fd, r.pool.family, r.wpkt, r.wdst, &r.sc.to)
+	return true
+}
+
+// send sends pkt to dst out of the socket raw (the other side's).
+func (r *reader) send(raw syscall.RawConn, pkt []byte, dst netip.AddrPort) error {
+	r.wpkt, r.wdst = pkt, dst
+	err := raw.Write(r.onWritable)
+	r.wpkt = nil
+	if err != nil {
+		return err
+	}
+	if r.werr != 0 {
+		return r.werr
+	}
+	return nil
 }
 
 func (r *reader) drop(why dropReason) { r.s.m.drop[why].Inc() }
@@ -57,6 +130,9 @@ func (r *reader) drop(why dropReason) { r.s.m.drop[why].Inc() }
 // latched (an RTP packet whose two-byte header extensions overrun makes
 // pion build an error value, and is dropped).
 func (r *reader) handle(pkt []byte, src netip.AddrPort) {
+	if r.sc == nil { // a direct call (tests): a scratch of its own
+		r.sc = newScratch()
+	}
 	src = unmap(src)
 	p := r.in.peer.Load()
 	rtcp := r.ch == chRTCP || (p.mux && isMuxedRTCP(pkt))
@@ -76,24 +152,24 @@ func (r *reader) handle(pkt []byte, src netip.AddrPort) {
 	} else {
 		st.packets.Add(1)
 		st.bytes.Add(uint64(len(pkt)))
-		if lost := r.seq.update(r.hdr.SSRC, r.hdr.SequenceNumber); lost > 0 {
+		if lost := r.seq.update(r.sc.hdr.SSRC, r.sc.hdr.SequenceNumber); lost > 0 {
 			st.lost.Add(lost)
 		}
-		st.ssrc.Store(r.hdr.SSRC)
+		st.ssrc.Store(r.sc.hdr.SSRC)
 		st.last.Store(r.s.clock().UnixNano())
 	}
 
 	op := r.out.peer.Load()
-	conn, dch := r.out.ports.RTP(), chRTP
+	dch := chRTP
 	if rtcp && !op.mux {
-		conn, dch = r.out.ports.RTCP(), chRTCP
+		dch = chRTCP
 	}
 	dst, ok := op.dest(dch)
 	if !ok {
 		r.drop(dropNoPeer)
 		return
 	}
-	if _, err := conn.WriteToUDPAddrPort(pkt, dst); err != nil {
+	if err := r.send(r.out.ports.raw[dch], pkt, dst); err != nil {
 		if !r.s.closing.Load() { // the call ending mid-packet is not a fault
 			r.drop(dropSendError)
 		}
@@ -134,7 +210,7 @@ func (r *reader) accept(p *peer, src netip.AddrPort) bool {
 }
 
 // parseRTP checks the lengths pion would reject first (its errors allocate),
-// then parses the header into the reused r.hdr.
+// then parses the header into the reused r.sc.hdr.
 func (r *reader) parseRTP(pkt []byte) bool {
 	if len(pkt) < 12 || pkt[0]>>6 != 2 {
 		return false
@@ -149,7 +225,7 @@ func (r *reader) parseRTP(pkt []byte) bool {
 	if len(pkt) < n {
 		return false
 	}
-	_, err := r.hdr.Unmarshal(pkt)
+	_, err := r.sc.hdr.Unmarshal(pkt)
 	return err == nil
 }
 

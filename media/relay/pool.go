@@ -24,6 +24,11 @@ type Pool struct {
 	advertise netip.Addr
 	min, max  int
 	network   string
+	family    int // syscall.AF_INET or AF_INET6, what network binds
+
+	// scratch lends the readers their packet buffer and parsed header for
+	// the moment a socket is readable: a call's four idle sockets hold none.
+	scratch sync.Pool
 
 	mu    sync.Mutex
 	next  int    // slot to try first
@@ -55,11 +60,12 @@ func NewPool(ip netip.Addr, min, max int, opts ...PoolOption) (*Pool, error) {
 		return nil, fmt.Errorf("relay: pool: range %d-%d outside 1024-65535", min, max)
 	}
 	ip = ip.Unmap()
-	p := &Pool{ip: ip, advertise: ip, min: min, max: max, network: "udp4",
+	p := &Pool{ip: ip, advertise: ip, min: min, max: max, network: "udp4", family: syscall.AF_INET,
 		taken: make([]bool, (max-min+1)/2)}
 	if ip.Is6() {
-		p.network = "udp6"
+		p.network, p.family = "udp6", syscall.AF_INET6
 	}
+	p.scratch.New = func() any { return newScratch() }
 	for _, o := range opts {
 		o(p)
 	}
@@ -78,7 +84,8 @@ type PortPair struct {
 	pool        *Pool
 	slot        int
 	rtp, rtcp   *net.UDPConn
-	rtpA, rtcpA netip.AddrPort // advertised
+	raw         [2]syscall.RawConn // by channel: the sockets for the per-packet syscalls
+	rtpA, rtcpA netip.AddrPort     // advertised
 	once        sync.Once
 	err         error
 }
@@ -163,10 +170,19 @@ func (p *Pool) bind(slot int, mux bool) (*PortPair, error) {
 	pp := &PortPair{pool: p, slot: slot, rtp: rtp,
 		rtpA: netip.AddrPortFrom(p.advertise, uint16(port))}
 	pp.rtcpA = pp.rtpA
+	if pp.raw[chRTP], err = rtp.SyscallConn(); err != nil {
+		_ = rtp.Close()
+		return nil, fmt.Errorf("relay: port %d: %w", port, err)
+	}
 	if !mux {
 		if pp.rtcp, err = p.listen(port + 1); err != nil {
 			_ = rtp.Close()
 			return nil, err
+		}
+		if pp.raw[chRTCP], err = pp.rtcp.SyscallConn(); err != nil {
+			_ = rtp.Close()
+			_ = pp.rtcp.Close()
+			return nil, fmt.Errorf("relay: port %d: %w", port+1, err)
 		}
 		pp.rtcpA = netip.AddrPortFrom(p.advertise, uint16(port+1))
 		p.inUse.Add(1)
