@@ -33,13 +33,14 @@ type reader struct {
 
 // scratch is what a reader needs only while a packet is in hand.
 type scratch struct {
-	buf      [maxPacket + 1]byte
-	hdr      rtp.Header
-	from, to sockaddr
+	in  batch
+	hdr rtp.Header
+	to  sockaddr
 }
 
 func newScratch() *scratch {
 	sc := new(scratch)
+	sc.in.init()
 	// Room for the most CSRCs and a typical number of header extensions;
 	// Unmarshal reuses both, so they grow at most once.
 	sc.hdr.CSRC = make([]uint32, 0, 15)
@@ -81,8 +82,8 @@ func (r *reader) drain(fd uintptr) bool {
 	sc, _ := r.pool.scratch.Get().(*scratch)
 	r.sc = sc
 	more := true
-	for range readBurst {
-		n, src, errno := recvFrom(fd, sc.buf[:], &sc.from)
+	for range readBurst / recvBatch {
+		k, errno := sc.in.recv(fd)
 		if errno == syscall.EAGAIN {
 			more = false
 			break
@@ -93,11 +94,18 @@ func (r *reader) drain(fd uintptr) bool {
 			}
 			continue
 		}
-		if n > maxPacket {
-			r.drop(dropInvalid)
-			continue
+		for i := range k {
+			pkt, src := sc.in.packet(i)
+			if len(pkt) > maxPacket {
+				r.drop(dropInvalid)
+				continue
+			}
+			r.handle(pkt, src)
 		}
-		r.handle(sc.buf[:n], src)
+		if recvBatch > 1 && k < recvBatch {
+			more = false // emptied: the next datagram is a new edge for the netpoller
+			break
+		}
 	}
 	r.sc = nil
 	r.pool.scratch.Put(sc)
