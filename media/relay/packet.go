@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 
 	"github.com/pion/rtp"
@@ -23,12 +24,6 @@ type reader struct {
 	seq     seqTracker
 
 	onReadable func(fd uintptr) bool // r.drain, bound once: Read allocates nothing
-
-	// The packet being sent, for onWritable (bound once like onReadable).
-	onWritable func(fd uintptr) bool
-	wpkt       []byte
-	wdst       netip.AddrPort
-	werr       syscall.Errno
 }
 
 // scratch is what a reader needs only while a packet is in hand.
@@ -58,17 +53,18 @@ func newReader(s *Stream, in, out *leg, ch channel) *reader {
 		r.conn = in.ports.RTCP()
 	}
 	r.onReadable = r.drain
-	r.onWritable = r.write
 	return r
 }
 
 func (r *reader) run() {
 	defer r.s.wg.Done()
 	for {
-		// Read returns when drain has had its burst (nil: go on) or the
-		// socket is closed (Close, or the call's context ended).
+		// Read returns when drain has had its burst (nil: go on) or Close
+		// has set the read deadline (the call ended; the sockets close
+		// once every reader is out, so the sendto of a reader never
+		// meets a closed, or reused, descriptor).
 		if err := r.raw.Read(r.onReadable); err != nil {
-			if !errors.Is(err, net.ErrClosed) {
+			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
 				r.s.log.Debug().Err(err).Stringer("side", r.in.side).Msg("relay read")
 			}
 			return
@@ -112,22 +108,10 @@ func (r *reader) drain(fd uintptr) bool {
 	return more
 }
 
-// write is onWritable: one sendto of wpkt to wdst, never waiting for room.
-func (r *reader) write(fd uintptr) bool {
-	r.werr = sendTo(fd, r.pool.family, r.wpkt, r.wdst, &r.sc.to)
-	return true
-}
-
-// send sends pkt to dst out of the socket raw (the other side's).
-func (r *reader) send(raw syscall.RawConn, pkt []byte, dst netip.AddrPort) error {
-	r.wpkt, r.wdst = pkt, dst
-	err := raw.Write(r.onWritable)
-	r.wpkt = nil
-	if err != nil {
-		return err
-	}
-	if r.werr != 0 {
-		return r.werr
+// send sends pkt to dst out of the socket fd (the other side's).
+func (r *reader) send(fd uintptr, pkt []byte, dst netip.AddrPort) error {
+	if errno := sendTo(fd, r.pool.family, pkt, dst, &r.sc.to); errno != 0 {
+		return errno
 	}
 	return nil
 }
@@ -177,7 +161,7 @@ func (r *reader) handle(pkt []byte, src netip.AddrPort) {
 		r.drop(dropNoPeer)
 		return
 	}
-	if err := r.send(r.out.ports.raw[dch], pkt, dst); err != nil {
+	if err := r.send(r.out.ports.fd[dch], pkt, dst); err != nil {
 		if !r.s.closing.Load() { // the call ending mid-packet is not a fault
 			r.drop(dropSendError)
 		}

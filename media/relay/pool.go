@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // ErrExhausted is returned by Pool.Allocate when no port pair in the range
@@ -84,7 +85,8 @@ type PortPair struct {
 	pool        *Pool
 	slot        int
 	rtp, rtcp   *net.UDPConn
-	raw         [2]syscall.RawConn // by channel: the sockets for the per-packet syscalls
+	raw         [2]syscall.RawConn // by channel: the readers wait on these
+	fd          [2]uintptr         // by channel: what the per-packet sendto uses (valid until Close)
 	rtpA, rtcpA netip.AddrPort     // advertised
 	once        sync.Once
 	err         error
@@ -170,7 +172,7 @@ func (p *Pool) bind(slot int, mux bool) (*PortPair, error) {
 	pp := &PortPair{pool: p, slot: slot, rtp: rtp,
 		rtpA: netip.AddrPortFrom(p.advertise, uint16(port))}
 	pp.rtcpA = pp.rtpA
-	if pp.raw[chRTP], err = rtp.SyscallConn(); err != nil {
+	if pp.raw[chRTP], pp.fd[chRTP], err = rawOf(rtp); err != nil {
 		_ = rtp.Close()
 		return nil, fmt.Errorf("relay: port %d: %w", port, err)
 	}
@@ -179,7 +181,7 @@ func (p *Pool) bind(slot int, mux bool) (*PortPair, error) {
 			_ = rtp.Close()
 			return nil, err
 		}
-		if pp.raw[chRTCP], err = pp.rtcp.SyscallConn(); err != nil {
+		if pp.raw[chRTCP], pp.fd[chRTCP], err = rawOf(pp.rtcp); err != nil {
 			_ = rtp.Close()
 			_ = pp.rtcp.Close()
 			return nil, fmt.Errorf("relay: port %d: %w", port+1, err)
@@ -191,10 +193,34 @@ func (p *Pool) bind(slot int, mux bool) (*PortPair, error) {
 	return pp, nil
 }
 
+// rawOf returns c's raw connection and its descriptor.
+func rawOf(c *net.UDPConn) (syscall.RawConn, uintptr, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, 0, err
+	}
+	var fd uintptr
+	if err := raw.Control(func(f uintptr) { fd = f }); err != nil {
+		return nil, 0, err
+	}
+	return raw, fd, nil
+}
+
 func (p *Pool) listen(port int) (*net.UDPConn, error) {
 	c, err := net.ListenUDP(p.network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.ip, uint16(port))))
 	if err != nil {
 		return nil, fmt.Errorf("relay: bind %s port %d: %w", p.ip, port, err)
 	}
 	return c, nil
+}
+
+// stopReads sets the sockets' read deadline in the past: a reader waiting
+// on them returns at once (os.ErrDeadlineExceeded), and no read starts
+// any more.
+func (pp *PortPair) stopReads() {
+	past := time.Unix(1, 0)
+	_ = pp.rtp.SetReadDeadline(past)
+	if pp.rtcp != nil {
+		_ = pp.rtcp.SetReadDeadline(past)
+	}
 }
