@@ -17,7 +17,6 @@ type reader struct {
 	s       *Stream
 	in, out *leg
 	ch      channel
-	conn    *net.UDPConn
 	raw     syscall.RawConn
 	pool    *Pool
 	sc      *scratch // lent while the socket is being drained
@@ -48,10 +47,7 @@ func newScratch() *scratch {
 const readBurst = 64
 
 func newReader(s *Stream, in, out *leg, ch channel) *reader {
-	r := &reader{s: s, in: in, out: out, ch: ch, conn: in.ports.RTP(), raw: in.ports.raw[ch], pool: in.ports.pool}
-	if ch == chRTCP {
-		r.conn = in.ports.RTCP()
-	}
+	r := &reader{s: s, in: in, out: out, ch: ch, raw: in.ports.raw[ch], pool: in.ports.pool}
 	r.onReadable = r.drain
 	return r
 }
