@@ -21,6 +21,10 @@ import (
 	"github.com/sipedge/sipedge/media/relay"
 )
 
+// ErrCallEnded is SDP's answer for a call that ended here less than a
+// minute ago: its media is not anchored again.
+var ErrCallEnded = errors.New("media: call already ended")
+
 // Ender ends calls this instance holds: a BYE on both legs with
 // `Reason: SIP;cause=200;text="<reason>"` (the proxy does it).
 type Ender interface {
@@ -193,6 +197,7 @@ func New(opts Options) (*Manager, error) {
 // participant's endpoint).
 func (mg *Manager) Open(callID, confID string, endpointIsCaller bool) {
 	mg.mu.Lock()
+	mg.ended.Remove(callID) // a new INVITE reusing the Call-ID (after a 401, 407 or 3xx) is a new call
 	s, found := mg.sessionLocked(callID, confID, endpointIsCaller)
 	mg.mu.Unlock()
 	if found {
@@ -218,10 +223,17 @@ func (mg *Manager) sessionLocked(callID, confID string, endpointIsCaller bool) (
 // SDP anchors an SDP body of call callID sent by the caller (fromCaller)
 // or the callee, and returns the body to forward. A call this instance
 // has not seen before (in-dialog traffic of a call set up by an instance
-// that died) is anchored from here on. An error means the body cannot be
-// anchored and must not be forwarded.
+// that died) is anchored from here on; one that ended here is not
+// (ErrCallEnded): a 2xx retransmitted after its INVITE was cancelled, or an
+// ACK or re-INVITE behind the BYE, would bind ports no end ever frees. An
+// error means the body cannot be anchored and must not be forwarded.
 func (mg *Manager) SDP(callID string, fromCaller bool, body []byte) ([]byte, error) {
 	mg.mu.Lock()
+	if _, live := mg.sessions[callID]; !live && mg.ended.Has(callID) {
+		mg.mu.Unlock()
+		mg.m.sdpErrors.WithLabelValues(errorClass(ErrCallEnded)).Inc()
+		return nil, fmt.Errorf("anchor call %s: %w", callID, ErrCallEnded)
+	}
 	s, _ := mg.sessionLocked(callID, "", true)
 	mg.mu.Unlock()
 	out, err := s.rewrite(mg.opts.Pool, mg.relayMC, fromCaller, body)

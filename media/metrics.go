@@ -68,6 +68,8 @@ func errorClass(err error) string {
 		return "unparsable"
 	case errors.Is(err, relay.ErrExhausted):
 		return "no_ports"
+	case errors.Is(err, ErrCallEnded):
+		return "ended"
 	default:
 		return "other"
 	}

@@ -39,6 +39,9 @@ func (r *Set) Has(key string) bool {
 	return ok
 }
 
+// Remove forgets key now (its queued entry expires without effect).
+func (r *Set) Remove(key string) { delete(r.at, key) }
+
 // Len is the number of keys remembered.
 func (r *Set) Len() int { return len(r.at) }
 

@@ -104,3 +104,21 @@ func BenchmarkSet_Add(b *testing.B) {
 		r.Add(keys[i%len(keys)], t0.Add(time.Duration(60000+i)*time.Millisecond))
 	}
 }
+
+func TestSet_Remove(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := New(time.Minute)
+	s.Add("a", t0)
+	s.Add("b", t0)
+	s.Remove("a")
+	s.Remove("never added")
+	if s.Has("a") || !s.Has("b") {
+		t.Fatalf("after Remove(a): Has(a)=%v Has(b)=%v, want false true", s.Has("a"), s.Has("b"))
+	}
+	// Added again after Remove, the old queued entry must not expire it.
+	s.Add("a", t0.Add(50*time.Second))
+	s.Add("probe", t0.Add(61*time.Second))
+	if !s.Has("a") || s.Has("b") {
+		t.Errorf("at 61 s: Has(a)=%v Has(b)=%v, want true false", s.Has("a"), s.Has("b"))
+	}
+}

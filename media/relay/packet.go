@@ -4,51 +4,112 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
 
 	"github.com/pion/rtp"
 )
 
-// reader owns one socket: it reads, checks, counts and forwards packets
-// with one buffer and one RTP header reused for every packet.
+// reader owns one socket: when the netpoller says it is readable, it
+// reads, checks, counts and forwards what is queued with a buffer and an
+// RTP header lent by the pool for that moment.
 type reader struct {
 	s       *Stream
 	in, out *leg
 	ch      channel
-	conn    *net.UDPConn
-	buf     []byte
-	hdr     rtp.Header
+	raw     syscall.RawConn
+	pool    *Pool
+	sc      *scratch // lent while the socket is being drained
 	seq     seqTracker
+
+	onReadable func(fd uintptr) bool // r.drain, bound once: Read allocates nothing
 }
 
-func newReader(s *Stream, in, out *leg, ch channel) *reader {
-	r := &reader{s: s, in: in, out: out, ch: ch, conn: in.ports.RTP(), buf: make([]byte, maxPacket+1)}
-	if ch == chRTCP {
-		r.conn = in.ports.RTCP()
-	}
+// scratch is what a reader needs only while a packet is in hand.
+type scratch struct {
+	in  batch
+	hdr rtp.Header
+	to  sockaddr
+}
+
+func newScratch() *scratch {
+	sc := new(scratch)
+	sc.in.init()
 	// Room for the most CSRCs and a typical number of header extensions;
 	// Unmarshal reuses both, so they grow at most once.
-	r.hdr.CSRC = make([]uint32, 0, 15)
-	r.hdr.Extensions = make([]rtp.Extension, 0, 16)
+	sc.hdr.CSRC = make([]uint32, 0, 15)
+	sc.hdr.Extensions = make([]rtp.Extension, 0, 16)
+	return sc
+}
+
+// readBurst bounds the datagrams one wake-up drains before the reader
+// yields to the other goroutines of the process.
+const readBurst = 64
+
+func newReader(s *Stream, in, out *leg, ch channel) *reader {
+	r := &reader{s: s, in: in, out: out, ch: ch, raw: in.ports.raw[ch], pool: in.ports.pool}
+	r.onReadable = r.drain
 	return r
 }
 
 func (r *reader) run() {
 	defer r.s.wg.Done()
 	for {
-		n, src, err := r.conn.ReadFromUDPAddrPort(r.buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
+		// Read returns when drain has had its burst (nil: go on) or Close
+		// has set the read deadline (the call ended; the sockets close
+		// once every reader is out, so the sendto of a reader never
+		// meets a closed, or reused, descriptor).
+		if err := r.raw.Read(r.onReadable); err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
+				r.s.log.Debug().Err(err).Stringer("side", r.in.side).Msg("relay read")
 			}
-			r.s.log.Debug().Err(err).Stringer("side", r.in.side).Msg("relay read")
-			continue
+			return
 		}
-		if n > maxPacket {
-			r.drop(dropInvalid)
-			continue
-		}
-		r.handle(r.buf[:n], src)
 	}
+}
+
+// drain reads and handles what is queued on fd: false once the socket is
+// empty (wait for the netpoller), true after a full burst (call again).
+func (r *reader) drain(fd uintptr) bool {
+	sc, _ := r.pool.scratch.Get().(*scratch)
+	r.sc = sc
+	more := true
+	for range readBurst / recvBatch {
+		k, errno := sc.in.recv(fd)
+		if errno == syscall.EAGAIN {
+			more = false
+			break
+		}
+		if errno != 0 {
+			if errno != syscall.EINTR {
+				r.s.log.Debug().Err(errno).Stringer("side", r.in.side).Msg("relay read")
+			}
+			continue
+		}
+		for i := range k {
+			pkt, src := sc.in.packet(i)
+			if len(pkt) > maxPacket {
+				r.drop(dropInvalid)
+				continue
+			}
+			r.handle(pkt, src)
+		}
+		if recvBatch > 1 && k < recvBatch {
+			more = false // emptied: the next datagram is a new edge for the netpoller
+			break
+		}
+	}
+	r.sc = nil
+	r.pool.scratch.Put(sc)
+	return more
+}
+
+// send sends pkt to dst out of the socket fd (the other side's).
+func (r *reader) send(fd uintptr, pkt []byte, dst netip.AddrPort) error {
+	if errno := sendTo(fd, r.pool.family, pkt, dst, &r.sc.to); errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 func (r *reader) drop(why dropReason) { r.s.m.drop[why].Inc() }
@@ -57,6 +118,9 @@ func (r *reader) drop(why dropReason) { r.s.m.drop[why].Inc() }
 // latched (an RTP packet whose two-byte header extensions overrun makes
 // pion build an error value, and is dropped).
 func (r *reader) handle(pkt []byte, src netip.AddrPort) {
+	if r.sc == nil { // a direct call (tests): a scratch of its own
+		r.sc = newScratch()
+	}
 	src = unmap(src)
 	p := r.in.peer.Load()
 	rtcp := r.ch == chRTCP || (p.mux && isMuxedRTCP(pkt))
@@ -76,24 +140,24 @@ func (r *reader) handle(pkt []byte, src netip.AddrPort) {
 	} else {
 		st.packets.Add(1)
 		st.bytes.Add(uint64(len(pkt)))
-		if lost := r.seq.update(r.hdr.SSRC, r.hdr.SequenceNumber); lost > 0 {
+		if lost := r.seq.update(r.sc.hdr.SSRC, r.sc.hdr.SequenceNumber); lost > 0 {
 			st.lost.Add(lost)
 		}
-		st.ssrc.Store(r.hdr.SSRC)
+		st.ssrc.Store(r.sc.hdr.SSRC)
 		st.last.Store(r.s.clock().UnixNano())
 	}
 
 	op := r.out.peer.Load()
-	conn, dch := r.out.ports.RTP(), chRTP
+	dch := chRTP
 	if rtcp && !op.mux {
-		conn, dch = r.out.ports.RTCP(), chRTCP
+		dch = chRTCP
 	}
 	dst, ok := op.dest(dch)
 	if !ok {
 		r.drop(dropNoPeer)
 		return
 	}
-	if _, err := conn.WriteToUDPAddrPort(pkt, dst); err != nil {
+	if err := r.send(r.out.ports.fd[dch], pkt, dst); err != nil {
 		if !r.s.closing.Load() { // the call ending mid-packet is not a fault
 			r.drop(dropSendError)
 		}
@@ -134,7 +198,7 @@ func (r *reader) accept(p *peer, src netip.AddrPort) bool {
 }
 
 // parseRTP checks the lengths pion would reject first (its errors allocate),
-// then parses the header into the reused r.hdr.
+// then parses the header into the reused r.sc.hdr.
 func (r *reader) parseRTP(pkt []byte) bool {
 	if len(pkt) < 12 || pkt[0]>>6 != 2 {
 		return false
@@ -149,7 +213,7 @@ func (r *reader) parseRTP(pkt []byte) bool {
 	if len(pkt) < n {
 		return false
 	}
-	_, err := r.hdr.Unmarshal(pkt)
+	_, err := r.sc.hdr.Unmarshal(pkt)
 	return err == nil
 }
 

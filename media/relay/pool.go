@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // ErrExhausted is returned by Pool.Allocate when no port pair in the range
@@ -24,6 +25,11 @@ type Pool struct {
 	advertise netip.Addr
 	min, max  int
 	network   string
+	family    int // syscall.AF_INET or AF_INET6, what network binds
+
+	// scratch lends the readers their packet buffer and parsed header for
+	// the moment a socket is readable: a call's four idle sockets hold none.
+	scratch sync.Pool
 
 	mu    sync.Mutex
 	next  int    // slot to try first
@@ -55,11 +61,12 @@ func NewPool(ip netip.Addr, min, max int, opts ...PoolOption) (*Pool, error) {
 		return nil, fmt.Errorf("relay: pool: range %d-%d outside 1024-65535", min, max)
 	}
 	ip = ip.Unmap()
-	p := &Pool{ip: ip, advertise: ip, min: min, max: max, network: "udp4",
+	p := &Pool{ip: ip, advertise: ip, min: min, max: max, network: "udp4", family: syscall.AF_INET,
 		taken: make([]bool, (max-min+1)/2)}
 	if ip.Is6() {
-		p.network = "udp6"
+		p.network, p.family = "udp6", syscall.AF_INET6
 	}
+	p.scratch.New = func() any { return newScratch() }
 	for _, o := range opts {
 		o(p)
 	}
@@ -78,7 +85,9 @@ type PortPair struct {
 	pool        *Pool
 	slot        int
 	rtp, rtcp   *net.UDPConn
-	rtpA, rtcpA netip.AddrPort // advertised
+	raw         [2]syscall.RawConn // by channel: the readers wait on these
+	fd          [2]uintptr         // by channel: what the per-packet sendto uses (valid until Close)
+	rtpA, rtcpA netip.AddrPort     // advertised
 	once        sync.Once
 	err         error
 }
@@ -163,10 +172,19 @@ func (p *Pool) bind(slot int, mux bool) (*PortPair, error) {
 	pp := &PortPair{pool: p, slot: slot, rtp: rtp,
 		rtpA: netip.AddrPortFrom(p.advertise, uint16(port))}
 	pp.rtcpA = pp.rtpA
+	if pp.raw[chRTP], pp.fd[chRTP], err = rawOf(rtp); err != nil {
+		_ = rtp.Close()
+		return nil, fmt.Errorf("relay: port %d: %w", port, err)
+	}
 	if !mux {
 		if pp.rtcp, err = p.listen(port + 1); err != nil {
 			_ = rtp.Close()
 			return nil, err
+		}
+		if pp.raw[chRTCP], pp.fd[chRTCP], err = rawOf(pp.rtcp); err != nil {
+			_ = rtp.Close()
+			_ = pp.rtcp.Close()
+			return nil, fmt.Errorf("relay: port %d: %w", port+1, err)
 		}
 		pp.rtcpA = netip.AddrPortFrom(p.advertise, uint16(port+1))
 		p.inUse.Add(1)
@@ -175,10 +193,34 @@ func (p *Pool) bind(slot int, mux bool) (*PortPair, error) {
 	return pp, nil
 }
 
+// rawOf returns c's raw connection and its descriptor.
+func rawOf(c *net.UDPConn) (syscall.RawConn, uintptr, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, 0, err
+	}
+	var fd uintptr
+	if err := raw.Control(func(f uintptr) { fd = f }); err != nil {
+		return nil, 0, err
+	}
+	return raw, fd, nil
+}
+
 func (p *Pool) listen(port int) (*net.UDPConn, error) {
 	c, err := net.ListenUDP(p.network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.ip, uint16(port))))
 	if err != nil {
 		return nil, fmt.Errorf("relay: bind %s port %d: %w", p.ip, port, err)
 	}
 	return c, nil
+}
+
+// stopReads sets the sockets' read deadline in the past: a reader waiting
+// on them returns at once (os.ErrDeadlineExceeded), and no read starts
+// any more.
+func (pp *PortPair) stopReads() {
+	past := time.Unix(1, 0)
+	_ = pp.rtp.SetReadDeadline(past)
+	if pp.rtcp != nil {
+		_ = pp.rtcp.SetReadDeadline(past)
+	}
 }

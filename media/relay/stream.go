@@ -210,8 +210,15 @@ func (s *Stream) Close() error {
 		if stop != nil {
 			stop()
 		}
-		err := errors.Join(s.legs[SideA].ports.Close(), s.legs[SideB].ports.Close())
+		// Wake the readers out of their wait and let them finish the
+		// packet in hand before the sockets close: they send with the
+		// other side's raw descriptor, which must not be closed (or
+		// reused by a new socket) under them.
+		for i := range s.legs {
+			s.legs[i].ports.stopReads()
+		}
 		s.wg.Wait()
+		err := errors.Join(s.legs[SideA].ports.Close(), s.legs[SideB].ports.Close())
 		s.m.streams.Dec()
 		s.m.ports.Sub(float64(s.nports))
 		if err != nil {
