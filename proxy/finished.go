@@ -1,0 +1,217 @@
+package proxy
+
+import (
+	"context"
+	"hash/maphash"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// The finished-transactions table: what the proxy keeps of a transaction
+// it has answered, so that sipgo's transaction (the parsed request, the
+// response, timers, channels, callbacks) can be terminated at once
+// instead of living on its RFC 3261 timers for 32 s.
+//
+//   - a non-INVITE server transaction over UDP keeps the rendered bytes of
+//     its final response, where they went and the socket they left from:
+//     a retransmitted request gets the same bytes again (§17.2.2, Timer J);
+//   - an INVITE server transaction answered 2xx keeps only its key: a
+//     retransmitted INVITE is dropped (RFC 6026 §7.1, Timer L);
+//   - a client INVITE transaction that got a 2xx keeps its branch, the
+//     Call-ID and the direction: what relaying the node's 2xx
+//     retransmissions upstream needs (RFC 6026 §7.2, Timer M).
+//
+// Entries expire ttl (64*T1, 32 s) after they were put. Insert, lookup
+// and expiry are O(1): each shard has a map and a queue in insertion order
+// (every entry has the same lifetime, so the queue is also in expiry
+// order). No goroutine per entry: expired entries are dropped on insert
+// and by sweep, run by Serve.
+
+// finishedShards spreads the table's lock: every UDP datagram looks up.
+const finishedShards = 16
+
+// DefaultFinishedMax bounds the table: at 32 s per entry, 2^20 entries
+// hold 32 000 transactions a second (three per call). Past it the oldest
+// entry goes early (counted in sipedge_sip_finished_evicted_total).
+const DefaultFinishedMax = 1 << 20
+
+// finishedEntry is what one finished transaction keeps.
+type finishedEntry struct {
+	expires int64 // unix nanoseconds
+
+	// server transactions over UDP
+	resp []byte         // non-INVITE: the final response as sent; nil for an INVITE answered 2xx
+	dest netip.AddrPort // where resp went
+	pc   net.PacketConn // the socket it left from (and a CANCEL's 200 leaves from)
+
+	// client INVITE transactions
+	callID     string
+	fromCaller bool // the request came from the dialog's caller: SDP in the response is the callee's
+}
+
+type finishedItem struct {
+	key     string
+	expires int64
+}
+
+type finishedShard struct {
+	mu    sync.Mutex
+	m     map[string]finishedEntry
+	queue []finishedItem // insertion (and expiry) order, from head
+	head  int
+}
+
+// finishedTable maps transaction keys to finishedEntry.
+type finishedTable struct {
+	ttl     time.Duration
+	max     int // per shard
+	now     func() time.Time
+	seed    maphash.Seed
+	shards  [finishedShards]finishedShard
+	onEvict func() // an entry dropped before it expired (the bound)
+}
+
+// newFinishedTable makes a table whose entries live ttl and of which at
+// most max are held (0: DefaultFinishedMax); now is the clock.
+func newFinishedTable(ttl time.Duration, max int, now func() time.Time) *finishedTable {
+	if max <= 0 {
+		max = DefaultFinishedMax
+	}
+	if now == nil {
+		now = time.Now
+	}
+	t := &finishedTable{ttl: ttl, max: (max + finishedShards - 1) / finishedShards, now: now, seed: maphash.MakeSeed()}
+	for i := range t.shards {
+		t.shards[i].m = make(map[string]finishedEntry)
+	}
+	return t
+}
+
+func (t *finishedTable) shard(key string) *finishedShard {
+	return &t.shards[maphash.String(t.seed, key)%finishedShards]
+}
+
+func (t *finishedTable) shardBytes(key []byte) *finishedShard {
+	return &t.shards[maphash.Bytes(t.seed, key)%finishedShards]
+}
+
+// put records e under key (which must not share memory with a parsed
+// message: it is held for ttl). It replaces an entry of the same key.
+func (t *finishedTable) put(key string, e finishedEntry) {
+	now := t.now().UnixNano()
+	e.expires = now + int64(t.ttl)
+	s := t.shard(key)
+	s.mu.Lock()
+	s.expire(now)
+	for len(s.m) >= t.max && s.head < len(s.queue) {
+		s.pop()
+		if t.onEvict != nil {
+			t.onEvict()
+		}
+	}
+	s.m[key] = e
+	s.queue = append(s.queue, finishedItem{key: key, expires: e.expires})
+	s.mu.Unlock()
+}
+
+// get returns the live entry of key.
+func (t *finishedTable) get(key []byte) (finishedEntry, bool) {
+	now := t.now().UnixNano()
+	s := t.shardBytes(key)
+	s.mu.Lock()
+	e, ok := s.m[string(key)]
+	s.mu.Unlock()
+	if !ok || e.expires <= now {
+		return finishedEntry{}, false
+	}
+	return e, true
+}
+
+// getString is get for a key held as a string.
+func (t *finishedTable) getString(key string) (finishedEntry, bool) {
+	now := t.now().UnixNano()
+	s := t.shard(key)
+	s.mu.Lock()
+	e, ok := s.m[key]
+	s.mu.Unlock()
+	if !ok || e.expires <= now {
+		return finishedEntry{}, false
+	}
+	return e, true
+}
+
+// len is the number of entries held (expired ones not yet swept included).
+func (t *finishedTable) len() int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// sweep drops expired entries every interval until ctx is done, calling
+// after (may be nil) with the table's size each time.
+func (t *finishedTable) sweep(ctx context.Context, interval time.Duration, after func(int)) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			t.expireAll()
+			if after != nil {
+				after(t.len())
+			}
+		}
+	}
+}
+
+// expireAll drops every expired entry.
+func (t *finishedTable) expireAll() {
+	now := t.now().UnixNano()
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		s.expire(now)
+		s.mu.Unlock()
+	}
+}
+
+// expire drops the entries at the head of the queue that have expired.
+func (s *finishedShard) expire(now int64) {
+	for s.head < len(s.queue) && s.queue[s.head].expires <= now {
+		s.pop()
+	}
+}
+
+// pop drops the oldest item, and its entry unless the key was put again
+// since (a newer entry has a later expiry).
+func (s *finishedShard) pop() {
+	it := s.queue[s.head]
+	s.queue[s.head] = finishedItem{}
+	s.head++
+	if e, ok := s.m[it.key]; ok && e.expires == it.expires {
+		delete(s.m, it.key)
+	}
+	switch {
+	case s.head == len(s.queue):
+		s.queue, s.head = s.queue[:0], 0
+	case s.head > 1024 && s.head*2 > len(s.queue):
+		// Most of the queue is consumed: move the rest to the front so its
+		// array does not grow for ever.
+		n := copy(s.queue, s.queue[s.head:])
+		clear(s.queue[n:])
+		s.queue, s.head = s.queue[:n], 0
+	}
+	if len(s.m) == 0 && len(s.queue) == 0 && cap(s.queue) > 4096 {
+		// After a burst: give the memory back.
+		s.m = make(map[string]finishedEntry)
+		s.queue = nil
+	}
+}
