@@ -3,8 +3,6 @@ package proxy
 import (
 	"context"
 	"hash/maphash"
-	"net"
-	"net/netip"
 	"sync"
 	"time"
 )
@@ -37,18 +35,17 @@ const finishedShards = 16
 // entry goes early (counted in sipedge_sip_finished_evicted_total).
 const DefaultFinishedMax = 1 << 20
 
-// finishedEntry is what one finished transaction keeps.
+// finishedEntry is what one finished transaction keeps: 32 bytes besides
+// its key and data.
 type finishedEntry struct {
 	expires int64 // unix nanoseconds
 
-	// server transactions over UDP
-	resp []byte         // non-INVITE: the final response as sent; nil for an INVITE answered 2xx
-	dest netip.AddrPort // where resp went
-	pc   net.PacketConn // the socket it left from (and a CANCEL's 200 leaves from)
-
-	// client INVITE transactions
-	callID     string
-	fromCaller bool // the request came from the dialog's caller: SDP in the response is the callee's
+	// Server transactions over UDP, a non-INVITE: the destination
+	// (destLen bytes, encodeDest) and then the final response as sent;
+	// an INVITE answered 2xx: "". Client INVITE transactions: the Call-ID.
+	data string
+	conn uint16 // server: 1 + index of the socket it was answered from (finished.conns)
+	flag bool   // client: the request came from the dialog's caller
 }
 
 type finishedItem struct {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,63 @@ import (
 type finished struct {
 	server, client *finishedTable
 	m              *finishedMetrics
+
+	connMu sync.Mutex
+	conns  []net.PacketConn // the UDP sockets server entries were answered from (one per listener)
+}
+
+// connID is the index (+1) of pc in f.conns, added if new.
+func (f *finished) connID(pc net.PacketConn) uint16 {
+	f.connMu.Lock()
+	defer f.connMu.Unlock()
+	for i, c := range f.conns {
+		if c == pc {
+			return uint16(i + 1)
+		}
+	}
+	if len(f.conns) >= 1<<16-1 {
+		return 0
+	}
+	f.conns = append(f.conns, pc)
+	return uint16(len(f.conns))
+}
+
+// conn is the socket of connID id (nil for 0).
+func (f *finished) conn(id uint16) net.PacketConn {
+	if id == 0 {
+		return nil
+	}
+	f.connMu.Lock()
+	defer f.connMu.Unlock()
+	if int(id) > len(f.conns) {
+		return nil
+	}
+	return f.conns[id-1]
+}
+
+// destLen is the size of an encoded destination: 16 address bytes and
+// the port.
+const destLen = 18
+
+// encodeDest writes dest and then b into one string.
+func encodeDest(dest netip.AddrPort, b []byte) string {
+	out := make([]byte, destLen+len(b))
+	a := dest.Addr().As16()
+	copy(out, a[:])
+	out[16], out[17] = byte(dest.Port()>>8), byte(dest.Port())
+	copy(out[destLen:], b)
+	return unsafeString(out)
+}
+
+// decodeDest splits what encodeDest wrote.
+func decodeDest(s string) (netip.AddrPort, []byte, bool) {
+	if len(s) < destLen {
+		return netip.AddrPort{}, nil, false
+	}
+	var a [16]byte
+	copy(a[:], s)
+	port := uint16(s[16])<<8 | uint16(s[17])
+	return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port), unsafeBytes(s[destLen:]), true
 }
 
 // initFinished builds the tables (called by NewEndpoint). Entries live
@@ -102,7 +160,7 @@ func (p *Proxy) respondTx(tx sip.ServerTransaction, res *sip.Response) (released
 		return false, tx.Respond(res)
 	}
 	if invite {
-		p.fin.server.put(key, finishedEntry{pc: udp.PacketConn})
+		p.fin.server.put(key, finishedEntry{conn: p.fin.connID(udp.PacketConn)})
 		err = conn.WriteMsg(res)
 		st.Terminate()
 		return true, err
@@ -118,10 +176,10 @@ func (p *Proxy) respondTx(tx sip.ServerTransaction, res *sip.Response) (released
 		renderPool.Put(buf)
 		return false, tx.Respond(res) // sipgo refuses it the same way
 	}
-	out := bytes.Clone(buf.Bytes())
+	data := encodeDest(dest, buf.Bytes())
 	renderPool.Put(buf)
-	p.fin.server.put(key, finishedEntry{resp: out, dest: dest, pc: udp.PacketConn})
-	err = writeUDP(udp.PacketConn, out, dest)
+	p.fin.server.put(key, finishedEntry{data: data, conn: p.fin.connID(udp.PacketConn)})
+	err = writeUDP(udp.PacketConn, unsafeBytes(data[destLen:]), dest)
 	st.Terminate()
 	return true, err
 }
@@ -140,31 +198,48 @@ func writeUDP(pc net.PacketConn, b []byte, to netip.AddrPort) error {
 	return err
 }
 
-// finishClient ends a client INVITE transaction that got its 2xx and was
-// relayed (sipgo would keep it 32 s in Accepted, with the forwarded INVITE
-// and the 2xx, to pass 2xx retransmissions up): its branch goes in the
-// table, so unmatchedResponse relays the retransmissions instead.
+// finishClient ends a client transaction once its final response has
+// been relayed, where sipgo would keep it 32 s (Timer D of a non-INVITE
+// over UDP, Timer M of an INVITE answered 2xx) with the request it sent
+// and the response:
+//   - a non-INVITE's retransmitted final responses then reach
+//     unmatchedResponse, which drops them (what Timer K's wait is for);
+//   - an INVITE answered 2xx has its branch put in the client table
+//     (branch "" when the 2xx did not come back through our Via), so
+//     unmatchedResponse relays the node's 2xx retransmissions upstream.
 //
-// sipgo v1.7.3 does not stop Timer M when a transaction is terminated, so
-// the transaction (and what it points to) stays reachable until the timer
-// fires. The request it sent (out, the proxy's copy sharing the received
-// INVITE's headers) and the 2xx (res, relayed and done with) are emptied
-// so what stays is the bare transaction. releaseRes is false when the
-// server transaction still holds res (it was sent through sipgo's FSM).
-func (p *Proxy) finishClient(ctxTx sip.ClientTransaction, canceller *cancelSender, branch, id string,
-	fromCaller bool, res *sip.Response, releaseRes bool) {
-	if p.fin == nil || !strings.HasPrefix(branch, rfc3261Cookie) {
+// A non-2xx final to INVITE is left to sipgo: the transaction ACKs its
+// retransmissions.
+//
+// sipgo v1.7.3 starts Timer D or M after passing the response up and does
+// not stop Timer M when a transaction is terminated, so the transaction
+// may stay reachable from its timer. The request it sent (the proxy's copy,
+// sharing the received request's headers) and the response (relayed and
+// done with) are therefore emptied, so only the bare transaction stays.
+// releaseRes is false when the server transaction still holds res (it was
+// sent through sipgo's FSM).
+func (p *Proxy) finishClient(ctxTx sip.ClientTransaction, canceller *cancelSender, in *sip.Request, fromCaller bool,
+	branch string, res *sip.Response, releaseRes bool) {
+	if p.fin == nil || res.IsProvisional() {
 		return
 	}
-	p.fin.client.put(strings.Clone(branch), finishedEntry{callID: strings.Clone(id), fromCaller: fromCaller})
+	if in.IsInvite() {
+		if !res.IsSuccess() {
+			return
+		}
+		if strings.HasPrefix(branch, rfc3261Cookie) {
+			p.fin.client.put(strings.Clone(branch), finishedEntry{data: strings.Clone(callID(in)), flag: fromCaller})
+		}
+	}
 	origin := settledRequest(ctxTx)
+	if origin == nil {
+		return // not a sipgo transaction (tests' fakes): left as it is
+	}
 	ctxTx.Terminate()
 	if canceller != nil {
 		canceller.retire() // it reads the INVITE to build a CANCEL: not any more
 	}
-	if origin != nil {
-		*origin = sip.Request{}
-	}
+	*origin = sip.Request{}
 	if releaseRes {
 		*res = sip.Response{}
 	}
@@ -247,13 +322,14 @@ func (p *Proxy) unmatchedResponse(res *sip.Response) {
 		return
 	}
 	p.stripUntrustedResponse(res, r)
-	if err := p.anchor(r, e.callID, !e.fromCaller); err != nil {
+	id := e.data
+	if err := p.anchor(r, id, !e.flag); err != nil {
 		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
-		p.log.Warn().Err(err).Str("call_id", e.callID).Int("code", r.StatusCode).
+		p.log.Warn().Err(err).Str("call_id", id).Int("code", r.StatusCode).
 			Msg("SDP of a response cannot be anchored: passed unchanged")
 	}
 	if err := p.srv.WriteResponse(r); err != nil {
-		p.notSent("retransmitted 2xx", e.callID, r.StatusCode, err)
+		p.notSent("retransmitted 2xx", id, r.StatusCode, err)
 		return
 	}
 	p.fin.m.relayed.Inc()
@@ -300,17 +376,24 @@ func (p *Proxy) absorb(info sip.TransportReadProps, data []byte) bool {
 	if !ok {
 		return false
 	}
+	pc := p.fin.conn(e.conn)
 	switch {
+	case pc == nil:
+		return false
 	case cancel:
-		if e.resp != nil || e.pc == nil {
-			return false
+		if e.data != "" {
+			return false // a CANCEL of a non-INVITE: sipgo's (and onRequest's) answer
 		}
-		return p.answerLateCancel(info, data, e)
-	case e.resp == nil:
+		return p.answerLateCancel(info, data, pc)
+	case e.data == "":
 		p.fin.m.inviteDropped.Inc()
 		return true
 	}
-	if err := writeUDP(e.pc, e.resp, e.dest); err != nil {
+	dest, resp, ok := decodeDest(e.data)
+	if !ok {
+		return false
+	}
+	if err := writeUDP(pc, resp, dest); err != nil {
 		p.notSent("retransmitted final response", rawCallID(data), 0, err)
 	}
 	p.fin.m.resent.Inc()
@@ -320,7 +403,7 @@ func (p *Proxy) absorb(info sip.TransportReadProps, data []byte) bool {
 // answerLateCancel answers 200 to a CANCEL of an INVITE already answered
 // 2xx, as sipgo did while the INVITE's transaction was Accepted: the
 // CANCEL has no effect (RFC 3261 §9.2).
-func (p *Proxy) answerLateCancel(info sip.TransportReadProps, data []byte, e finishedEntry) bool {
+func (p *Proxy) answerLateCancel(info sip.TransportReadProps, data []byte, pc net.PacketConn) bool {
 	ua, ok := info.RemoteAddr.(*net.UDPAddr)
 	if !ok {
 		return false
@@ -329,9 +412,16 @@ func (p *Proxy) answerLateCancel(info sip.TransportReadProps, data []byte, e fin
 	if out == nil {
 		return false
 	}
-	if err := writeUDP(e.pc, out, ua.AddrPort()); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := writeUDP(pc, out, ua.AddrPort()); err != nil && !errors.Is(err, net.ErrClosed) {
 		p.notSent("200 to CANCEL", rawCallID(data), 200, err)
 	}
 	p.fin.m.cancelAnswered.Inc()
 	return true
 }
+
+// unsafeString is b as a string without a copy; b must not change after.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// unsafeBytes is s as bytes without a copy, for reading only (a write to
+// a socket).
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

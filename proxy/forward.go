@@ -159,11 +159,8 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if err != nil {
 				p.notSent("relayed response", callID(in), r.StatusCode, err)
 			}
-			if branch != "" {
-				p.finishClient(ctxTx, canceller, branch, callID(in), info.fromCaller, r, released)
-				return
-			}
 			if !res.IsProvisional() {
+				p.finishClient(ctxTx, canceller, in, info.fromCaller, branch, r, released)
 				return
 			}
 		case <-ctxTx.Done():
