@@ -101,6 +101,7 @@ func cutLine(data []byte) (line, rest []byte, ok bool) {
 }
 
 // cseqMethod is the method of a CSeq value (" 1 INVITE").
+// sipgo takes everything after the first blank as the method.
 func cseqMethod(v []byte) ([]byte, bool) {
 	v = bytes.TrimSpace(v)
 	sp := bytes.IndexAny(v, " \t")
@@ -112,7 +113,7 @@ func cseqMethod(v []byte) ([]byte, bool) {
 			return nil, false
 		}
 	}
-	m := bytes.TrimLeft(v[sp:], " \t")
+	m := v[sp+1:] // sipgo takes all after the first blank: one blank only, or not read here
 	if len(m) == 0 || bytes.ContainsAny(m, " \t") {
 		return nil, false
 	}
