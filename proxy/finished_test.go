@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"net"
 
 	"strconv"
 	"strings"
@@ -10,7 +12,11 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/ring"
 )
 
 // fakeClock is an injected clock for the finished table.
@@ -181,6 +187,28 @@ func TestAbsorb_MissAllocatesNothing(t *testing.T) {
 	}
 }
 
+// newCallRigBefore is newCallRig (not rejecting) with before applied to
+// the proxy before it serves.
+func newCallRigBefore(tb testing.TB, before func(*Proxy)) *callRig {
+	tb.Helper()
+	r := &callRig{caller: newRawPeer(tb), node: newRawPeer(tb)}
+	adm := &benchAdmitter{node: ring.Node{Name: "n1", Addr: r.node.addr(), Transport: "udp"}}
+	px, err := New(Options{Listen: "127.0.0.1:0", RouteSecret: "bench-secret", UserAgent: "sipedge-bench",
+		Instance: "edge-a", FailoverAttempts: DefaultFailoverAttempts}, adm, zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	before(px)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = px.Serve(ctx); close(done) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	r.px = px
+	r.pxAddr, _ = net.ResolveUDPAddr("udp", px.Addr())
+	r.ruri = "sip:conf1@" + px.Addr()
+	return r
+}
+
 // expectNothing fails if a datagram starting with prefix arrives within d.
 func (p *rawPeer) expectNothing(prefix string, d time.Duration) {
 	p.tb.Helper()
@@ -310,9 +338,8 @@ func TestFinished_Forged2xxIsNotRelayed(t *testing.T) {
 }
 
 func TestFinished_ExpiredEntryGoesBackToSipgo(t *testing.T) {
-	r := newCallRig(t, false)
 	clk := newFakeClock()
-	r.px.fin.server.now = clk.now
+	r := newCallRigBefore(t, func(px *Proxy) { px.fin.server.now = clk.now })
 	route := r.callUp(5)
 	c, nd := r.caller, r.node
 	bye := appendRequest(nil, "BYE", r.ruri, c.addr(), 5, 2, route)

@@ -204,9 +204,9 @@ func writeUDP(pc net.PacketConn, b []byte, to netip.AddrPort) error {
 // and the response:
 //   - a non-INVITE's retransmitted final responses then reach
 //     unmatchedResponse, which drops them (what Timer K's wait is for);
-//   - an INVITE answered 2xx has its branch put in the client table
-//     (branch "" when the 2xx did not come back through our Via), so
-//     unmatchedResponse relays the node's 2xx retransmissions upstream.
+//   - an INVITE answered 2xx has had its branch put in the client table
+//     (rememberBranch), so unmatchedResponse relays the node's 2xx
+//     retransmissions upstream.
 //
 // A non-2xx final to INVITE is left to sipgo: the transaction ACKs its
 // retransmissions.
@@ -218,18 +218,13 @@ func writeUDP(pc net.PacketConn, b []byte, to netip.AddrPort) error {
 // done with) are therefore emptied, so only the bare transaction stays.
 // releaseRes is false when the server transaction still holds res (it was
 // sent through sipgo's FSM).
-func (p *Proxy) finishClient(ctxTx sip.ClientTransaction, canceller *cancelSender, in *sip.Request, fromCaller bool,
-	branch string, res *sip.Response, releaseRes bool) {
+func (p *Proxy) finishClient(ctxTx sip.ClientTransaction, canceller *cancelSender, in *sip.Request,
+	res *sip.Response, releaseRes bool) {
 	if p.fin == nil || res.IsProvisional() {
 		return
 	}
-	if in.IsInvite() {
-		if !res.IsSuccess() {
-			return
-		}
-		if strings.HasPrefix(branch, rfc3261Cookie) {
-			p.fin.client.put(strings.Clone(branch), finishedEntry{data: strings.Clone(callID(in)), flag: fromCaller})
-		}
+	if in.IsInvite() && !res.IsSuccess() {
+		return
 	}
 	origin := settledRequest(ctxTx)
 	if origin == nil {
@@ -243,6 +238,16 @@ func (p *Proxy) finishClient(ctxTx sip.ClientTransaction, canceller *cancelSende
 	if releaseRes {
 		*res = sip.Response{}
 	}
+}
+
+// rememberBranch puts the branch of a client INVITE transaction answered
+// 2xx in the client table, before the 2xx is relayed (a retransmission may
+// follow at once). branch is "" when the 2xx did not come through our Via.
+func (p *Proxy) rememberBranch(branch string, in *sip.Request, fromCaller bool) {
+	if p.fin == nil || !strings.HasPrefix(branch, rfc3261Cookie) {
+		return
+	}
+	p.fin.client.put(strings.Clone(branch), finishedEntry{data: strings.Clone(callID(in)), flag: fromCaller})
 }
 
 // settledRequest is the request a client transaction sent, when it is a

@@ -155,12 +155,13 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 				p.endOfDialog(in, info, res.StatusCode)
 			}
 			p.metrics.countResponse(r)
+			p.rememberBranch(branch, in, info.fromCaller)
 			released, err := p.respondTx(tx, r)
 			if err != nil {
 				p.notSent("relayed response", callID(in), r.StatusCode, err)
 			}
 			if !res.IsProvisional() {
-				p.finishClient(ctxTx, canceller, in, info.fromCaller, branch, r, released)
+				p.finishClient(ctxTx, canceller, in, r, released)
 				return
 			}
 		case <-ctxTx.Done():
