@@ -35,7 +35,7 @@ const finishedShards = 16
 // entry goes early (counted in sipedge_sip_finished_evicted_total).
 const DefaultFinishedMax = 1 << 20
 
-// finishedEntry is what one finished transaction keeps: 32 bytes besides
+// finishedEntry is what one finished transaction keeps: 40 bytes besides
 // its key and data.
 type finishedEntry struct {
 	expires int64 // unix nanoseconds
@@ -44,6 +44,7 @@ type finishedEntry struct {
 	// (destLen bytes, encodeDest) and then the final response as sent;
 	// an INVITE answered 2xx: "". Client INVITE transactions: the Call-ID.
 	data string
+	sum  uint64 // client: the Call-ID's hash (callSum), checked on the retransmission
 	conn uint16 // server: 1 + index of the socket it was answered from (finished.conns)
 	flag bool   // client: the request came from the dialog's caller
 }
@@ -93,6 +94,9 @@ func (t *finishedTable) shard(key string) *finishedShard {
 func (t *finishedTable) shardBytes(key []byte) *finishedShard {
 	return &t.shards[maphash.Bytes(t.seed, key)%finishedShards]
 }
+
+// callSum is the hash a client entry keeps of a Call-ID.
+func (t *finishedTable) callSum(id string) uint64 { return maphash.String(t.seed, id) }
 
 // put records e under key (which must not share memory with a parsed
 // message: it is held for ttl). It replaces an entry of the same key.

@@ -311,6 +311,7 @@ func TestFinished_Forged2xxIsNotRelayed(t *testing.T) {
 	c, nd := r.caller, r.node
 	ourVia := "Via: SIP/2.0/UDP " + r.px.Addr() + ";branch=z9hG4bK-forged-1\r\n"
 	callerVia := "Via: SIP/2.0/UDP " + c.addr() + ";rport;branch=z9hG4bK-INVITE4\r\n"
+	knownVia := "Via: SIP/2.0/UDP " + r.px.Addr() + ";branch=" + firstBranch(t, r) + "\r\n"
 	rest := "From: <sip:alice@example.com>;tag=caller-4\r\nTo: <sip:conf1@example.com>;tag=x\r\n" +
 		"Call-ID: bench-4@example.com\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
 	cases := []struct {
@@ -321,6 +322,8 @@ func TestFinished_Forged2xxIsNotRelayed(t *testing.T) {
 		{"our Via, unknown branch", "SIP/2.0 200 OK\r\n" + ourVia + callerVia + rest, unmatchedUnknown},
 		{"foreign top Via", "SIP/2.0 200 OK\r\n" + callerVia + rest, unmatchedNotOurs},
 		{"not a 2xx", "SIP/2.0 486 Busy Here\r\n" + ourVia + callerVia + rest, unmatchedNot2xx},
+		{"known branch, another Call-ID", "SIP/2.0 200 OK\r\n" + knownVia + callerVia +
+			strings.Replace(rest, "bench-4@", "other-4@", 1), unmatchedUnknown},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -390,7 +393,7 @@ func TestFinished_TableEntriesPerCall(t *testing.T) {
 		t.Fatalf("server %d, client %d entries; want 2 and 1", s, cl)
 	}
 	e, ok := r.px.fin.client.getString(firstBranch(t, r))
-	if !ok || e.data != "bench-7@example.com" || !e.flag {
+	if !ok || e.sum != r.px.fin.client.callSum("bench-7@example.com") || e.data != "" || !e.flag {
 		t.Fatalf("client entry %+v, %v", e, ok)
 	}
 }

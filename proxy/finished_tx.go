@@ -242,12 +242,22 @@ func (p *Proxy) finishClient(ctxTx sip.ClientTransaction, canceller *cancelSende
 
 // rememberBranch puts the branch of a client INVITE transaction answered
 // 2xx in the client table, before the 2xx is relayed (a retransmission may
-// follow at once). branch is "" when the 2xx did not come through our Via.
-func (p *Proxy) rememberBranch(branch string, in *sip.Request, fromCaller bool) {
-	if p.fin == nil || !strings.HasPrefix(branch, rfc3261Cookie) {
+// follow at once), when the 2xx came back through our Via. The branch is
+// read from the request the proxy sent (its own string, not a piece of a
+// received datagram), and of the Call-ID only a hash is kept.
+func (p *Proxy) rememberBranch(ctxTx sip.ClientTransaction, res *sip.Response, in *sip.Request, fromCaller bool) {
+	if p.fin == nil || p.ourBranch(res) == "" {
 		return
 	}
-	p.fin.client.put(strings.Clone(branch), finishedEntry{data: strings.Clone(callID(in)), flag: fromCaller})
+	sent := settledRequest(ctxTx)
+	if sent == nil || sent.Via() == nil {
+		return
+	}
+	branch, _ := sent.Via().Params.Get("branch")
+	if !strings.HasPrefix(branch, rfc3261Cookie) {
+		return
+	}
+	p.fin.client.put(branch, finishedEntry{sum: p.fin.client.callSum(callID(in)), flag: fromCaller})
 }
 
 // settledRequest is the request a client transaction sent, when it is a
@@ -315,9 +325,13 @@ func (p *Proxy) unmatchedResponse(res *sip.Response) {
 	}
 	branch, _ := via.Params.Get("branch")
 	e, ok := p.fin.client.getString(branch)
+	id := callIDRes(res)
+	if ok && p.fin.client.callSum(id) != e.sum {
+		ok = false // our branch, another call: not relayed
+	}
 	if !ok {
 		p.fin.m.unmatched[unmatchedUnknown].Inc()
-		p.log.Debug().Str("call_id", callIDRes(res)).Str("from", res.Source()).Int("code", res.StatusCode).
+		p.log.Debug().Str("call_id", id).Str("from", res.Source()).Int("code", res.StatusCode).
 			Msg("2xx matching no transaction sipedge forwarded: dropped")
 		return
 	}
@@ -327,7 +341,6 @@ func (p *Proxy) unmatchedResponse(res *sip.Response) {
 		return
 	}
 	p.stripUntrustedResponse(res, r)
-	id := e.data
 	if err := p.anchor(r, id, !e.flag); err != nil {
 		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
 		p.log.Warn().Err(err).Str("call_id", id).Int("code", r.StatusCode).

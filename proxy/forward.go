@@ -133,9 +133,9 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 				// sipedge sent its own.
 				continue
 			}
-			branch := ""
 			if in.IsInvite() && res.IsSuccess() {
-				branch = p.ourBranch(res) // before upstream takes our Via off
+				// Before upstream takes our Via off, and before the 2xx is relayed.
+				p.rememberBranch(ctxTx, res, in, info.fromCaller)
 			}
 			r := upstream(res)
 			if r == nil {
@@ -155,7 +155,6 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 				p.endOfDialog(in, info, res.StatusCode)
 			}
 			p.metrics.countResponse(r)
-			p.rememberBranch(branch, in, info.fromCaller)
 			released, err := p.respondTx(tx, r)
 			if err != nil {
 				p.notSent("relayed response", callID(in), r.StatusCode, err)
