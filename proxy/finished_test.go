@@ -412,3 +412,24 @@ func firstBranch(t *testing.T, r *callRig) string {
 	t.Fatal("no client entry")
 	return ""
 }
+
+func TestFinished_RetransmittedUnmatchedCancelGetsSame481(t *testing.T) {
+	r := newCallRig(t, false)
+	c, nd := r.caller, r.node
+	cancel := appendRequest(nil, "INVITE", r.ruri, c.addr(), 8, 1, nil)
+	cancel = bytes.Replace(cancel, []byte("INVITE sip:"), []byte("CANCEL sip:"), 1)
+	cancel = bytes.Replace(cancel, []byte("CSeq: 1 INVITE"), []byte("CSeq: 1 CANCEL"), 1)
+	c.send(r.pxAddr, cancel)
+	first := append([]byte(nil), c.recv("SIP/2.0 ")...)
+	if !bytes.HasPrefix(first, []byte("SIP/2.0 481")) {
+		t.Fatalf("a CANCEL of no INVITE answered\n%s", first)
+	}
+	c.send(r.pxAddr, cancel)
+	if again := c.recv("SIP/2.0 "); !bytes.Equal(again, first) {
+		t.Fatalf("retransmitted CANCEL answered\n%s\nfirst\n%s", again, first)
+	}
+	if got := testutil.ToFloat64(r.px.fin.m.resent); got != 1 {
+		t.Fatalf("resent counted %v, want 1", got)
+	}
+	nd.expectNothing("CANCEL ", 200*time.Millisecond)
+}

@@ -391,6 +391,20 @@ func (p *Proxy) absorb(info sip.TransportReadProps, data []byte) bool {
 		return false
 	}
 	e, ok := p.fin.server.get(tx.key)
+	if cancel {
+		if ok && e.data == "" { // the CANCEL of an INVITE answered 2xx
+			if pc := p.fin.conn(e.conn); pc != nil {
+				return p.answerLateCancel(info, data, pc)
+			}
+			return false
+		}
+		// A retransmitted CANCEL already answered (481: no such INVITE)
+		// has a transaction of its own.
+		if tx, ok = scanServerKey(data, buf[:0], ""); !ok || len(tx.key) > maxScanKey {
+			return false
+		}
+		e, ok = p.fin.server.get(tx.key)
+	}
 	if !ok {
 		return false
 	}
@@ -398,11 +412,6 @@ func (p *Proxy) absorb(info sip.TransportReadProps, data []byte) bool {
 	switch {
 	case pc == nil:
 		return false
-	case cancel:
-		if e.data != "" {
-			return false // a CANCEL of a non-INVITE: sipgo's (and onRequest's) answer
-		}
-		return p.answerLateCancel(info, data, pc)
 	case e.data == "":
 		p.fin.m.inviteDropped.Inc()
 		return true
