@@ -38,25 +38,34 @@ func scanServerKey(data, buf []byte, asMethod string) (rawTx, bool) {
 	}
 	tx := rawTx{method: line[:sp]}
 	var via, cseq []byte
-	for len(rest) > 0 && (via == nil || cseq == nil) {
+	captured := false // the line before was the Via or CSeq taken
+	for len(rest) > 0 && !(via != nil && cseq != nil) {
 		line, rest, ok = cutLine(rest)
 		if !ok || len(line) == 0 {
 			break // end of the headers
 		}
+		c := line[0] | 0x20 // ASCII lower case
 		if line[0] == ' ' || line[0] == '\t' {
-			return rawTx{}, false // a folded line: not read here
+			if captured {
+				return rawTx{}, false // a folded Via or CSeq: not read here
+			}
+			continue
+		}
+		captured = false
+		if c != 'v' && c != 'c' {
+			continue // not a Via or CSeq: not even split
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
 			return rawTx{}, false
 		}
-		name := bytes.TrimRight(line[:colon], " \t")
+		name := trimRightBlank(line[:colon])
 		value := line[colon+1:]
 		switch {
 		case via == nil && (bytes.EqualFold(name, []byte("via")) || bytes.EqualFold(name, []byte("v"))):
-			via = value
+			via, captured = value, true
 		case cseq == nil && bytes.EqualFold(name, []byte("cseq")):
-			cseq = value
+			cseq, captured = value, true
 		}
 	}
 	if via == nil || cseq == nil {
@@ -91,13 +100,27 @@ func scanServerKey(data, buf []byte, asMethod string) (rawTx, bool) {
 	return tx, true
 }
 
-// cutLine splits data at its first CRLF.
+// cutLine splits data at its first CRLF (a bare LF is not a line end here).
 func cutLine(data []byte) (line, rest []byte, ok bool) {
-	i := bytes.Index(data, []byte("\r\n"))
-	if i < 0 {
-		return nil, nil, false
+	for off := 0; ; {
+		i := bytes.IndexByte(data[off:], '\n')
+		if i < 0 {
+			return nil, nil, false
+		}
+		i += off
+		if i > 0 && data[i-1] == '\r' {
+			return data[:i-1], data[i+1:], true
+		}
+		off = i + 1
 	}
-	return data[:i], data[i+2:], true
+}
+
+// trimRightBlank drops trailing spaces and tabs.
+func trimRightBlank(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // cseqMethod is the method of a CSeq value (" 1 INVITE").
