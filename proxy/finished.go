@@ -54,11 +54,40 @@ type finishedItem struct {
 	expires int64
 }
 
+// queueChunk is a block of the queue: the queue grows and shrinks by
+// blocks, so it never holds more than one block it does not use and is
+// never copied.
+type queueChunk struct {
+	items [128]finishedItem
+	next  *queueChunk
+}
+
 type finishedShard struct {
-	mu    sync.Mutex
-	m     map[string]finishedEntry
-	queue []finishedItem // insertion (and expiry) order, from head
-	head  int
+	mu sync.Mutex
+	m  map[string]finishedEntry
+	// The queue in insertion (and expiry) order: from head.items[hi] to
+	// tail.items[ti-1].
+	head, tail *queueChunk
+	hi, ti     int
+	chunks     int // blocks in the queue
+	peak       int // most entries held since the map was made
+}
+
+func (s *finishedShard) empty() bool { return s.head == nil || (s.head == s.tail && s.hi == s.ti) }
+
+func (s *finishedShard) push(it finishedItem) {
+	if s.tail == nil || s.ti == len(s.tail.items) {
+		c := new(queueChunk)
+		if s.tail == nil {
+			s.head, s.hi = c, 0
+		} else {
+			s.tail.next = c
+		}
+		s.tail, s.ti = c, 0
+		s.chunks++
+	}
+	s.tail.items[s.ti] = it
+	s.ti++
 }
 
 // finishedTable maps transaction keys to finishedEntry.
@@ -106,14 +135,15 @@ func (t *finishedTable) put(key string, e finishedEntry) {
 	s := t.shard(key)
 	s.mu.Lock()
 	s.expire(now)
-	for len(s.m) >= t.max && s.head < len(s.queue) {
+	for len(s.m) >= t.max && !s.empty() {
 		s.pop()
 		if t.onEvict != nil {
 			t.onEvict()
 		}
 	}
 	s.m[key] = e
-	s.queue = append(s.queue, finishedItem{key: key, expires: e.expires})
+	s.peak = max(s.peak, len(s.m))
+	s.push(finishedItem{key: key, expires: e.expires})
 	s.mu.Unlock()
 }
 
@@ -186,7 +216,7 @@ func (t *finishedTable) expireAll() {
 
 // expire drops the entries at the head of the queue that have expired.
 func (s *finishedShard) expire(now int64) {
-	for s.head < len(s.queue) && s.queue[s.head].expires <= now {
+	for !s.empty() && s.head.items[s.hi].expires <= now {
 		s.pop()
 	}
 }
@@ -194,25 +224,21 @@ func (s *finishedShard) expire(now int64) {
 // pop drops the oldest item, and its entry unless the key was put again
 // since (a newer entry has a later expiry).
 func (s *finishedShard) pop() {
-	it := s.queue[s.head]
-	s.queue[s.head] = finishedItem{}
-	s.head++
+	it := s.head.items[s.hi]
+	s.head.items[s.hi] = finishedItem{}
+	s.hi++
 	if e, ok := s.m[it.key]; ok && e.expires == it.expires {
 		delete(s.m, it.key)
 	}
 	switch {
-	case s.head == len(s.queue):
-		s.queue, s.head = s.queue[:0], 0
-	case s.head > 1024 && s.head*2 > len(s.queue):
-		// Most of the queue is consumed: move the rest to the front so its
-		// array does not grow for ever.
-		n := copy(s.queue, s.queue[s.head:])
-		clear(s.queue[n:])
-		s.queue, s.head = s.queue[:n], 0
+	case s.head == s.tail && s.hi == s.ti: // empty: keep the block, from its start
+		s.hi, s.ti = 0, 0
+	case s.hi == len(s.head.items): // the head block is used up
+		s.head, s.hi = s.head.next, 0
+		s.chunks--
 	}
-	if len(s.m) == 0 && len(s.queue) == 0 && cap(s.queue) > 4096 {
-		// After a burst: give the memory back.
-		s.m = make(map[string]finishedEntry)
-		s.queue = nil
+	if len(s.m) == 0 && s.peak > 1024 {
+		// Idle after a burst: give the map's memory back.
+		s.m, s.peak = make(map[string]finishedEntry), 0
 	}
 }
