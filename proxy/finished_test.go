@@ -3,10 +3,13 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"net"
 
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -432,4 +435,124 @@ func TestFinished_RetransmittedUnmatchedCancelGetsSame481(t *testing.T) {
 		t.Fatalf("resent counted %v, want 1", got)
 	}
 	nd.expectNothing("CANCEL ", 200*time.Millisecond)
+}
+
+// fakeStream is a reliable connection (TCP, TLS, WS) that records writes.
+type fakeStream struct {
+	mu     sync.Mutex
+	writes int
+}
+
+func (c *fakeStream) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060}
+}
+func (c *fakeStream) WriteMsg(sip.Message) error {
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+	return nil
+}
+func (c *fakeStream) Ref(int) int            { return 1 }
+func (c *fakeStream) TryClose() (int, error) { return 0, nil }
+func (c *fakeStream) Close() error           { return nil }
+func (c *fakeStream) written() int           { c.mu.Lock(); defer c.mu.Unlock(); return c.writes }
+
+// Which final answers end sipgo's server transaction at once, over which
+// transport, and what the finished table keeps of them.
+func TestRespondTx_WhatEndsTheServerTransaction(t *testing.T) {
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	sock, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cases := []struct {
+		name      string
+		method    string
+		transport string
+		branch    string
+		code      int
+		released  bool // the transaction ended by respondTx
+		entry     bool // a server entry kept
+		bytes     bool // ... with the response's bytes
+	}{
+		{"BYE 200 over UDP", "BYE", "UDP", "z9hG4bK-b1", 200, true, true, true},
+		{"BYE 404 over UDP", "BYE", "UDP", "z9hG4bK-b2", 404, true, true, true},
+		{"INVITE 200 over UDP", "INVITE", "UDP", "z9hG4bK-i1", 200, true, true, false},
+		{"INVITE 486 over UDP: Completed, waits for the ACK", "INVITE", "UDP", "z9hG4bK-i2", 486, false, false, false},
+		{"INVITE 200 over TCP: nothing kept", "INVITE", "TCP", "z9hG4bK-i3", 200, true, false, false},
+		{"BYE 200 over TCP: sipgo ends it (Timer J is 0)", "BYE", "TCP", "z9hG4bK-b3", 200, false, false, false},
+		{"BYE 200 over UDP, RFC 2543 branch", "BYE", "UDP", "rfc2543-b4", 200, false, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := &Proxy{}
+			if err := p.initFinished(prometheus.NewRegistry()); err != nil {
+				t.Fatal(err)
+			}
+			raw := c.method + " sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/" + c.transport + " " + peer.LocalAddr().String() +
+				";branch=" + c.branch + "\r\nFrom: <sip:a@example.com>;tag=f\r\nTo: <sip:x@example.com>\r\n" +
+				"Call-ID: rt-" + c.branch + "\r\nCSeq: 1 " + c.method + "\r\nContent-Length: 0\r\n\r\n"
+			m, err := sip.ParseMessage([]byte(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := m.(*sip.Request)
+			req.SetTransport(c.transport)
+			req.SetSource(peer.LocalAddr().String())
+			var conn sip.Connection = &sip.UDPConnection{PacketConn: sock}
+			stream := &fakeStream{}
+			if c.transport != "UDP" {
+				conn = stream
+			}
+			key, err := sip.ServerTxKeyMake(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx := sip.NewServerTx(key, req, conn, logger)
+			if err := tx.Init(); err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Terminate()
+			res := sip.NewResponseFromRequest(req, c.code, "Reason", nil)
+			released, err := p.respondTx(tx, res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ended := false
+			select {
+			case <-tx.Done():
+				ended = true
+			default:
+			}
+			sipgoEnds := c.transport != "UDP" && !c.released // Timer J of 0: sipgo ends it on its own at once
+			if released != c.released || (ended != c.released && !sipgoEnds) {
+				t.Fatalf("released %v, transaction ended %v; want %v", released, ended, c.released)
+			}
+			e, found := p.fin.server.getString(key)
+			if found != c.entry || (found && (e.data != "") != c.bytes) {
+				t.Fatalf("entry %v (data %d bytes); want entry %v, bytes %v", found, len(e.data), c.entry, c.bytes)
+			}
+			if c.transport == "UDP" {
+				_ = peer.SetReadDeadline(time.Now().Add(2 * time.Second))
+				buf := make([]byte, 4096)
+				n, _, err := peer.ReadFromUDP(buf)
+				if err != nil {
+					t.Fatalf("no response sent: %v", err)
+				}
+				if c.bytes {
+					if _, stored, _ := decodeDest(e.data); !bytes.Equal(stored, buf[:n]) {
+						t.Fatalf("stored\n%s\nsent\n%s", stored, buf[:n])
+					}
+				}
+			} else if stream.written() != 1 {
+				t.Fatalf("%d writes on the stream, want 1", stream.written())
+			}
+		})
+	}
 }
