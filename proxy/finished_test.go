@@ -405,12 +405,16 @@ func TestFinished_TableEntriesPerCall(t *testing.T) {
 func firstBranch(t *testing.T, r *callRig) string {
 	t.Helper()
 	for i := range r.px.fin.client.shards {
-		for k := range r.px.fin.client.shards[i].m {
+		s := &r.px.fin.client.shards[i]
+		s.mu.Lock()
+		for k := range s.m {
+			s.mu.Unlock()
 			if !strings.HasPrefix(k, rfc3261Cookie) {
 				t.Fatalf("client key %q without the cookie", k)
 			}
 			return k
 		}
+		s.mu.Unlock()
 	}
 	t.Fatal("no client entry")
 	return ""
