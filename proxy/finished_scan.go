@@ -212,9 +212,10 @@ func scanVia(v []byte) (transport, host []byte, port int, branch []byte, ok bool
 		var p []byte
 		p, params, _ = bytes.Cut(params, []byte(";"))
 		name, value, _ := bytes.Cut(p, []byte("="))
+		name = bytes.TrimSpace(name) // as sipgo reads parameter names
 		if !bytes.Equal(name, []byte("branch")) {
-			if bytes.EqualFold(bytes.TrimSpace(name), []byte("branch")) {
-				return nil, nil, 0, nil, false // spaced or cased: not read here
+			if bytes.EqualFold(name, []byte("branch")) {
+				return nil, nil, 0, nil, false // another case: not read here
 			}
 			continue
 		}

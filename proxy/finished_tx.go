@@ -25,7 +25,12 @@ import (
 // retransmissions are relayed upstream).
 type finished struct {
 	server, client *finishedTable
-	m              *finishedMetrics
+	// unread holds the Call-IDs of requests with an RFC 3261 branch whose
+	// datagram the scan could not read (unusual formatting): their
+	// retransmissions would not be recognised, so their transactions keep
+	// sipgo's path (respondTx).
+	unread *finishedTable
+	m      *finishedMetrics
 
 	connMu sync.Mutex
 	conns  []net.PacketConn // the UDP sockets server entries were answered from (one per listener)
@@ -94,7 +99,8 @@ func (p *Proxy) initFinished(reg prometheus.Registerer) error {
 		return err
 	}
 	ttl := 64 * sip.T1
-	f := &finished{server: newFinishedTable(ttl, 0, nil), client: newFinishedTable(ttl, 0, nil), m: m}
+	f := &finished{server: newFinishedTable(ttl, 0, nil), client: newFinishedTable(ttl, 0, nil),
+		unread: newFinishedTable(ttl, 1<<14, nil), m: m}
 	f.server.onEvict, f.client.onEvict = m.evicted.Inc, m.evicted.Inc
 	p.fin = f
 	return nil
@@ -104,6 +110,7 @@ func (p *Proxy) initFinished(reg prometheus.Registerer) error {
 func (f *finished) sweep(ctx context.Context) {
 	server, client := f.m.entries.WithLabelValues("server"), f.m.entries.WithLabelValues("client")
 	go f.client.sweep(ctx, time.Second, func(n int) { client.Set(float64(n)) })
+	go f.unread.sweep(ctx, time.Second, nil)
 	f.server.sweep(ctx, time.Second, func(n int) { server.Set(float64(n)) })
 }
 
@@ -138,6 +145,9 @@ func (p *Proxy) respondTx(tx sip.ServerTransaction, res *sip.Response) (released
 	key := st.Key()
 	if (invite && !res.IsSuccess()) || !strings.HasPrefix(key, rfc3261Cookie) {
 		return false, tx.Respond(res)
+	}
+	if _, odd := p.fin.unread.getString(callID(req)); odd && !sip.IsReliable(req.Transport()) {
+		return false, tx.Respond(res) // its retransmissions would not be recognised: sipgo absorbs them
 	}
 	if pt, ok := tx.(*placementTx); ok {
 		pt.code.CompareAndSwap(0, int32(res.StatusCode)) // what placementTx.Respond records
@@ -387,7 +397,11 @@ func (p *Proxy) absorb(info sip.TransportReadProps, data []byte) bool {
 		as = "INVITE"
 	}
 	tx, ok := scanServerKey(data, buf[:0], as)
-	if !ok || len(tx.key) > maxScanKey || string(tx.method) == "ACK" {
+	if !ok || len(tx.key) > maxScanKey {
+		p.noteUnread(data)
+		return false
+	}
+	if string(tx.method) == "ACK" {
 		return false
 	}
 	e, ok := p.fin.server.get(tx.key)
@@ -425,6 +439,18 @@ func (p *Proxy) absorb(info sip.TransportReadProps, data []byte) bool {
 	}
 	p.fin.m.resent.Inc()
 	return true
+}
+
+// noteUnread remembers the Call-ID of a request the scan could not read
+// although it may carry an RFC 3261 branch (a response or a request
+// without the cookie is no concern: sipgo's path either way).
+func (p *Proxy) noteUnread(data []byte) {
+	if bytes.HasPrefix(data, []byte("SIP/")) || !bytes.Contains(data, []byte(rfc3261Cookie)) {
+		return
+	}
+	if id := rawCallID(data); id != "" {
+		p.fin.unread.put(id, finishedEntry{})
+	}
 }
 
 // answerLateCancel answers 200 to a CANCEL of an INVITE already answered
