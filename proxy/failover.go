@@ -124,11 +124,9 @@ type failoverTx struct {
 	mu        sync.Mutex
 	err       error
 	cur       sip.ClientTransaction // the branch relayed
-	committed bool                  // cur is settled on: its retransmitted 2xx are relayed
-	onRetr    sip.FnTxResponse
-	reads     int           // times forward entered its select (called Responses)
-	delivered int           // responses forward took
-	caughtUp  chan struct{} // closed when reads passes delivered, for waitIdle
+	reads     int                   // times forward entered its select (called Responses)
+	delivered int                   // responses forward took
+	caughtUp  chan struct{}         // closed when reads passes delivered, for waitIdle
 }
 
 var _ sip.ClientTransaction = (*failoverTx)(nil)
@@ -177,12 +175,9 @@ func (f *failoverTx) Err() error {
 	return f.err
 }
 
-func (f *failoverTx) OnRetransmission(fn sip.FnTxResponse) bool {
-	f.mu.Lock()
-	f.onRetr = fn
-	f.mu.Unlock()
-	return true
-}
+// OnRetransmission is a no-op: every branch has the proxy's hook, which
+// relays only the branch forward settled on (retransmitted2xx).
+func (f *failoverTx) OnRetransmission(sip.FnTxResponse) bool { return true }
 
 func (f *failoverTx) OnTerminate(sip.FnTxTerminate) bool { return false }
 
@@ -215,15 +210,10 @@ func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
 	f.mu.Lock()
 	f.cur = br
 	f.mu.Unlock()
-	br.OnRetransmission(func(r *sip.Response) {
-		f.mu.Lock()
-		fn := f.onRetr
-		relay := f.committed && f.cur == br
-		f.mu.Unlock()
-		if relay && fn != nil {
-			fn(r)
-		}
-	})
+	// A 2xx retransmission is relayed only for the branch settled on: the
+	// one whose branch forward put in the finished table. The hook holds
+	// nothing of f (the transaction outlives the call by Timer M).
+	br.OnRetransmission(f.p.retransmitted2xx)
 	return br, nil
 }
 
@@ -404,12 +394,11 @@ func (f *failoverTx) deliver(res *sip.Response) bool {
 
 // pipe relays the settled branch until its final response.
 func (f *failoverTx) pipe(br sip.ClientTransaction, h hop, first *sip.Response) {
-	f.mu.Lock()
-	f.committed = true
-	f.mu.Unlock()
 	res := first
 	for {
 		if res != nil {
+			// Read before delivering: forward may release a 2xx it relayed.
+			provisional := res.IsProvisional()
 			if !f.deliver(res) {
 				if res.IsSuccess() {
 					f.p.hangUpLate(f.in, res, h, "answered after the caller left")
@@ -418,7 +407,7 @@ func (f *failoverTx) pipe(br sip.ClientTransaction, h hop, first *sip.Response) 
 				}
 				return
 			}
-			if !res.IsProvisional() {
+			if !provisional {
 				return
 			}
 		}

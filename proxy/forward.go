@@ -109,25 +109,15 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
 		return
 	}
-	// No Terminate on the way out: after a final response the client
-	// transaction must live on its timers to ACK and absorb retransmitted
-	// non-2xx answers and to pass retransmitted 2xx answers up (below).
-
-	// 2xx retransmissions for INVITE arrive after the client transaction has
-	// passed the first one up; relay them statelessly so the caller's ACK
-	// still comes. The hook lives as long as the client transaction (32 s
-	// after a 2xx): it keeps only what anchoring reads, not info's retry plan.
+	// After a non-2xx final response the client transaction lives on its
+	// timers to ACK and absorb retransmitted answers. After a 2xx to INVITE
+	// it is ended (finishClient) and its branch kept in the finished table:
+	// the node's 2xx retransmissions are relayed statelessly from there
+	// (unmatchedResponse) so the caller's ACK still comes. The hook covers
+	// one that reaches the transaction before it ends; it holds nothing of
+	// the call.
 	clock := p.timing.start(in, info.newDialog)
-	retrInfo := fwdInfo{fromCaller: info.fromCaller}
-	ctxTx.OnRetransmission(func(res *sip.Response) {
-		if r := upstream(res); r != nil {
-			p.stripUntrustedResponse(res, r)
-			p.anchorResponse(in, r, retrInfo)
-			if err := p.srv.WriteResponse(r); err != nil {
-				p.notSent("retransmitted 2xx", callID(in), r.StatusCode, err)
-			}
-		}
-	})
+	ctxTx.OnRetransmission(p.retransmitted2xx)
 
 	for {
 		select {
@@ -143,6 +133,10 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 				// RFC 3261 §16.7: a stateful proxy never forwards 100 Trying;
 				// sipedge sent its own.
 				continue
+			}
+			if in.IsInvite() && res.IsSuccess() {
+				// Before upstream takes our Via off, and before the 2xx is relayed.
+				p.rememberBranch(ctxTx, res, in, info.fromCaller)
 			}
 			r := upstream(res)
 			if r == nil {
@@ -162,10 +156,12 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 				p.endOfDialog(in, info, res.StatusCode)
 			}
 			p.metrics.countResponse(r)
-			if err := tx.Respond(r); err != nil {
+			released, err := p.respondTx(tx, r)
+			if err != nil {
 				p.notSent("relayed response", callID(in), r.StatusCode, err)
 			}
 			if !res.IsProvisional() {
+				p.finishClient(ctxTx, canceller, in, r, released)
 				return
 			}
 		case <-ctxTx.Done():
@@ -276,24 +272,34 @@ func (c *cancelSender) provisional() {
 
 func (c *cancelSender) maybeSend() {
 	c.mu.Lock()
-	send := c.wanted && c.gotProv && !c.sent
+	send := c.wanted && c.gotProv && !c.sent && c.invite != nil
+	var cancel *sip.Request
+	var id string
 	if send {
 		c.sent = true
+		// Built under the lock: once retired the INVITE may be emptied.
+		cancel, id = cancelFor(c.invite), strings.Clone(callID(c.invite))
 	}
-	invite := c.invite
 	c.mu.Unlock()
 	if !send {
 		return
 	}
-	cancel := cancelFor(invite)
 	go func() {
 		// Serve's context: the CANCEL goes on after the caller's transaction ends.
 		ctx, done := context.WithTimeout(c.p.background(), connectTimeout)
 		defer done()
 		if _, err := c.p.client.Do(ctx, cancel, keepAsBuilt); err != nil {
-			c.p.notSent("CANCEL", callID(invite), 0, err)
+			c.p.notSent("CANCEL", id, 0, err)
 		}
 	}()
+}
+
+// retire stops the sender for good once the call has its 2xx: it no
+// longer reads the INVITE (finishClient releases it).
+func (c *cancelSender) retire() {
+	c.mu.Lock()
+	c.invite, c.sent = nil, true
+	c.mu.Unlock()
 }
 
 // cancelled reports whether the caller has asked to cancel.

@@ -271,7 +271,7 @@ func (p *Proxy) respond(tx sip.ServerTransaction, res *sip.Response) {
 		res.AppendHeader(p.serverHeader())
 	}
 	p.metrics.countResponse(res)
-	if err := tx.Respond(res); err != nil {
+	if _, err := p.respondTx(tx, res); err != nil {
 		p.notSent("response", callIDRes(res), res.StatusCode, err)
 	}
 }

@@ -110,7 +110,8 @@ type Proxy struct {
 	limitLogs    [numLimitReasons]*logging.Sampled
 	noAckLog     *logging.Sampled
 
-	sl stateless // the stateless reject path (stateless.go)
+	sl  stateless // the stateless reject path (stateless.go)
+	fin *finished // finished transactions: key and last response (finished*.go)
 }
 
 // New binds the listeners (so a bad or busy address fails at start-up) and
@@ -144,6 +145,9 @@ func NewEndpoint(opts Options, log zerolog.Logger, reg prometheus.Registerer) (*
 	if err := p.initLimits(reg); err != nil {
 		return nil, err
 	}
+	if err := p.initFinished(reg); err != nil {
+		return nil, err
+	}
 	if err := p.listen(); err != nil {
 		return nil, err
 	}
@@ -162,8 +166,9 @@ func NewEndpoint(opts Options, log zerolog.Logger, reg prometheus.Registerer) (*
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(p.advHost),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog),
-			sip.WithTransportLayerReadFilter(p.readFilter)), // floodFilter, then stateless.go
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog)),
+			sip.WithTransportLayerReadFilter(p.readFilter)), // readfilter.go
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog),
+			sip.WithTransactionLayerUnhandledResponseHandler(p.unmatchedResponse)),
 	)...)
 	if err != nil {
 		p.closeListeners()
@@ -270,6 +275,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	go p.dialogs.sweep(ctx, time.Minute)
 	go p.seq.sweep(ctx, time.Second)
 	go p.runLimits(ctx)
+	go p.fin.sweep(ctx)
 	p.log.Info().Str("listen", p.udp.LocalAddr().String()).Str("advertise", p.Addr()).Msg("SIP proxy listening (udp, tcp)")
 	select {
 	case <-ctx.Done():

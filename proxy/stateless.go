@@ -70,16 +70,6 @@ func (p *Proxy) initStateless(admit Admitter) {
 	p.sl.bufs.New = func() any { return bytes.NewBuffer(make([]byte, 0, 1024)) }
 }
 
-// readFilter is sipgo's read filter of every transport: the flood limits'
-// hard threshold, then the stateless path. A nil result is consumed.
-func (p *Proxy) readFilter(info sip.TransportReadProps, data []byte) ([]byte, error) {
-	data, err := p.floodFilter(info, data)
-	if err != nil || len(data) == 0 {
-		return data, err
-	}
-	return p.statelessFilter(info, data), nil
-}
-
 var (
 	ackPrefix       = []byte("ACK ")
 	registerPrefix  = []byte("REGISTER ")

@@ -1,0 +1,25 @@
+package proxy
+
+import "github.com/emiago/sipgo/sip"
+
+// readFilter runs on every datagram (and TCP read) before sipgo parses it
+// or creates a transaction, in this order:
+//  1. floodFilter: INVITEs of a source above its hard rate are dropped;
+//  2. absorb: a retransmission of a finished transaction gets its stored
+//     answer again (or is dropped), as the transaction would have done
+//     (finished_tx.go);
+//  3. statelessFilter: while the instance rejects new dialogs, a new
+//     INVITE/REGISTER/SUBSCRIBE is answered without a transaction, and the
+//     ACK of that answer absorbed (stateless.go).
+//
+// What none of them takes goes on to sipgo.
+func (p *Proxy) readFilter(info sip.TransportReadProps, data []byte) ([]byte, error) {
+	data, err := p.floodFilter(info, data)
+	if err != nil || len(data) == 0 {
+		return data, err
+	}
+	if p.absorb(info, data) {
+		return nil, nil
+	}
+	return p.statelessFilter(info, data), nil
+}
