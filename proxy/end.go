@@ -54,8 +54,8 @@ func (p *Proxy) EndDialogs(ctx context.Context, match func(Dialog) bool, reason 
 		p.mediaEnded(dl.callID)
 		p.log.Info().Str("call_id", dl.callID).Str("conf_id", dl.confID).Str("node", dl.node).
 			Str("reason", reason).Msg("ending call: BYE to both legs")
-		go p.sendBye(ctx, dl, true, reason)
-		go p.sendBye(ctx, dl, false, reason)
+		p.spawn(ctx, func(ctx context.Context) { p.sendBye(ctx, dl, true, reason) })
+		p.spawn(ctx, func(ctx context.Context) { p.sendBye(ctx, dl, false, reason) })
 		p.admit.DialogEnded(dl.confID, dl.node)
 		p.metrics.endedBySipedge.WithLabelValues(reason).Inc()
 	}

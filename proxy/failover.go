@@ -465,9 +465,9 @@ func (f *failoverTx) abandon(br sip.ClientTransaction, out *sip.Request, h hop, 
 		return
 	}
 	cancel := cancelFor(out)
-	go func() {
+	f.p.spawn(f.p.background(), func(ctx context.Context) {
 		// Serve's context: the abandoned branch is cancelled whatever the caller does.
-		ctx, done := context.WithTimeout(f.p.background(), connectTimeout)
+		ctx, done := context.WithTimeout(ctx, connectTimeout)
 		defer done()
 		if _, err := f.p.client.Do(ctx, cancel, keepAsBuilt); err != nil {
 			if ctx.Err() == nil { // not sent at all (a timeout is the dead node's silence)
@@ -476,7 +476,7 @@ func (f *failoverTx) abandon(br sip.ClientTransaction, out *sip.Request, h hop, 
 			}
 			f.p.log.Debug().Err(err).Str("call_id", callID(f.in)).Str("to", h.addr).Msg("CANCEL of an abandoned branch failed")
 		}
-	}()
+	})
 	go f.drainBranch(br, h, nil, "answered after failover")
 }
 
@@ -506,5 +506,6 @@ func (p *Proxy) hangUpLate(in *sip.Request, res *sip.Response, h hop, why string
 	if err := p.client.WriteRequest(ack, keepAsBuilt); err != nil {
 		p.notSent("ACK of a late 2xx", dl.callID, 0, err)
 	}
-	go p.sendBye(p.background(), dl, false, "failover") // outlives the branch and the caller's transaction
+	// Outlives the branch and the caller's transaction.
+	p.spawn(p.background(), func(ctx context.Context) { p.sendBye(ctx, dl, false, "failover") })
 }

@@ -109,8 +109,10 @@ func (p *Proxy) initFinished(reg prometheus.Registerer) error {
 // sweep drops expired entries each second until ctx is done (run by Serve).
 func (f *finished) sweep(ctx context.Context) {
 	server, client := f.m.entries.WithLabelValues("server"), f.m.entries.WithLabelValues("client")
-	go f.client.sweep(ctx, time.Second, func(n int) { client.Set(float64(n)) })
-	go f.unread.sweep(ctx, time.Second, nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { f.client.sweep(ctx, time.Second, func(n int) { client.Set(float64(n)) }) })
+	wg.Go(func() { f.unread.sweep(ctx, time.Second, nil) })
 	f.server.sweep(ctx, time.Second, func(n int) { server.Set(float64(n)) })
 }
 

@@ -149,7 +149,8 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 				p.dialogStarted(p.newDialogRecord(in, res, info,
 					hop{addr: in.Source(), transport: lower(in.Transport())}, next))
 				if info.join != nil && p.media != nil {
-					go p.media.Joined(p.background(), *info.join) // the participant record outlives the transaction
+					join := *info.join // the participant record outlives the transaction
+					p.spawn(p.background(), func(ctx context.Context) { p.media.Joined(ctx, join) })
 				}
 			}
 			if info.endsDialog && !res.IsProvisional() {
@@ -284,14 +285,14 @@ func (c *cancelSender) maybeSend() {
 	if !send {
 		return
 	}
-	go func() {
+	c.p.spawn(c.p.background(), func(ctx context.Context) {
 		// Serve's context: the CANCEL goes on after the caller's transaction ends.
-		ctx, done := context.WithTimeout(c.p.background(), connectTimeout)
+		ctx, done := context.WithTimeout(ctx, connectTimeout)
 		defer done()
 		if _, err := c.p.client.Do(ctx, cancel, keepAsBuilt); err != nil {
 			c.p.notSent("CANCEL", id, 0, err)
 		}
-	}()
+	})
 }
 
 // retire stops the sender for good once the call has its 2xx: it no

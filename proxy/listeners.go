@@ -115,8 +115,8 @@ func (p *Proxy) serveExtra(errc chan<- error) []string {
 	names := make([]string, 0, len(p.extra))
 	for i := range p.extra {
 		l := &p.extra[i]
-		go func() { errc <- p.srv.ServeUDP(l.udp) }()
-		go func() { errc <- p.srv.ServeTCP(l.tcp) }()
+		p.serveOn(p.background(), errc, func() error { return p.srv.ServeUDP(l.udp) })
+		p.serveOn(p.background(), errc, func() error { return p.srv.ServeTCP(l.tcp) })
 		names = append(names, net.JoinHostPort(l.host, strconv.Itoa(l.port)))
 	}
 	return names

@@ -98,7 +98,7 @@ type Proxy struct {
 	dialogs dialogSet
 	seq     *sequencer // keeps each dialog's requests in arrival order
 	media   Media      // nil: media not anchored
-	wg      sync.WaitGroup
+	bg      owned      // goroutines Serve owns and waits for (owned.go)
 
 	serveCtx   atomic.Pointer[context.Context] // Serve's: work that outlives a transaction (txctx.go)
 	server     sip.Header                      // Server header of the proxy's own answers (clone.go)
@@ -262,31 +262,42 @@ func (p *Proxy) ActiveDialogs() int { return p.dialogs.Len() }
 
 // Serve handles SIP until ctx is done.
 func (p *Proxy) Serve(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx) // ends the owned goroutines on either way out
+	defer stop()
 	p.serveCtx.Store(&ctx)
 	errc := make(chan error, 5+2*len(p.extra))
-	go func() { errc <- p.srv.ServeUDP(p.udp) }()
-	go func() { errc <- p.srv.ServeTCP(p.tcp) }()
+	p.serveOn(ctx, errc, func() error { return p.srv.ServeUDP(p.udp) })
+	p.serveOn(ctx, errc, func() error { return p.srv.ServeTCP(p.tcp) })
 	if names := p.serveExtra(errc); len(names) > 0 {
 		p.log.Info().Strs("listeners", names).Msg("SIP proxy listening (udp, tcp; more addresses)")
 	}
 	if names := p.serveSecure(errc); len(names) > 0 {
 		p.log.Info().Strs("listeners", names).Msg("SIP proxy listening (secure and web transports)")
 	}
-	go p.dialogs.sweep(ctx, time.Minute)
-	go p.seq.sweep(ctx, time.Second)
-	go p.runLimits(ctx)
-	go p.fin.sweep(ctx)
+	p.spawn(ctx, func(ctx context.Context) { p.dialogs.sweep(ctx, time.Minute) })
+	p.spawn(ctx, func(ctx context.Context) { p.seq.sweep(ctx, time.Second) })
+	p.spawn(ctx, p.runLimits)
+	p.spawn(ctx, p.fin.sweep)
 	p.log.Info().Str("listen", p.udp.LocalAddr().String()).Str("advertise", p.Addr()).Msg("SIP proxy listening (udp, tcp)")
+	var err error
 	select {
 	case <-ctx.Done():
-		p.closeListeners()
-		p.wg.Wait()
-		_ = p.ua.Close()
-		return nil
-	case err := <-errc:
-		p.closeListeners()
-		return fmt.Errorf("proxy: serve: %w", err)
+	case err = <-errc:
+		err = fmt.Errorf("proxy: serve: %w", err)
 	}
+	stop()
+	p.closeListeners()
+	p.bg.wait()
+	if err == nil {
+		_ = p.ua.Close()
+	}
+	return err
+}
+
+// serveOn runs one listener's serve loop as an owned goroutine; its error
+// (a listener that fails) ends Serve. Closing the listener ends it.
+func (p *Proxy) serveOn(ctx context.Context, errc chan<- error, serve func() error) {
+	p.spawn(ctx, func(context.Context) { errc <- serve() })
 }
 
 func (p *Proxy) closeListeners() {

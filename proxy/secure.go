@@ -64,15 +64,15 @@ func (p *Proxy) listenSecure() error {
 func (p *Proxy) serveSecure(errc chan<- error) (names []string) {
 	s := &p.secure
 	if s.tls != nil {
-		go func() { errc <- p.srv.ServeTLS(s.tls) }()
+		p.serveOn(p.background(), errc, func() error { return p.srv.ServeTLS(s.tls) })
 		names = append(names, "tls "+s.tls.Addr().String())
 	}
 	if s.ws != nil {
-		go func() { errc <- p.srv.ServeWS(s.ws) }()
+		p.serveOn(p.background(), errc, func() error { return p.srv.ServeWS(s.ws) })
 		names = append(names, "ws "+s.ws.Addr().String())
 	}
 	if s.wss != nil {
-		go func() { errc <- p.srv.ServeWSS(s.wss) }()
+		p.serveOn(p.background(), errc, func() error { return p.srv.ServeWSS(s.wss) })
 		names = append(names, "wss "+s.wss.Addr().String())
 	}
 	return names
