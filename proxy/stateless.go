@@ -157,45 +157,63 @@ func (p *Proxy) rejectStateless(req *sip.Request, to slPeer) bool {
 	// From here on req is this path's: counted as the stateful path
 	// counts it, limits first, as there.
 	p.metrics.countRequest(req.Method)
+	var why limitReason
 	if p.limits != nil {
-		switch _, why := p.limitRefusal(req); why {
-		case limitNone:
-			// An INVITE answered at once is never half-open.
-		case limitSourceDrop:
-			return true // no answer: the source is flooding
-		default:
-			retry := -1
-			if p.limits.opt.RetryAfter > 0 {
-				retry = p.limits.opt.RetryAfter
-			}
-			p.sendStateless(req, to, 503, "Service Unavailable ("+why.String()+")", retry, nil)
-			return true
-		}
+		_, why = p.limitRefusal(req)
 	}
-	p.sl.adm.Rejected(areq, v)
-	switch v.Code {
-	case 503:
-		p.sendStateless(req, to, v.Code, v.Reason, v.RetryAfter, nil)
-	case 302:
-		host, port := splitHostPort(v.Contact)
-		p.sendStateless(req, to, v.Code, v.Reason, -1,
-			&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: req.Recipient.User, Host: host, Port: port}})
-	default:
-		p.sendStateless(req, to, v.Code, v.Reason, -1, nil)
+	if a, send := p.statelessAnswer(why, areq, v); send {
+		p.sendStateless(req, to, a)
 	}
 	return true
 }
 
+// slAnswer is what a stateless reject sends: retryAfter < 0 means no
+// Retry-After, contact is nil but for a 302.
+type slAnswer struct {
+	code       int
+	reason     string
+	retryAfter int
+	contact    sip.Header
+}
+
+// statelessAnswer is the answer to a new dialog whose immediate verdict
+// is v, the flood limits (why) first, as on the stateful path; send false
+// means no answer (the source is flooding). A verdict answered here is
+// counted and logged by admission as Admit would.
+func (p *Proxy) statelessAnswer(why limitReason, areq admission.Request, v admission.Verdict) (a slAnswer, send bool) {
+	switch why {
+	case limitNone: // an INVITE answered at once is never half-open
+	case limitSourceDrop:
+		return a, false
+	default:
+		retry := -1
+		if p.limits.opt.RetryAfter > 0 {
+			retry = p.limits.opt.RetryAfter
+		}
+		return slAnswer{503, "Service Unavailable (" + why.String() + ")", retry, nil}, true
+	}
+	p.sl.adm.Rejected(areq, v)
+	switch v.Code {
+	case 503:
+		return slAnswer{v.Code, v.Reason, v.RetryAfter, nil}, true
+	case 302:
+		host, port := splitHostPort(v.Contact)
+		return slAnswer{v.Code, v.Reason, -1,
+			&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: areq.ConfID, Host: host, Port: port}}}, true
+	}
+	return slAnswer{v.Code, v.Reason, -1, nil}, true
+}
+
 // sendStateless writes the answer to req (retryAfter < 0: no Retry-After)
 // from the listener it came to, and counts it.
-func (p *Proxy) sendStateless(req *sip.Request, to slPeer, code int, reason string, retryAfter int, contact sip.Header) {
+func (p *Proxy) sendStateless(req *sip.Request, to slPeer, a slAnswer) {
 	buf := p.sl.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
-	p.appendStateless(buf, req, code, reason, retryAfter, contact)
-	p.metrics.countStatus(req, code)
+	p.appendStateless(buf, req, a.code, a.reason, a.retryAfter, a.contact)
+	p.metrics.countStatus(req, a.code)
 	p.metrics.stateless.answers.Inc()
 	if _, err := to.conn.WriteTo(buf.Bytes(), to.addr); err != nil {
-		p.notSent("response", callID(req), code, err)
+		p.notSent("response", callID(req), a.code, err)
 	}
 	p.sl.bufs.Put(buf)
 }

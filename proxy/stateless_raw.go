@@ -517,43 +517,25 @@ func (p *Proxy) rejectRawStateless(r *rawRequest, to slPeer) bool {
 		return false
 	}
 	p.metrics.countRequest(r.method)
+	var why limitReason
 	if p.limits != nil {
-		switch _, why := p.limitRefusalOf(r.method, to.addr.AddrPort(), true, id); why {
-		case limitNone:
-		case limitSourceDrop:
-			return true
-		default:
-			retry := -1
-			if p.limits.opt.RetryAfter > 0 {
-				retry = p.limits.opt.RetryAfter
-			}
-			p.sendRaw(r, to, 503, "Service Unavailable ("+why.String()+")", retry, nil)
-			return true
-		}
+		_, why = p.limitRefusalOf(r.method, to.addr.AddrPort(), true, id)
 	}
-	p.sl.adm.Rejected(areq, v)
-	switch v.Code {
-	case 503:
-		p.sendRaw(r, to, v.Code, v.Reason, v.RetryAfter, nil)
-	case 302:
-		host, port := splitHostPort(v.Contact)
-		p.sendRaw(r, to, v.Code, v.Reason, -1,
-			&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: areq.ConfID, Host: host, Port: port}})
-	default:
-		p.sendRaw(r, to, v.Code, v.Reason, -1, nil)
+	if a, send := p.statelessAnswer(why, areq, v); send {
+		p.sendRaw(r, to, a)
 	}
 	return true
 }
 
 // sendRaw is sendStateless for a request read by scanRaw.
-func (p *Proxy) sendRaw(r *rawRequest, to slPeer, code int, reason string, retryAfter int, contact sip.Header) {
+func (p *Proxy) sendRaw(r *rawRequest, to slPeer, a slAnswer) {
 	buf := p.sl.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
-	p.appendRaw(buf, r, to.addr, code, reason, retryAfter, contact)
-	p.metrics.countStatusOf(r.method, code)
+	p.appendRaw(buf, r, to.addr, a.code, a.reason, a.retryAfter, a.contact)
+	p.metrics.countStatusOf(r.method, a.code)
 	p.metrics.stateless.answers.Inc()
 	if _, err := to.conn.WriteTo(buf.Bytes(), to.addr); err != nil {
-		p.notSent("response", string(r.callID), code, err)
+		p.notSent("response", string(r.callID), a.code, err)
 	}
 	p.sl.bufs.Put(buf)
 }
