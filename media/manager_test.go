@@ -922,7 +922,11 @@ func (e *env) instance(name string, opts ...option) *instance {
 	}
 	// As in the daemon: conf-end messages come from the process's one
 	// contract watcher, the only subscriber to the events channel.
-	w, err := contract.NewWatcher(e.rdb, e.k, contract.Options{}, zerolog.Nop(), nil)
+	// Its own client, so tests that count the manager's commands (a
+	// hook on e.rdb) do not see the watcher's reloads.
+	wrdb := redis.NewClient(&redis.Options{Addr: e.mr.Addr()})
+	e.tb.Cleanup(func() { wrdb.Close() })
+	w, err := contract.NewWatcher(wrdb, e.k, contract.Options{}, zerolog.Nop(), nil)
 	if err != nil {
 		e.tb.Fatal(err)
 	}
