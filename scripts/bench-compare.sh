@@ -35,7 +35,9 @@
 # SECONDS_PER_STEP (default 10), RTP_SECONDS (default 5), HOLD_MS (500),
 # LIMIT (2000), SYSTEMS, PARTS, STOP_ON_FAIL, KAMAILIO_CHILDREN (1: with two
 # UDP receivers a 200 can overtake its 180 inside Kamailio, and sipp fails the call),
-# SIPEDGE_ARGS (extra sipedge flags), OUT (also write the final table there).
+# SIPEDGE_ARGS (extra sipedge flags), OUT (also write the final table there),
+# PPROF_DIR (a CPU profile of sipedge over the middle half of each step,
+# from its admin /debug/pprof, written there as <system>-<part>-<rate>.pprof).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -126,7 +128,7 @@ start_sipedge() { # name media(on|off) prefix [extra args]
   # shellcheck disable=SC2086
   "${PIN_PROXY[@]}" ./bin/sipedge --name "$name" --server "$name-host" --redis "127.0.0.1:$RP" --prefix "$prefix" \
     --listen "127.0.0.1:$sp" --admin "127.0.0.1:$ap" --log-level warn --probe-interval 1s --source-rate 0 \
-    "${margs[@]}" ${SIPEDGE_ARGS:-} "$@" >"$work/$name.log" 2>&1 &
+    --admin-pprof "$([ -n "${PPROF_DIR:-}" ] && echo on || echo off)" "${margs[@]}" ${SIPEDGE_ARGS:-} "$@" >"$work/$name.log" 2>&1 &
   local pid=$!
   sys_pids+=($pid)
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$ap/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -233,6 +235,12 @@ run_step() { # sys part rate
       -r "$rate" -m "$n" "${args[@]}" -timeout $((STEP * 2 + 20))s -nostdin -trace_stat -stf stat.csv -fd 1 -trace_err -error_file err.log \
       -trace_rtt -rtt_freq 200 "127.0.0.1:$PROXY_PORT" >sipp.out 2>&1 ) &
   local sp=$!
+  if [ -n "${PPROF_DIR:-}" ] && [ -n "${SIPEDGE_ADMIN:-}" ] && [ "${sys#sipedge}" != "$sys" ]; then
+    # A CPU profile of the middle of the step (go tool pprof bin/sipedge FILE).
+    mkdir -p "$PPROF_DIR"
+    ( sleep $((STEP / 4)); curl -fsS -o "$PPROF_DIR/$sys-$part-$rate.pprof" \
+        "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/profile?seconds=$((STEP / 2 > 0 ? STEP / 2 : 1))" ) &
+  fi
   while kill -0 "$sp" 2>/dev/null; do v=$(pss_kb "$PROXY_PIDS"); [ "$v" -gt "$peak" ] && peak=$v; sleep 1; done
   wait "$sp" || true
   t1=$(date +%s.%N); c1=$(ticks "$PROXY_PIDS"); d1=$(udp_drops)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,8 @@ type Sources struct {
 	// Cluster returns a JSON-encodable document of the whole cluster
 	// (the live page); nil: /api/cluster answers 404.
 	Cluster func(ctx context.Context) any
+	// Pprof serves Go's profiler under /debug/pprof/.
+	Pprof bool
 }
 
 // Server is the admin HTTP listener.
@@ -73,6 +76,13 @@ func Listen(addr string, src Sources, log zerolog.Logger) (*Server, error) {
 			defer cancel()
 			writeJSON(w, src.Cluster(ctx), log)
 		})
+	}
+	if src.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return &Server{ln: ln, log: log, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
 }

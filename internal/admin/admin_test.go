@@ -60,3 +60,28 @@ func TestEndpoints(t *testing.T) {
 		})
 	}
 }
+
+// The profiler is served only when asked for (admin_pprof on).
+func TestPprof_OnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		srv, err := Listen("127.0.0.1:0", Sources{Gatherer: prometheus.NewRegistry(),
+			Ready: func() error { return nil }, Status: func() any { return nil }, Pprof: on}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx) }()
+		res, err := http.Get("http://" + srv.Addr() + "/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		cancel()
+		<-done
+		if served := res.StatusCode == 200 && strings.Contains(string(body), "goroutine profile"); served != on {
+			t.Errorf("pprof %v: HTTP %d, profile served %v", on, res.StatusCode, served)
+		}
+	}
+}

@@ -186,6 +186,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if cfg.Admin != "" {
 		adminSrv, err = admin.Listen(cfg.Admin, admin.Sources{
 			Gatherer: reg,
+			Pprof:    cfg.AdminPprof == "on",
 			Ready: func() error {
 				if err := health.Ready(); err != nil {
 					return err

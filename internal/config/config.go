@@ -100,6 +100,10 @@ type Config struct {
 	// TLS toward nodes whose record says transport tls (internal/app/nodetls.go).
 	NodeTLSCA     string `yaml:"node_tls_ca" usage:"PEM CA file that nodes' TLS certificates are verified against (empty: the system roots)"`
 	NodeTLSVerify string `yaml:"node_tls_verify" usage:"on: verify nodes' TLS certificates (name or IP of the node address); off: accept any (tests only)"`
+
+	// AdminPprof serves Go's profiler on the admin listener, for profiling
+	// under load (make bench-compare PPROF_DIR=...).
+	AdminPprof string `yaml:"admin_pprof" usage:"on: serve /debug/pprof on the admin listener (keep the admin address private); off: not served"`
 }
 
 // Default returns the configuration used when nothing overrides it.
@@ -162,6 +166,7 @@ func Default() Config {
 		TCPMaxConnsPerSource: 64,
 		DNSLookups:           "off",
 		NodeTLSVerify:        "on",
+		AdminPprof:           "off",
 	}
 }
 
@@ -251,6 +256,7 @@ func (c Config) Validate() error {
 		{"tcp_max_conns_per_source", strconv.Itoa(c.TCPMaxConnsPerSource), intRange(c.TCPMaxConnsPerSource, 0, 1<<20)},
 		{"dns_lookups", c.DNSLookups, oneOf(c.DNSLookups, "off", "on")},
 		{"node_tls_verify", c.NodeTLSVerify, oneOf(c.NodeTLSVerify, "on", "off")},
+		{"admin_pprof", c.AdminPprof, oneOf(c.AdminPprof, "off", "on")},
 		{"node_tls_ca", c.NodeTLSCA, readableFile(c.NodeTLSCA)},
 	}
 	if err := c.validateListen(); err != nil { // every entry of listen (listen.go)
