@@ -44,6 +44,17 @@ var sizesOnce sync.Once
 func setSizes() {
 	sip.UDPMTUSize = MaxUDPPayload + sipgoUDPWriteSlack
 	sip.TransportBufferReadSize = readBufferSize
+	// The proxy ends every client INVITE transaction it relays a 2xx of
+	// and matches the node's 2xx retransmissions itself for 64×T1 (the
+	// finished table, rememberBranch). sipgo v1.7.3 does not stop Timer M
+	// when a transaction is terminated, so for 32 s the timer kept each
+	// ended transaction and the structs it points to reachable: half of
+	// the heap in use at 2000 calls/s (BENCHMARKS.md, "Timer M"). With a
+	// short Timer M they go after T1. A client INVITE transaction the
+	// proxy does not end (a late 2xx on an abandoned failover branch, ACKed
+	// and BYEd at once) leaves Accepted after T1 as well: a retransmission
+	// of that 2xx is then dropped as unmatched and counted.
+	sip.Timer_M = sip.T1
 }
 
 // notSentReason classifies a write error.

@@ -37,7 +37,8 @@
 # UDP receivers a 200 can overtake its 180 inside Kamailio, and sipp fails the call),
 # SIPEDGE_ARGS (extra sipedge flags), OUT (also write the final table there),
 # PPROF_DIR (a CPU profile of sipedge over the middle half of each step,
-# from its admin /debug/pprof, written there as <system>-<part>-<rate>.pprof).
+# from its admin /debug/pprof, written there as <system>-<part>-<rate>.pprof,
+# and a heap profile at the end of that window, <system>-<part>-<rate>.heap.pprof).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -239,7 +240,8 @@ run_step() { # sys part rate
     # A CPU profile of the middle of the step (go tool pprof bin/sipedge FILE).
     mkdir -p "$PPROF_DIR"
     ( sleep $((STEP / 4)); curl -fsS -o "$PPROF_DIR/$sys-$part-$rate.pprof" \
-        "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/profile?seconds=$((STEP / 2 > 0 ? STEP / 2 : 1))" ) &
+        "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/profile?seconds=$((STEP / 2 > 0 ? STEP / 2 : 1))"
+      curl -fsS -o "$PPROF_DIR/$sys-$part-$rate.heap.pprof" "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/heap" ) &
   fi
   while kill -0 "$sp" 2>/dev/null; do v=$(pss_kb "$PROXY_PIDS"); [ "$v" -gt "$peak" ] && peak=$v; sleep 1; done
   wait "$sp" || true
