@@ -21,7 +21,7 @@ func TestRun_NoGoroutineOutlivesIt(t *testing.T) {
 		return e.mr.PubSubNumSub(e.k.Events())[e.k.Events()] > 0
 	})
 	time.Sleep(50 * time.Millisecond) // go-redis starts its channel goroutines after SUBSCRIBE
-	before := goleak.IgnoreCurrent() // miniredis, the client, the watcher, the test's ServeEnds
+	before := goleak.IgnoreCurrent()  // miniredis, the client, the watcher, the test's ServeEnds
 	c1 := in.call(t, "call-1", "conf-1")
 	c2 := in.call(t, "call-2", "conf-1")
 	in.join(t, c1, "alice@example.com")
