@@ -131,13 +131,13 @@ func (e *DialError) Unwrap() error { return e.Err }
 func CheckDial(d Dial) *DialError {
 	switch {
 	case d.Conf == "" || strings.ContainsAny(d.Conf, " \t\r\n@:;<>\""):
-		return &DialError{"conf", "conf " + quote(d.Conf) + ": want a conference id", ErrMissing}
+		return &DialError{"conf", "conf " + strconv.Quote(d.Conf) + ": want a conference id", ErrMissing}
 	case d.Kind != string(policy.KindADP) && d.Kind != string(policy.KindAdmin):
-		return &DialError{"kind", "kind " + quote(d.Kind) + ": want adp or admin", ErrUnknown}
+		return &DialError{"kind", "kind " + strconv.Quote(d.Kind) + ": want adp or admin", ErrUnknown}
 	case d.Role != "" && d.Role != string(policy.RoleHost) && d.Role != string(policy.RoleGuest):
-		return &DialError{"role", "role " + quote(d.Role) + ": want host, guest or empty", ErrUnknown}
+		return &DialError{"role", "role " + strconv.Quote(d.Role) + ": want host, guest or empty", ErrUnknown}
 	case d.KeepAlive != "" && !validKeepAlive(d.KeepAlive):
-		return &DialError{"keep_alive", "keep_alive " + quote(d.KeepAlive) + ": want yes, no, if-multiple or empty", ErrUnknown}
+		return &DialError{"keep_alive", "keep_alive " + strconv.Quote(d.KeepAlive) + ": want yes, no, if-multiple or empty", ErrUnknown}
 	case strings.TrimSpace(d.URI) == "":
 		return &DialError{"uri", "uri is empty: want sip:user@host[:port]", ErrMissing}
 	}
@@ -151,5 +151,3 @@ func validKeepAlive(s string) bool {
 	}
 	return false
 }
-
-func quote(s string) string { return strconv.Quote(s) }
