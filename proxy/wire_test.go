@@ -381,3 +381,15 @@ func TestWire_TCPLargeMessageInPieces(t *testing.T) {
 		t.Fatalf("node got a %d-byte INVITE; want the whole 40 kB", len(inv))
 	}
 }
+
+// A proxy's sipgo keeps an ended client INVITE transaction for T1 only,
+// not Timer M's 64×T1: the finished table matches 2xx retransmissions,
+// and a 32 s Timer M held every ended transaction (half the heap at 2000
+// calls/s, BENCHMARKS.md "Timer M").
+func TestWire_TimerMShort(t *testing.T) {
+	node := newPeer(t)
+	startWireProxy(t, WireOptions{}, node.addr(), "udp")
+	if sip.Timer_M != sip.T1 {
+		t.Errorf("sipgo Timer M = %v after a proxy started, want T1 (%v)", sip.Timer_M, sip.T1)
+	}
+}
