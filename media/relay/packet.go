@@ -1,28 +1,23 @@
 package relay
 
 import (
-	"errors"
-	"net"
 	"net/netip"
-	"os"
 	"syscall"
 
 	"github.com/pion/rtp"
 )
 
-// reader owns one socket: when the netpoller says it is readable, it
-// reads, checks, counts and forwards what is queued with a buffer and an
-// RTP header lent by the pool for that moment.
+// reader is one socket of a stream: when it is readable, its worker
+// drains it, and the reader checks, counts and forwards each datagram with
+// the worker's buffer and RTP header (an idle socket holds none).
 type reader struct {
 	s       *Stream
 	in, out *leg
 	ch      channel
-	raw     syscall.RawConn
 	pool    *Pool
-	sc      *scratch // lent while the socket is being drained
+	sc      *scratch // the worker's, while the socket is being drained
 	seq     seqTracker
-
-	onReadable func(fd uintptr) bool // r.drain, bound once: Read allocates nothing
+	at      readerAt // where the worker knows it from (worker_*.go)
 }
 
 // scratch is what a reader needs only while a packet is in hand.
@@ -42,36 +37,28 @@ func newScratch() *scratch {
 	return sc
 }
 
-// readBurst bounds the datagrams one wake-up drains before the reader
-// yields to the other goroutines of the process.
+// readBurst bounds the datagrams one turn drains from a socket before its
+// worker moves on to the other ready sockets (it comes back for the rest).
 const readBurst = 64
 
 func newReader(s *Stream, in, out *leg, ch channel) *reader {
-	r := &reader{s: s, in: in, out: out, ch: ch, raw: in.ports.raw[ch], pool: in.ports.pool}
-	r.onReadable = r.drain
+	r := &reader{}
+	r.init(s, in, out, ch)
 	return r
 }
 
-func (r *reader) run() {
-	defer r.s.wg.Done()
-	for {
-		// Read returns when drain has had its burst (nil: go on) or Close
-		// has set the read deadline (the call ended; the sockets close
-		// once every reader is out, so the sendto of a reader never
-		// meets a closed, or reused, descriptor).
-		if err := r.raw.Read(r.onReadable); err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
-				r.s.log.Debug().Err(err).Stringer("side", r.in.side).Msg("relay read")
-			}
-			return
-		}
-	}
+func (r *reader) init(s *Stream, in, out *leg, ch channel) {
+	*r = reader{s: s, in: in, out: out, ch: ch, pool: in.ports.pool}
 }
 
-// drain reads and handles what is queued on fd: false once the socket is
-// empty (wait for the netpoller), true after a full burst (call again).
-func (r *reader) drain(fd uintptr) bool {
-	sc, _ := r.pool.scratch.Get().(*scratch)
+// fd is the descriptor of the reader's socket.
+func (r *reader) fd() uintptr { return r.in.ports.fd[r.ch] }
+
+// drain reads and handles what is queued on the reader's socket with sc:
+// false once the socket is empty (the next datagram is a new readiness
+// edge), true after a full burst (call again).
+func (r *reader) drain(sc *scratch) bool {
+	fd := r.fd()
 	r.sc = sc
 	more := true
 	for range readBurst / recvBatch {
@@ -95,12 +82,11 @@ func (r *reader) drain(fd uintptr) bool {
 			r.handle(pkt, src)
 		}
 		if recvBatch > 1 && k < recvBatch {
-			more = false // emptied: the next datagram is a new edge for the netpoller
+			more = false // emptied: the next datagram is a new readiness edge
 			break
 		}
 	}
 	r.sc = nil
-	r.pool.scratch.Put(sc)
 	return more
 }
 

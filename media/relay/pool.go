@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 )
 
 // ErrExhausted is returned by Pool.Allocate when no port pair in the range
@@ -27,9 +26,9 @@ type Pool struct {
 	network   string
 	family    int // syscall.AF_INET or AF_INET6, what network binds
 
-	// scratch lends the readers their packet buffer and parsed header for
-	// the moment a socket is readable: a call's four idle sockets hold none.
-	scratch sync.Pool
+	// workers relay the streams of the pool's ports; they run while at
+	// least one stream is open (worker_*.go).
+	workers workerSet
 
 	mu    sync.Mutex
 	next  int    // slot to try first
@@ -66,7 +65,6 @@ func NewPool(ip netip.Addr, min, max int, opts ...PoolOption) (*Pool, error) {
 	if ip.Is6() {
 		p.network, p.family = "udp6", syscall.AF_INET6
 	}
-	p.scratch.New = func() any { return newScratch() }
 	for _, o := range opts {
 		o(p)
 	}
@@ -212,15 +210,4 @@ func (p *Pool) listen(port int) (*net.UDPConn, error) {
 		return nil, fmt.Errorf("relay: bind %s port %d: %w", p.ip, port, err)
 	}
 	return c, nil
-}
-
-// stopReads sets the sockets' read deadline in the past: a reader waiting
-// on them returns at once (os.ErrDeadlineExceeded), and no read starts
-// any more.
-func (pp *PortPair) stopReads() {
-	past := time.Unix(1, 0)
-	_ = pp.rtp.SetReadDeadline(past)
-	if pp.rtcp != nil {
-		_ = pp.rtcp.SetReadDeadline(past)
-	}
 }

@@ -42,10 +42,12 @@ type Stream struct {
 	m      *Metrics
 	clock  func() time.Time
 	legs   [2]leg
+	rd     [4]reader // A RTP, A RTCP, B RTP, B RTCP: what the pool's workers drain
 	nports int
+	pool   *Pool
+	att    attachment // the worker relaying the stream (worker_*.go)
 
-	mu       sync.Mutex // serialises SetPeer, guards stopCtx
-	wg       sync.WaitGroup
+	mu       sync.Mutex  // serialises SetPeer, guards stopCtx
 	stopCtx  func() bool // unregisters the ctx hook; set after it is registered
 	closed   sync.Once
 	closing  atomic.Bool // set before the sockets close: a send that fails now is no drop
@@ -103,7 +105,7 @@ func NewStream(ctx context.Context, pool *Pool, cfg Config, callID string, index
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s := &Stream{callID: callID, index: index, m: cfg.Metrics, clock: cfg.Clock,
+	s := &Stream{callID: callID, index: index, m: cfg.Metrics, clock: cfg.Clock, pool: pool,
 		log: cfg.Logger.With().Str("call_id", callID).Int("stream", index).Logger()}
 	if s.m == nil {
 		s.m, _ = NewMetrics(nil) // cannot fail without a registry
@@ -125,16 +127,17 @@ func NewStream(ctx context.Context, pool *Pool, cfg Config, callID string, index
 		l.peer.Store(&peer{})
 		s.nports += 2
 	}
+	a, b := &s.legs[SideA], &s.legs[SideB]
+	s.rd[0].init(s, a, b, chRTP)
+	s.rd[1].init(s, a, b, chRTCP)
+	s.rd[2].init(s, b, a, chRTP)
+	s.rd[3].init(s, b, a, chRTCP)
+	if err := pool.workers.attach(s); err != nil {
+		err = errors.Join(err, a.ports.Close(), b.ports.Close())
+		return nil, fmt.Errorf("relay: call %s stream %d: %w", callID, index, err)
+	}
 	s.m.streams.Inc()
 	s.m.ports.Add(float64(s.nports))
-	a, b := &s.legs[SideA], &s.legs[SideB]
-	for _, r := range []*reader{
-		newReader(s, a, b, chRTP), newReader(s, a, b, chRTCP),
-		newReader(s, b, a, chRTP), newReader(s, b, a, chRTCP),
-	} {
-		s.wg.Add(1)
-		go r.run()
-	}
 	s.mu.Lock() // the hook may already be running Close
 	s.stopCtx = context.AfterFunc(ctx, func() { _ = s.Close() })
 	s.mu.Unlock()
@@ -210,14 +213,10 @@ func (s *Stream) Close() error {
 		if stop != nil {
 			stop()
 		}
-		// Wake the readers out of their wait and let them finish the
-		// packet in hand before the sockets close: they send with the
-		// other side's raw descriptor, which must not be closed (or
-		// reused by a new socket) under them.
-		for i := range s.legs {
-			s.legs[i].ports.stopReads()
-		}
-		s.wg.Wait()
+		// Out of the worker before the sockets close: once detach returns
+		// no packet of the stream is handled any more, and no sendto can
+		// meet a closed (or reused) descriptor.
+		s.pool.workers.detach(s)
 		err := errors.Join(s.legs[SideA].ports.Close(), s.legs[SideB].ports.Close())
 		s.m.streams.Dec()
 		s.m.ports.Sub(float64(s.nports))
