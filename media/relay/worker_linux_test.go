@@ -285,3 +285,12 @@ func TestStream_CloseUnderLoadThenReuse(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkRelayEchoBlocking is BenchmarkRelayEcho with the workers
+// blocking in epoll_wait on locked threads (the alternative to parking in
+// the netpoller).
+func BenchmarkRelayEchoBlocking(b *testing.B) {
+	p := testPool(b, 2*501)
+	p.workers.block = true
+	benchEcho(b, p)
+}
