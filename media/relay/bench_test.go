@@ -81,7 +81,7 @@ func BenchmarkHandle(b *testing.B) {
 }
 
 // BenchmarkRelayLoopback sends RTP from an endpoint socket through a Stream
-// (A-facing socket, reader goroutine, B-facing socket) to a node socket
+// (A-facing socket, the pool's worker, B-facing socket) to a node socket
 // over loopback, with up to 64 packets in flight, and reports packets/s.
 // allocs/op covers every goroutine, the relay's included.
 func BenchmarkRelayLoopback(b *testing.B) {
@@ -93,7 +93,7 @@ func BenchmarkRelayLoopback(b *testing.B) {
 	failed := make(chan error, 1)
 	done := make(chan struct{})
 
-	// Warm up: latch and let the readers reach their steady state.
+	// Warm up: latch and let the worker reach its steady state.
 	for i := range 100 {
 		binary.BigEndian.PutUint16(pkt[2:], uint16(i))
 		send(b, h.a.rtp, h.aRTP, pkt)

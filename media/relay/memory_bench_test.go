@@ -10,8 +10,9 @@ import (
 
 // BenchmarkStreamMemory reports what one relayed call (one audio stream,
 // four sockets) holds in the process once RTP has flowed both ways
-// through it: heap and goroutine stacks per stream (the kernel's socket
-// buffers are counted by bench-compare's relay step, not here).
+// through it: heap and goroutine stacks per stream (none since the epoll
+// workers; the kernel's socket buffers are counted by bench-compare's
+// relay step, not here).
 func BenchmarkStreamMemory(b *testing.B) {
 	const streams = 200
 	pool := testPool(b, 2*streams)
@@ -37,8 +38,8 @@ func BenchmarkStreamMemory(b *testing.B) {
 			s.SetPeerB(node.addrRTP(), node.addrRTCP(), false)
 			ss[i] = s
 		}
-		// One packet each way through every stream: the readers have run
-		// their per-packet path (stacks at their working depth).
+		// One packet each way through every stream: the per-packet path
+		// has run (what it grows is counted).
 		for _, s := range ss {
 			binary.BigEndian.PutUint16(pkt[2:], 1)
 			a, _ := s.LocalA()

@@ -83,7 +83,7 @@ type PortPair struct {
 	pool        *Pool
 	slot        int
 	rtp, rtcp   *net.UDPConn
-	raw         [2]syscall.RawConn // by channel: the readers wait on these
+	raw         [2]syscall.RawConn // by channel: what a reader goroutine waits on off Linux
 	fd          [2]uintptr         // by channel: what the per-packet sendto uses (valid until Close)
 	rtpA, rtcpA netip.AddrPort     // advertised
 	once        sync.Once

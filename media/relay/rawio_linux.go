@@ -14,9 +14,9 @@ import (
 // exitsyscall. Those cost little alone, but each one may wake sysmon from
 // its deep sleep (a futex wake and a thread switch per packet on an
 // otherwise idle process): the profile of the relay at 5000 packets/s had
-// sysmon at 12 % of the process's CPU. Readiness still comes from the
-// runtime's netpoller (syscall.RawConn.Read), so a blocked socket costs a
-// parked goroutine and no thread.
+// sysmon at 12 % of the process's CPU. Readiness comes from the workers'
+// epoll instances (worker_linux.go), so an idle socket costs neither a
+// goroutine nor a thread.
 
 // sockaddr is room for a struct sockaddr_in or sockaddr_in6.
 type sockaddr = syscall.RawSockaddrInet6

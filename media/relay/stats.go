@@ -65,7 +65,7 @@ const (
 )
 
 // seqTracker follows one side's RTP sequence numbers. It is owned by the
-// side's RTP reader goroutine and needs no locking.
+// side's RTP reader, which one worker drains at a time: no locking.
 type seqTracker struct {
 	started bool
 	ssrc    uint32
