@@ -294,3 +294,62 @@ func BenchmarkRelayEchoBlocking(b *testing.B) {
 	p.workers.block = true
 	benchEcho(b, p)
 }
+
+// Many streams at once, each with one packet in flight through the relay
+// and back (a shared node echoes to the B-facing port it came from): a
+// wake-up the workers lose stalls a stream, and its read times out.
+func TestWorkers_PingPongManyStreams(t *testing.T) {
+	const streams, rounds = 50, 50
+	for _, mode := range waitModes {
+		for _, procs := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s/GOMAXPROCS=%d", mode.name, procs), func(t *testing.T) {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+				p := testPool(t, 2*streams)
+				p.workers.block = mode.block
+				node := newParty(t)
+				var echo sync.WaitGroup
+				echo.Go(func() {
+					buf := make([]byte, 2048)
+					for {
+						n, src, err := node.rtp.ReadFromUDPAddrPort(buf)
+						if err != nil {
+							return
+						}
+						_, _ = node.rtp.WriteToUDPAddrPort(buf[:n], src)
+					}
+				})
+				var wg sync.WaitGroup
+				for i := range streams {
+					s, err := NewStream(context.Background(), p, Config{}, "pingpong", i)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer s.Close()
+					ep := newParty(t)
+					s.SetPeerA(ep.addrRTP(), ep.addrRTCP(), false)
+					s.SetPeerB(node.addrRTP(), node.addrRTCP(), false)
+					a, _ := s.LocalA()
+					wg.Go(func() {
+						pkt := rtpPkt(t, uint32(i), 0, 160)
+						buf := make([]byte, 2048)
+						for r := range rounds {
+							binary.BigEndian.PutUint16(pkt[2:], uint16(r))
+							if _, err := ep.rtp.WriteToUDPAddrPort(pkt, a); err != nil {
+								t.Error(err)
+								return
+							}
+							_ = ep.rtp.SetReadDeadline(time.Now().Add(3 * time.Second))
+							if _, err := ep.rtp.Read(buf); err != nil {
+								t.Errorf("stream %d round %d: %v", i, r, err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				_ = node.rtp.Close()
+				echo.Wait()
+			})
+		}
+	}
+}
