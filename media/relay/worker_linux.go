@@ -27,15 +27,16 @@ import (
 // How a worker waits: it parks in the runtime's netpoller on its epoll
 // descriptor (an epoll fd is itself pollable) and, when that is readable,
 // calls epoll_wait with a zero timeout. The alternative, a goroutine
-// locked to its thread blocking in epoll_wait, was measured (BENCHMARKS.md,
-// "Issue 9: relay on epoll workers") and is kept as an option for the
-// comparison (withBlockingWait): a blocking system call holds its P until
-// sysmon retakes it (20 µs to 10 ms later, sysmon backs off when idle), so
-// with GOMAXPROCS workers blocked the SIP side of the process waits on
-// sysmon for a P, and the wake-up of a thread out of epoll_wait costs the
-// same futex-free kernel wake as the netpoller's own epoll_wait. Parked in
-// the netpoller, a worker is a goroutine like the SIP ones, woken by the
-// scheduler when its epoll fd is readable.
+// locked to its thread blocking in epoll_wait (withBlockingWait, kept for
+// the comparison), was measured (BENCHMARKS.md, "Issue 9: relay on epoll
+// workers") and not taken: a blocking system call keeps its P in the
+// syscall state, so sysmon never sleeps deeply and retakes and hands off
+// the P (a thread switch) for the SIP side of the process to run; with
+// sipedge on one core that cost 1.5-2x the CPU per relayed packet of the
+// netpoller wait, and a slower median round trip in BenchmarkRelayEcho,
+// for a p99 that was at best within the noise of the shared machine.
+// Parked in the netpoller, a worker is a goroutine like the SIP ones: one
+// extra epoll_wait per wake-up, no extra thread.
 //
 // Lifetime: the workers of a pool start with its first open stream and
 // stop when its last stream closes (workerSet.release), so an idle pool has
