@@ -3,7 +3,6 @@ package relay
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -82,19 +81,13 @@ func (p *Pool) Size() int { return len(p.taken) }
 type PortPair struct {
 	pool        *Pool
 	slot        int
-	rtp, rtcp   *net.UDPConn
-	raw         [2]syscall.RawConn // by channel: what a reader goroutine waits on off Linux
-	fd          [2]uintptr         // by channel: what the per-packet sendto uses (valid until Close)
-	rtpA, rtcpA netip.AddrPort     // advertised
+	mux         bool
+	socks       [2]udpSocket   // by channel; no RTCP socket for a mux pair
+	fd          [2]uintptr     // by channel: what recvmmsg and sendto use (valid until Close)
+	rtpA, rtcpA netip.AddrPort // advertised
 	once        sync.Once
 	err         error
 }
-
-// RTP returns the RTP socket.
-func (pp *PortPair) RTP() *net.UDPConn { return pp.rtp }
-
-// RTCP returns the RTCP socket, nil for a mux pair.
-func (pp *PortPair) RTCP() *net.UDPConn { return pp.rtcp }
 
 // Addrs returns the advertised RTP and RTCP addresses; for a mux pair both
 // are the RTP address.
@@ -105,10 +98,10 @@ func (pp *PortPair) Addrs() (rtp, rtcp netip.AddrPort) { return pp.rtpA, pp.rtcp
 func (pp *PortPair) Close() error {
 	pp.once.Do(func() {
 		n := int64(1)
-		err := pp.rtp.Close()
-		if pp.rtcp != nil {
+		err := pp.socks[chRTP].close()
+		if !pp.mux {
 			n++
-			err = errors.Join(err, pp.rtcp.Close())
+			err = errors.Join(err, pp.socks[chRTCP].close())
 		}
 		pp.pool.inUse.Add(-n)
 		pp.pool.unreserve(pp.slot)
@@ -163,51 +156,21 @@ func (p *Pool) unreserve(slot int) {
 
 func (p *Pool) bind(slot int, mux bool) (*PortPair, error) {
 	port := p.min + 2*slot
-	rtp, err := p.listen(port)
-	if err != nil {
-		return nil, err
-	}
-	pp := &PortPair{pool: p, slot: slot, rtp: rtp,
+	pp := &PortPair{pool: p, slot: slot, mux: mux,
 		rtpA: netip.AddrPortFrom(p.advertise, uint16(port))}
 	pp.rtcpA = pp.rtpA
-	if pp.raw[chRTP], pp.fd[chRTP], err = rawOf(rtp); err != nil {
-		_ = rtp.Close()
-		return nil, fmt.Errorf("relay: port %d: %w", port, err)
+	var err error
+	if pp.socks[chRTP], pp.fd[chRTP], err = p.bindUDP(port); err != nil {
+		return nil, err
 	}
 	if !mux {
-		if pp.rtcp, err = p.listen(port + 1); err != nil {
-			_ = rtp.Close()
+		if pp.socks[chRTCP], pp.fd[chRTCP], err = p.bindUDP(port + 1); err != nil {
+			_ = pp.socks[chRTP].close()
 			return nil, err
-		}
-		if pp.raw[chRTCP], pp.fd[chRTCP], err = rawOf(pp.rtcp); err != nil {
-			_ = rtp.Close()
-			_ = pp.rtcp.Close()
-			return nil, fmt.Errorf("relay: port %d: %w", port+1, err)
 		}
 		pp.rtcpA = netip.AddrPortFrom(p.advertise, uint16(port+1))
 		p.inUse.Add(1)
 	}
 	p.inUse.Add(1)
 	return pp, nil
-}
-
-// rawOf returns c's raw connection and its descriptor.
-func rawOf(c *net.UDPConn) (syscall.RawConn, uintptr, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, 0, err
-	}
-	var fd uintptr
-	if err := raw.Control(func(f uintptr) { fd = f }); err != nil {
-		return nil, 0, err
-	}
-	return raw, fd, nil
-}
-
-func (p *Pool) listen(port int) (*net.UDPConn, error) {
-	c, err := net.ListenUDP(p.network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.ip, uint16(port))))
-	if err != nil {
-		return nil, fmt.Errorf("relay: bind %s port %d: %w", p.ip, port, err)
-	}
-	return c, nil
 }

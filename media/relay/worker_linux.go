@@ -273,7 +273,7 @@ func (w *worker) add(s *Stream) error {
 	defer w.mu.Unlock()
 	for i := range s.rd {
 		r := &s.rd[i]
-		if r.ch == chRTCP && r.in.ports.rtcp == nil {
+		if r.ch == chRTCP && r.in.ports.mux {
 			continue // a mux pair has no RTCP socket
 		}
 		slot := w.alloc(r)

@@ -30,6 +30,9 @@ type readerAt struct{}
 // attach starts one goroutine per socket of s; detach stops them.
 func (ws *workerSet) attach(s *Stream) error {
 	for i := range s.rd {
+		if r := &s.rd[i]; r.ch == chRTCP && r.in.ports.mux {
+			continue
+		}
 		s.att.wg.Add(1)
 		go ws.run(&s.rd[i])
 	}
@@ -42,9 +45,9 @@ func (ws *workerSet) detach(s *Stream) {
 	past := time.Unix(1, 0)
 	for i := range s.legs {
 		pp := s.legs[i].ports
-		_ = pp.rtp.SetReadDeadline(past)
-		if pp.rtcp != nil {
-			_ = pp.rtcp.SetReadDeadline(past)
+		_ = pp.socks[chRTP].c.SetReadDeadline(past)
+		if !pp.mux {
+			_ = pp.socks[chRTCP].c.SetReadDeadline(past)
 		}
 	}
 	s.att.wg.Wait()
@@ -55,7 +58,7 @@ func (ws *workerSet) running() int { return 0 }
 
 func (ws *workerSet) run(r *reader) {
 	defer r.s.att.wg.Done()
-	raw := r.in.ports.raw[r.ch]
+	raw := r.in.ports.socks[r.ch].raw
 	onReadable := func(uintptr) bool {
 		sc, _ := ws.scratch.Get().(*scratch)
 		if sc == nil {
