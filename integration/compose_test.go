@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,25 +82,16 @@ func (c composeFile) startOrder(t *testing.T) []string {
 			t.Fatalf("docker-compose.yml: depends_on names %q, which is no service", s)
 		}
 		state[s] = 1
-		for _, d := range sortedKeys(svc.DependsOn) {
+		for _, d := range keysOf(svc.DependsOn) {
 			visit(d)
 		}
 		state[s] = 2
 		order = append(order, s)
 	}
-	for _, s := range sortedKeys(c.Services) {
+	for _, s := range keysOf(c.Services) {
 		visit(s)
 	}
 	return order
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // The compose file's promises that do not need anything running: a restart
@@ -112,7 +102,7 @@ func sortedKeys[V any](m map[string]V) []string {
 func TestPackaging_ComposeFileShape(t *testing.T) {
 	c := loadCompose(t)
 	var sipedges, loads []string
-	for _, name := range sortedKeys(c.Services) {
+	for _, name := range keysOf(c.Services) {
 		svc := c.Services[name]
 		oneShot := strings.HasPrefix(name, "sipp")
 		switch {
@@ -199,7 +189,7 @@ func TestPackaging_ComposeRunsAsWritten(t *testing.T) {
 	var loads []*proc
 	for _, name := range c.startOrder(t) {
 		svc := c.Services[name]
-		for _, d := range sortedKeys(svc.DependsOn) {
+		for _, d := range keysOf(svc.DependsOn) {
 			if svc.DependsOn[d].Condition == "service_healthy" {
 				waitHealthy(t, d, c.Services[d], images, procs[d])
 			}
