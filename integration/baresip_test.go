@@ -39,13 +39,19 @@ func TestRealClient_BaresipCallsIntoConference(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "accounts"), []byte("<sip:alice@127.0.0.1>;regint=0\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "accounts"), []byte("<sip:alice@127.0.0.1>;outbound=\"sip:"+m.se.sipAddr()+"\";regint=60\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	const conf = "baresip-conf"
 	// -n 127.0.0.1: its Contact and SDP name 127.0.0.1, not the machine's address.
 	phone := startProc(t, "baresip", bin, "-f", dir, "-n", "127.0.0.1", "-t", "8",
 		"-e", "/dial sip:"+conf+"@"+m.se.sipAddr())
+	eventually(t, 5*time.Second, "baresip registered through sipedge", func() string {
+		if !strings.Contains(phone.log(), "{0/UDP/v4} 200 OK") { // its registration line
+			return "no 200 to its REGISTER yet"
+		}
+		return ""
+	})
 	var callID string
 	eventually(t, 6*time.Second, "baresip present in the conference", func() string {
 		for id, rec := range m.participants(conf) {
