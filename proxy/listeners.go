@@ -231,11 +231,16 @@ func (p *Proxy) arrivedOn(in *sip.Request) listenAddr {
 // arrived on, if of next's family; else the first of next's family. Over
 // TLS or a WebSocket the Via names that listener, when there is one.
 func (p *Proxy) sendsFrom(in *sip.Request, next hop) listenAddr {
-	a := p.sendsFromAddr(in, next.addr)
-	switch next.transport {
+	return p.onTransport(p.sendsFromAddr(in, next.addr), next.transport)
+}
+
+// onTransport is what a Via names for listen address a over transport:
+// over TLS or a WebSocket, that listener, when there is one.
+func (p *Proxy) onTransport(a listenAddr, transport string) listenAddr {
+	switch transport {
 	case "udp", "tcp", "UDP", "TCP":
 	default:
-		if port := p.portFor(lower(next.transport)); port != p.advPort {
+		if port := p.portFor(lower(transport)); port != p.advPort {
 			a.host, a.port = p.advHost, port
 		}
 	}
