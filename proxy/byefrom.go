@@ -4,29 +4,43 @@ import "github.com/emiago/sipgo/sip"
 
 // A listenRef names one listen address in one byte, so a dialog can keep
 // the address each of its legs uses: 0 unknown, 1 the first (Options.Listen),
-// 2+i Options.ListenExtra[i].
+// 2+i Options.ListenExtra[i], then the TLS/WS/WSS listeners in order.
 type listenRef uint8
 
 // refOf is the reference of listen address a (0 when it is none of ours).
 func (p *Proxy) refOf(a listenAddr) listenRef {
-	if a.host == p.advHost && a.port == p.advPort {
+	n := -1
+	switch {
+	case a.tp != "":
+		for i := range p.secure {
+			if s := p.secure[i].listenAddr; s.tp == a.tp && s.host == a.host && s.port == a.port {
+				n = len(p.extra) + i
+				break
+			}
+		}
+	case a.host == p.advHost && a.port == p.advPort:
 		return 1
+	default:
+		n = p.extraNamed(a.host, a.port)
 	}
-	if i := p.extraNamed(a.host, a.port); i >= 0 && i < 254 {
-		return listenRef(i + 2)
+	if n < 0 || n >= 254 {
+		return 0
 	}
-	return 0
+	return listenRef(n + 2)
 }
 
 // addrOf is the listen address r names.
 func (p *Proxy) addrOf(r listenRef) (listenAddr, bool) {
+	i := int(r) - 2
 	switch {
 	case r == 0:
 		return listenAddr{}, false
 	case r == 1:
 		return p.firstAddr(), true
-	case int(r)-2 < len(p.extra):
-		return p.extra[r-2].listenAddr, true
+	case i < len(p.extra):
+		return p.extra[i].listenAddr, true
+	case i-len(p.extra) < len(p.secure):
+		return p.secure[i-len(p.extra)].listenAddr, true
 	}
 	return listenAddr{}, false
 }

@@ -14,7 +14,7 @@ func TestNodeTransportOK_TLSNeedsTheTLSListenerWebSocketRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	withTLS.secure.tls = l
+	withTLS.secure = []secureListener{{listenAddr: listenAddr{tp: "tls"}, l: l}}
 	cases := []struct {
 		name      string
 		p         *Proxy
@@ -45,7 +45,7 @@ func TestNodeTransportOK_TLSNeedsTheTLSListenerWebSocketRefused(t *testing.T) {
 // sipedge's TLS listener in its Via (where a new connection would go).
 func TestSendsFrom_ViaNamesTheTLSListener(t *testing.T) {
 	p := benchProxy()
-	p.secure.tlsPort = 5061
+	p.secure = []secureListener{{listenAddr: listenAddr{tp: "tls", host: "127.0.0.1", port: 5061}}}
 	in := multiInvite(t, "127.0.0.1:5060", "127.0.0.9:4000")
 	for _, tc := range []struct {
 		transport string
