@@ -1,10 +1,18 @@
 package integration
 
 import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"io"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 )
 
 // Issue 10 item 5 (transport leftovers): a BYE sipedge sends on its own
@@ -40,5 +48,126 @@ func TestTransport2_OwnByeLeavesFromTheAddressTheCallerUsed(t *testing.T) {
 	}
 	if vias := bye.Vias(); len(vias) == 0 || !strings.Contains(vias[0], "UDP "+second+";") {
 		t.Errorf("sipedge's BYE top Via %q, want it to name %s", vias, second)
+	}
+}
+
+// dialTLSLink is a TLS caller connected to addr.
+func dialTLSLink(t *testing.T, addr string) sipLink {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // self-signed test certificate
+	if err != nil {
+		t.Fatalf("TLS to sipedge %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := bufio.NewReader(c)
+	return sipLink{addr: c.LocalAddr().String(), tp: "TLS",
+		send: func(m string) error { _, err := io.WriteString(c, m); return err },
+		recv: func() (string, error) {
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			return readStreamMessage(r)
+		}}
+}
+
+// dialWSLink is a WebSocket caller connected to addr.
+func dialWSLink(t *testing.T, addr string) sipLink {
+	t.Helper()
+	wc, _, _, err := ws.Dialer{Protocols: []string{"sip"}}.Dial(context.Background(), "ws://"+addr)
+	if err != nil {
+		t.Fatalf("WebSocket to sipedge %s: %v", addr, err)
+	}
+	t.Cleanup(func() { wc.Close() })
+	return sipLink{addr: wc.LocalAddr().String(), tp: "WS",
+		send: func(m string) error { return wsutil.WriteClientText(wc, []byte(m)) },
+		recv: func() (string, error) {
+			_ = wc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, err := wsutil.ReadServerText(wc)
+			return string(b), err
+		}}
+}
+
+// TLS and WebSocket listeners on two addresses each, and an advertise per
+// listen address (Kamailio's `listen=... advertise HOST:PORT`): a call
+// over each completes (INVITE, ACK, in-dialog BYE routed back by the
+// Record-Route) and the Record-Route toward the caller names the listener
+// the caller used, by its advertised name where it has one. (The node,
+// sipp, answers a BYE to its Via's sent-by, so the advertised name is on
+// the IPv6 address, which the IPv4 node is never reached from.)
+func TestTransport2_TLSAndWSOnSeveralAddressesWithAdvertise(t *testing.T) {
+	e := newEnv(t)
+	node := e.startNode("n1")
+	cert, key := selfSigned(t, t.TempDir(), "edge.example")
+	p, tp, wp := strconv.Itoa(freePort(t)), strconv.Itoa(freePort(t)), strconv.Itoa(freePort(t))
+	udp1, udp6 := "127.0.0.1:"+p, "[::1]:"+p
+	tls1, tls2 := "127.0.0.1:"+tp, "127.0.0.2:"+tp
+	ws1, ws2 := "127.0.0.1:"+wp, "127.0.0.2:"+wp
+	s := e.startSipedge("A", "--listen", udp1+","+udp6+" advertise edge6.test:"+p, "--advertise", udp1,
+		"--tls-listen", tls1+","+tls2, "--ws-listen", ws1+","+ws2+" advertise ws2.test:"+wp,
+		"--tls-cert", cert, "--tls-key", key)
+	s.waitRing(t, 5*time.Second, "n1")
+
+	toNode := udp1 + ";transport=udp" // the node's side: the IPv4 address
+	cases := []struct {
+		name string
+		link func() sipLink
+		to   string
+		rr   []string // Record-Route entries, top first: HOST:PORT;transport=T
+	}{
+		{"UDP on the IPv6 address: its advertise", func() sipLink { return udpLink(t, "[::1]:0", udp6) }, udp6,
+			[]string{toNode, "edge6.test:" + p + ";transport=udp"}},
+		{"TLS on the first address", func() sipLink { return dialTLSLink(t, tls1) }, tls1,
+			[]string{toNode, tls1 + ";transport=tls"}},
+		{"TLS on the second address", func() sipLink { return dialTLSLink(t, tls2) }, tls2,
+			[]string{toNode, tls2 + ";transport=tls"}},
+		{"WS on the first address", func() sipLink { return dialWSLink(t, ws1) }, ws1,
+			[]string{toNode, ws1 + ";transport=ws"}},
+		{"WS on the second address: its advertise", func() sipLink { return dialWSLink(t, ws2) }, ws2,
+			[]string{toNode, "ws2.test:" + wp + ";transport=ws"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(node.received(t, "BYE"))
+			ok := tc.link().call(t, tc.to, "t2multi"+svcTag())
+			rr := recordRouteLines(ok)
+			if len(rr) != len(tc.rr) {
+				t.Fatalf("Record-Route %q, want %d naming %q", rr, len(tc.rr), tc.rr)
+			}
+			for i, want := range tc.rr {
+				if !strings.HasPrefix(rr[i], "<sip:"+want+";lr;") {
+					t.Errorf("Record-Route %d is %s, want it to name %s", i, rr[i], want)
+				}
+			}
+			eventually(t, 3*time.Second, "node got the BYE", func() string {
+				if n := len(node.received(t, "BYE")); n <= before {
+					return "BYEs " + strconv.Itoa(n)
+				}
+				return ""
+			})
+		})
+	}
+}
+
+// A malformed listen, tls_listen or ws_listen entry stops start-up with
+// an error naming the field and the entry.
+func TestTransport2_BadListenEntryNamed(t *testing.T) {
+	cases := []struct {
+		name  string
+		args  []string
+		field string
+		entry string
+	}{
+		{"listen: advertise without a value", []string{"--listen", "127.0.0.1:0,127.0.0.2:0 advertise"}, "listen", "127.0.0.2:0 advertise"},
+		{"listen: misspelt keyword", []string{"--listen", "127.0.0.1:0 advertize edge.test"}, "listen", "127.0.0.1:0"},
+		{"tls_listen: second entry without port", []string{"--tls-listen", "127.0.0.1:0,127.0.0.2", "--tls-cert", "x", "--tls-key", "y"}, "tls_listen", "127.0.0.2"},
+		{"ws_listen: bad advertise port", []string{"--ws-listen", "127.0.0.1:0 advertise ws.test:99999"}, "ws_listen", "127.0.0.1:0 advertise ws.test:99999"},
+		{"advertise twice for the first address", []string{"--listen", "127.0.0.1:0 advertise a.test", "--advertise", "b.test"}, "advertise", "b.test"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := exec.Command(binary(t, "sipedge"), append(tc.args, "--redis", "127.0.0.1:1")...).CombinedOutput()
+			out := string(b)
+			if err == nil || !strings.Contains(out, `"`+tc.field+`"`) || !strings.Contains(out, tc.entry) {
+				t.Fatalf("exit %v, output %s: want a failure naming %s and %q", err, out, tc.field, tc.entry)
+			}
+		})
 	}
 }

@@ -25,6 +25,9 @@ type listenAddr struct {
 	la   sip.Addr // UDP local address (a TLS/WS listener: its TCP address)
 	v6   bool
 	tp   string // "": UDP and TCP; tls, ws, wss: a secure listener (secure.go)
+	// bound is the IP of the socket when it is advertised by another name:
+	// a URI naming that IP and the socket's port names the address too.
+	bound string
 }
 
 // extraListener is a bound address of Options.ListenExtra.
@@ -53,6 +56,7 @@ func (p *Proxy) listenExtra() error {
 			return err
 		}
 		if i < len(p.opts.ExtraAdvertise) && p.opts.ExtraAdvertise[i] != "" {
+			l.bound = l.host
 			l.host, l.port = advertised(p.opts.ExtraAdvertise[i], l.udp.LocalAddr().(*net.UDPAddr))
 			l.host = strings.Trim(l.host, "[]")
 		}
@@ -152,7 +156,8 @@ func (p *Proxy) ListenAddrs() []string {
 func (p *Proxy) extraNamed(host string, port int) int {
 	host = strings.Trim(host, "[]")
 	for i := range p.extra {
-		if p.extra[i].port == port && p.extra[i].host == host {
+		l := &p.extra[i]
+		if l.port == port && l.host == host || l.bound != "" && l.la.Port == port && l.bound == host {
 			return i
 		}
 	}

@@ -73,8 +73,8 @@ func (p *Proxy) listenSecure() error {
 }
 
 // secureAddr is what messages name a listener bound to ta by: its
-// advertise; else the advertised host of the UDP/TCP listen address on the
-// same IP (a wildcard: the first one's); else its IP.
+// advertise; else, on the first listen address's IP or a wildcard, that
+// address's advertised host; else its IP.
 func (p *Proxy) secureAddr(tp, adv string, ta *net.TCPAddr) listenAddr {
 	a := listenAddr{tp: tp, port: ta.Port, la: sip.Addr{IP: ta.IP, Port: ta.Port}, v6: ta.IP.To4() == nil}
 	switch {
@@ -85,11 +85,9 @@ func (p *Proxy) secureAddr(tp, adv string, ta *net.TCPAddr) listenAddr {
 		a.v6 = isV6Host(p.advHost)
 	default:
 		a.host = ta.IP.String()
-		for _, l := range p.extra {
-			if l.la.IP.Equal(ta.IP) {
-				a.host = l.host
-			}
-		}
+	}
+	if h := ta.IP.String(); h != a.host && !ta.IP.IsUnspecified() {
+		a.bound = h
 	}
 	return a
 }
@@ -152,7 +150,7 @@ func (p *Proxy) secureFor(tp string, a listenAddr) (listenAddr, bool) {
 func (p *Proxy) secureNamed(host string, port int) (listenAddr, bool) {
 	host = strings.Trim(host, "[]")
 	for _, s := range p.secure {
-		if s.port == port && strings.Trim(s.host, "[]") == host {
+		if s.port == port && strings.Trim(s.host, "[]") == host || s.bound != "" && s.la.Port == port && s.bound == host {
 			return s.listenAddr, true
 		}
 	}
