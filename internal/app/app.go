@@ -111,7 +111,8 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		Wire: wireOptions(cfg)}
 	// Per-address advertise, TLS/WS/WSS lists (listen.go).
 	listenSpecs(cfg, &popts)
-	if popts.Secure.NodeTLS, err = nodeTLSConfig(cfg); err != nil { // nodetls.go
+	var nodeCA *nodeCA
+	if popts.Secure.NodeTLS, nodeCA, err = nodeTLSConfig(cfg); err != nil { // nodetls.go
 		return err
 	}
 	if store != nil {
@@ -232,6 +233,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		beat: func() { _ = pub.Beat(gctx) }}
 	if store != nil {
 		lc.certs = store
+	}
+	if nodeCA != nil {
+		lc.nodeCA = nodeCA
 	}
 	if mgr != nil {
 		lc.media = mgr

@@ -69,6 +69,8 @@ type lifecycle struct {
 	poll    time.Duration        // how often the drain counts dialogs
 	// certs re-reads the TLS certificate files (nil: no TLS listener).
 	certs interface{ Reload() (time.Time, error) }
+	// nodeCA re-reads node_tls_ca (nil: none configured).
+	nodeCA interface{ Reload() (int, error) }
 }
 
 // run serves ctl until ctx ends (nil) or a drain finished (errStopped).
@@ -189,6 +191,13 @@ func (l *lifecycle) reload(read func() (config.Config, error)) {
 			l.log.Error().Err(err).Msg("reload: TLS certificate rejected, the one in use is kept")
 		} else {
 			l.log.Info().Time("not_after", exp).Msg("reload: TLS certificate re-read")
+		}
+	}
+	if l.nodeCA != nil {
+		if n, err := l.nodeCA.Reload(); err != nil {
+			l.log.Error().Err(err).Msg("reload: node TLS CA rejected, the pool in use is kept")
+		} else {
+			l.log.Info().Int("certificates", n).Msg("reload: node TLS CA re-read")
 		}
 	}
 	l.log.Info().Int("applied", applied).Int("need_restart", ignored).Msg("reload: configuration re-read")
