@@ -73,7 +73,7 @@ func TestNodeTLS_CallsReachATLSNode(t *testing.T) {
 // A node's TLS certificate is verified by default: a sipedge without
 // node_tls_ca (system roots) does not accept the self-signed one, so the
 // node fails its probes and is never chosen; and a node whose record says
-// ws is refused with a log naming the transport.
+// ws, while sipedge has no ws_listen, is refused with a log naming it.
 func TestNodeTLS_UnverifiedAndUnsupportedNodesNotChosen(t *testing.T) {
 	e := newEnv(t)
 	startTLSNode(t, e, "t2", "node.example")
@@ -83,9 +83,9 @@ func TestNodeTLS_UnverifiedAndUnsupportedNodesNotChosen(t *testing.T) {
 	if err := e.rdb.HSet(context.Background(), "sipedge:node:w1", "transport", "ws").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "TLS node down (certificate not verified), ws node down (not supported)", func() string {
+	eventually(t, 10*time.Second, "TLS node down (certificate not verified), ws node down (no ws_listen)", func() string {
 		log := s.proc.log()
-		for _, want := range []string{"certificate", "transport ws toward nodes is not supported"} {
+		for _, want := range []string{"certificate", "transport ws needs ws_listen"} {
 			if !strings.Contains(log, want) {
 				return "sipedge log lacks " + want
 			}

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"net"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,6 +170,144 @@ func TestTransport2_BadListenEntryNamed(t *testing.T) {
 			if err == nil || !strings.Contains(out, `"`+tc.field+`"`) || !strings.Contains(out, tc.entry) {
 				t.Fatalf("exit %v, output %s: want a failure naming %s and %q", err, out, tc.field, tc.entry)
 			}
+		})
+	}
+}
+
+// wsNode is a SIP node reached over WebSocket (RFC 7118) or secure
+// WebSocket: it answers OPTIONS, INVITE and BYE with 200 (echoing
+// Record-Route on the INVITE's) and records the requests it got.
+type wsNode struct {
+	addr string
+	mu   sync.Mutex
+	got  []string // request lines
+}
+
+func startWSNode(t *testing.T, conf *tls.Config) *wsNode {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conf != nil {
+		l = tls.NewListener(l, conf)
+	}
+	t.Cleanup(func() { l.Close() })
+	n := &wsNode{addr: l.Addr().String()}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go n.serve(c)
+		}
+	}()
+	return n
+}
+
+func (n *wsNode) serve(c net.Conn) {
+	defer c.Close()
+	up := ws.Upgrader{Protocol: func(p []byte) bool { return string(p) == "sip" }}
+	if _, err := up.Upgrade(c); err != nil {
+		return
+	}
+	for {
+		data, err := wsutil.ReadClientText(c)
+		if err != nil {
+			return
+		}
+		m := parseRaw(string(data))
+		if m.Method == "" {
+			continue
+		}
+		n.mu.Lock()
+		n.got = append(n.got, strings.SplitN(string(data), "\r\n", 2)[0])
+		n.mu.Unlock()
+		if m.Method == "ACK" {
+			continue
+		}
+		res := "SIP/2.0 200 OK\r\n"
+		for _, v := range m.hdr["via"] {
+			res += "Via: " + v + "\r\n"
+		}
+		if m.Method == "INVITE" {
+			for _, rr := range m.hdr["record-route"] {
+				res += "Record-Route: " + rr + "\r\n"
+			}
+		}
+		to := m.Header("to")
+		if !strings.Contains(to, "tag=") {
+			to += ";tag=wsnode"
+		}
+		res += "From: " + m.Header("from") + "\r\nTo: " + to + "\r\nCall-ID: " + m.CallID() + "\r\nCSeq: " + m.CSeq() +
+			"\r\nContact: <sip:node@" + n.addr + ";transport=ws>\r\nContent-Length: 0\r\n\r\n"
+		if err := wsutil.WriteServerText(c, []byte(res)); err != nil {
+			return
+		}
+	}
+}
+
+func (n *wsNode) requests(method string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for _, l := range n.got {
+		if strings.HasPrefix(l, method+" ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// Issue 10 item 5: WebSocket toward nodes. A node whose record says ws
+// (or wss, verified against node_tls_ca) is probed and called over a
+// WebSocket that sipedge dials; the Record-Route toward it names
+// sipedge's own ws (wss) listener, where its in-dialog requests come
+// back, and a caller over UDP gets INVITE, ACK and BYE through.
+func TestTransport2_CallsReachAWebSocketNode(t *testing.T) {
+	for _, tp := range []string{"ws", "wss"} {
+		t.Run(tp, func(t *testing.T) {
+			e := newEnv(t)
+			cert, key := selfSigned(t, t.TempDir(), "node.example")
+			var conf *tls.Config
+			if tp == "wss" {
+				pair, err := tls.LoadX509KeyPair(cert, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conf = &tls.Config{Certificates: []tls.Certificate{pair}}
+			}
+			node := startWSNode(t, conf)
+			e.registerNode("w1", node.addr)
+			if err := e.rdb.HSet(context.Background(), "sipedge:node:w1", "transport", tp).Err(); err != nil {
+				t.Fatal(err)
+			}
+			edgeCert, edgeKey := selfSigned(t, t.TempDir(), "edge.example")
+			listener := loopback(freePort(t))
+			s := e.startSipedge("W", "--"+tp+"-listen", listener, "--tls-cert", edgeCert, "--tls-key", edgeKey, "--node-tls-ca", cert)
+			eventually(t, 5*time.Second, "OPTIONS probes over "+tp, func() string {
+				if n := len(node.requests("OPTIONS")); n < 2 {
+					return strconv.Itoa(n) + " probes"
+				}
+				return ""
+			})
+			s.waitRing(t, 5*time.Second, "w1")
+
+			link := udpLink(t, "127.0.0.1:0", s.sipAddr())
+			ok := link.call(t, s.sipAddr(), "wsnode"+svcTag())
+			rr := recordRouteLines(ok)
+			if len(rr) != 2 || !strings.HasPrefix(rr[0], "<sip:"+listener+";transport="+tp+";lr;") || !strings.Contains(rr[1], ";transport=udp;lr") {
+				t.Errorf("Record-Route %q: want %s (%s) toward the node on top, udp toward the caller", rr, tp, listener)
+			}
+			eventually(t, 3*time.Second, "node got INVITE, ACK and BYE", func() string {
+				for _, m := range []string{"INVITE", "ACK", "BYE"} {
+					if len(node.requests(m)) != 1 {
+						return m + ": " + strconv.Itoa(len(node.requests(m)))
+					}
+				}
+				return ""
+			})
 		})
 	}
 }

@@ -176,18 +176,18 @@ func (p *Proxy) SecureAddrs() (tlsAddr, ws, wss string) {
 var ErrNodeTransport = errors.New("node transport unusable")
 
 // nodeTransportOK reports whether sipedge can carry a dialog to a node
-// over transport: TLS needs sipedge's own TLS listener, which the
-// Record-Route toward the node names for the node's in-dialog requests;
-// WebSocket toward nodes is not supported.
+// over transport: TLS, WS and WSS need sipedge's own listener of that
+// transport, which the Record-Route toward the node names for the node's
+// in-dialog requests (sipedge dials the node; the node dials it back).
 func (p *Proxy) nodeTransportOK(transport string) error {
 	switch transport {
 	case "udp", "tcp":
 		return nil
-	case "tls":
-		if _, ok := p.secureFor("tls", listenAddr{}); !ok {
-			return fmt.Errorf("%w: transport tls needs tls_listen (the node's in-dialog requests come back to it)", ErrNodeTransport)
+	case "tls", "ws", "wss":
+		if _, ok := p.secureFor(transport, listenAddr{}); !ok {
+			return fmt.Errorf("%w: transport %s needs %s_listen (the node's in-dialog requests come back to it)", ErrNodeTransport, transport, transport)
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: transport %s toward nodes is not supported (use udp, tcp or tls)", ErrNodeTransport, transport)
+	return fmt.Errorf("%w: transport %s toward nodes is not supported (use udp, tcp, tls, ws or wss)", ErrNodeTransport, transport)
 }

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func TestNodeTransportOK_TLSNeedsTheTLSListenerWebSocketRefused(t *testing.T) {
+func TestNodeTransportOK_TLSAndWebSocketNeedTheirListener(t *testing.T) {
 	withTLS := &Proxy{}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -15,6 +15,7 @@ func TestNodeTransportOK_TLSNeedsTheTLSListenerWebSocketRefused(t *testing.T) {
 	}
 	defer l.Close()
 	withTLS.secure = []secureListener{{listenAddr: listenAddr{tp: "tls"}, l: l}}
+	withWS := &Proxy{secure: []secureListener{{listenAddr: listenAddr{tp: "ws"}, l: l}}}
 	cases := []struct {
 		name      string
 		p         *Proxy
@@ -25,8 +26,10 @@ func TestNodeTransportOK_TLSNeedsTheTLSListenerWebSocketRefused(t *testing.T) {
 		{"tcp", &Proxy{}, "tcp", ""},
 		{"tls with tls_listen", withTLS, "tls", ""},
 		{"tls without tls_listen", &Proxy{}, "tls", "needs tls_listen"},
-		{"ws", withTLS, "ws", "transport ws toward nodes is not supported"},
-		{"wss", withTLS, "wss", "transport wss toward nodes is not supported"},
+		{"ws without ws_listen", withTLS, "ws", "transport ws needs ws_listen"},
+		{"wss without wss_listen", withTLS, "wss", "transport wss needs wss_listen"},
+		{"ws with ws_listen", withWS, "ws", ""},
+		{"sctp", withTLS, "sctp", "transport sctp toward nodes is not supported"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -78,6 +78,9 @@ func (c *nodeCA) verify(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("tls: node sent no certificate")
 	}
+	if cs.ServerName == "" { // crypto/tls refuses to dial so too
+		return errors.New("tls: no node name or IP to verify its certificate for")
+	}
 	opts := x509.VerifyOptions{Roots: c.pool.Load(), DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
 	for _, ic := range cs.PeerCertificates[1:] {
 		opts.Intermediates.AddCert(ic)

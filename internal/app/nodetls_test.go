@@ -163,6 +163,9 @@ func TestNodeCA_ReloadSwapsThePoolBadFileKeepsIt(t *testing.T) {
 		PeerCertificates: mustParse(t, first.node)}); err == nil {
 		t.Error("a certificate for 127.0.0.1 accepted for 127.0.0.2")
 	}
+	if err := conf.VerifyConnection(tls.ConnectionState{PeerCertificates: mustParse(t, first.node)}); err == nil {
+		t.Error("a certificate accepted with no name to verify it for")
+	}
 }
 
 func mustParse(t *testing.T, c tls.Certificate) []*x509.Certificate {
