@@ -70,7 +70,7 @@ type lifecycle struct {
 	// certs re-reads the TLS certificate files (nil: no TLS listener).
 	certs interface{ Reload() (time.Time, error) }
 	// nodeCA re-reads node_tls_ca (nil: none configured).
-	nodeCA interface{ Reload() (int, error) }
+	nodeCA interface{ Reload() (changed bool, err error) }
 }
 
 // run serves ctl until ctx ends (nil) or a drain finished (errStopped).
@@ -193,11 +193,14 @@ func (l *lifecycle) reload(read func() (config.Config, error)) {
 			l.log.Info().Time("not_after", exp).Msg("reload: TLS certificate re-read")
 		}
 	}
-	if l.nodeCA != nil {
-		if n, err := l.nodeCA.Reload(); err != nil {
+	if l.nodeCA != nil { // internal/app/nodetls.go
+		switch changed, err := l.nodeCA.Reload(); {
+		case err != nil:
 			l.log.Error().Err(err).Msg("reload: node TLS CA rejected, the pool in use is kept")
-		} else {
-			l.log.Info().Int("certificates", n).Msg("reload: node TLS CA re-read")
+		case changed:
+			l.log.Warn().Str("field", "node_tls_ca").Msg("reload: node TLS CA changed but needs a restart; the pool in use is kept")
+		default:
+			l.log.Info().Msg("reload: node TLS CA re-read, unchanged")
 		}
 	}
 	l.log.Info().Int("applied", applied).Int("need_restart", ignored).Msg("reload: configuration re-read")

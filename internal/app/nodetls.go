@@ -1,22 +1,23 @@
 package app
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
+	"sync"
 
 	"github.com/sipedge/sipedge/internal/config"
 )
 
 // nodeTLSConfig is the client TLS configuration sipedge dials nodes with
-// when their record says transport tls: verified against node_tls_ca (or
-// the system roots), the node address's IP or name as the server name.
-// With node_tls_ca the pool is the one ca holds, which a SIGHUP re-reads
-// (ca is nil without node_tls_ca).
+// when their record says transport tls or wss: verified against
+// node_tls_ca (or the system roots), the node address's IP or name as the
+// server name (crypto/tls's own check). ca, nil without node_tls_ca,
+// re-reads the file on SIGHUP.
 func nodeTLSConfig(cfg config.Config) (conf *tls.Config, ca *nodeCA, err error) {
 	conf = &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.NodeTLSVerify == "off" {
@@ -26,35 +27,38 @@ func nodeTLSConfig(cfg config.Config) (conf *tls.Config, ca *nodeCA, err error) 
 		return conf, nil, nil
 	}
 	ca = &nodeCA{path: cfg.NodeTLSCA}
-	if _, err := ca.Reload(); err != nil {
+	pool, _, err := ca.read()
+	if err != nil {
 		return nil, nil, &config.FieldError{Field: "node_tls_ca", Value: cfg.NodeTLSCA, Err: errors.Unwrap(err)}
 	}
-	if conf.InsecureSkipVerify {
-		return conf, ca, nil
-	}
-	// crypto/tls verifies against a fixed RootCAs; verifying here instead,
-	// with the same options, lets a SIGHUP swap the pool for new connections.
-	conf.InsecureSkipVerify = true
-	conf.VerifyConnection = ca.verify
+	conf.RootCAs = pool
 	return conf, ca, nil
 }
 
-// nodeCA is the CA pool of node_tls_ca; Reload replaces it, a bad file
-// keeps the one in use.
+// nodeCA is node_tls_ca as read at start. sipgo v1.7.3 clones the TLS
+// configuration for every dial and offers no per-dial hook, and
+// crypto/tls hands a verification callback no server name for a node
+// dialled by IP: the pool in use cannot be swapped at run time without
+// a data race or without dropping the check of the node's address. So a
+// SIGHUP re-reads the file and reports: unchanged, refused (a file
+// without a certificate: logged as an error), or changed (takes effect at
+// the next start).
 type nodeCA struct {
 	path string
-	pool atomic.Pointer[x509.CertPool]
+	mu   sync.Mutex
+	pem  []byte // the certificates in use, as read at start
 }
 
 var errNoPEM = errors.New("no PEM certificate in the file")
 
-// Reload reads the file again and returns how many certificates it holds.
-func (c *nodeCA) Reload() (int, error) {
+// read parses the file: its pool and its certificates, re-encoded.
+func (c *nodeCA) read() (*x509.CertPool, []byte, error) {
 	data, err := os.ReadFile(c.path)
 	if err != nil {
-		return 0, fmt.Errorf("node_tls_ca %s: %w", c.path, errors.Unwrap(err))
+		return nil, nil, fmt.Errorf("node_tls_ca %s: %w", c.path, errors.Unwrap(err))
 	}
-	pool, n := x509.NewCertPool(), 0
+	pool := x509.NewCertPool()
+	var certs bytes.Buffer
 	for rest := data; ; {
 		var block *pem.Block
 		if block, rest = pem.Decode(rest); block == nil {
@@ -62,29 +66,28 @@ func (c *nodeCA) Reload() (int, error) {
 		}
 		if cert, err := x509.ParseCertificate(block.Bytes); err == nil && block.Type == "CERTIFICATE" {
 			pool.AddCert(cert)
-			n++
+			_ = pem.Encode(&certs, &pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
 		}
 	}
-	if n == 0 {
-		return 0, fmt.Errorf("node_tls_ca %s: %w", c.path, errNoPEM)
+	if certs.Len() == 0 {
+		return nil, nil, fmt.Errorf("node_tls_ca %s: %w", c.path, errNoPEM)
 	}
-	c.pool.Store(pool)
-	return n, nil
+	c.mu.Lock()
+	if c.pem == nil {
+		c.pem = certs.Bytes()
+	}
+	c.mu.Unlock()
+	return pool, certs.Bytes(), nil
 }
 
-// verify is what crypto/tls does with RootCAs set: the chain the node
-// sent, up to the current pool, for the name or IP it was dialled by.
-func (c *nodeCA) verify(cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("tls: node sent no certificate")
+// Reload reads the file again: changed reports whether its certificates
+// differ from the ones in use; a file that cannot be used is an error.
+func (c *nodeCA) Reload() (changed bool, err error) {
+	_, certs, err := c.read()
+	if err != nil {
+		return false, err
 	}
-	if cs.ServerName == "" { // crypto/tls refuses to dial so too
-		return errors.New("tls: no node name or IP to verify its certificate for")
-	}
-	opts := x509.VerifyOptions{Roots: c.pool.Load(), DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
-	for _, ic := range cs.PeerCertificates[1:] {
-		opts.Intermediates.AddCert(ic)
-	}
-	_, err := cs.PeerCertificates[0].Verify(opts)
-	return err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !bytes.Equal(certs, c.pem), nil
 }
