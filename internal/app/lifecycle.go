@@ -70,7 +70,9 @@ type lifecycle struct {
 	// certs re-reads the TLS certificate files (nil: no TLS listener).
 	certs interface{ Reload() (time.Time, error) }
 	// nodeCA re-reads node_tls_ca (nil: none configured).
-	nodeCA interface{ Reload() (changed bool, err error) }
+	nodeCA interface {
+		Reload() (changed bool, err error)
+	}
 }
 
 // run serves ctl until ctx ends (nil) or a drain finished (errStopped).
