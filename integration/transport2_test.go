@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,9 +179,10 @@ func TestTransport2_BadListenEntryNamed(t *testing.T) {
 // WebSocket: it answers OPTIONS, INVITE and BYE with 200 (echoing
 // Record-Route on the INVITE's) and records the requests it got.
 type wsNode struct {
-	addr string
-	mu   sync.Mutex
-	got  []string // request lines
+	addr  string
+	conns atomic.Int32 // WebSocket connections accepted
+	mu    sync.Mutex
+	got   []string // request lines
 }
 
 func startWSNode(t *testing.T, conf *tls.Config) *wsNode {
@@ -212,6 +214,7 @@ func (n *wsNode) serve(c net.Conn) {
 	if _, err := up.Upgrade(c); err != nil {
 		return
 	}
+	n.conns.Add(1)
 	for {
 		data, err := wsutil.ReadClientText(c)
 		if err != nil {
@@ -308,6 +311,9 @@ func TestTransport2_CallsReachAWebSocketNode(t *testing.T) {
 				}
 				return ""
 			})
+			if got := node.conns.Load(); got != 1 {
+				t.Errorf("node accepted %d WebSocket connections, want probes and the call on one", got)
+			}
 		})
 	}
 }
