@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"os/exec"
@@ -183,6 +184,10 @@ type wsNode struct {
 	conns atomic.Int32 // WebSocket connections accepted
 	mu    sync.Mutex
 	got   []string // request lines
+	// the last dialog set up, for a BYE of the node's own (hangUp)
+	conn    net.Conn
+	invite  sipMsg
+	answers chan sipMsg // responses to the node's own requests
 }
 
 func startWSNode(t *testing.T, conf *tls.Config) *wsNode {
@@ -195,7 +200,7 @@ func startWSNode(t *testing.T, conf *tls.Config) *wsNode {
 		l = tls.NewListener(l, conf)
 	}
 	t.Cleanup(func() { l.Close() })
-	n := &wsNode{addr: l.Addr().String()}
+	n := &wsNode{addr: l.Addr().String(), answers: make(chan sipMsg, 4)}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -221,11 +226,21 @@ func (n *wsNode) serve(c net.Conn) {
 			return
 		}
 		m := parseRaw(string(data))
+		if m.Code != 0 {
+			select {
+			case n.answers <- m:
+			default:
+			}
+			continue
+		}
 		if m.Method == "" {
 			continue
 		}
 		n.mu.Lock()
 		n.got = append(n.got, strings.SplitN(string(data), "\r\n", 2)[0])
+		if m.Method == "INVITE" {
+			n.conn, n.invite = c, m
+		}
 		n.mu.Unlock()
 		if m.Method == "ACK" {
 			continue
@@ -251,6 +266,39 @@ func (n *wsNode) serve(c net.Conn) {
 	}
 }
 
+// hangUp sends the node's own BYE in the last dialog, over the WebSocket
+// the INVITE came on, routed by its Record-Route (RFC 3261 §12.1.1: the
+// callee's route set is the Record-Route in order), and returns the answer.
+func (n *wsNode) hangUp() (sipMsg, error) {
+	n.mu.Lock()
+	inv, c := n.invite, n.conn
+	n.mu.Unlock()
+	if c == nil {
+		return sipMsg{}, errors.New("the node has no dialog to hang up")
+	}
+	target := strings.Trim(strings.SplitN(inv.Header("contact"), ";", 2)[0], "<>")
+	if i := strings.Index(target, ">"); i >= 0 {
+		target = target[:i]
+	}
+	req := "BYE " + target + " SIP/2.0\r\nVia: SIP/2.0/WS " + n.addr + ";branch=z9hG4bKwsbye" + svcTag() + "\r\n"
+	for _, rr := range inv.hdr["record-route"] {
+		for _, r := range strings.Split(rr, ",") {
+			req += "Route: " + strings.TrimSpace(r) + "\r\n"
+		}
+	}
+	req += "From: " + inv.Header("to") + ";tag=wsnode\r\nTo: " + inv.Header("from") + "\r\nCall-ID: " + inv.CallID() +
+		"\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	if err := wsutil.WriteServerText(c, []byte(req)); err != nil {
+		return sipMsg{}, err
+	}
+	select {
+	case m := <-n.answers:
+		return m, nil
+	case <-time.After(5 * time.Second):
+		return sipMsg{}, errors.New("no answer to the node's BYE")
+	}
+}
+
 func (n *wsNode) requests(method string) []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -267,7 +315,9 @@ func (n *wsNode) requests(method string) []string {
 // (or wss, verified against node_tls_ca) is probed and called over a
 // WebSocket that sipedge dials; the Record-Route toward it names
 // sipedge's own ws (wss) listener, where its in-dialog requests come
-// back, and a caller over UDP gets INVITE, ACK and BYE through.
+// back, and a caller over UDP gets INVITE, ACK and BYE through; the
+// node's own BYE, over the WebSocket, reaches the caller and the caller's
+// 200 gets back to the node.
 func TestTransport2_CallsReachAWebSocketNode(t *testing.T) {
 	for _, tp := range []string{"ws", "wss"} {
 		t.Run(tp, func(t *testing.T) {
@@ -313,6 +363,63 @@ func TestTransport2_CallsReachAWebSocketNode(t *testing.T) {
 			})
 			if got := node.conns.Load(); got != 1 {
 				t.Errorf("node accepted %d WebSocket connections, want probes and the call on one", got)
+			}
+
+			// The node hangs up a second call: its BYE over the WebSocket
+			// reaches the caller (UDP), whose 200 gets back to the node.
+			callID := "wsbye-" + svcTag()
+			inv := "INVITE sip:wsbye@" + s.sipAddr() + " SIP/2.0\r\nVia: SIP/2.0/UDP " + link.addr + ";branch=z9hG4bKwi" + svcTag() + ";rport\r\n" +
+				"From: <sip:alice@example.com>;tag=a7\r\nTo: <sip:wsbye@example.com>\r\nCall-ID: " + callID + "\r\nCSeq: 1 INVITE\r\n" +
+				"Contact: <sip:alice@" + link.addr + ">\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+			if err := link.send(inv); err != nil {
+				t.Fatal(err)
+			}
+			ok = link.waitFinal(t, "INVITE")
+			res, err := parseSIPResponse([]byte(ok))
+			if err != nil || !strings.HasPrefix(ok, "SIP/2.0 200") {
+				t.Fatalf("second INVITE: %v %s", err, ok)
+			}
+			rr = recordRouteLines(ok)
+			routes := ""
+			for i := len(rr) - 1; i >= 0; i-- {
+				routes += "Route: " + rr[i] + "\r\n"
+			}
+			contact := strings.Trim(strings.Split(res.Header("contact"), ";")[0], "<>")
+			ack := "ACK " + contact + " SIP/2.0\r\nVia: SIP/2.0/UDP " + link.addr + ";branch=z9hG4bKwa" + svcTag() + ";rport\r\n" +
+				routes + "From: <sip:alice@example.com>;tag=a7\r\nTo: " + res.Header("to") + "\r\nCall-ID: " + callID + "\r\n" +
+				"CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+			if err := link.send(ack); err != nil {
+				t.Fatal(err)
+			}
+			type answer struct {
+				m   sipMsg
+				err error
+			}
+			answered := make(chan answer, 1)
+			go func() { m, err := node.hangUp(); answered <- answer{m, err} }()
+			var bye string
+			for bye == "" {
+				m, err := link.recv()
+				if err != nil {
+					t.Fatalf("waiting for the node's BYE at the caller: %v", err)
+				}
+				if strings.HasPrefix(m, "BYE ") {
+					bye = m
+				}
+			}
+			var hdrs string
+			for _, line := range strings.Split(bye, "\r\n") {
+				k, _, _ := strings.Cut(line, ":")
+				switch strings.ToLower(strings.TrimSpace(k)) {
+				case "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq":
+					hdrs += line + "\r\n"
+				}
+			}
+			if err := link.send("SIP/2.0 200 OK\r\n" + hdrs + "Content-Length: 0\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			if a := <-answered; a.err != nil || a.m.Code != 200 {
+				t.Errorf("the node's BYE: %v, answered %q; want the caller's 200", a.err, a.m.First)
 			}
 		})
 	}
