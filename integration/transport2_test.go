@@ -183,7 +183,8 @@ type wsNode struct {
 	addr  string
 	conns atomic.Int32 // WebSocket connections accepted
 	mu    sync.Mutex
-	got   []string // request lines
+	got   []string          // request lines
+	vias  map[string]string // method -> top Via of the last one
 	// the last dialog set up, for a BYE of the node's own (hangUp)
 	conn    net.Conn
 	invite  sipMsg
@@ -200,7 +201,7 @@ func startWSNode(t *testing.T, conf *tls.Config) *wsNode {
 		l = tls.NewListener(l, conf)
 	}
 	t.Cleanup(func() { l.Close() })
-	n := &wsNode{addr: l.Addr().String(), answers: make(chan sipMsg, 4)}
+	n := &wsNode{addr: l.Addr().String(), answers: make(chan sipMsg, 4), vias: map[string]string{}}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -238,6 +239,9 @@ func (n *wsNode) serve(c net.Conn) {
 		}
 		n.mu.Lock()
 		n.got = append(n.got, strings.SplitN(string(data), "\r\n", 2)[0])
+		if v := m.Vias(); len(v) > 0 {
+			n.vias[m.Method] = v[0]
+		}
 		if m.Method == "INVITE" {
 			n.conn, n.invite = c, m
 		}
@@ -346,6 +350,12 @@ func TestTransport2_CallsReachAWebSocketNode(t *testing.T) {
 				return ""
 			})
 			s.waitRing(t, 5*time.Second, "w1")
+			node.mu.Lock()
+			probeVia := node.vias["OPTIONS"]
+			node.mu.Unlock()
+			if !strings.HasPrefix(probeVia, "SIP/2.0/"+strings.ToUpper(tp)+" "+listener+";") {
+				t.Errorf("probe Via %q, want it to name sipedge's %s listener %s", probeVia, tp, listener)
+			}
 
 			link := udpLink(t, "127.0.0.1:0", s.sipAddr())
 			ok := link.call(t, s.sipAddr(), "wsnode"+svcTag())

@@ -300,12 +300,20 @@ func (p *Proxy) plainFor(a listenAddr) listenAddr {
 // one its top Route names, else the one its Request-URI names, else the
 // first of tp near the address arrivedOn gives for UDP.
 func (p *Proxy) arrivedOnSecure(in *sip.Request, tp string) listenAddr {
+	named := func(u *sip.Uri) (listenAddr, bool) {
+		port := u.Port
+		if port == 0 {
+			port = sip.DefaultPort(tp) // 5061, 80, 443
+		}
+		a, ok := p.secureNamed(u.Host, port)
+		return a, ok && a.tp == tp
+	}
 	if rh := in.Route(); rh != nil {
-		if a, ok := p.secureNamed(rh.Address.Host, rh.Address.Port); ok && a.tp == tp {
+		if a, ok := named(&rh.Address); ok {
 			return a
 		}
 	}
-	if a, ok := p.secureNamed(in.Recipient.Host, in.Recipient.Port); ok && a.tp == tp {
+	if a, ok := named(&in.Recipient); ok {
 		return a
 	}
 	near := p.addrFacing(in.Source(), p.firstAddr())

@@ -46,6 +46,8 @@ func TestRecordRoute_NamesTheSecureListenerUsed(t *testing.T) {
 			[]string{"127.0.0.2:5070/udp", "ws2.example:80/ws"}},
 		{"WS by its advertised name", "WS", "ws2.example:80", "127.0.0.9:4000", "127.0.0.5:5080",
 			[]string{"127.0.0.2:5070/udp", "ws2.example:80/ws"}},
+		{"Request-URI without a port: TLS's 5061", "TLS", "127.0.0.2", "127.0.0.9:4000", "127.0.0.5:5080",
+			[]string{"127.0.0.2:5070/udp", "127.0.0.2:5061/tls"}},
 		{"Request-URI names no listener: the first TLS of the family", "TLS", "conf.example", "127.0.0.9:4000", "127.0.0.5:5080",
 			[]string{"127.0.0.1:5060/udp", "127.0.0.1:5061/tls"}},
 		{"UDP to the advertised IPv6 address by its IP", "UDP", "[::1]:5060", "[::1]:4000", "127.0.0.5:5080",
