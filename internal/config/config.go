@@ -20,7 +20,7 @@ type Config struct {
 	Name   string `yaml:"name" usage:"instance name (default hostname)"`
 	Site   string `yaml:"site" usage:"site this instance belongs to"`
 	Server string `yaml:"server" usage:"server name used by deservice profiles (default hostname)"`
-	Listen string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP); a comma-separated list listens on each (IPv4 and IPv6; addresses after the first must be IPs); an entry HOST:PORT advertise HOST[:PORT] names that address so in Via and Record-Route"`
+	Listen string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP); a comma-separated list listens on each (IPv4 and IPv6; addresses after the first must be IPs); an entry HOST:PORT advertise HOST[:PORT] gives the name Via and Record-Route use for that address"`
 	// Secure and web transports for endpoints; empty turns each off.
 	TLSListen  string `yaml:"tls_listen" usage:"SIP over TLS listen HOST:PORT, or a comma-separated list, entries as in listen (empty: off; needs tls_cert and tls_key)"`
 	WSListen   string `yaml:"ws_listen" usage:"SIP over WebSocket listen HOST:PORT, or a comma-separated list, entries as in listen (empty: off)"`

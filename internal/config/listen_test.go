@@ -74,13 +74,16 @@ func TestListen_BadEntryNamed(t *testing.T) {
 }
 
 func TestListen_YAMLListEntryNotText(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(file, []byte("listen:\n  - {host: 127.0.0.1}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Load([]string{"--config", file}, env(nil), io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "listen") {
-		t.Fatalf("err = %v, want it to name listen", err)
+	for _, field := range []string{"listen", "ws_listen"} {
+		file := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(file, []byte(field+":\n  - {host: 127.0.0.1}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load([]string{"--config", file}, env(nil), io.Discard)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("%s: err = %v, want a FieldError naming %s", field, err, field)
+		}
 	}
 }
 
