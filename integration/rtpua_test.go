@@ -287,6 +287,7 @@ func (u *rtpUA) readSIP() {
 		}
 		raw := string(buf[:n])
 		m := parseRaw(raw)
+		m.src = src.String()
 		if _, body, ok := strings.Cut(raw, "\r\n\r\n"); ok {
 			m.body = body
 		}

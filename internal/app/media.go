@@ -80,8 +80,8 @@ func mediaAddrs(cfg config.Config) (bind, adv netip.Addr) {
 		adv = bind
 	default:
 		adv = netip.MustParseAddr("127.0.0.1")
-		host := cfg.Advertise
-		if h, _, err := net.SplitHostPort(cfg.Advertise); err == nil {
+		host := cfg.FirstAdvertise()
+		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
 		if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
