@@ -131,16 +131,14 @@ func dropRoutes(req *sip.Request, n int) {
 func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
 	token := p.signer.Encode(st)
 	rr := func(transport string, a listenAddr) *sip.RecordRouteHeader {
-		host, port := a.host, a.port
-		if transport != "udp" && transport != "tcp" {
-			host, port = p.advHost, p.portFor(transport)
-		}
 		return &sip.RecordRouteHeader{Address: sip.Uri{
-			Scheme: "sip", Host: host, Port: port,
+			Scheme: "sip", Host: a.host, Port: a.port,
 			UriParams: sip.HeaderParams{{K: "transport", V: transport}, {K: "lr", V: ""}, {K: routeParam, V: token}},
 		}}
 	}
-	peer, node := p.arrivedOn(in), p.sendsFromAddr(in, st.NodeAddr)
+	// Over TLS or a WebSocket: that listener (listeners.go onTransport).
+	peer := p.onTransport(p.arrivedOn(in), st.PeerTransport)
+	node := p.onTransport(p.sendsFromAddr(in, st.NodeAddr), st.NodeTransport)
 	if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {
 		out.PrependHeader(rr(st.PeerTransport, peer))
 	}

@@ -29,8 +29,13 @@ func (p *Pool) bindUDP(port int) (udpSocket, uintptr, error) {
 	if p.family == unix.AF_INET {
 		sa = &unix.SockaddrInet4{Port: port, Addr: p.ip.As4()}
 	} else {
-		// An IPv6 pool binds IPv6 only, as net.ListenUDP("udp6") does.
-		err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+		// An IPv6 pool binds IPv6 only, as net.ListenUDP("udp6") does; a
+		// dual-stack one ("::") takes IPv4 too, v4-mapped, as "udp" does.
+		v6only := 1
+		if p.DualStack() {
+			v6only = 0
+		}
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only)
 		sa = &unix.SockaddrInet6{Port: port, Addr: p.ip.As16(), ZoneId: zoneID(p.ip.Zone())}
 	}
 	if err == nil {
