@@ -1,0 +1,137 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// sipp (3.6.1, and its master branch) finds a response's CSeq method with
+// strstr(msg, "CSeq"): the first "CSeq" anywhere in the message, not the
+// header. sipedge's Record-Route carries its route state as base64url
+// (se=, ~128 random characters), and a response to INVITE carries that
+// Record-Route above its CSeq: about one call in 136 000 (125 positions,
+// 64^-4 each) has "CSeq" inside the token. sipp then reads a garbage
+// method, the 180 matches no <recv> of the scenario, and sipp aborts the
+// call with a CANCEL (the one failed call of 1000 in
+// TestRelay_1000Calls_PortsReturnToZero). The token is a legal
+// uri-parameter value (RFC 3261 §25.1), so the callers' scenarios match
+// responses by transaction (start_txn / response_txn: the top Via's
+// branch) instead of by CSeq method.
+func TestSippCallers_MatchResponsesWhateverTheRecordRouteHolds(t *testing.T) {
+	// A route token shaped like sipedge's, with "CSeq" in it.
+	const token = "BFhJXOXkV1g9eQbQqdFuhNBr2wKe4sHVXUv0jkApbViZ2w0oueJMOzIRK1E_lE8oiDrwCSeqT4sELabb8VgVj8OBssiGgEDVyerml7vZDmJDlyAtjLDoPnNmwL8Fsog"
+	for _, sc := range []string{"uac_call.xml", "uac_call_bigsdp.xml", "uac_failover.xml", "uac_call_until_drain_bye.xml"} {
+		t.Run(sc, func(t *testing.T) {
+			u := startRouteUAS(t, token)
+			res := runUAC(t, strings.TrimSuffix(sc, ".xml"), uac{Scenario: sc, Target: u.addr(),
+				Rows: callRows(u.addr(), ids("cseq", 3)...), Rate: 10, Timeout: 20 * time.Second})
+			res.requireAllSucceeded(t, 3)
+			if n := u.count("INVITE"); n != 3 {
+				t.Fatalf("the UAS got %d INVITEs, want 3", n)
+			}
+			if n := u.count("CANCEL"); n != 0 {
+				t.Fatalf("sipp sent %d CANCELs (a 180 it did not match)", n)
+			}
+		})
+	}
+}
+
+// routeUAS stands where sipedge and a node would: it answers each INVITE
+// 100, 180 and 200, the 180 and the 200 with a Record-Route holding token
+// as its se= parameter, as sipedge's does. A caller of
+// uac_call_until_drain_bye.xml (From tag [pid]D[n]) gets a BYE with a
+// drain-timeout Reason after its ACK, as sipedge would send it.
+type routeUAS struct {
+	conn  *net.UDPConn
+	token string
+	mu    sync.Mutex
+	seen  map[string]int // method → requests read
+	done  chan struct{}
+}
+
+func startRouteUAS(t testing.TB, token string) *routeUAS {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatalf("route UAS: %v", err)
+	}
+	u := &routeUAS{conn: conn, token: token, seen: map[string]int{}, done: make(chan struct{})}
+	go u.serve()
+	t.Cleanup(func() { conn.Close(); <-u.done })
+	return u
+}
+
+func (u *routeUAS) addr() string { return u.conn.LocalAddr().String() }
+
+func (u *routeUAS) count(method string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.seen[method]
+}
+
+func (u *routeUAS) serve() {
+	defer close(u.done)
+	buf := make([]byte, 65535)
+	rr := "Record-Route: <sip:" + u.addr() + ";transport=udp;lr;se=" + u.token + ">"
+	for {
+		n, src, err := u.conn.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		m, ok := parseRawRequest(buf[:n])
+		if !ok {
+			continue // the caller's 200 to our BYE
+		}
+		u.mu.Lock()
+		u.seen[m.method]++
+		u.mu.Unlock()
+		m.lines = append([]string{rr}, m.lines...) // answer copies it, above CSeq
+		switch m.method {
+		case "INVITE":
+			for _, code := range []int{100, 180} {
+				_, _ = u.conn.WriteToUDP([]byte(m.answer(code, reasonFor(code), "sip:uas@"+u.addr())), src)
+			}
+			sdp := "v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+			ok := strings.Replace(m.answer(200, "OK", "sip:uas@"+u.addr()), "Content-Length: 0\r\n\r\n",
+				fmt.Sprintf("Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s", len(sdp), sdp), 1)
+			_, _ = u.conn.WriteToUDP([]byte(ok), src)
+		case "ACK":
+			if _, tag, _ := strings.Cut(m.header("from"), ";tag="); strings.Contains(tag, "D") {
+				_, _ = u.conn.WriteToUDP([]byte(drainBye(m, u.addr())), src)
+			}
+		case "BYE", "CANCEL":
+			_, _ = u.conn.WriteToUDP([]byte(m.answer(200, "OK", "sip:uas@"+u.addr())), src)
+		}
+	}
+}
+
+func reasonFor(code int) string {
+	switch code {
+	case 100:
+		return "Trying"
+	case 180:
+		return "Ringing"
+	}
+	return "OK"
+}
+
+// drainBye is the BYE sipedge sends a caller when its node's drain outlives
+// drain_timeout, built from the caller's ACK.
+func drainBye(ack rawRequest, local string) string {
+	contact := ack.header("contact")
+	if i, j := strings.Index(contact, "<"), strings.Index(contact, ">"); i >= 0 && j > i {
+		contact = contact[i+1 : j]
+	}
+	return "BYE " + contact + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + local + ";branch=z9hG4bK" + svcTag() + "\r\n" +
+		"From: " + ack.header("to") + "\r\n" +
+		"To: " + ack.header("from") + "\r\n" +
+		"Call-ID: " + ack.header("call-id") + "\r\n" +
+		"CSeq: 1 BYE\r\n" +
+		"Reason: SIP;cause=503;text=\"drain timeout\"\r\n" +
+		"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+}
