@@ -135,3 +135,65 @@ func drainBye(ack rawRequest, local string) string {
 		"Reason: SIP;cause=503;text=\"drain timeout\"\r\n" +
 		"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
 }
+
+// TestSippNode_AbsorbsInviteRetransmittedAfterItsAnswer: a loaded sipedge
+// may read a node's 100/180/200 more than 500 ms after they were sent, and
+// its client transaction has then retransmitted the INVITE (Timer A, RFC
+// 3261 §17.1.1.2). The node has answered already; as a UAS it absorbs the
+// retransmission (RFC 6026 §7.1) and the call goes on. The sipp node used
+// to abort the call on it, so its ACK and BYE went unanswered (the failed
+// call of TestRelay_1000Calls_PortsReturnToZero on a loaded machine).
+func TestSippNode_AbsorbsInviteRetransmittedAfterItsAnswer(t *testing.T) {
+	n := startSippNode(t, "n1")
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	node, err := net.ResolveUDPAddr("udp", n.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := conn.LocalAddr().String()
+	send := func(msg string) {
+		if _, err := conn.WriteToUDP([]byte(msg), node); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// await reads until a final response to method; "" after timeout.
+	await := func(method string, timeout time.Duration) string {
+		buf := make([]byte, 65535)
+		_ = conn.SetReadDeadline(time.Now().Add(timeout))
+		for {
+			k, _, err := conn.ReadFromUDP(buf)
+			if err != nil {
+				return ""
+			}
+			a, err := parseSIPResponse(buf[:k])
+			if err == nil && a.Code >= 200 && strings.HasSuffix(a.Header("cseq"), method) {
+				return a.Header("to")
+			}
+		}
+	}
+	const id = "retrans-after-answer"
+	head := func(method, branch string, cseq int, to string) string {
+		return method + " sip:conf@" + n.addr() + " SIP/2.0\r\n" +
+			"Via: SIP/2.0/UDP " + local + ";branch=" + branch + "\r\n" +
+			"From: <sip:proxy@127.0.0.1>;tag=p1\r\nTo: " + to + "\r\n" +
+			"Call-ID: " + id + "\r\n" + fmt.Sprintf("CSeq: %d %s\r\n", cseq, method) +
+			"Contact: <sip:proxy@" + local + ">\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	}
+	invite := head("INVITE", "z9hG4bK-inv1", 1, "<sip:conf@"+n.addr()+">")
+	send(invite)
+	to := await("INVITE", 5*time.Second)
+	if to == "" {
+		t.Fatal("the node did not answer the INVITE")
+	}
+	send(invite) // Timer A fired before the proxy read the answer
+	time.Sleep(200 * time.Millisecond)
+	send(head("ACK", "z9hG4bK-ack1", 1, to))
+	send(head("BYE", "z9hG4bK-bye1", 2, to))
+	if await("BYE", 3*time.Second) == "" {
+		t.Fatalf("the node did not answer the BYE after a retransmitted INVITE\n%s", n.summary())
+	}
+}
