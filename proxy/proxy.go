@@ -97,6 +97,7 @@ type Proxy struct {
 
 	dialogs dialogSet
 	seq     *sequencer // keeps each dialog's requests in arrival order
+	rseq    *respSeq   // keeps each INVITE's responses in arrival order (respseq.go)
 	media   Media      // nil: media not anchored
 	bg      owned      // goroutines Serve owns and waits for (owned.go)
 
