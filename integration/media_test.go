@@ -414,6 +414,7 @@ func TestRelay_1000Calls_PortsReturnToZero(t *testing.T) {
 	})
 	res := run.wait()
 	res.requireAllSucceeded(t, 1000)
+	requireRingingThenAnswer(t, res) // response_order_test.go
 	if got := a.metricOr0(t, "sipedge_media_sdp_errors_total", nil); got != 0 {
 		t.Errorf("%v SDP errors on sipp's plain offers", got)
 	}

@@ -197,3 +197,54 @@ func TestSippNode_AbsorbsInviteRetransmittedAfterItsAnswer(t *testing.T) {
 		t.Fatalf("the node did not answer the BYE after a retransmitted INVITE\n%s", n.summary())
 	}
 }
+
+// requireRingingThenAnswer fails unless, in a caller's trace, every call
+// received a 180 before the first 2xx to its INVITE and no provisional
+// after it: sipedge relays each INVITE's responses in the order the node
+// sent them (README "Response order"; the nodes of these tests always send
+// 180 then 200). A 180 lost to the 200 overtaking it inside sipgo, or a
+// second 180 after the answer (a retransmitted INVITE forwarded again as a
+// new call), fails it. sipp itself no longer notices either: its scenarios
+// match responses by transaction, and a late 1xx of a known transaction is
+// ignored.
+func requireRingingThenAnswer(t testing.TB, r uacResult) {
+	t.Helper()
+	type call struct{ ringing, answered, late bool }
+	calls := map[string]*call{}
+	var order []string
+	for _, m := range r.Msgs {
+		if m.Sent || m.Code == 0 || !strings.HasSuffix(m.CSeq(), "INVITE") {
+			continue
+		}
+		c := calls[m.CallID()]
+		if c == nil {
+			c = &call{}
+			calls[m.CallID()] = c
+			order = append(order, m.CallID())
+		}
+		switch {
+		case m.Code >= 200 && m.Code < 300:
+			c.answered = true
+		case c.answered && m.Code > 100:
+			c.late = true
+		case m.Code == 180:
+			c.ringing = true
+		}
+	}
+	var lost, late []string
+	for _, id := range order {
+		c := calls[id]
+		if c.answered && !c.ringing {
+			lost = append(lost, id)
+		}
+		if c.late {
+			late = append(late, id)
+		}
+	}
+	if len(lost) > 0 || len(late) > 0 {
+		t.Errorf("uac %s: %d calls answered without their 180 first (e.g. %v), %d got a provisional after the answer (e.g. %v)",
+			r.Name, len(lost), head(lost, 5), len(late), head(late, 5))
+	}
+}
+
+func head(s []string, n int) []string { return s[:min(n, len(s))] }
