@@ -58,7 +58,11 @@ type respLine struct {
 	early  []*sip.Response // taken by forward before their stamp ran
 	ahead  []*sip.Response // stamped ones consumed before sipgo passed them up (relayed ahead, or a 100): skipped when they come
 	wake   chan struct{}   // closed when an early one is stamped; nil until forward waits
+	buf    [4]respMark     // marks' first storage: 100, 180, 200 need no allocation
 }
+
+// respLines recycles lines: one per INVITE relayed.
+var respLines = sync.Pool{New: func() any { return new(respLine) }}
 
 type respMark struct {
 	res     *sip.Response
@@ -107,17 +111,20 @@ func (s *respSeq) openLine(branch string) *respLine {
 	if s == nil || branch == "" {
 		return nil
 	}
-	l := &respLine{branch: branch}
+	l := respLines.Get().(*respLine)
+	l.branch = branch
+	l.marks = l.buf[:0]
 	sh := s.shard(branch)
 	sh.mu.Lock()
 	if _, dup := sh.m[branch]; !dup {
 		sh.m[branch] = l
 		s.open.Add(1)
-	} else {
-		l = nil // branches are random: never
+		sh.mu.Unlock()
+		return l
 	}
 	sh.mu.Unlock()
-	return l
+	respLines.Put(l)
+	return nil // branches are random: never
 }
 
 // closeLine stops stamping l's branch and lets go of what was stamped.
@@ -131,8 +138,13 @@ func (s *respSeq) closeLine(l *respLine) {
 		delete(sh.m, l.branch)
 		s.open.Add(-1)
 	}
-	l.marks, l.early, l.ahead = nil, nil, nil
 	sh.mu.Unlock()
+	// forward owns l and is done with it; stamp finds it no more.
+	clear(l.buf[:])
+	clear(l.early)
+	clear(l.ahead)
+	*l = respLine{early: l.early[:0], ahead: l.ahead[:0]}
+	respLines.Put(l)
 }
 
 // stamp is a transport-layer message handler: it runs on the goroutine
@@ -177,7 +189,7 @@ func (l *respLine) stamped(res *sip.Response) {
 		}
 	}
 	if len(l.marks) >= respKept {
-		l.marks = append(l.marks[:0], l.marks[1:]...)
+		l.marks = l.marks[:copy(l.marks, l.marks[1:])]
 	}
 	l.marks = append(l.marks, respMark{res: res})
 }
@@ -234,10 +246,13 @@ func (s *respSeq) arrived(l *respLine, res *sip.Response) (before []*sip.Respons
 	// Drop the consumed head of the list.
 	n := 0
 	for n < len(l.marks) && l.marks[n].relayed {
-		l.marks[n] = respMark{}
 		n++
 	}
-	l.marks = l.marks[n:]
+	if n > 0 {
+		k := copy(l.marks, l.marks[n:])
+		clear(l.marks[k:])
+		l.marks = l.marks[:k]
+	}
 	sh.mu.Unlock()
 	if len(earlier) == 0 {
 		return nil, skip
