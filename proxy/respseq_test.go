@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -10,15 +11,30 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// respOn is a response to INVITE with the proxy's Via of branch.
-func respOn(branch string, code int) *sip.Response {
-	r := sip.NewResponse(code, "R"+strconv.Itoa(code))
-	r.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
-		Host: "127.0.0.1", Port: 5060, Params: sip.HeaderParams{{K: "branch", V: branch}}})
-	r.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
-		Host: "127.0.0.2", Port: 5060, Params: sip.HeaderParams{{K: "branch", V: "z9hG4bKcaller"}}})
-	r.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
-	return r
+// respOn is a UDP datagram answering an INVITE through the proxy's Via of
+// branch, and the message sipgo parses from it.
+func respOn(t *testing.T, branch string, code int) ([]byte, *sip.Response) {
+	t.Helper()
+	raw := []byte("SIP/2.0 " + strconv.Itoa(code) + " R\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=" + branch + "\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKcaller\r\n" +
+		"From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: rs\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+	m, err := sip.ParseMessage(append([]byte(nil), raw...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := m.(*sip.Response)
+	r.SetSource(nodeSrc.String())
+	return raw, r
+}
+
+var nodeSrc = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 5090}
+
+// deliver is the read goroutine: the read filter, then (after the
+// transaction layer) the transport handler.
+func deliver(s *respSeq, raw []byte, r *sip.Response) {
+	s.noteArrival(sip.TransportReadProps{Transport: "UDP", RemoteAddr: nodeSrc}, raw)
+	s.stamp(r)
 }
 
 func codes(rs []*sip.Response) []int {
@@ -63,22 +79,28 @@ func TestRespSeq_RelaysInArrivalOrder(t *testing.T) {
 			s.onEarly = func() { early++ }
 			const branch = "z9hG4bKsEtest"
 			l := s.openLine(branch)
-			msgs := map[int]*sip.Response{}
+			msgs, raws := map[int]*sip.Response{}, map[int][]byte{}
 			get := func(code int) *sip.Response {
 				if msgs[code] == nil {
-					msgs[code] = respOn(branch, code)
+					raws[code], msgs[code] = respOn(t, branch, code)
 				}
 				return msgs[code]
 			}
 			var relayed []int
 			for i, st := range tc.steps {
 				if st.stamp {
-					s.stamp(get(st.code))
+					if i > 0 && !tc.steps[i-1].stamp && tc.steps[i-1].code == st.code {
+						continue // delivered with the step before
+					}
+					r := get(st.code)
+					deliver(s, raws[st.code], r)
 					continue
 				}
 				if i+1 < len(tc.steps) && tc.steps[i+1].stamp && tc.steps[i+1].code == st.code {
-					// taken before its stamp: the read goroutine stamps it meanwhile
-					go func(r *sip.Response) { time.Sleep(2 * time.Millisecond); s.stamp(r) }(get(st.code))
+					// taken before its stamp: placed by the read filter, stamped meanwhile
+					r := get(st.code)
+					s.noteArrival(sip.TransportReadProps{Transport: "UDP", RemoteAddr: nodeSrc}, raws[st.code])
+					go func() { time.Sleep(2 * time.Millisecond); s.stamp(r) }()
 				}
 				before, skip := s.arrived(l, get(st.code))
 				for _, b := range before {
@@ -118,30 +140,57 @@ func slicesEqual(a, b []int) bool {
 }
 
 // Only the branch forward opened is ordered: a response of another branch
-// (the failover runner's next node) or of no open branch is left alone.
+// (the failover runner's next node) or of no open branch is left alone,
+// and a CANCEL's 200 on the INVITE's branch takes no place.
 func TestRespSeq_OtherBranchesUntouched(t *testing.T) {
 	s := newRespSeq()
 	l := s.openLine("z9hG4bKsEone")
-	s.stamp(respOn("z9hG4bKsEone", 180))
-	s.stamp(respOn("z9hG4bKsEnone", 180)) // no line: nothing kept
-	if before, skip := s.arrived(l, respOn("z9hG4bKsEtwo", 200)); len(before) != 0 || skip {
+	raw, r := respOn(t, "z9hG4bKsEone", 180)
+	deliver(s, raw, r)
+	raw, r = respOn(t, "z9hG4bKsEnone", 180)
+	deliver(s, raw, r)
+	cancel200 := []byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsEone\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n")
+	s.noteArrival(sip.TransportReadProps{Transport: "UDP", RemoteAddr: nodeSrc}, cancel200)
+	if n := len(l.marks); n != 1 {
+		t.Fatalf("%d placed on the line, want the 180 only", n)
+	}
+	_, two := respOn(t, "z9hG4bKsEtwo", 200)
+	if before, skip := s.arrived(l, two); len(before) != 0 || skip {
 		t.Fatalf("another branch's 200 brought %v (skip %v)", codes(before), skip)
 	}
-	if n := len(s.shard("z9hG4bKsEnone").m["z9hG4bKsEnone"].marksOrNil()); n != 0 {
-		t.Fatalf("%d kept for a branch nobody opened", n)
-	}
 	s.closeLine(l)
-	s.stamp(respOn("z9hG4bKsEone", 200)) // after close: nothing
-	if s.open.Load() != 0 {
-		t.Fatal("lines open after close")
+	raw, r = respOn(t, "z9hG4bKsEone", 200)
+	deliver(s, raw, r) // after close: nothing
+	if s.open.Load() != 0 || s.npend.Load() != 0 {
+		t.Fatalf("%d lines open, %d stamps pending after close", s.open.Load(), s.npend.Load())
 	}
 }
 
-func (l *respLine) marksOrNil() []respMark {
-	if l == nil {
-		return nil
+// The read filter's scan takes a response to INVITE and its top branch,
+// and nothing else.
+func TestScanInviteResponse(t *testing.T) {
+	for _, tc := range []struct {
+		msg    string
+		code   int
+		branch string
+		ok     bool
+	}{
+		{"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 1.2.3.4:5060;branch=z9hG4bKa;rport\r\nCSeq: 1 INVITE\r\n\r\n", 180, "z9hG4bKa", true},
+		{"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKb, SIP/2.0/UDP 5.6.7.8;branch=z9hG4bKc\r\nCSeq: 7 INVITE\r\n\r\n", 200, "z9hG4bKb", true},
+		{"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKa\r\nCSeq: 1 CANCEL\r\n\r\n", 0, "", false},
+		{"SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\n\r\n", 0, "", false},
+		{"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKa\r\nCSeq: 1 INVITE\r\n\r\n", 0, "", false},
+		{"SIP/2.0 2x0 OK\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKa\r\nCSeq: 1 INVITE\r\n\r\n", 0, "", false},
+	} {
+		code, branch, ok := scanInviteResponse([]byte(tc.msg))
+		if ok != tc.ok || (ok && (code != tc.code || string(branch) != tc.branch)) {
+			t.Errorf("%q: %d %q %v, want %d %q %v", tc.msg, code, branch, ok, tc.code, tc.branch, tc.ok)
+		}
 	}
-	return l.marks
+	data := []byte("SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 1.2.3.4:5060;branch=z9hG4bKa\r\nCSeq: 1 INVITE\r\n\r\n")
+	if n := testing.AllocsPerRun(100, func() { scanInviteResponse(data) }); n != 0 {
+		t.Fatalf("the scan allocates %v times", n)
+	}
 }
 
 // TestForward_ProvisionalNeverLostToA2xxRightBehind: a node sends 180 and
