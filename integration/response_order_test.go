@@ -207,9 +207,17 @@ func TestSippNode_AbsorbsInviteRetransmittedAfterItsAnswer(t *testing.T) {
 // new call), fails it. sipp itself no longer notices either: its scenarios
 // match responses by transaction, and a late 1xx of a known transaction is
 // ignored.
-func requireRingingThenAnswer(t testing.TB, r uacResult) {
+//
+// UDP may lose datagrams on a loaded machine (a starved sipp's receive
+// buffer overflows), and a 1xx is never retransmitted: a call whose first
+// 2xx reached the caller only after its node had retransmitted it (so the
+// first was lost or held up on the way) is not counted, only logged.
+func requireRingingThenAnswer(t testing.TB, r uacResult, nodes ...*sippNode) {
 	t.Helper()
-	type call struct{ ringing, answered, late bool }
+	type call struct {
+		ringing, answered, late bool
+		answeredAt              string
+	}
 	calls := map[string]*call{}
 	var order []string
 	for _, m := range r.Msgs {
@@ -224,22 +232,48 @@ func requireRingingThenAnswer(t testing.TB, r uacResult) {
 		}
 		switch {
 		case m.Code >= 200 && m.Code < 300:
-			c.answered = true
+			if !c.answered {
+				c.answered, c.answeredAt = true, m.When
+			}
 		case c.answered && m.Code > 100:
 			c.late = true
 		case m.Code == 180:
 			c.ringing = true
 		}
 	}
-	var lost, late []string
+	// When each node sent its second 2xx to an INVITE (a retransmission).
+	resent := map[string]string{}
+	for _, n := range nodes {
+		msgs, err := parseTrace(n.msgFile)
+		if err != nil {
+			t.Fatalf("node %s trace: %v", n.name, err)
+		}
+		sent := map[string]int{}
+		for _, m := range msgs {
+			if m.Sent && m.Code >= 200 && m.Code < 300 && strings.HasSuffix(m.CSeq(), "INVITE") {
+				if sent[m.CallID()]++; sent[m.CallID()] == 2 {
+					resent[m.CallID()] = m.When
+				}
+			}
+		}
+	}
+	var lost, late, inTransit []string
 	for _, id := range order {
 		c := calls[id]
 		if c.answered && !c.ringing {
-			lost = append(lost, id)
+			if at, ok := resent[id]; ok && c.answeredAt >= at {
+				inTransit = append(inTransit, id)
+			} else {
+				lost = append(lost, id)
+			}
 		}
 		if c.late {
 			late = append(late, id)
 		}
+	}
+	if len(inTransit) > 0 {
+		t.Logf("uac %s: %d calls without a 180 whose first 200 was lost on the way too (the node retransmitted it first), not counted: %v",
+			r.Name, len(inTransit), head(inTransit, 5))
 	}
 	if len(lost) > 0 || len(late) > 0 {
 		t.Errorf("uac %s: %d calls answered without their 180 first (e.g. %v), %d got a provisional after the answer (e.g. %v)",
