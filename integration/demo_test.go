@@ -57,9 +57,7 @@ func startDemo(t *testing.T) *demo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pa, pb, node := freePort(t), freePort(t), freePort(t)
-	for freePort(t) == node+1 { // confnodes take node, node+1, node+2: best effort
-	}
+	pa, pb, node := freePort(t), freePort(t), freePortRun(t, 3) // confnodes take node, node+1, node+2
 	d := &demo{sipA: loopback(pa), sipB: loopback(pb), out: &lockedBuffer{},
 		adminA: &sipedge{name: "sipedge-a", admin: loopback(freePort(t))},
 		adminB: &sipedge{name: "sipedge-b", admin: loopback(freePort(t))}}
@@ -350,4 +348,54 @@ func sippMediaPort(t *testing.T) int {
 	}
 	t.Fatal("no four free UDP ports for sipp's media")
 	return 0
+}
+
+// freePortRun returns the first of n consecutive loopback ports that are
+// all free for UDP and TCP (the demo's confnodes listen on NODE_PORT and
+// the two ports above it). Only the first used to be checked: a confnode
+// whose port another process held failed to start, and the live page test
+// with it.
+func freePortRun(t testing.TB, n int) int {
+	t.Helper()
+	for range 200 {
+		base := freePort(t)
+		ok := base+n-1 < 65536
+		for p := base + 1; ok && p < base+n; p++ {
+			ok = portFree(p)
+		}
+		if !ok {
+			continue
+		}
+		usedPorts.Lock()
+		for p := base + 1; p < base+n; p++ {
+			ok = ok && !usedPorts.m[p]
+		}
+		if ok {
+			for p := base + 1; p < base+n; p++ {
+				usedPorts.m[p] = true
+			}
+		}
+		usedPorts.Unlock()
+		if ok {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free loopback ports", n)
+	return 0
+}
+
+// portFree reports whether a loopback port can be bound for TCP and UDP.
+func portFree(port int) bool {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	u, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	u.Close()
+	return true
 }

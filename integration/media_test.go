@@ -395,8 +395,7 @@ func TestRelay_200ConcurrentCalls_NoLoss(t *testing.T) {
 // relay port is left in use.
 func TestRelay_1000Calls_PortsReturnToZero(t *testing.T) {
 	e := newEnv(t)
-	e.startNode("n1")
-	e.startNode("n2")
+	n1, n2 := e.startNode("n1"), e.startNode("n2")
 	// One sipp source at 200 calls/s is above the default per-source
 	// limits (README "Floods and exhaustion"): they are off here.
 	a := e.startSipedge("A", "--media-ports", mediaPorts(t), "--source-rate", "0")
@@ -414,6 +413,7 @@ func TestRelay_1000Calls_PortsReturnToZero(t *testing.T) {
 	})
 	res := run.wait()
 	res.requireAllSucceeded(t, 1000)
+	requireRingingThenAnswer(t, res, n1, n2) // response_order_test.go
 	if got := a.metricOr0(t, "sipedge_media_sdp_errors_total", nil); got != 0 {
 		t.Errorf("%v SDP errors on sipp's plain offers", got)
 	}

@@ -39,7 +39,7 @@ func startSippNode(t testing.TB, name string) *sippNode {
 	n.proc = startProc(t, "node-"+name, sipp,
 		"-sf", scenario(t, "node_uas.xml"),
 		"-i", "127.0.0.1", "-p", strconv.Itoa(n.port), "-t", "u1",
-		"-nostdin", "-aa",
+		"-nostdin", "-aa", "-buff_size", "4194304", // as the callers' (startUAC)
 		"-timeout", "300s", // a bound, far beyond any test
 		"-trace_msg", "-message_file", n.msgFile,
 		"-trace_err", "-error_file", filepath.Join(dir, name+".err"),
@@ -168,6 +168,10 @@ func startUAC(t testing.TB, name string, u uac) *uacRun {
 	r.proc = startProc(t, "uac-"+name, sipp,
 		"-sf", scenario(t, u.Scenario), "-inf", csv,
 		"-i", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "-t", "u1", "-nostdin",
+		// 4 MB socket buffers (the kernel's rmem_max here; the default is
+		// 208 KB): a sipp starved on a loaded machine otherwise drops
+		// datagrams, and a lost 1xx is never retransmitted.
+		"-buff_size", "4194304",
 		"-m", strconv.Itoa(len(u.Rows)), "-r", strconv.Itoa(u.Rate), "-l", strconv.Itoa(u.Limit),
 		"-d", strconv.FormatInt(hold, 10),
 		"-recv_timeout", "6000", // a call that hears nothing for 6 s fails

@@ -467,3 +467,46 @@ func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), l
 // unsafeBytes is s as bytes without a copy, for reading only (a write to
 // a socket).
 func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// lateRetransmission absorbs, in onRequest, a retransmitted request of a
+// UDP server transaction already answered and ended here (respondTx) that
+// sipgo handed up as a new transaction. That happens when the datagram was
+// read before the answer was recorded, so absorb let it through, and its
+// goroutine reached sipgo's transaction layer only after the transaction
+// had been ended: on a loaded machine, a caller's INVITE retransmitted
+// 500 ms after the first (no 100 yet) and handled after the 2xx. Forwarded,
+// it became a second call to the node with the same Call-ID. As absorb
+// would: an INVITE answered 2xx is dropped (RFC 6026 §7.1), a non-INVITE
+// gets its final response again (§17.2.2). It reports whether it did; the
+// new server transaction is then ended without an answer.
+func (p *Proxy) lateRetransmission(req *sip.Request, tx sip.ServerTransaction) bool {
+	if p.fin == nil || req.IsAck() || req.IsCancel() || sip.IsReliable(req.Transport()) {
+		return false
+	}
+	st, ok := tx.(*sip.ServerTx)
+	if !ok {
+		return false
+	}
+	key := st.Key()
+	if !strings.HasPrefix(key, rfc3261Cookie) {
+		return false
+	}
+	e, ok := p.fin.server.getString(key)
+	if !ok {
+		return false
+	}
+	if e.data == "" {
+		p.fin.m.inviteDropped.Inc()
+	} else if dest, resp, ok := decodeDest(e.data); ok {
+		if pc := p.fin.conn(e.conn); pc != nil {
+			if err := writeUDP(pc, resp, dest); err != nil {
+				p.notSent("retransmitted final response", callID(req), 0, err)
+			}
+			p.fin.m.resent.Inc()
+		}
+	}
+	p.log.Debug().Str("call_id", callID(req)).Str("method", string(req.Method)).
+		Msg("retransmission of a finished transaction reached the proxy as a new one: absorbed")
+	st.Terminate()
+	return true
+}

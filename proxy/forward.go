@@ -75,6 +75,8 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 // sipgo gave the request, so it may block.
 func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, next hop, info fwdInfo) {
 	p.prepareForward(in, out, next, p.branch(in))
+	line := p.rseq.openLine(ourINVITEBranch(out)) // responses relayed in arrival order (respseq.go)
+	defer p.rseq.closeLine(line)
 	p.metrics.txActive.Inc()
 	defer p.metrics.txActive.Dec()
 
@@ -124,6 +126,13 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		case res, ok := <-ctxTx.Responses():
 			if !ok {
 				return
+			}
+			before, skip := p.rseq.arrived(line, res)
+			for _, early := range before {
+				p.relayEarly(in, tx, early, info, canceller, &clock)
+			}
+			if skip {
+				continue // relayed already, ahead of one that overtook it
 			}
 			if canceller != nil && res.IsProvisional() {
 				canceller.provisional()

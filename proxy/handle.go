@@ -14,6 +14,9 @@ import (
 func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 	p.seq.wait(req) // after every earlier request of its dialog (sequence.go)
 	defer p.seq.handedOn(req)
+	if p.lateRetransmission(req, tx) { // finished_tx.go
+		return
+	}
 	p.metrics.countRequest(req.Method)
 	if req.IsAck() {
 		p.forwardAck(req)

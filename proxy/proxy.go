@@ -101,6 +101,7 @@ type Proxy struct {
 
 	dialogs dialogSet
 	seq     *sequencer // keeps each dialog's requests in arrival order
+	rseq    *respSeq   // keeps each INVITE's responses in arrival order (respseq.go)
 	media   Media      // nil: media not anchored
 	bg      owned      // goroutines Serve owns and waits for (owned.go)
 
@@ -271,6 +272,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	p.serveCtx.Store(&ctx)
 	errc := make(chan error, 5+2*len(p.extra))
 	p.serveOn(ctx, errc, func() error { return p.srv.ServeUDP(p.udp) })
+	p.awaitUDPListener(p.udp) // before TCP: a TCP request forwarded over UDP needs it (ready.go)
 	p.serveOn(ctx, errc, func() error { return p.srv.ServeTCP(p.tcp) })
 	if names := p.serveExtra(errc); len(names) > 0 {
 		p.log.Info().Strs("listeners", names).Msg("SIP proxy listening (udp, tcp; more addresses)")

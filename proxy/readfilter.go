@@ -8,7 +8,9 @@ import "github.com/emiago/sipgo/sip"
 //  2. absorb: a retransmission of a finished transaction gets its stored
 //     answer again (or is dropped), as the transaction would have done
 //     (finished_tx.go);
-//  3. statelessFilter: while the instance rejects new dialogs, a new
+//  3. noteArrival: a response to an INVITE being relayed gets its place
+//     in arrival order (respseq.go);
+//  4. statelessFilter: while the instance rejects new dialogs, a new
 //     INVITE/REGISTER/SUBSCRIBE is answered without a transaction, and the
 //     ACK of that answer absorbed (stateless.go).
 //
@@ -21,5 +23,6 @@ func (p *Proxy) readFilter(info sip.TransportReadProps, data []byte) ([]byte, er
 	if p.absorb(info, data) {
 		return nil, nil
 	}
+	p.rseq.noteArrival(info, data) // a response's place among its INVITE's (respseq.go)
 	return p.statelessFilter(info, data), nil
 }

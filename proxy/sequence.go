@@ -117,6 +117,7 @@ func (p *Proxy) orderRequests() {
 	p.seq = newSequencer(seqMaxWait)
 	p.seq.onWait, p.seq.onTimeout = p.metrics.orderWaits.Inc, p.metrics.orderTimeouts.Inc
 	p.ua.TransportLayer().OnMessage(p.seq.stamp)
+	p.orderResponses() // the same for responses (respseq.go)
 }
 
 // seqIdentity extracts a request's Call-ID and transaction key; ok is false

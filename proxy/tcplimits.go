@@ -324,6 +324,11 @@ func (c *limitConn) Write(b []byte) (int, error) {
 	c.touch()
 	var n int
 	var err error
+	if !c.l.tls && bytes.HasPrefix(b, []byte("SIP/")) && !c.gone.Load() && peerClosed(c.Conn) {
+		// Closed by the peer, and sipgo's reader has not read the end yet:
+		// written here, the answer would be lost (peerclosed_unix.go).
+		c.gone.Store(true)
+	}
 	if c.gone.Load() && !c.l.tls && bytes.HasPrefix(b, []byte("SIP/")) {
 		n, err = c.toReceived(b)
 	} else {
