@@ -55,10 +55,7 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 		markReceived(via, in.Source())
 	}
 	from := p.sendsFrom(in, next) // the listen address toward next (listeners.go)
-	out.PrependHeader(&sip.ViaHeader{
-		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: upper(next.transport),
-		Host: from.host, Port: from.port, Params: sip.HeaderParams{{K: "branch", V: branch}},
-	})
+	out.PrependHeader(newVia(upper(next.transport), from.host, from.port, branch)) // vias.go
 	out.SetDestination(next.addr)
 	out.SetTransport(upper(next.transport))
 	if next.transport == "udp" {
@@ -117,7 +114,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	// one that reaches the transaction before it ends; it holds nothing of
 	// the call.
 	clock := p.timing.start(in, info.newDialog)
-	ctxTx.OnRetransmission(p.retransmitted2xx)
+	ctxTx.OnRetransmission(p.retransHook())
 
 	for {
 		select {

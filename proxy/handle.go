@@ -103,8 +103,10 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	info := fwdInfo{node: v.Node.Name, newDialog: true, fromCaller: true}
 	if req.Method == sip.INVITE {
 		info.confID = areq.ConfID
-		j := joinOf(req, areq.ConfID, trusted, fromURI(req))
-		info.join = &j
+		if p.media != nil { // the participant record: anchoring only
+			j := joinOf(req, areq.ConfID, trusted, fromURI(req))
+			info.join = &j
+		}
 		if !p.openMedia(tx, req, out, &info, true) {
 			return
 		}

@@ -91,7 +91,10 @@ func callIDRes(res *sip.Response) string {
 func (p *Proxy) ourRoute(req *sip.Request) (routeState, int, error) {
 	var st routeState
 	n := 0
-	for _, h := range req.GetHeaders("Route") {
+	for _, h := range req.Headers() { // GetHeaders("Route") would allocate its list
+		if !strings.EqualFold(h.Name(), "Route") {
+			continue
+		}
 		rh, ok := h.(*sip.RouteHeader)
 		if !ok {
 			break
