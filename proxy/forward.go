@@ -55,7 +55,7 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 		markReceived(via, in.Source())
 	}
 	from := p.sendsFrom(in, next) // the listen address toward next (listeners.go)
-	out.PrependHeader(newVia(upper(next.transport), from.host, from.port, branch)) // vias.go
+	out.PrependHeader(newVia(upper(next.transport), from.host, from.port, branch))
 	out.SetDestination(next.addr)
 	out.SetTransport(upper(next.transport))
 	if next.transport == "udp" {
