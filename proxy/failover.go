@@ -205,7 +205,7 @@ func (f *failoverTx) fail(err error) {
 // send starts one branch and hooks its 2xx retransmissions: relayed only
 // while it is the branch settled on.
 func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
-	ctx, cancel := dialContext(txContext(f.srv), *f.next)
+	ctx, cancel := dialContext(f.info.txContext(f.srv), *f.next)
 	br, err := f.p.client.TransactionRequest(ctx, out, keepAsBuilt)
 	cancel()
 	if err != nil {

@@ -35,6 +35,8 @@ type fwdInfo struct {
 	join       *media.Join // new INVITE dialog: the participant it becomes when answered
 	anchored   bool        // new dialog whose media session must be freed if it fails
 	failover   *failover   // new INVITE placed by admission: retried on the next node if its node fails it
+
+	ctx context.Context // the server transaction's context, made once per request (txctx.go)
 }
 
 // keepAsBuilt stops sipgo from adding headers of its own: the proxy has
@@ -92,7 +94,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		tx.OnCancel(func(*sip.Request) { canceller.requested() })
 	}
 
-	ctx, cancel := dialContext(txContext(tx), next)
+	ctx, cancel := dialContext(info.txContext(tx), next)
 	ctxTx, err := p.clientTx(ctx, in, tx, out, &next, &info, canceller)
 	// The failover transaction holds &info until its branch's timers end:
 	// once the call is settled (this returns), the retry plan and the

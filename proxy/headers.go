@@ -138,10 +138,7 @@ func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
 		if transport != "udp" && transport != "tcp" {
 			host, port = p.advHost, p.portFor(transport)
 		}
-		return &sip.RecordRouteHeader{Address: sip.Uri{
-			Scheme: "sip", Host: host, Port: port,
-			UriParams: sip.HeaderParams{{K: "transport", V: transport}, {K: "lr", V: ""}, {K: routeParam, V: token}},
-		}}
+		return newRecordRoute(host, port, transport, token) // vias.go
 	}
 	peer, node := p.arrivedOn(in), p.sendsFromAddr(in, st.NodeAddr)
 	if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {

@@ -36,3 +36,16 @@ func copyVia(v *sip.ViaHeader) *sip.ViaHeader {
 	}
 	return &c.h
 }
+
+type recordRouteWithParams struct {
+	h  sip.RecordRouteHeader
+	kv [3]sip.HeaderKV
+}
+
+// newRecordRoute is sipedge's Record-Route: <sip:host:port;transport=…;lr;se=token>.
+func newRecordRoute(host string, port int, transport, token string) *sip.RecordRouteHeader {
+	r := &recordRouteWithParams{h: sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: host, Port: port}}}
+	r.kv = [3]sip.HeaderKV{{K: "transport", V: transport}, {K: "lr", V: ""}, {K: routeParam, V: token}}
+	r.h.Address.UriParams = r.kv[:]
+	return &r.h
+}
