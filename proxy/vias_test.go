@@ -34,4 +34,8 @@ func TestCopyVia_IsACloneWithRoom(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { markReceived(copyVia(v), "192.0.2.1:4000") }); n != 1 {
 		t.Errorf("copy and markReceived: %v allocations, want 1", n)
 	}
+	rr := newRecordRoute("127.0.0.1", 5060, "udp", "tok")
+	if got := rr.Value(); got != "<sip:127.0.0.1:5060;transport=udp;lr;"+routeParam+"=tok>" {
+		t.Errorf("newRecordRoute = %q", got)
+	}
 }
