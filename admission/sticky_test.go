@@ -18,7 +18,7 @@ import (
 // stickyEnv is one instance (A) with a dialog set, its Ledger writing to
 // a miniredis, and an Admitter reading the Ledger; the clock is injected.
 type stickyEnv struct {
-	t      *testing.T
+	t      testing.TB
 	mr     *miniredis.Miniredis
 	k      keys.Keys
 	h      *fakeHolder
@@ -32,7 +32,7 @@ type stickyEnv struct {
 
 const stickyConf = "bench7"
 
-func newStickyEnv(t *testing.T) *stickyEnv {
+func newStickyEnv(t testing.TB) *stickyEnv {
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
@@ -51,7 +51,11 @@ func newStickyEnv(t *testing.T) *stickyEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.ringN = mustLookup(t, e.nodes.s, stickyConf)
+	n, ok := e.nodes.s.Lookup(stickyConf)
+	if !ok {
+		t.Fatal("empty ring")
+	}
+	e.ringN = n.Name
 	for _, n := range threeNodes() {
 		if n.Name != e.ringN {
 			e.sticky = n.Name
@@ -129,7 +133,7 @@ func TestAdmit_StickyPlacementAnsweredLocallyWhenHeld(t *testing.T) {
 				e.leg("d1", e.sticky)
 				e.unhealthy(e.sticky)
 			},
-			source: StickyRedis, node: func(e *stickyEnv) string { return mustLookup(e.t, e.nodes.s, stickyConf) }, today: true,
+			source: StickyRedis, node: func(e *stickyEnv) string { n, _ := e.nodes.s.Lookup(stickyConf); return n.Name }, today: true,
 		},
 		{
 			name: "conference ended (conf-end): legs being torn down do not answer",
