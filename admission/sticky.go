@@ -98,13 +98,20 @@ func (c *placedCache) end(conf string, now time.Time) {
 }
 
 // prune drops conf-end marks older than keep (a conference that never
-// got back to zero dialogs here is answered from Redis meanwhile).
+// got back to zero dialogs here is answered from Redis meanwhile), and
+// answers no write refreshed for as long (dialogs forgotten by the dialog
+// set's sweep are never written as zero).
 func (c *placedCache) prune(now time.Time, keep time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for conf, at := range c.ended {
 		if now.Sub(at) > keep {
 			delete(c.ended, conf)
+		}
+	}
+	for conf, e := range c.placed {
+		if now.Sub(e.at) > keep {
+			delete(c.placed, conf)
 		}
 	}
 }

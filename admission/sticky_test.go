@@ -270,3 +270,15 @@ func TestAdmit_FailoverDropsLocalAnswer(t *testing.T) {
 		t.Fatalf("after the next write: Placed = %q %v, want %s", n, ok, v.Node.Name)
 	}
 }
+
+// Answers and conf-end marks nothing refreshes are dropped at a beat.
+func TestLedger_PlacedPrunedWhenNotRefreshed(t *testing.T) {
+	e := newStickyEnv(t)
+	e.leg("d1", e.sticky)
+	e.l.ConfEnded("other")
+	e.now = e.now.Add(e.l.opts.Recent + time.Second)
+	e.l.placed.prune(e.now, e.l.opts.Recent)
+	if len(e.l.placed.placed) != 0 || len(e.l.placed.ended) != 0 {
+		t.Fatalf("kept: placed %v ended %v", e.l.placed.placed, e.l.placed.ended)
+	}
+}
