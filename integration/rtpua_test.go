@@ -23,7 +23,8 @@ import (
 type rtpUA struct {
 	t        testing.TB
 	name     string
-	aor      string // user@127.0.0.1
+	ip       netip.Addr // of its sockets, and in its SDP
+	aor      string     // user@127.0.0.1
 	sip, rtp *net.UDPConn
 
 	mu       sync.Mutex
@@ -53,15 +54,25 @@ type rtpUA struct {
 
 func newRTPUA(t testing.TB, name string) *rtpUA {
 	t.Helper()
+	return newRTPUAOn(t, name, netip.MustParseAddr("127.0.0.1"))
+}
+
+// newRTPUAOn is an rtpUA whose SIP and RTP sockets are on ip.
+func newRTPUAOn(t testing.TB, name string, ip netip.Addr) *rtpUA {
+	t.Helper()
 	listen := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 		if err != nil {
 			t.Fatalf("ua %s: %v", name, err)
 		}
 		_ = c.SetReadBuffer(1 << 20)
 		return c
 	}
-	u := &rtpUA{t: t, name: name, aor: name + "@127.0.0.1", sip: listen(), rtp: listen(),
+	host := ip.String()
+	if ip.Is6() {
+		host = "[" + host + "]"
+	}
+	u := &rtpUA{t: t, name: name, ip: ip, aor: name + "@" + host, sip: listen(), rtp: listen(),
 		byes: make(chan sipMsg, 4), finals: make(chan sipMsg, 16), invites: make(chan sipMsg, 4),
 		stop: make(chan struct{}), localTag: svcTag()}
 	u.wg.Add(3)
@@ -92,7 +103,11 @@ func (u *rtpUA) sdp() string {
 	if u.sdpPort != 0 {
 		port = u.sdpPort
 	}
-	return "v=0\r\no=" + u.name + " 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+	at := "IP4 " + u.ip.String()
+	if u.ip.Is6() {
+		at = "IP6 " + u.ip.String()
+	}
+	return "v=0\r\no=" + u.name + " 1 1 IN " + at + "\r\ns=-\r\nc=IN " + at + "\r\nt=0 0\r\n" +
 		"m=audio " + strconv.Itoa(port) + " RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n"
 }
 
@@ -272,6 +287,7 @@ func (u *rtpUA) readSIP() {
 		}
 		raw := string(buf[:n])
 		m := parseRaw(raw)
+		m.src = src.String()
 		if _, body, ok := strings.Cut(raw, "\r\n\r\n"); ok {
 			m.body = body
 		}

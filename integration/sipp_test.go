@@ -317,6 +317,7 @@ type sipMsg struct {
 	Code   int    // response status; 0 for a request
 	hdr    map[string][]string
 	body   string // set by parsers that keep it
+	src    string // the address it came from, set by readers that know it
 }
 
 // compact maps RFC 3261 compact header names to full lower-case names.

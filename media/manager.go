@@ -207,6 +207,37 @@ func (mg *Manager) Open(callID, confID string, endpointIsCaller bool) {
 	}
 }
 
+// Families tells the session of callID which address family its caller
+// and callee speak (from the SIP hops: where the INVITE came from, where
+// it goes), so that the first SDP toward a side names a relay address it
+// can reach; a side's own SDP, once seen, wins. It matters only with a
+// dual-stack relay (media_ip "::").
+func (mg *Manager) Families(callID string, callerV6, calleeV6 bool) {
+	mg.mu.Lock()
+	s, ok := mg.sessions[callID]
+	mg.mu.Unlock()
+	if !ok {
+		return
+	}
+	fam := func(v6 bool) family {
+		if v6 {
+			return ipv6
+		}
+		return ipv4
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, b := fam(callerV6), fam(calleeV6)
+	if !s.endpointIsCaller {
+		a, b = b, a
+	}
+	for side, f := range [2]family{a, b} {
+		if s.v6[side] == unknown {
+			s.v6[side] = f
+		}
+	}
+}
+
 // sessionLocked returns the session of callID, creating it with confID
 // and endpointIsCaller when there is none (found false). mg.mu is held.
 func (mg *Manager) sessionLocked(callID, confID string, endpointIsCaller bool) (s *session, found bool) {

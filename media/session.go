@@ -23,7 +23,8 @@ type session struct {
 	confID           string
 	endpointIsCaller bool // false for calls a media node places (adp, admin)
 	streams          []*relay.Stream
-	hasMedia         bool // the endpoint announced audio or video
+	v6               [2]family // what each side (relay.SideA, SideB) speaks: from its SDP, else the proxy's hint
+	hasMedia         bool      // the endpoint announced audio or video
 	joined           bool
 	joinedAt         time.Time
 	part             participant
@@ -56,6 +57,13 @@ func (s *session) rewrite(pool *relay.Pool, cfg relay.Config, fromCaller bool, b
 			s.hasMedia = true
 		}
 	}
+	if f := familyOf(streams); f != unknown {
+		s.v6[side] = f // what the sender announced is what it speaks
+	}
+	to := relay.SideA // the body goes to the other side
+	if side == relay.SideA {
+		to = relay.SideB
+	}
 	relays := make([]sdpx.Relay, len(streams))
 	for i, st := range streams {
 		if st.Disabled {
@@ -66,16 +74,45 @@ func (s *session) rewrite(pool *relay.Pool, cfg relay.Config, fromCaller bool, b
 			return nil, err
 		}
 		rs.SetPeer(side, st.Addr, st.RTCP, st.RTCPMux)
-		rtp, rtcp := rs.LocalB()
-		if side == relay.SideB {
-			rtp, rtcp = rs.LocalA()
-		}
+		rtp, rtcp := rs.Local(to, s.speaksV6(to, side))
 		if st.RTCPMux {
 			rtcp = rtp
 		}
 		relays[i] = sdpx.Relay{RTP: rtp, RTCP: rtcp}
 	}
 	return sdpx.Rewrite(body, relays)
+}
+
+// family is the address family a side of a call speaks.
+type family uint8
+
+const (
+	unknown family = iota
+	ipv4
+	ipv6
+)
+
+// speaksV6 reports whether side to speaks IPv6: what its SDP or the
+// proxy's hint said, else the family of the sender (side from).
+func (s *session) speaksV6(to, from relay.Side) bool {
+	if s.v6[to] != unknown {
+		return s.v6[to] == ipv6
+	}
+	return s.v6[from] == ipv6
+}
+
+// familyOf is the family of the first enabled stream's address.
+func familyOf(streams []sdpx.Stream) family {
+	for _, st := range streams {
+		switch a := st.Addr.Addr(); {
+		case st.Disabled || !a.IsValid() || a.IsUnspecified():
+		case a.Unmap().Is4():
+			return ipv4
+		default:
+			return ipv6
+		}
+	}
+	return unknown
 }
 
 // stream returns the relay stream of m-line i, opening it on first use;

@@ -25,6 +25,7 @@ type dialog struct {
 	callerContact        sip.Uri
 	nodeContact          sip.Uri
 	callerHop, nodeHop   hop
+	callerAt, nodeAt     listenRef // the listen address each leg uses (byefrom.go)
 	started              time.Time
 
 	cseqCaller atomic.Uint32 // highest CSeq seen from the caller

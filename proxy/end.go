@@ -12,6 +12,7 @@ import (
 func (p *Proxy) newDialogRecord(in *sip.Request, res *sip.Response, info fwdInfo, callerHop, nodeHop hop) *dialog {
 	dl := &dialog{callID: callID(in), confID: info.confID, node: info.node,
 		callerHop: callerHop, nodeHop: nodeHop, started: time.Now()}
+	dl.callerAt, dl.nodeAt = p.legRefs(in, callerHop.addr != "", nodeHop)
 	if f := in.From(); f != nil {
 		dl.from = sip.HeaderClone(f).(*sip.FromHeader)
 	}
@@ -64,13 +65,13 @@ func (p *Proxy) EndDialogs(ctx context.Context, match func(Dialog) bool, reason 
 
 // sendBye sends sipedge's own BYE to one leg of dl.
 func (p *Proxy) sendBye(ctx context.Context, dl *dialog, toCaller bool, reason string) {
-	target, next := dl.nodeContact, dl.nodeHop
+	target, next, at := dl.nodeContact, dl.nodeHop, dl.nodeAt
 	var from sip.Header = sip.HeaderClone(dl.from)
 	var to sip.Header = sip.HeaderClone(dl.to)
 	seq := dl.cseqCaller.Load() + 1
 	if toCaller {
 		// Toward the caller the node is the sender: its tag goes in From.
-		target, next = dl.callerContact, dl.callerHop
+		target, next, at = dl.callerContact, dl.callerHop, dl.callerAt
 		from = &sip.FromHeader{DisplayName: dl.to.DisplayName, Address: dl.to.Address, Params: dl.to.Params.Clone()}
 		to = &sip.ToHeader{DisplayName: dl.from.DisplayName, Address: dl.from.Address, Params: dl.from.Params.Clone()}
 		seq = dl.cseqNode.Load() + 1
@@ -87,6 +88,7 @@ func (p *Proxy) sendBye(ctx context.Context, dl *dialog, toCaller bool, reason s
 	// prepareForward adds our Via and Max-Forwards and sets the hop; the
 	// "incoming" request is the BYE itself (no Via of a sender to mark).
 	p.prepareForward(bye, out, next, p.branch(bye))
+	p.leaveFrom(out, next, at) // the address this leg knows (byefrom.go)
 	bctx, cancel := context.WithTimeout(ctx, 32*time.Second)
 	defer cancel()
 	res, err := p.client.Do(bctx, out, keepAsBuilt)

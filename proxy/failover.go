@@ -514,6 +514,7 @@ func (p *Proxy) hangUpLate(in *sip.Request, res *sip.Response, h hop, why string
 	ack.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.ACK})
 	ack.SetBody(nil)
 	p.prepareForward(ack, ack, h, p.branch(ack))
+	p.leaveFrom(ack, h, dl.nodeAt)
 	if err := p.client.WriteRequest(ack, keepAsBuilt); err != nil {
 		p.notSent("ACK of a late 2xx", dl.callID, 0, err)
 	}

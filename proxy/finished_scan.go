@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"strconv"
+	"strings"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -33,10 +34,16 @@ func scanServerKey(data, buf []byte, asMethod string) (rawTx, bool) {
 		return rawTx{}, false
 	}
 	sp := bytes.IndexByte(line, ' ')
-	if sp <= 0 || bytes.HasPrefix(line, []byte("SIP/")) {
+	if sp <= 0 || bytes.HasPrefix(line, []byte("SIP")) { // sipgo reads any "SIP..." line as a response
 		return rawTx{}, false
 	}
 	tx := rawTx{method: line[:sp]}
+	if !upperToken(tx.method) {
+		// sipgo upper-cases the method ("ack" becomes ACK, a byte that is
+		// not UTF-8 becomes U+FFFD); RFC 3261 §7.1 says methods are
+		// case-sensitive tokens. Neither reading is taken here.
+		return rawTx{}, false
+	}
 	var via, cseq []byte
 	captured := false // the line before was the Via or CSeq taken
 	for len(rest) > 0 && !(via != nil && cseq != nil) {
@@ -70,6 +77,9 @@ func scanServerKey(data, buf []byte, asMethod string) (rawTx, bool) {
 	}
 	if via == nil || cseq == nil {
 		return rawTx{}, false
+	}
+	if captured && len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+		return rawTx{}, false // the header taken last is folded onto the next line
 	}
 	method, ok := cseqMethod(cseq)
 	if !ok {
@@ -244,4 +254,17 @@ func defaultPortOf(transport []byte) int {
 		return sip.DefaultUdpPort
 	}
 	return sip.DefaultTcpPort
+}
+
+// upperToken: b is an RFC 3261 token without lower-case letters.
+func upperToken(b []byte) bool {
+	for _, c := range b {
+		switch {
+		case 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-.!%*_+`'~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }

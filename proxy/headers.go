@@ -134,13 +134,11 @@ func dropRoutes(req *sip.Request, n int) {
 func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
 	token := p.signer.Encode(st)
 	rr := func(transport string, a listenAddr) *sip.RecordRouteHeader {
-		host, port := a.host, a.port
-		if transport != "udp" && transport != "tcp" {
-			host, port = p.advHost, p.portFor(transport)
-		}
-		return newRecordRoute(host, port, transport, token) // vias.go
+		return newRecordRoute(a.host, a.port, transport, token) // vias.go
 	}
-	peer, node := p.arrivedOn(in), p.sendsFromAddr(in, st.NodeAddr)
+	// Over TLS or a WebSocket: that listener (listeners.go onTransport).
+	peer := p.onTransport(p.arrivedOn(in), st.PeerTransport)
+	node := p.onTransport(p.sendsFromAddr(in, st.NodeAddr), st.NodeTransport)
 	if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {
 		out.PrependHeader(rr(st.PeerTransport, peer))
 	}

@@ -22,8 +22,12 @@ import (
 type listenAddr struct {
 	host string
 	port int
-	la   sip.Addr // UDP local address
+	la   sip.Addr // UDP local address (a TLS/WS listener: its TCP address)
 	v6   bool
+	tp   string // "": UDP and TCP; tls, ws, wss: a secure listener (secure.go)
+	// bound is the IP of the socket when it is advertised by another name:
+	// a URI naming that IP and the socket's port names the address too.
+	bound string
 }
 
 // extraListener is a bound address of Options.ListenExtra.
@@ -45,11 +49,16 @@ func isV6Host(h string) bool { return strings.Contains(h, ":") }
 // extra address names an IP (not a wildcard): it is written into messages
 // as it is.
 func (p *Proxy) listenExtra() error {
-	for _, addr := range p.opts.ListenExtra {
+	for i, addr := range p.opts.ListenExtra {
 		l, err := bindExtra(addr, p.opts.UDPBuffer)
 		if err != nil {
 			p.closeExtra()
 			return err
+		}
+		if i < len(p.opts.ExtraAdvertise) && p.opts.ExtraAdvertise[i] != "" {
+			l.bound = l.host
+			l.host, l.port = advertised(p.opts.ExtraAdvertise[i], l.udp.LocalAddr().(*net.UDPAddr))
+			l.host = strings.Trim(l.host, "[]")
 		}
 		if l.host == p.advHost && l.port == p.advPort || p.extraNamed(l.host, l.port) >= 0 {
 			l.udp.Close()
@@ -147,7 +156,8 @@ func (p *Proxy) ListenAddrs() []string {
 func (p *Proxy) extraNamed(host string, port int) int {
 	host = strings.Trim(host, "[]")
 	for i := range p.extra {
-		if p.extra[i].port == port && p.extra[i].host == host {
+		l := &p.extra[i]
+		if l.port == port && l.host == host || l.bound != "" && l.la.Port == port && l.bound == host {
 			return i
 		}
 	}
@@ -177,6 +187,9 @@ func (p *Proxy) addrNamed(u *sip.Uri) (listenAddr, bool) {
 	}
 	if i := p.extraNamed(u.Host, port); i >= 0 {
 		return p.extra[i].listenAddr, true
+	}
+	if len(p.secure) > 0 {
+		return p.secureNamed(u.Host, port)
 	}
 	return listenAddr{}, false
 }
@@ -211,6 +224,11 @@ func destIsV6(addr string) bool {
 // Route names (an in-dialog request), else the one its Request-URI names
 // (an initial request), else the first of its sender's family.
 func (p *Proxy) arrivedOn(in *sip.Request) listenAddr {
+	if len(p.secure) > 0 {
+		if tp := lower(in.Transport()); isSecureTP(tp) {
+			return p.arrivedOnSecure(in, tp)
+		}
+	}
 	if len(p.extra) == 0 {
 		return p.firstAddr()
 	}
@@ -231,19 +249,82 @@ func (p *Proxy) arrivedOn(in *sip.Request) listenAddr {
 // arrived on, if of next's family; else the first of next's family. Over
 // TLS or a WebSocket the Via names that listener, when there is one.
 func (p *Proxy) sendsFrom(in *sip.Request, next hop) listenAddr {
-	a := p.sendsFromAddr(in, next.addr)
-	switch next.transport {
+	return p.onTransport(p.sendsFromAddr(in, next.addr), next.transport)
+}
+
+// onTransport is the listen address for transport near a (the same IP,
+// else the same family): over TLS or a WebSocket one of those listeners,
+// when there is one; over UDP or TCP one of the UDP/TCP addresses.
+func (p *Proxy) onTransport(a listenAddr, transport string) listenAddr {
+	switch transport {
 	case "udp", "tcp", "UDP", "TCP":
-	default:
-		if port := p.portFor(lower(next.transport)); port != p.advPort {
-			a.host, a.port = p.advHost, port
+		if a.tp != "" {
+			return p.plainFor(a)
 		}
+		return a
+	}
+	tp := lower(transport)
+	if a.tp == tp {
+		return a
+	}
+	if s, ok := p.secureFor(tp, a); ok {
+		return s
 	}
 	return a
 }
 
+// plainFor is the UDP/TCP listen address near the secure listener a: the
+// one on its IP, else the first of its family, else the first.
+func (p *Proxy) plainFor(a listenAddr) listenAddr {
+	first := p.firstAddr()
+	if first.la.IP.Equal(a.la.IP) {
+		return first
+	}
+	for _, l := range p.extra {
+		if l.la.IP.Equal(a.la.IP) {
+			return l.listenAddr
+		}
+	}
+	if first.v6 == a.v6 {
+		return first
+	}
+	for _, l := range p.extra {
+		if l.v6 == a.v6 {
+			return l.listenAddr
+		}
+	}
+	return first
+}
+
+// arrivedOnSecure is the listener of transport tp a request came over: the
+// one its top Route names, else the one its Request-URI names, else the
+// first of tp near the address arrivedOn gives for UDP.
+func (p *Proxy) arrivedOnSecure(in *sip.Request, tp string) listenAddr {
+	named := func(u *sip.Uri) (listenAddr, bool) {
+		port := u.Port
+		if port == 0 {
+			port = sip.DefaultPort(tp) // 5061, 80, 443
+		}
+		a, ok := p.secureNamed(u.Host, port)
+		return a, ok && a.tp == tp
+	}
+	if rh := in.Route(); rh != nil {
+		if a, ok := named(&rh.Address); ok {
+			return a
+		}
+	}
+	if a, ok := named(&in.Recipient); ok {
+		return a
+	}
+	near := p.addrFacing(in.Source(), p.firstAddr())
+	if a, ok := p.secureFor(tp, listenAddr{v6: near.v6}); ok {
+		return a
+	}
+	return near
+}
+
 func (p *Proxy) sendsFromAddr(in *sip.Request, dest string) listenAddr {
-	if len(p.extra) == 0 {
+	if len(p.extra) == 0 && len(p.secure) <= 1 {
 		return p.firstAddr()
 	}
 	from := p.arrivedOn(in)

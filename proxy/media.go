@@ -154,6 +154,9 @@ func (p *Proxy) openMedia(tx sip.ServerTransaction, req, out *sip.Request, info 
 	}
 	id := callID(req)
 	p.media.Open(id, info.confID, endpointIsCaller)
+	if fh, ok := p.media.(familyHinter); ok {
+		fh.Families(id, hostIsIPv6(req.Source()), hostIsIPv6(out.Destination()))
+	}
 	info.anchored = true
 	if err := p.anchor(out, id, true); err != nil {
 		p.mediaEnded(id)
@@ -162,6 +165,18 @@ func (p *Proxy) openMedia(tx sip.ServerTransaction, req, out *sip.Request, info 
 	}
 	p.limitPortsOpened(id)
 	return true
+}
+
+// familyHinter is the media manager's optional hint of which address
+// family each side of a call speaks, for a dual-stack relay.
+type familyHinter interface {
+	Families(callID string, callerV6, calleeV6 bool)
+}
+
+// hostIsIPv6 reports whether a "host:port" names an IPv6 address.
+func hostIsIPv6(hostport string) bool {
+	ap, err := netip.ParseAddrPort(hostport)
+	return err == nil && ap.Addr().Is6() && !ap.Addr().Is4In6()
 }
 
 // rejectSDP answers a request whose SDP cannot be anchored: 488 with the

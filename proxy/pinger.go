@@ -29,6 +29,7 @@ func (pg Pinger) Ping(ctx context.Context, n ring.Node) error {
 		return fmt.Errorf("probe %s at %s: %w", n.Name, n.Addr, err)
 	}
 	la := p.addrFacing(n.Addr, p.firstAddr()) // a listen address of the node's family
+	la = p.onTransport(la, tp)                // over TLS or a WebSocket: that listener
 	req.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: upper(tp),
 		Host: la.host, Port: la.port, Params: sip.HeaderParams{{K: "branch", V: sip.GenerateBranch()}}})
 	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "sipedge", Host: la.host, Port: la.port},

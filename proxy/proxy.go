@@ -55,6 +55,10 @@ type Options struct {
 	Trust       TrustFunc     // who may set X-Sipedge-* headers; nil trusts nobody
 	Wire        WireOptions
 
+	// ExtraAdvertise, parallel to ListenExtra, is the HOST[:PORT] each
+	// extra address is named by ("" or missing: its IP:PORT).
+	ExtraAdvertise []string
+
 	OldRouteSecrets []string      // also accepted on decode, never used to encode (rotation)
 	NodeSecrets     []string      // keys of nodes' X-Sipedge-Auth proofs; empty: no node call over UDP
 	NodeAuthWindow  time.Duration // how far a proof's timestamp may be off (0: 30 s)

@@ -6,115 +6,169 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
 )
 
+// A ListenSpec is one listen address and, optionally, the HOST[:PORT]
+// messages name it by (Kamailio's `listen=... advertise HOST:PORT`: a
+// public name or the address a NAT forwards to it).
+type ListenSpec struct {
+	Addr      string // HOST:PORT to bind
+	Advertise string // HOST or HOST:PORT for Via and Record-Route ("": derived)
+}
+
 // SecureOptions are the endpoint listeners besides UDP and TCP: SIP over
-// TLS, WebSocket and secure WebSocket (sipgo's transports). Empty
-// addresses are off; TLS and WSS need TLS (certificate from internal/certs).
+// TLS, WebSocket and secure WebSocket (sipgo's transports), each on any
+// number of addresses (none: off). TLS and WSS need TLS (certificate from
+// internal/certs).
 type SecureOptions struct {
-	TLSListen, WSListen, WSSListen string
+	TLSListen, WSListen, WSSListen []ListenSpec
 	TLS                            *tls.Config
 	// NodeTLS dials nodes whose record says transport tls (nil: sipgo's
 	// default, the system roots).
 	NodeTLS *tls.Config
 }
 
-// secureListeners are the bound TLS/WS/WSS listeners and their ports,
-// which Record-Route names for requests that arrived over them.
-type secureListeners struct {
-	tls, ws, wss             net.Listener
-	tlsPort, wsPort, wssPort int
+// secureListener is one bound TLS, WS or WSS listener; its listenAddr (tp
+// set) is what Record-Route and Via name for messages over it.
+type secureListener struct {
+	listenAddr
+	l net.Listener
 }
+
+// secureListeners are the TLS, WS and WSS listeners in the order of the options.
+type secureListeners []secureListener
+
+func isSecureTP(tp string) bool { return tp == "tls" || tp == "ws" || tp == "wss" }
 
 // listenSecure binds the TLS, WS and WSS listeners (start-up fails on a
 // bad or busy address).
 func (p *Proxy) listenSecure() error {
 	o := p.opts.Secure
-	bind := func(addr string, conf *tls.Config, what string) (net.Listener, int, error) {
-		if addr == "" {
-			return nil, 0, nil
+	for _, set := range []struct {
+		tp    string
+		specs []ListenSpec
+		conf  *tls.Config
+	}{{"tls", o.TLSListen, o.TLS}, {"ws", o.WSListen, nil}, {"wss", o.WSSListen, o.TLS}} {
+		for _, spec := range set.specs {
+			if spec.Addr == "" {
+				continue
+			}
+			l, err := net.Listen("tcp", spec.Addr)
+			if err != nil {
+				p.closeSecure()
+				return fmt.Errorf("proxy: listen %s %s: %w", set.tp, spec.Addr, err)
+			}
+			ta := l.Addr().(*net.TCPAddr)
+			a := p.secureAddr(set.tp, spec.Advertise, ta)
+			if set.conf != nil {
+				l = tls.NewListener(l, set.conf)
+			}
+			p.secure = append(p.secure, secureListener{listenAddr: a, l: l})
 		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, 0, fmt.Errorf("proxy: listen %s %s: %w", what, addr, err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if conf != nil {
-			l = tls.NewListener(l, conf)
-		}
-		return l, port, nil
-	}
-	var err error
-	s := &p.secure
-	if s.tls, s.tlsPort, err = bind(o.TLSListen, o.TLS, "tls"); err != nil {
-		return err
-	}
-	if s.ws, s.wsPort, err = bind(o.WSListen, nil, "ws"); err != nil {
-		p.closeSecure()
-		return err
-	}
-	if s.wss, s.wssPort, err = bind(o.WSSListen, o.TLS, "wss"); err != nil {
-		p.closeSecure()
-		return err
 	}
 	return nil
 }
 
+// secureAddr is what messages name a listener bound to ta by: its
+// advertise; else, on the first listen address's IP or a wildcard, that
+// address's advertised host; else its IP.
+func (p *Proxy) secureAddr(tp, adv string, ta *net.TCPAddr) listenAddr {
+	a := listenAddr{tp: tp, port: ta.Port, la: sip.Addr{IP: ta.IP, Port: ta.Port}, v6: ta.IP.To4() == nil}
+	switch {
+	case adv != "":
+		a.host, a.port = advertised(adv, &net.UDPAddr{IP: ta.IP, Port: ta.Port})
+	case ta.IP.IsUnspecified() || ta.IP.Equal(p.udpLA.IP):
+		a.host = p.advHost
+		a.v6 = isV6Host(p.advHost)
+	default:
+		a.host = ta.IP.String()
+	}
+	if h := ta.IP.String(); h != a.host && !ta.IP.IsUnspecified() {
+		a.bound = h
+	}
+	return a
+}
+
 // serveSecure starts sipgo on the bound listeners.
 func (p *Proxy) serveSecure(errc chan<- error) (names []string) {
-	s := &p.secure
-	if s.tls != nil {
-		p.serveOn(p.background(), errc, func() error { return p.srv.ServeTLS(s.tls) })
-		names = append(names, "tls "+s.tls.Addr().String())
-	}
-	if s.ws != nil {
-		p.serveOn(p.background(), errc, func() error { return p.srv.ServeWS(s.ws) })
-		names = append(names, "ws "+s.ws.Addr().String())
-	}
-	if s.wss != nil {
-		p.serveOn(p.background(), errc, func() error { return p.srv.ServeWSS(s.wss) })
-		names = append(names, "wss "+s.wss.Addr().String())
+	for i := range p.secure {
+		s := &p.secure[i]
+		switch s.tp {
+		case "tls":
+			p.serveOn(p.background(), errc, func() error { return p.srv.ServeTLS(s.l) })
+		case "ws":
+			p.serveOn(p.background(), errc, func() error { return p.srv.ServeWS(s.l) })
+		case "wss":
+			p.serveOn(p.background(), errc, func() error { return p.srv.ServeWSS(s.l) })
+		}
+		names = append(names, s.tp+" "+s.l.Addr().String()+" as "+net.JoinHostPort(s.host, strconv.Itoa(s.port)))
 	}
 	return names
 }
 
 func (p *Proxy) closeSecure() {
-	for _, l := range []net.Listener{p.secure.tls, p.secure.ws, p.secure.wss} {
-		if l != nil {
-			l.Close()
+	for _, s := range p.secure {
+		if s.l != nil {
+			s.l.Close()
 		}
 	}
 }
 
-// portFor is the port Record-Route names for transport: requests that
-// came over TLS or a WebSocket are routed back to that listener.
-func (p *Proxy) portFor(transport string) int {
-	switch transport {
-	case "tls":
-		if p.secure.tlsPort != 0 {
-			return p.secure.tlsPort
+// secureFor is the listener of transport tp (tls, ws, wss) that messages
+// leaving over it from near a name: the one on a's IP, else the first of
+// a's family, else the first.
+func (p *Proxy) secureFor(tp string, a listenAddr) (listenAddr, bool) {
+	var family, first *listenAddr
+	for i := range p.secure {
+		s := &p.secure[i].listenAddr
+		if s.tp != tp {
+			continue
 		}
-	case "ws":
-		if p.secure.wsPort != 0 {
-			return p.secure.wsPort
+		if a.la.IP != nil && s.la.IP.Equal(a.la.IP) {
+			return *s, true
 		}
-	case "wss":
-		if p.secure.wssPort != 0 {
-			return p.secure.wssPort
+		if family == nil && s.v6 == a.v6 {
+			family = s
+		}
+		if first == nil {
+			first = s
 		}
 	}
-	return p.advPort
+	switch {
+	case family != nil:
+		return *family, true
+	case first != nil:
+		return *first, true
+	}
+	return listenAddr{}, false
 }
 
-// SecureAddrs are the bound TLS, WS and WSS addresses ("" when off).
+// secureNamed is the TLS, WS or WSS listener host:port names, if any.
+func (p *Proxy) secureNamed(host string, port int) (listenAddr, bool) {
+	host = strings.Trim(host, "[]")
+	for _, s := range p.secure {
+		if s.port == port && strings.Trim(s.host, "[]") == host || s.bound != "" && s.la.Port == port && s.bound == host {
+			return s.listenAddr, true
+		}
+	}
+	return listenAddr{}, false
+}
+
+// SecureAddrs are the advertised addresses of the first TLS, WS and WSS
+// listeners ("" when off).
 func (p *Proxy) SecureAddrs() (tlsAddr, ws, wss string) {
-	addr := func(l net.Listener, port int) string {
-		if l == nil {
-			return ""
+	first := func(tp string) string {
+		for _, s := range p.secure {
+			if s.tp == tp {
+				return net.JoinHostPort(s.host, strconv.Itoa(s.port))
+			}
 		}
-		return net.JoinHostPort(p.advHost, strconv.Itoa(port))
+		return ""
 	}
-	return addr(p.secure.tls, p.secure.tlsPort), addr(p.secure.ws, p.secure.wsPort), addr(p.secure.wss, p.secure.wssPort)
+	return first("tls"), first("ws"), first("wss")
 }
 
 // ErrNodeTransport is why a node whose record names a transport sipedge
@@ -122,18 +176,18 @@ func (p *Proxy) SecureAddrs() (tlsAddr, ws, wss string) {
 var ErrNodeTransport = errors.New("node transport unusable")
 
 // nodeTransportOK reports whether sipedge can carry a dialog to a node
-// over transport: TLS needs sipedge's own TLS listener, which the
-// Record-Route toward the node names for the node's in-dialog requests;
-// WebSocket toward nodes is not supported.
+// over transport: TLS, WS and WSS need sipedge's own listener of that
+// transport, which the Record-Route toward the node names for the node's
+// in-dialog requests (sipedge dials the node; the node dials it back).
 func (p *Proxy) nodeTransportOK(transport string) error {
 	switch transport {
 	case "udp", "tcp":
 		return nil
-	case "tls":
-		if p.secure.tls == nil {
-			return fmt.Errorf("%w: transport tls needs tls_listen (the node's in-dialog requests come back to it)", ErrNodeTransport)
+	case "tls", "ws", "wss":
+		if _, ok := p.secureFor(transport, listenAddr{}); !ok {
+			return fmt.Errorf("%w: transport %s needs %s_listen (the node's in-dialog requests come back to it)", ErrNodeTransport, transport, transport)
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: transport %s toward nodes is not supported (use udp, tcp or tls)", ErrNodeTransport, transport)
+	return fmt.Errorf("%w: transport %s toward nodes is not supported (use udp, tcp, tls, ws or wss)", ErrNodeTransport, transport)
 }

@@ -7,14 +7,15 @@ import (
 	"testing"
 )
 
-func TestNodeTransportOK_TLSNeedsTheTLSListenerWebSocketRefused(t *testing.T) {
+func TestNodeTransportOK_TLSAndWebSocketNeedTheirListener(t *testing.T) {
 	withTLS := &Proxy{}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	withTLS.secure.tls = l
+	withTLS.secure = []secureListener{{listenAddr: listenAddr{tp: "tls"}, l: l}}
+	withWS := &Proxy{secure: []secureListener{{listenAddr: listenAddr{tp: "ws"}, l: l}}}
 	cases := []struct {
 		name      string
 		p         *Proxy
@@ -25,8 +26,10 @@ func TestNodeTransportOK_TLSNeedsTheTLSListenerWebSocketRefused(t *testing.T) {
 		{"tcp", &Proxy{}, "tcp", ""},
 		{"tls with tls_listen", withTLS, "tls", ""},
 		{"tls without tls_listen", &Proxy{}, "tls", "needs tls_listen"},
-		{"ws", withTLS, "ws", "transport ws toward nodes is not supported"},
-		{"wss", withTLS, "wss", "transport wss toward nodes is not supported"},
+		{"ws without ws_listen", withTLS, "ws", "transport ws needs ws_listen"},
+		{"wss without wss_listen", withTLS, "wss", "transport wss needs wss_listen"},
+		{"ws with ws_listen", withWS, "ws", ""},
+		{"sctp", withTLS, "sctp", "transport sctp toward nodes is not supported"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,7 +48,7 @@ func TestNodeTransportOK_TLSNeedsTheTLSListenerWebSocketRefused(t *testing.T) {
 // sipedge's TLS listener in its Via (where a new connection would go).
 func TestSendsFrom_ViaNamesTheTLSListener(t *testing.T) {
 	p := benchProxy()
-	p.secure.tlsPort = 5061
+	p.secure = []secureListener{{listenAddr: listenAddr{tp: "tls", host: "127.0.0.1", port: 5061}}}
 	in := multiInvite(t, "127.0.0.1:5060", "127.0.0.9:4000")
 	for _, tc := range []struct {
 		transport string

@@ -96,17 +96,15 @@ func (c *limitConn) tlsHandshake() error {
 
 // wireSecure puts the limits on the TLS, WS and WSS listeners.
 func (p *Proxy) wireSecure(lim tcpLimits) {
-	s := &p.secure
-	if s.tls != nil {
-		l := newLimitListener(s.tls, p, lim)
-		l.tls = true
-		s.tls = l
-	}
-	if s.ws != nil {
-		s.ws = newGuardListener(s.ws, p, lim)
-	}
-	if s.wss != nil {
-		s.wss = newGuardListener(s.wss, p, lim)
+	for i := range p.secure {
+		s := &p.secure[i]
+		if s.tp == "tls" {
+			l := newLimitListener(s.l, p, lim)
+			l.tls = true
+			s.l = l
+		} else {
+			s.l = newGuardListener(s.l, p, lim)
+		}
 	}
 }
 

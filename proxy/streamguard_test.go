@@ -37,7 +37,8 @@ func testServerTLS(t *testing.T) *tls.Config {
 func startSecureProxy(t *testing.T, w WireOptions) *Proxy {
 	t.Helper()
 	px, err := New(Options{Listen: "127.0.0.1:0", RouteSecret: "s", UserAgent: "sipedge-test", Wire: w,
-		Secure: SecureOptions{TLSListen: "127.0.0.1:0", WSListen: "127.0.0.1:0", WSSListen: "127.0.0.1:0", TLS: testServerTLS(t)}},
+		Secure: SecureOptions{TLSListen: []ListenSpec{{Addr: "127.0.0.1:0"}}, WSListen: []ListenSpec{{Addr: "127.0.0.1:0"}},
+			WSSListen: []ListenSpec{{Addr: "127.0.0.1:0"}}, TLS: testServerTLS(t)}},
 		&fakeAdmitter{node: ring.Node{Name: "n1", Addr: "127.0.0.1:9", Transport: "udp"}}, testLogger(t), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)

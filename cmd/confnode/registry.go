@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"time"
+
+	"github.com/sipedge/sipedge/internal/logging"
 )
 
 // heartbeat keeps this node's entry in Redis current until ctx ends.
@@ -18,22 +20,16 @@ import (
 func (n *node) heartbeat(ctx context.Context) {
 	tick := time.NewTicker(n.cfg.HeartbeatInterval)
 	defer tick.Stop()
-	announced, failing := false, false
+	announced := false
+	outage := logging.NewOutage(n.log.With().Str("node", n.cfg.Name).Str("redis", n.cfg.Redis).Logger(),
+		"redis heartbeat failed, retrying every interval", "redis heartbeat restored")
 	for {
 		added, err := n.writeState(ctx)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return
-		case err != nil:
-			if !failing {
-				n.log.Warn().Err(err).Str("node", n.cfg.Name).Str("redis", n.cfg.Redis).Msg("redis heartbeat failed, retrying every interval")
-			}
-			failing = true
+		case outage.Note(err):
 		default:
-			if failing {
-				n.log.Info().Str("node", n.cfg.Name).Msg("redis heartbeat restored")
-			}
-			failing = false
 			if announced && added {
 				n.log.Warn().Str("node", n.cfg.Name).Msg("node was missing from redis, registered again")
 			}

@@ -105,12 +105,14 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		}
 	}
 	listen := cfg.ListenAddrs()
-	popts := proxy.Options{Listen: listen[0], ListenExtra: listen[1:], Advertise: cfg.Advertise, RouteSecret: secret,
+	popts := proxy.Options{Listen: listen[0], ListenExtra: listen[1:], Advertise: cfg.FirstAdvertise(), RouteSecret: secret,
 		UserAgent: "sipedge/" + version.Short(), UDPBuffer: cfg.UDPBuffer, Instance: cfg.Name,
 		FailoverAttempts: cfg.FailoverAttempts, FailoverTimeout: cfg.FailoverTimeout,
 		Wire: wireOptions(cfg)}
-	popts.Secure = proxy.SecureOptions{TLSListen: cfg.TLSListen, WSListen: cfg.WSListen, WSSListen: cfg.WSSListen}
-	if popts.Secure.NodeTLS, err = nodeTLSConfig(cfg); err != nil { // nodetls.go
+	// Per-address advertise, TLS/WS/WSS lists (listen.go).
+	listenSpecs(cfg, &popts)
+	var nodeCA *nodeCA
+	if popts.Secure.NodeTLS, nodeCA, err = nodeTLSConfig(cfg); err != nil { // nodetls.go
 		return err
 	}
 	if store != nil {
@@ -232,6 +234,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		beat: func() { _ = pub.Beat(gctx) }}
 	if store != nil {
 		lc.certs = store
+	}
+	if nodeCA != nil {
+		lc.nodeCA = nodeCA
 	}
 	if mgr != nil {
 		lc.media = mgr

@@ -69,6 +69,10 @@ type lifecycle struct {
 	poll    time.Duration        // how often the drain counts dialogs
 	// certs re-reads the TLS certificate files (nil: no TLS listener).
 	certs interface{ Reload() (time.Time, error) }
+	// nodeCA re-reads node_tls_ca (nil: none configured).
+	nodeCA interface {
+		Reload() (changed bool, err error)
+	}
 }
 
 // run serves ctl until ctx ends (nil) or a drain finished (errStopped).
@@ -189,6 +193,16 @@ func (l *lifecycle) reload(read func() (config.Config, error)) {
 			l.log.Error().Err(err).Msg("reload: TLS certificate rejected, the one in use is kept")
 		} else {
 			l.log.Info().Time("not_after", exp).Msg("reload: TLS certificate re-read")
+		}
+	}
+	if l.nodeCA != nil { // internal/app/nodetls.go
+		switch changed, err := l.nodeCA.Reload(); {
+		case err != nil:
+			l.log.Error().Err(err).Msg("reload: node TLS CA rejected, the pool in use is kept")
+		case changed:
+			l.log.Warn().Str("field", "node_tls_ca").Msg("reload: node TLS CA changed but needs a restart; the pool in use is kept")
+		default:
+			l.log.Info().Msg("reload: node TLS CA re-read, unchanged")
 		}
 	}
 	l.log.Info().Int("applied", applied).Int("need_restart", ignored).Msg("reload: configuration re-read")

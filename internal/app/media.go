@@ -25,7 +25,13 @@ func newMediaManager(cfg config.Config, rdb redis.UniversalClient, k keys.Keys, 
 		return nil, err // validated with the config: err is nil here
 	}
 	bind, adv := mediaAddrs(cfg)
-	pool, err := relay.NewPool(bind, lo, hi, relay.WithAdvertise(adv))
+	opts := []relay.PoolOption{relay.WithAdvertise(adv)}
+	if bind.Is6() && bind.IsUnspecified() { // dual-stack: an address of the other family too
+		if other := otherFamily(cfg, adv); other.IsValid() {
+			opts = append(opts, relay.WithAdvertise(other))
+		}
+	}
+	pool, err := relay.NewPool(bind, lo, hi, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("media: %w", err)
 	}
@@ -44,12 +50,26 @@ func newMediaManager(cfg config.Config, rdb redis.UniversalClient, k keys.Keys, 
 }
 
 // mediaAddrs picks the IP relay sockets bind to and the IP written in SDP.
+// Listening on IPv4 and IPv6 addresses without a media_ip binds the relay
+// dual-stack ("::"), so callers of either family can be anchored; SDP
+// toward each side then names an address of that side's family
+// (otherFamily gives the second one).
 func mediaAddrs(cfg config.Config) (bind, adv netip.Addr) {
 	bind = netip.IPv4Unspecified()
-	if cfg.MediaIP != "" {
+	v4, v6 := listenHosts(cfg)
+	switch {
+	case cfg.MediaIP != "":
 		bind = netip.MustParseAddr(cfg.MediaIP)
-	} else if h, _, err := net.SplitHostPort(cfg.ListenAddrs()[0]); err == nil {
-		if a, err := netip.ParseAddr(h); err == nil {
+	case v4.IsValid() && v6.IsValid():
+		bind = netip.IPv6Unspecified()
+		if cfg.MediaAdvertise == "" {
+			if a := firstListenHost(cfg, v4, v6); a.IsValid() {
+				return bind, a
+			}
+			return bind, v4
+		}
+	default:
+		if a := firstListenHost(cfg, v4, v6); a.IsValid() {
 			bind = a
 		}
 	}
@@ -60,8 +80,8 @@ func mediaAddrs(cfg config.Config) (bind, adv netip.Addr) {
 		adv = bind
 	default:
 		adv = netip.MustParseAddr("127.0.0.1")
-		host := cfg.Advertise
-		if h, _, err := net.SplitHostPort(cfg.Advertise); err == nil {
+		host := cfg.FirstAdvertise()
+		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
 		if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
@@ -69,6 +89,51 @@ func mediaAddrs(cfg config.Config) (bind, adv netip.Addr) {
 		}
 	}
 	return bind, adv
+}
+
+// listenHosts returns the first specified IPv4 and IPv6 listen hosts.
+func listenHosts(cfg config.Config) (v4, v6 netip.Addr) {
+	for _, l := range cfg.ListenAddrs() {
+		h, _, err := net.SplitHostPort(l)
+		if err != nil {
+			continue
+		}
+		a, err := netip.ParseAddr(h)
+		if err != nil || a.IsUnspecified() {
+			continue
+		}
+		switch a = a.Unmap(); {
+		case a.Is4() && !v4.IsValid():
+			v4 = a
+		case a.Is6() && !v6.IsValid():
+			v6 = a
+		}
+	}
+	return v4, v6
+}
+
+// firstListenHost is the host of the first listen address if it is one of
+// v4, v6 (an IP, not a wildcard).
+func firstListenHost(cfg config.Config, v4, v6 netip.Addr) netip.Addr {
+	h, _, err := net.SplitHostPort(cfg.ListenAddrs()[0])
+	if err != nil {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(h)
+	if err != nil || (a.Unmap() != v4 && a != v6) {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+// otherFamily is the listen host of the family adv is not, for the second
+// address of a dual-stack relay.
+func otherFamily(cfg config.Config, adv netip.Addr) netip.Addr {
+	v4, v6 := listenHosts(cfg)
+	if adv.Unmap().Is4() {
+		return v6
+	}
+	return v4
 }
 
 // mediaDefaults are the sipedge:settings defaults of the media rules taken

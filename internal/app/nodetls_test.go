@@ -1,10 +1,21 @@
 package app
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/sipedge/sipedge/internal/config"
 )
@@ -16,20 +27,128 @@ func TestNodeTLSConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
-	conf, err := nodeTLSConfig(cfg)
-	if err != nil || conf.InsecureSkipVerify || conf.RootCAs != nil {
+	conf, ca, err := nodeTLSConfig(cfg)
+	if err != nil || conf.InsecureSkipVerify || conf.RootCAs != nil || ca != nil {
 		t.Errorf("default: %+v %v, want verification against the system roots", conf, err)
 	}
 	cfg.NodeTLSVerify = "off"
-	if conf, _ := nodeTLSConfig(cfg); !conf.InsecureSkipVerify {
+	if conf, _, _ := nodeTLSConfig(cfg); !conf.InsecureSkipVerify || conf.VerifyConnection != nil {
 		t.Error("node_tls_verify off still verifies")
 	}
 	for _, bad := range []string{notPEM, filepath.Join(dir, "missing.pem")} {
 		cfg.NodeTLSCA = bad
-		_, err := nodeTLSConfig(cfg)
+		_, _, err := nodeTLSConfig(cfg)
 		var fe *config.FieldError
 		if !errors.As(err, &fe) || fe.Field != "node_tls_ca" || fe.Value != bad {
 			t.Errorf("node_tls_ca %s: err %v, want a FieldError naming it", bad, err)
 		}
+	}
+}
+
+// testCA is a CA and a node certificate for 127.0.0.1 it signed.
+type testCA struct {
+	caPEM []byte
+	node  tls.Certificate
+}
+
+func newTestCA(t *testing.T, name string) testCA {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + " CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testCA{caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		node: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+}
+
+// handshake dials a TLS server on 127.0.0.1 holding cert with conf, as
+// sipgo does for a node dialled as name (an IP: the server name).
+func handshake(t *testing.T, conf *tls.Config, cert tls.Certificate, name string) error {
+	t.Helper()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	conf = conf.Clone()
+	conf.ServerName = name
+	c, err := tls.Dial("tcp", l.Addr().String(), conf)
+	if err == nil {
+		c.Close()
+	}
+	return err
+}
+
+// TestNodeCA_VerifiesAndReportsReload: the node's certificate is checked
+// against node_tls_ca for the address dialled; a SIGHUP re-read reports
+// an unchanged file, a changed one (kept until a restart) and one that
+// holds no certificate or is gone (an error); the pool in use stays.
+func TestNodeCA_VerifiesAndReportsReload(t *testing.T) {
+	first, second := newTestCA(t, "first"), newTestCA(t, "second")
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, first.caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.NodeTLSCA = file
+	conf, ca, err := nodeTLSConfig(cfg)
+	if err != nil || ca == nil {
+		t.Fatalf("nodeTLSConfig: %v", err)
+	}
+	steps := []struct {
+		name    string
+		write   []byte // new content; nil: remove the file
+		changed bool
+		err     string
+	}{
+		{"unchanged", first.caPEM, false, ""},
+		{"the same certificate with other text around it", append([]byte("# node CA\n"), first.caPEM...), false, ""},
+		{"another CA", second.caPEM, true, ""},
+		{"no certificate", []byte("garbage"), false, "no PEM certificate"},
+		{"removed", nil, false, "no such file"},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.write == nil {
+				os.Remove(file)
+			} else if err := os.WriteFile(file, st.write, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			changed, err := ca.Reload()
+			if changed != st.changed || (err == nil) != (st.err == "") || err != nil && !strings.Contains(err.Error(), st.err) {
+				t.Errorf("Reload = %v, %v; want %v, %q", changed, err, st.changed, st.err)
+			}
+			// The pool in use: the first CA's node only, for its address.
+			if err := handshake(t, conf, first.node, "127.0.0.1"); err != nil {
+				t.Errorf("node of the first CA refused: %v", err)
+			}
+			if err := handshake(t, conf, second.node, "127.0.0.1"); err == nil {
+				t.Error("node of the second CA accepted")
+			}
+		})
+	}
+	if err := handshake(t, conf, first.node, "127.0.0.2"); err == nil {
+		t.Error("a certificate for 127.0.0.1 accepted for 127.0.0.2")
 	}
 }

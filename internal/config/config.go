@@ -20,15 +20,15 @@ type Config struct {
 	Name   string `yaml:"name" usage:"instance name (default hostname)"`
 	Site   string `yaml:"site" usage:"site this instance belongs to"`
 	Server string `yaml:"server" usage:"server name used by deservice profiles (default hostname)"`
-	Listen string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP); a comma-separated list listens on each (IPv4 and IPv6; addresses after the first must be IPs)"`
+	Listen string `yaml:"listen" usage:"SIP listen HOST:PORT (UDP and TCP); a comma-separated list listens on each (IPv4 and IPv6; addresses after the first must be IPs); an entry HOST:PORT advertise HOST[:PORT] gives the name Via and Record-Route use for that address"`
 	// Secure and web transports for endpoints; empty turns each off.
-	TLSListen  string `yaml:"tls_listen" usage:"SIP over TLS listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
-	WSListen   string `yaml:"ws_listen" usage:"SIP over WebSocket listen HOST:PORT (empty: off)"`
-	WSSListen  string `yaml:"wss_listen" usage:"SIP over secure WebSocket listen HOST:PORT (empty: off; needs tls_cert and tls_key)"`
+	TLSListen  string `yaml:"tls_listen" usage:"SIP over TLS listen HOST:PORT, or a comma-separated list, entries as in listen (empty: off; needs tls_cert and tls_key)"`
+	WSListen   string `yaml:"ws_listen" usage:"SIP over WebSocket listen HOST:PORT, or a comma-separated list, entries as in listen (empty: off)"`
+	WSSListen  string `yaml:"wss_listen" usage:"SIP over secure WebSocket listen HOST:PORT, or a comma-separated list, entries as in listen (empty: off; needs tls_cert and tls_key)"`
 	TLSCert    string `yaml:"tls_cert" usage:"PEM certificate (chain) file of the TLS and WSS listeners, read again on SIGHUP"`
 	TLSKey     string `yaml:"tls_key" usage:"PEM private key file of tls_cert"`
 	UDPBuffer  int    `yaml:"udp_buffer" usage:"UDP socket buffer bytes (capped by net.core.rmem_max/wmem_max)"`
-	Advertise  string `yaml:"advertise" usage:"HOST[:PORT] written into Via and Record-Route (default: listen address)"`
+	Advertise  string `yaml:"advertise" usage:"HOST[:PORT] written into Via and Record-Route for the first listen address (default: that address; the others: see listen)"`
 	Redis      string `yaml:"redis" usage:"Redis address; empty starts an embedded Redis on loopback"`
 	Prefix     string `yaml:"prefix" usage:"Redis key prefix"`
 	Admin      string `yaml:"admin" usage:"admin HTTP HOST:PORT (metrics, health, status)"`
@@ -275,10 +275,8 @@ var errNeedsCert = errors.New("needs tls_cert and tls_key")
 // validateSecure checks the TLS/WS listeners and that a certificate is
 // configured for the ones that need it (the files are read at start).
 func (c Config) validateSecure() error {
-	for _, l := range []struct{ field, value string }{{"tls_listen", c.TLSListen}, {"ws_listen", c.WSListen}, {"wss_listen", c.WSSListen}} {
-		if err := optionalHostPort(l.value); err != nil {
-			return &FieldError{Field: l.field, Value: l.value, Err: err}
-		}
+	if err := c.validateStreamListens(); err != nil { // every entry (listen.go)
+		return err
 	}
 	if (c.TLSListen != "" || c.WSSListen != "") && (c.TLSCert == "" || c.TLSKey == "") {
 		field, value := "tls_listen", c.TLSListen

@@ -26,6 +26,7 @@ var (
 	ErrNotUnixMs   = errors.New("not unix milliseconds") // heartbeat, drain_started, restored_at
 	ErrUnknown     = errors.New("unknown value")         // an enum field (status, transport, drain_action)
 	ErrNotHostPort = errors.New("not host:port")
+	ErrNotID       = errors.New("not an id") // a conference id with spaces or SIP delimiters
 )
 
 // FieldError is a bad value in one field of one Redis hash of the

@@ -130,8 +130,10 @@ func (e *DialError) Unwrap() error { return e.Err }
 // queue: the same rules for the writer and the reader.
 func CheckDial(d Dial) *DialError {
 	switch {
-	case d.Conf == "" || strings.ContainsAny(d.Conf, " \t\r\n@:;<>\""):
-		return &DialError{"conf", "conf " + strconv.Quote(d.Conf) + ": want a conference id", ErrMissing}
+	case d.Conf == "":
+		return &DialError{"conf", "conf is empty: want a conference id", ErrMissing}
+	case strings.ContainsAny(d.Conf, " \t\r\n@:;<>\""):
+		return &DialError{"conf", "conf " + strconv.Quote(d.Conf) + ": want a conference id (no spaces or @:;<>\")", ErrNotID}
 	case d.Kind != string(policy.KindADP) && d.Kind != string(policy.KindAdmin):
 		return &DialError{"kind", "kind " + strconv.Quote(d.Kind) + ": want adp or admin", ErrUnknown}
 	case d.Role != "" && d.Role != string(policy.RoleHost) && d.Role != string(policy.RoleGuest):

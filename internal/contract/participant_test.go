@@ -53,7 +53,7 @@ func TestParseDial(t *testing.T) {
 		{"role and keep_alive may be empty", `{"conf":"c1","uri":"sip:bob@127.0.0.1","kind":"admin"}`, "", nil},
 		{"not JSON", `[1,2]`, "", ErrBadJSON},
 		{"no conf", `{"uri":"sip:bob@127.0.0.1","kind":"adp"}`, "conf", ErrMissing},
-		{"conf with a space", `{"conf":"c 1","uri":"sip:bob@127.0.0.1","kind":"adp"}`, "conf", ErrMissing},
+		{"conf with a space", `{"conf":"c 1","uri":"sip:bob@127.0.0.1","kind":"adp"}`, "conf", ErrNotID},
 		{"kind normal is not dialled", `{"conf":"c1","uri":"sip:bob@127.0.0.1","kind":"normal"}`, "kind", ErrUnknown},
 		{"bad role", `{"conf":"c1","uri":"sip:bob@127.0.0.1","kind":"adp","role":"boss"}`, "role", ErrUnknown},
 		{"bad keep_alive", `{"conf":"c1","uri":"sip:bob@127.0.0.1","kind":"adp","keep_alive":"maybe"}`, "keep_alive", ErrUnknown},

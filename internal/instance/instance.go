@@ -17,6 +17,7 @@ import (
 
 	"github.com/sipedge/sipedge/internal/contract"
 	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/internal/logging"
 )
 
 // Info is what an instance writes about itself.
@@ -67,16 +68,11 @@ func (p *Publisher) Beat(ctx context.Context) error {
 func (p *Publisher) Run(ctx context.Context) {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
-	failing := false
+	outage := logging.NewOutage(p.log, "instance heartbeat failing", "instance heartbeat restored")
 	for {
 		err := p.Beat(ctx)
-		switch {
-		case err != nil && !failing && ctx.Err() == nil:
-			p.log.Warn().Err(err).Msg("instance heartbeat failing")
-			failing = true
-		case err == nil && failing:
-			p.log.Info().Msg("instance heartbeat restored")
-			failing = false
+		if ctx.Err() == nil {
+			outage.Note(err)
 		}
 		select {
 		case <-ctx.Done():

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/internal/keys"
+	"github.com/sipedge/sipedge/internal/logging"
 	"github.com/sipedge/sipedge/ring"
 )
 
@@ -99,18 +100,13 @@ func (p *Publisher) Publish(ctx context.Context) error {
 func (p *Publisher) Run(ctx context.Context) {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
-	failing := false
+	outage := logging.NewOutage(p.log, "node view not published", "node view published again")
 	for {
 		wctx, cancel := context.WithTimeout(ctx, p.interval)
 		err := p.Publish(wctx)
 		cancel()
-		switch {
-		case err != nil && ctx.Err() == nil && !failing:
-			p.log.Warn().Err(err).Msg("node view not published")
-			failing = true
-		case err == nil && failing:
-			p.log.Info().Msg("node view published again")
-			failing = false
+		if ctx.Err() == nil {
+			outage.Note(err)
 		}
 		select {
 		case <-ctx.Done():

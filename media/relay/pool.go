@@ -22,7 +22,8 @@ var ErrExhausted = errors.New("relay: port range exhausted")
 // skipped. A Pool is safe for concurrent use.
 type Pool struct {
 	ip        netip.Addr
-	advertise netip.Addr
+	advertise netip.Addr // IPv4 (or, without one, the only) address SDP names
+	adv6      netip.Addr // IPv6 address SDP names toward an IPv6 side of a dual-stack pool
 	min, max  int
 	network   string
 	family    int // syscall.AF_INET or AF_INET6, what network binds
@@ -43,9 +44,22 @@ type PoolOption func(*Pool)
 
 // WithAdvertise sets the address LocalA/LocalB report (and so what goes into
 // SDP) when the pool binds a wildcard address or sits behind 1:1 NAT.
+//
+// On a dual-stack pool (bound to "::") it may be given once per family:
+// an IPv4 address for IPv4 sides, an IPv6 one for IPv6 sides.
 func WithAdvertise(ip netip.Addr) PoolOption {
-	return func(p *Pool) { p.advertise = ip.Unmap() }
+	return func(p *Pool) {
+		if ip = ip.Unmap(); p.DualStack() && ip.Is6() {
+			p.adv6 = ip
+			return
+		}
+		p.advertise = ip
+	}
 }
+
+// DualStack reports whether the pool's sockets take both IPv4 and IPv6
+// (bound to the IPv6 wildcard "::" without IPV6_V6ONLY).
+func (p *Pool) DualStack() bool { return p.ip.Is6() && p.ip.IsUnspecified() }
 
 // NewPool returns a pool of the ports in [min, max] on ip. min must be even,
 // min < max, and the range within 1024..65535.
@@ -66,9 +80,20 @@ func NewPool(ip netip.Addr, min, max int, opts ...PoolOption) (*Pool, error) {
 	if ip.Is6() {
 		p.network, p.family = "udp6", syscall.AF_INET6
 	}
+	if p.DualStack() {
+		// "udp" with "::" leaves IPV6_V6ONLY off: IPv4 peers arrive and
+		// are sent to as ::ffff:a.b.c.d on the one socket.
+		p.network, p.advertise = "udp", netip.Addr{}
+	}
 	p.scratch.New = func() any { return newScratch() }
 	for _, o := range opts {
 		o(p)
+	}
+	switch {
+	case p.DualStack() && !p.advertise.IsValid() && p.adv6.IsValid():
+		p.advertise = p.adv6
+	case p.DualStack() && !p.advertise.IsValid():
+		return nil, errors.New("relay: pool: a dual-stack pool needs an address to advertise")
 	}
 	return p, nil
 }
@@ -101,6 +126,20 @@ func (pp *PortPair) RTCP() *net.UDPConn { return pp.rtcp }
 // Addrs returns the advertised RTP and RTCP addresses; for a mux pair both
 // are the RTP address.
 func (pp *PortPair) Addrs() (rtp, rtcp netip.AddrPort) { return pp.rtpA, pp.rtcpA }
+
+// AddrsFor returns the advertised addresses for a side of the family v6
+// names: on a dual-stack pool with an address of that family to
+// advertise, that address; otherwise Addrs.
+func (pp *PortPair) AddrsFor(v6 bool) (rtp, rtcp netip.AddrPort) {
+	a := pp.pool.advertise
+	if v6 {
+		a = pp.pool.adv6
+	}
+	if !pp.pool.DualStack() || !a.IsValid() || (!v6 && !a.Is4()) {
+		return pp.rtpA, pp.rtcpA
+	}
+	return netip.AddrPortFrom(a, pp.rtpA.Port()), netip.AddrPortFrom(a, pp.rtcpA.Port())
+}
 
 // Close closes the sockets and returns the ports to the pool. It is
 // idempotent and returns the first close error.

@@ -147,6 +147,12 @@ func (s *Stream) LocalA() (rtp, rtcp netip.AddrPort) { return s.legs[SideA].port
 // LocalB returns the addresses to put into SDP sent to the media node.
 func (s *Stream) LocalB() (rtp, rtcp netip.AddrPort) { return s.legs[SideB].ports.Addrs() }
 
+// Local returns the addresses to put into SDP sent to side, which speaks
+// IPv6 when v6: on a dual-stack pool the address of that family.
+func (s *Stream) Local(side Side, v6 bool) (rtp, rtcp netip.AddrPort) {
+	return s.legs[side].ports.AddrsFor(v6)
+}
+
 // SetPeerA records the endpoint's SDP address; see SetPeer.
 func (s *Stream) SetPeerA(rtp, rtcp netip.AddrPort, mux bool) { s.SetPeer(SideA, rtp, rtcp, mux) }
 
