@@ -115,15 +115,7 @@ func (a *Admitter) Admit(ctx context.Context, req Request) Verdict {
 	st := State{Instance: a.Instance(), Nodes: a.nodes.Snapshot(), RetryAfter: a.cluster.Cluster().Settings.RetryAfter,
 		Redirect: a.opts.RedirectDeserviced}
 	if !st.Instance.Reject && !req.UsesAOR() && req.ConfID != "" {
-		lctx, cancel := context.WithTimeout(ctx, a.opts.RedisTimeout)
-		node, err := a.confs.Node(lctx, req.ConfID)
-		cancel()
-		if err != nil {
-			a.metrics.redisErrors.WithLabelValues("conf_lookup").Inc()
-			a.log.Warn().Err(err).Str("call_id", req.CallID).Str("conf_id", req.ConfID).
-				Msg("sticky placement lookup failed; placing by ring")
-		}
-		st.Sticky = node
+		st.Sticky = a.stickyNode(ctx, req, st.Nodes) // sticky.go
 	}
 	v := Decide(req, st)
 	if !v.Admit {

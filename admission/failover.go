@@ -60,6 +60,9 @@ func (a *Admitter) Failover(ctx context.Context, req Request, failed string, tri
 	if req.UsesAOR() || req.ConfID == "" || a.confs == nil {
 		return v
 	}
+	if a.opts.Ledger != nil {
+		a.opts.Ledger.ForgetPlaced(req.ConfID) // Move may rewrite the node
+	}
 	lctx, cancel := context.WithTimeout(ctx, a.opts.RedisTimeout)
 	moved, err := a.confs.Move(lctx, req.ConfID, v.Node.Name, tried)
 	cancel()

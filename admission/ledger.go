@@ -81,6 +81,8 @@ type Ledger struct {
 	notes      map[string]map[string]int // owner -> dialog key -> successful writes still due
 	lastRecon  time.Time
 	okStreak   int // full writes in a row that succeeded
+
+	placed placedCache // the node each write returned (sticky.go)
 }
 
 // NewLedger returns a Ledger for src; Run drives it.
@@ -185,7 +187,7 @@ func (l *Ledger) flush(ctx context.Context) {
 	if len(confs) == 0 && len(nodes) == 0 {
 		return
 	}
-	sh := share{total: l.src.ActiveDialogs(), nodes: map[string]int{}, confs: map[string]ConfHolding{}}
+	sh := share{at: l.opts.Now(), total: l.src.ActiveDialogs(), nodes: map[string]int{}, confs: map[string]ConfHolding{}}
 	for n := range nodes {
 		sh.nodes[n] = l.src.NodeDialogs(n)
 	}
@@ -210,9 +212,11 @@ func (l *Ledger) flush(ctx context.Context) {
 func (l *Ledger) Beat(ctx context.Context) {
 	l.writeNotes(ctx, true)
 	l.consumeNotes(ctx)
+	at := l.opts.Now()
 	h := l.src.Holdings()
 	now := l.opts.Now()
-	sh := share{total: h.Total, nodes: h.Nodes, confs: map[string]ConfHolding{}}
+	l.placed.prune(now, l.opts.Recent)
+	sh := share{at: at, total: h.Total, nodes: h.Nodes, confs: map[string]ConfHolding{}}
 	l.mu.Lock()
 	for c, ch := range h.Confs {
 		sh.confs[c] = ch
@@ -271,6 +275,7 @@ func (l *Ledger) fail(ctx context.Context, op string, err error) {
 
 // share is a set of absolute values of this instance's share.
 type share struct {
+	at    time.Time // when the holdings were read
 	total int
 	nodes map[string]int
 	confs map[string]ConfHolding
@@ -389,6 +394,7 @@ func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
 		n, _ := res[i+1].(int64)
 		placed, _ := res[i+2].(string)
 		mine := sh.confs[conf]
+		l.placed.notePlaced(conf, mine, placed, sh.at)
 		switch {
 		case n == 0 && !full:
 			l.log.Info().Str("conf_id", conf).Msg("conference ended: last dialog gone")

@@ -10,6 +10,8 @@ type metrics struct {
 	rejects     *prometheus.CounterVec
 	placements  *prometheus.CounterVec
 	redisErrors *prometheus.CounterVec
+	stickyLocal prometheus.Counter // sticky lookups answered from the Ledger (sticky.go)
+	stickyRedis prometheus.Counter // sticky lookups sent to Redis
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -27,13 +29,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Redis errors on the admission path, by operation.",
 		}, []string{"op"}),
 	}
+	stickyLookups := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipedge_admission_sticky_lookups_total",
+		Help: "Sticky placement lookups of new dialogs, by where the answer came from: local (this instance holds dialogs of the conference and its last count write returned the node) or redis (HGET).",
+	}, []string{"source"})
+	m.stickyLocal, m.stickyRedis = stickyLookups.WithLabelValues(StickyLocal), stickyLookups.WithLabelValues(StickyRedis)
 	for _, c := range Causes {
 		m.rejects.WithLabelValues(c)
 	}
 	for _, p := range []string{PlacementSticky, PlacementRing, PlacementFailover} {
 		m.placements.WithLabelValues(p)
 	}
-	for _, c := range []prometheus.Collector{m.rejects, m.placements, m.redisErrors} {
+	for _, c := range []prometheus.Collector{m.rejects, m.placements, m.redisErrors, stickyLookups} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register admission metrics: %w", err)
 		}

@@ -27,7 +27,7 @@ func shareRequest(in *sip.Request, own bool) *sip.Request {
 		switch v := h.(type) {
 		case *sip.ViaHeader:
 			if topVia {
-				h, topVia = v.Clone(), false
+				h, topVia = copyVia(v), false // vias.go
 			}
 		case *sip.MaxForwardsHeader:
 			if own {

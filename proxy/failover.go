@@ -52,14 +52,15 @@ var orphanLimit = sip.Timer_B
 // failover is the retry plan of a new INVITE placed by admission: enough
 // to send it to another node of the ring as the same call.
 type failover struct {
-	fo      Failoverer
-	areq    admission.Request
-	base    *sip.Request // the INVITE as built for the first node, before Record-Route and per-hop changes (its headers shared with it: cloned per branch)
-	maxFwd  uint32       // its Max-Forwards (sipgo's Clone shares that header: each branch gets its own)
-	st      routeState   // its Record-Route state; the node fields change per node
-	left    int          // attempts left
-	timeout time.Duration
-	tried   []string
+	fo       Failoverer
+	areq     admission.Request
+	base     *sip.Request // the INVITE as built for the first node, before Record-Route and per-hop changes (its headers shared with it: cloned per branch)
+	maxFwd   uint32       // its Max-Forwards (sipgo's Clone shares that header: each branch gets its own)
+	st       routeState   // its Record-Route state; the node fields change per node
+	left     int          // attempts left
+	timeout  time.Duration
+	tried    []string
+	triedBuf [2]string // tried's first backing array
 }
 
 // planFailover prepares the retry of a new INVITE; nil when failover is
@@ -77,8 +78,11 @@ func (p *Proxy) planFailover(req *sip.Request, areq admission.Request, out *sip.
 	if mf := out.MaxForwards(); mf != nil {
 		maxFwd = mf.Val()
 	}
-	return &failover{fo: fo, areq: areq, base: shareRequest(out, false), maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
-		timeout: timeout, tried: []string{st.NodeName}}
+	fp := &failover{fo: fo, areq: areq, base: shareRequest(out, false), maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
+		timeout: timeout}
+	fp.triedBuf[0] = st.NodeName
+	fp.tried = fp.triedBuf[:1] // in the plan's own allocation; a second failover grows it
+	return fp
 }
 
 // clientTx starts the client side of a forwarded request: a plain sipgo
@@ -201,7 +205,7 @@ func (f *failoverTx) fail(err error) {
 // send starts one branch and hooks its 2xx retransmissions: relayed only
 // while it is the branch settled on.
 func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
-	ctx, cancel := dialContext(txContext(f.srv), *f.next)
+	ctx, cancel := dialContext(f.info.txContext(f.srv), *f.next)
 	br, err := f.p.client.TransactionRequest(ctx, out, keepAsBuilt)
 	cancel()
 	if err != nil {
@@ -213,7 +217,7 @@ func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
 	// A 2xx retransmission is relayed only for the branch settled on: the
 	// one whose branch forward put in the finished table. The hook holds
 	// nothing of f (the transaction outlives the call by Timer M).
-	br.OnRetransmission(f.p.retransmitted2xx)
+	br.OnRetransmission(f.p.retransHook())
 	return br, nil
 }
 
@@ -275,11 +279,12 @@ func (f *failoverTx) run(out *sip.Request, h hop, node string) {
 // the caller's early dialog is then simply never confirmed. Provisional
 // responses are passed up on the way, so a CANCEL can follow them.
 func (f *failoverTx) await(br sip.ClientTransaction, node string) (res *sip.Response, reason string, gotProv bool) {
-	timer := time.NewTimer(f.plan.timeout)
+	// One timer serves both the failover timeout and the health poll
+	// (a timer and a ticker were six allocations per call set-up).
+	deadline := time.Now().Add(f.plan.timeout)
+	armed := true // the failover timeout still applies
+	timer := time.NewTimer(min(healthPoll, f.plan.timeout))
 	defer timer.Stop()
-	tc := timer.C
-	poll := time.NewTicker(healthPoll)
-	defer poll.Stop()
 	early := false
 	for {
 		select {
@@ -287,7 +292,7 @@ func (f *failoverTx) await(br sip.ClientTransaction, node string) (res *sip.Resp
 			if res.IsProvisional() {
 				gotProv = true
 				if res.StatusCode != 100 {
-					early, tc = true, nil
+					early, armed = true, false
 				}
 				if !f.deliver(res) {
 					return nil, stopped, gotProv
@@ -303,16 +308,22 @@ func (f *failoverTx) await(br sip.ClientTransaction, node string) (res *sip.Resp
 				return nil, failTransport, gotProv
 			}
 			return nil, failTimeout, gotProv
-		case <-tc:
-			if !f.canRetry() {
-				tc = nil // the last attempt: wait for what it answers
-				continue
+		case <-timer.C:
+			left := time.Until(deadline)
+			if armed && left <= 0 {
+				if f.canRetry() {
+					return nil, failTimeout, gotProv
+				}
+				armed = false // the last attempt: wait for what it answers
 			}
-			return nil, failTimeout, gotProv
-		case <-poll.C:
 			if !f.plan.fo.Healthy(node) && f.canRetry() {
 				return nil, failNodeDown, gotProv
 			}
+			next := healthPoll
+			if armed {
+				next = min(next, left)
+			}
+			timer.Reset(next)
 		case <-f.srv.Done():
 			return nil, stopped, gotProv
 		}

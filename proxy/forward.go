@@ -35,6 +35,8 @@ type fwdInfo struct {
 	join       *media.Join // new INVITE dialog: the participant it becomes when answered
 	anchored   bool        // new dialog whose media session must be freed if it fails
 	failover   *failover   // new INVITE placed by admission: retried on the next node if its node fails it
+
+	ctx context.Context // the server transaction's context, made once per request (txctx.go)
 }
 
 // keepAsBuilt stops sipgo from adding headers of its own: the proxy has
@@ -55,10 +57,7 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 		markReceived(via, in.Source())
 	}
 	from := p.sendsFrom(in, next) // the listen address toward next (listeners.go)
-	out.PrependHeader(&sip.ViaHeader{
-		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: upper(next.transport),
-		Host: from.host, Port: from.port, Params: sip.HeaderParams{{K: "branch", V: branch}},
-	})
+	out.PrependHeader(newVia(upper(next.transport), from.host, from.port, branch))
 	out.SetDestination(next.addr)
 	out.SetTransport(upper(next.transport))
 	if next.transport == "udp" {
@@ -97,7 +96,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		tx.OnCancel(func(*sip.Request) { canceller.requested() })
 	}
 
-	ctx, cancel := dialContext(txContext(tx), next)
+	ctx, cancel := dialContext(info.txContext(tx), next)
 	ctxTx, err := p.clientTx(ctx, in, tx, out, &next, &info, canceller)
 	// The failover transaction holds &info until its branch's timers end:
 	// once the call is settled (this returns), the retry plan and the
@@ -119,7 +118,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	// one that reaches the transaction before it ends; it holds nothing of
 	// the call.
 	clock := p.timing.start(in, info.newDialog)
-	ctxTx.OnRetransmission(p.retransmitted2xx)
+	ctxTx.OnRetransmission(p.retransHook())
 
 	for {
 		select {

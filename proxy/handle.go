@@ -81,7 +81,8 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		p.reply(tx, req, 404, "Not Found (no conference id in Request-URI)")
 		return
 	}
-	v := p.admit.Admit(txContext(tx), areq)
+	ctx := txContext(tx)
+	v := p.admit.Admit(ctx, areq)
 	if !v.Admit {
 		res := sip.NewResponseFromRequest(req, v.Code, v.Reason, nil)
 		switch v.Code {
@@ -103,11 +104,13 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if !trusted {
 		p.stripTrusted(out)
 	}
-	info := fwdInfo{node: v.Node.Name, newDialog: true, fromCaller: true}
+	info := fwdInfo{node: v.Node.Name, newDialog: true, fromCaller: true, ctx: ctx}
 	if req.Method == sip.INVITE {
 		info.confID = areq.ConfID
-		j := joinOf(req, areq.ConfID, trusted, fromURI(req))
-		info.join = &j
+		if p.media != nil { // the participant record: anchoring only
+			j := joinOf(req, areq.ConfID, trusted, fromURI(req))
+			info.join = &j
+		}
 		if !p.openMedia(tx, req, out, &info, true) {
 			return
 		}

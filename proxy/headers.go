@@ -91,7 +91,10 @@ func callIDRes(res *sip.Response) string {
 func (p *Proxy) ourRoute(req *sip.Request) (routeState, int, error) {
 	var st routeState
 	n := 0
-	for _, h := range req.GetHeaders("Route") {
+	for _, h := range req.Headers() { // GetHeaders("Route") would allocate its list
+		if !strings.EqualFold(h.Name(), "Route") {
+			continue
+		}
 		rh, ok := h.(*sip.RouteHeader)
 		if !ok {
 			break
@@ -131,10 +134,7 @@ func dropRoutes(req *sip.Request, n int) {
 func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
 	token := p.signer.Encode(st)
 	rr := func(transport string, a listenAddr) *sip.RecordRouteHeader {
-		return &sip.RecordRouteHeader{Address: sip.Uri{
-			Scheme: "sip", Host: a.host, Port: a.port,
-			UriParams: sip.HeaderParams{{K: "transport", V: transport}, {K: "lr", V: ""}, {K: routeParam, V: token}},
-		}}
+		return newRecordRoute(a.host, a.port, transport, token) // vias.go
 	}
 	// Over TLS or a WebSocket: that listener (listeners.go onTransport).
 	peer := p.onTransport(p.arrivedOn(in), st.PeerTransport)

@@ -72,7 +72,7 @@ func fromURI(req *sip.Request) *sip.Uri {
 // proxy preloads one (RFC 3261 §16.4: a proxy removes itself).
 func (p *Proxy) dropOwnRoutes(out *sip.Request) {
 	for {
-		h := out.GetHeader("Route")
+		h := findHeader(out, "Route") // GetHeader lower-cases every other name on the way
 		rh, ok := h.(*sip.RouteHeader)
 		if !ok || rh == nil {
 			return

@@ -109,6 +109,9 @@ type Proxy struct {
 	server     sip.Header                      // Server header of the proxy's own answers (clone.go)
 	serverOnce sync.Once
 
+	retrans     sip.FnTxResponse // retransmitted2xx, bound once (retrans.go)
+	retransOnce sync.Once
+
 	// flood limits (limits.go, limits_hooks.go)
 	limits       *limiter
 	limitMetrics *limitMetrics

@@ -62,6 +62,17 @@ func (c *txCtx) AfterFunc(f func()) (stop func() bool) {
 	return func() bool { return fired.CompareAndSwap(false, true) }
 }
 
+// txContext is txContext(tx), made once per forwarded request: admission,
+// the client transaction and every failover branch share it (it was three
+// allocations per call set-up). It is set before forward starts the
+// failover goroutine, which only reads it.
+func (i *fwdInfo) txContext(tx sip.ServerTransaction) context.Context {
+	if i.ctx == nil {
+		i.ctx = txContext(tx)
+	}
+	return i.ctx
+}
+
 // background is the proxy's Serve context (Background before Serve runs,
 // for the tests that drive handlers directly).
 func (p *Proxy) background() context.Context {

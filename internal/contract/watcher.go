@@ -50,6 +50,7 @@ type Watcher struct {
 	redisErr string            // last logged Redis error text
 	logged   map[string]string // "key/field" -> last logged bad value error
 	notify   []chan struct{}
+	onEnd    []func(id string) // OnConfEnd
 }
 
 // NewWatcher returns a Watcher and registers its metrics on reg (nil: kept
@@ -106,6 +107,14 @@ func (w *Watcher) Notify() <-chan struct{} {
 // falls behind, ids are dropped (its periodic pass sees the end too).
 func (w *Watcher) ConfEnds() <-chan string { return w.confEnds }
 
+// OnConfEnd registers f to be called with the id of every "conf-end <id>"
+// message, before it goes to ConfEnds; f must not block. Call it before Run.
+func (w *Watcher) OnConfEnd(f func(id string)) {
+	w.mu.Lock()
+	w.onEnd = append(w.onEnd, f)
+	w.mu.Unlock()
+}
+
 // SetDefaults replaces the YAML defaults of sipedge:settings while sipedge
 // runs (SIGHUP) and reloads soon; values set in Redis still override them.
 func (w *Watcher) SetDefaults(d Settings) {
@@ -150,6 +159,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 }
 
 func (w *Watcher) listen(ctx context.Context) {
+	w.mu.Lock()
+	onEnd := w.onEnd
+	w.mu.Unlock()
 	ps := w.rdb.Subscribe(ctx, w.k.Events())
 	defer ps.Close()
 	ch := ps.ChannelWithSubscriptions()
@@ -163,6 +175,9 @@ func (w *Watcher) listen(ctx context.Context) {
 			}
 			if m, isMsg := msg.(*redis.Message); isMsg {
 				if id, end := keys.ParseConfEnd(m.Payload); end {
+					for _, f := range onEnd {
+						f(id)
+					}
 					select {
 					case w.confEnds <- id:
 					default: // the media manager's periodic pass sees the end too

@@ -219,6 +219,8 @@ func TestWatcher_OneSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	updates := w.Notify()
+	heard := make(chan string, 1) // OnConfEnd: admission's Ledger listens beside ConfEnds
+	w.OnConfEnd(func(id string) { heard <- id })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(done) }()
@@ -246,6 +248,14 @@ func TestWatcher_OneSubscription(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("conf-end not delivered")
+	}
+	select {
+	case id := <-heard:
+		if id != "c42" {
+			t.Errorf("OnConfEnd got %q, want c42", id)
+		}
+	default:
+		t.Error("conf-end not given to OnConfEnd before ConfEnds")
 	}
 	mr.SAdd(tk.Exceptions(), "edge-b") // plain write: seen at the next reload
 	mr.Publish(tk.Events(), "exceptions")
