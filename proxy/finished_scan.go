@@ -44,42 +44,9 @@ func scanServerKey(data, buf []byte, asMethod string) (rawTx, bool) {
 		// case-sensitive tokens. Neither reading is taken here.
 		return rawTx{}, false
 	}
-	var via, cseq []byte
-	captured := false // the line before was the Via or CSeq taken
-	for len(rest) > 0 && !(via != nil && cseq != nil) {
-		line, rest, ok = cutLine(rest)
-		if !ok || len(line) == 0 {
-			break // end of the headers
-		}
-		c := line[0] | 0x20 // ASCII lower case
-		if line[0] == ' ' || line[0] == '\t' {
-			if captured {
-				return rawTx{}, false // a folded Via or CSeq: not read here
-			}
-			continue
-		}
-		captured = false
-		if c != 'v' && c != 'c' {
-			continue // not a Via or CSeq: not even split
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return rawTx{}, false
-		}
-		name := trimRightBlank(line[:colon])
-		value := line[colon+1:]
-		switch {
-		case via == nil && (bytes.EqualFold(name, []byte("via")) || bytes.EqualFold(name, []byte("v"))):
-			via, captured = value, true
-		case cseq == nil && bytes.EqualFold(name, []byte("cseq")):
-			cseq, captured = value, true
-		}
-	}
-	if via == nil || cseq == nil {
+	via, cseq, ok := topViaAndCSeq(rest)
+	if !ok {
 		return rawTx{}, false
-	}
-	if captured && len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
-		return rawTx{}, false // the header taken last is folded onto the next line
 	}
 	method, ok := cseqMethod(cseq)
 	if !ok {
@@ -108,6 +75,51 @@ func scanServerKey(data, buf []byte, asMethod string) (rawTx, bool) {
 	}
 	tx.key = key
 	return tx, true
+}
+
+// topViaAndCSeq finds the values of the first Via and the first CSeq
+// header in the header lines of rest. ok is false when either is missing,
+// a line among those read has no colon where a Via or CSeq could be, or
+// one of the two is folded onto the next line: what sipgo's parser would
+// read differently is not read here.
+func topViaAndCSeq(rest []byte) (via, cseq []byte, ok bool) {
+	captured := false // the line before was the Via or CSeq taken
+	var line []byte
+	for len(rest) > 0 && !(via != nil && cseq != nil) {
+		line, rest, ok = cutLine(rest)
+		if !ok || len(line) == 0 {
+			break // end of the headers
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if captured {
+				return nil, nil, false // a folded Via or CSeq
+			}
+			continue
+		}
+		captured = false
+		if c := line[0] | 0x20; c != 'v' && c != 'c' { // ASCII lower case
+			continue // not a Via or CSeq: not even split
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return nil, nil, false
+		}
+		name := trimRightBlank(line[:colon])
+		value := line[colon+1:]
+		switch {
+		case via == nil && (bytes.EqualFold(name, []byte("via")) || bytes.EqualFold(name, []byte("v"))):
+			via, captured = value, true
+		case cseq == nil && bytes.EqualFold(name, []byte("cseq")):
+			cseq, captured = value, true
+		}
+	}
+	if via == nil || cseq == nil {
+		return nil, nil, false
+	}
+	if captured && len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+		return nil, nil, false // the header taken last is folded onto the next line
+	}
+	return via, cseq, true
 }
 
 // cutLine splits data at its first CRLF (a bare LF is not a line end here).

@@ -414,29 +414,8 @@ func scanInviteResponse(data []byte) (code int, branch []byte, ok bool) {
 		}
 		code = code*10 + int(c-'0')
 	}
-	var via, cseq []byte
-	for len(rest) > 0 && (via == nil || cseq == nil) {
-		line, rest, ok = cutLine(rest)
-		if !ok || len(line) == 0 {
-			break
-		}
-		c := line[0] | 0x20
-		if c != 'v' && c != 'c' {
-			continue
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			continue
-		}
-		name := trimRightBlank(line[:colon])
-		switch {
-		case via == nil && (bytes.EqualFold(name, []byte("via")) || bytes.EqualFold(name, []byte("v"))):
-			via = line[colon+1:]
-		case cseq == nil && bytes.EqualFold(name, []byte("cseq")):
-			cseq = line[colon+1:]
-		}
-	}
-	if via == nil || cseq == nil {
+	via, cseq, ok := topViaAndCSeq(rest) // as the finished table's scan reads them
+	if !ok {
 		return 0, nil, false
 	}
 	if m, ok := cseqMethod(cseq); !ok || string(m) != "INVITE" {
