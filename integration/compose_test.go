@@ -160,7 +160,7 @@ func TestPackaging_ComposeFileShape(t *testing.T) {
 // by TestPackaging_ComposeFileShape and the alert and dashboard tests.
 func TestPackaging_ComposeRunsAsWritten(t *testing.T) {
 	if os.Getenv("SIPEDGE_IN_NETNS") == "" {
-		inNetns(t, buildImage(t, withBuiltOK(t)))
+		inNetns(t, buildImage(t, parseDockerfile(t, "../Dockerfile")))
 		return
 	}
 	c := loadCompose(t)
@@ -185,13 +185,14 @@ func TestPackaging_ComposeRunsAsWritten(t *testing.T) {
 	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	procs := map[string]*proc{}
+	procs, healthy := map[string]*proc{}, map[string]bool{}
 	var loads []*proc
 	for _, name := range c.startOrder(t) {
 		svc := c.Services[name]
 		for _, d := range keysOf(svc.DependsOn) {
-			if svc.DependsOn[d].Condition == "service_healthy" {
+			if svc.DependsOn[d].Condition == "service_healthy" && !healthy[d] {
 				waitHealthy(t, d, c.Services[d], images, procs[d])
+				healthy[d] = true // compose checks it once; its dependents need not ask again
 			}
 		}
 		argv, uid, ok := serviceArgv(t, name, svc, images, cfgDir)
@@ -238,9 +239,6 @@ func TestPackaging_ComposeRunsAsWritten(t *testing.T) {
 		t.Errorf("redis wrote no AOF in its volume")
 	}
 }
-
-// withBuiltOK parses the Dockerfile for the parent run, which only builds.
-func withBuiltOK(t *testing.T) image { return parseDockerfile(t, "../Dockerfile") }
 
 // inNetns re-runs this test in a new network namespace (loopback only) and
 // fails with its output when it fails there, or did not run.

@@ -105,10 +105,8 @@ func (img image) uid() int {
 
 // hostPath maps an image path to the host file the test made for it.
 func (img image) hostPath(p string) (string, bool) {
-	if h, ok := img.files[p]; ok {
-		return h, true
-	}
-	return "", false
+	h, ok := img.files[p]
+	return h, ok
 }
 
 var imageBuild struct {

@@ -24,7 +24,8 @@ func TestPackaging_SystemdUnitVerifiesAndIsHardened(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := withBuilt(t, parseDockerfile(t, "../Dockerfile"), buildImage(t, parseDockerfile(t, "../Dockerfile")))
+	img := parseDockerfile(t, "../Dockerfile")
+	img = withBuilt(t, img, buildImage(t, img))
 	exec0 := regexp.MustCompile(`(?m)^ExecStart=(\S+)`).FindSubmatch(raw)
 	if exec0 == nil {
 		t.Fatal("the unit has no ExecStart")
