@@ -217,7 +217,7 @@ func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
 	// A 2xx retransmission is relayed only for the branch settled on: the
 	// one whose branch forward put in the finished table. The hook holds
 	// nothing of f (the transaction outlives the call by Timer M).
-	br.OnRetransmission(f.p.retransHook())
+	br.OnRetransmission(f.p.retrans)
 	return br, nil
 }
 

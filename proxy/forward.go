@@ -118,7 +118,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	// one that reaches the transaction before it ends; it holds nothing of
 	// the call.
 	clock := p.timing.start(in, info.newDialog)
-	ctxTx.OnRetransmission(p.retransHook())
+	ctxTx.OnRetransmission(p.retrans)
 
 	for {
 		select {

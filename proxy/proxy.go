@@ -109,8 +109,10 @@ type Proxy struct {
 	server     sip.Header                      // Server header of the proxy's own answers (clone.go)
 	serverOnce sync.Once
 
-	retrans     sip.FnTxResponse // retransmitted2xx, bound once (retrans.go)
-	retransOnce sync.Once
+	// retrans is retransmitted2xx bound once in NewEndpoint: a method value
+	// passed to OnRetransmission would allocate a closure on every client
+	// transaction (twice per call set-up with failover on).
+	retrans sip.FnTxResponse
 
 	// flood limits (limits.go, limits_hooks.go)
 	limits       *limiter
@@ -144,6 +146,7 @@ func NewEndpoint(opts Options, log zerolog.Logger, reg prometheus.Registerer) (*
 		return nil, err
 	}
 	p := &Proxy{opts: opts, log: log, metrics: m, media: opts.Media}
+	p.retrans = p.retransmitted2xx
 	if p.timing, err = newInviteTiming(reg); err != nil {
 		return nil, err
 	}
