@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -17,63 +16,21 @@ import (
 // retransmission after sipedge ended its client transaction is still
 // relayed to the caller; a 2xx with a foreign top Via is not relayed.
 
-// finNode is a media node on one UDP socket: 200 to OPTIONS, INVITE
+// startFinNode is a media node on one UDP socket: 200 to OPTIONS, INVITE
 // (sent twice, the second after again, as a UAS retransmits its 2xx
-// until the ACK) and BYE; it counts the requests it reads per method.
-type finNode struct {
-	conn  *net.UDPConn
-	again time.Duration
-	mu    sync.Mutex
-	seen  map[string]int // method → requests read (OPTIONS not counted)
-	done  chan struct{}
-}
-
-func startFinNode(t *testing.T, again time.Duration) *finNode {
+// until the ACK) and BYE.
+func startFinNode(t *testing.T, again time.Duration) *rawUAS {
 	t.Helper()
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
-	n := &finNode{conn: conn, again: again, seen: map[string]int{}, done: make(chan struct{})}
-	go n.serve()
-	t.Cleanup(func() { conn.Close(); <-n.done })
-	return n
-}
-
-func (n *finNode) addr() string { return n.conn.LocalAddr().String() }
-
-func (n *finNode) count(method string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.seen[method]
-}
-
-func (n *finNode) serve() {
-	defer close(n.done)
-	buf := make([]byte, 65535)
-	for {
-		k, src, err := n.conn.ReadFromUDP(buf)
-		if err != nil {
+	return startRawUAS(t, func(u *rawUAS, m rawRequest, src *net.UDPAddr) {
+		if m.method == "ACK" {
 			return
 		}
-		m, ok := parseRawRequest(buf[:k])
-		if !ok {
-			continue
+		answer := []byte(m.answer(200, "OK", "sip:node@"+u.addr()))
+		_, _ = u.conn.WriteToUDP(answer, src)
+		if m.method == "INVITE" && again > 0 {
+			time.AfterFunc(again, func() { _, _ = u.conn.WriteToUDP(answer, src) })
 		}
-		if m.method != "OPTIONS" {
-			n.mu.Lock()
-			n.seen[m.method]++
-			n.mu.Unlock()
-		}
-		if m.method == "ACK" {
-			continue
-		}
-		answer := []byte(m.answer(200, "OK", "sip:node@"+n.addr()))
-		_, _ = n.conn.WriteToUDP(answer, src)
-		if m.method == "INVITE" && n.again > 0 {
-			time.AfterFunc(n.again, func() { _, _ = n.conn.WriteToUDP(answer, src) })
-		}
-	}
+	})
 }
 
 // finCaller is a caller on a raw UDP socket.

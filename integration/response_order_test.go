@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -40,55 +39,18 @@ func TestSippCallers_MatchResponsesWhateverTheRecordRouteHolds(t *testing.T) {
 	}
 }
 
-// routeUAS stands where sipedge and a node would: it answers each INVITE
+// startRouteUAS stands where sipedge and a node would: it answers each INVITE
 // 100, 180 and 200, the 180 and the 200 with a Record-Route holding token
 // as its se= parameter, as sipedge's does. A caller of
 // uac_call_until_drain_bye.xml (From tag [pid]D[n]) gets a BYE with a
 // drain-timeout Reason after its ACK, as sipedge would send it.
-type routeUAS struct {
-	conn  *net.UDPConn
-	token string
-	mu    sync.Mutex
-	seen  map[string]int // method → requests read
-	done  chan struct{}
-}
-
-func startRouteUAS(t testing.TB, token string) *routeUAS {
+func startRouteUAS(t testing.TB, token string) *rawUAS {
 	t.Helper()
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatalf("route UAS: %v", err)
-	}
-	u := &routeUAS{conn: conn, token: token, seen: map[string]int{}, done: make(chan struct{})}
-	go u.serve()
-	t.Cleanup(func() { conn.Close(); <-u.done })
-	return u
-}
-
-func (u *routeUAS) addr() string { return u.conn.LocalAddr().String() }
-
-func (u *routeUAS) count(method string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.seen[method]
-}
-
-func (u *routeUAS) serve() {
-	defer close(u.done)
-	buf := make([]byte, 65535)
-	rr := "Record-Route: <sip:" + u.addr() + ";transport=udp;lr;se=" + u.token + ">"
-	for {
-		n, src, err := u.conn.ReadFromUDP(buf)
-		if err != nil {
-			return
+	var rr string
+	return startRawUAS(t, func(u *rawUAS, m rawRequest, src *net.UDPAddr) {
+		if rr == "" {
+			rr = "Record-Route: <sip:" + u.addr() + ";transport=udp;lr;se=" + token + ">"
 		}
-		m, ok := parseRawRequest(buf[:n])
-		if !ok {
-			continue // the caller's 200 to our BYE
-		}
-		u.mu.Lock()
-		u.seen[m.method]++
-		u.mu.Unlock()
 		m.lines = append([]string{rr}, m.lines...) // answer copies it, above CSeq
 		switch m.method {
 		case "INVITE":
@@ -106,7 +68,7 @@ func (u *routeUAS) serve() {
 		case "BYE", "CANCEL":
 			_, _ = u.conn.WriteToUDP([]byte(m.answer(200, "OK", "sip:uas@"+u.addr())), src)
 		}
-	}
+	})
 }
 
 func reasonFor(code int) string {
