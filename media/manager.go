@@ -213,6 +213,9 @@ func (mg *Manager) Open(callID, confID string, endpointIsCaller bool) {
 // can reach; a side's own SDP, once seen, wins. It matters only with a
 // dual-stack relay (media_ip "::").
 func (mg *Manager) Families(callID string, callerV6, calleeV6 bool) {
+	if !mg.opts.Pool.DualStack() {
+		return // one family: every SDP names the one address
+	}
 	mg.mu.Lock()
 	s, ok := mg.sessions[callID]
 	mg.mu.Unlock()
