@@ -411,20 +411,29 @@ func (p *Proxy) absorb(info sip.TransportReadProps, data []byte) bool {
 	if !ok {
 		return false
 	}
-	pc := p.fin.conn(e.conn)
-	switch {
-	case pc == nil:
-		return false
-	case e.data == "":
+	if p.fin.conn(e.conn) == nil {
+		return false // its listener is gone: sipgo's path
+	}
+	return p.answerFinished(e, func() string { return rawCallID(data) })
+}
+
+// answerFinished does for a retransmission of the finished transaction e
+// what the transaction would have done: an INVITE answered 2xx is dropped,
+// another gets its final response's bytes again. It reports false when
+// nothing was resent (no socket any more, or no readable response);
+// callID is read only to log a failed write.
+func (p *Proxy) answerFinished(e finishedEntry, callID func() string) bool {
+	if e.data == "" {
 		p.fin.m.inviteDropped.Inc()
 		return true
 	}
+	pc := p.fin.conn(e.conn)
 	dest, resp, ok := decodeDest(e.data)
-	if !ok {
+	if pc == nil || !ok {
 		return false
 	}
 	if err := writeUDP(pc, resp, dest); err != nil {
-		p.notSent("retransmitted final response", rawCallID(data), 0, err)
+		p.notSent("retransmitted final response", callID(), 0, err)
 	}
 	p.fin.m.resent.Inc()
 	return true
@@ -495,16 +504,7 @@ func (p *Proxy) lateRetransmission(req *sip.Request, tx sip.ServerTransaction) b
 	if !ok {
 		return false
 	}
-	if e.data == "" {
-		p.fin.m.inviteDropped.Inc()
-	} else if dest, resp, ok := decodeDest(e.data); ok {
-		if pc := p.fin.conn(e.conn); pc != nil {
-			if err := writeUDP(pc, resp, dest); err != nil {
-				p.notSent("retransmitted final response", callID(req), 0, err)
-			}
-			p.fin.m.resent.Inc()
-		}
-	}
+	_ = p.answerFinished(e, func() string { return callID(req) }) // absorbed even when nothing can be resent
 	p.log.Debug().Str("call_id", callID(req)).Str("method", string(req.Method)).
 		Msg("retransmission of a finished transaction reached the proxy as a new one: absorbed")
 	st.Terminate()
