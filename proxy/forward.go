@@ -39,6 +39,32 @@ type fwdInfo struct {
 	ctx context.Context // the server transaction's context, made once per request (txctx.go)
 }
 
+// relayProvisional relays a provisional response upstream: one forward
+// takes from the client transaction, or one that came off the socket
+// before it (arrived). A 100 Trying only counts (the CANCEL may go, the
+// clock notes it) and is never relayed (RFC 3261 §16.7: sipedge sent its
+// own).
+func (p *Proxy) relayProvisional(in *sip.Request, tx sip.ServerTransaction, res *sip.Response, info fwdInfo,
+	canceller *cancelSender, clock *inviteClock) {
+	if canceller != nil {
+		canceller.provisional()
+	}
+	clock.response(res)
+	if res.StatusCode == 100 {
+		return
+	}
+	r := upstream(res)
+	if r == nil {
+		return
+	}
+	p.stripUntrustedResponse(res, r)
+	p.anchorResponse(in, r, info)
+	p.metrics.countResponse(r)
+	if _, err := p.respondTx(tx, r); err != nil {
+		p.notSent("relayed response", callID(in), r.StatusCode, err)
+	}
+}
+
 // keepAsBuilt stops sipgo from adding headers of its own: the proxy has
 // built the request completely (Via, Max-Forwards, routes).
 func keepAsBuilt(*sipgo.Client, *sip.Request) error { return nil }
@@ -128,20 +154,16 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			}
 			before, skip := p.rseq.arrived(line, res)
 			for _, early := range before {
-				p.relayEarly(in, tx, early, info, canceller, &clock)
+				p.relayProvisional(in, tx, early, info, canceller, &clock)
 			}
 			if skip {
 				continue // relayed already, ahead of one that overtook it
 			}
-			if canceller != nil && res.IsProvisional() {
-				canceller.provisional()
-			}
-			clock.response(res)
-			if res.StatusCode == 100 {
-				// RFC 3261 §16.7: a stateful proxy never forwards 100 Trying;
-				// sipedge sent its own.
+			if res.IsProvisional() {
+				p.relayProvisional(in, tx, res, info, canceller, &clock)
 				continue
 			}
+			clock.response(res)
 			if in.IsInvite() && res.IsSuccess() {
 				// Before upstream takes our Via off, and before the 2xx is relayed.
 				p.rememberBranch(ctxTx, res, in, info.fromCaller)
@@ -161,7 +183,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 					p.spawn(p.background(), func(ctx context.Context) { p.media.Joined(ctx, join) })
 				}
 			}
-			if info.endsDialog && !res.IsProvisional() {
+			if info.endsDialog {
 				p.endOfDialog(in, info, res.StatusCode)
 			}
 			p.metrics.countResponse(r)
@@ -169,10 +191,8 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if err != nil {
 				p.notSent("relayed response", callID(in), r.StatusCode, err)
 			}
-			if !res.IsProvisional() {
-				p.finishClient(ctxTx, canceller, in, r, released)
-				return
-			}
+			p.finishClient(ctxTx, canceller, in, r, released)
+			return
 		case <-ctxTx.Done():
 			p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
 			p.log.Info().AnErr("tx_error", ctxTx.Err()).Str("call_id", callID(in)).Str("to", next.addr).

@@ -427,26 +427,6 @@ func scanInviteResponse(data []byte) (code int, branch []byte, ok bool) {
 	return code, branch, true
 }
 
-// relayEarly relays a provisional that came off the socket before the
-// response forward is handling, as forward relays a provisional.
-func (p *Proxy) relayEarly(in *sip.Request, tx sip.ServerTransaction, res *sip.Response, info fwdInfo,
-	canceller *cancelSender, clock *inviteClock) {
-	if canceller != nil {
-		canceller.provisional()
-	}
-	clock.response(res)
-	r := upstream(res)
-	if r == nil {
-		return
-	}
-	p.stripUntrustedResponse(res, r)
-	p.anchorResponse(in, r, info)
-	p.metrics.countResponse(r)
-	if _, err := p.respondTx(tx, r); err != nil {
-		p.notSent("relayed response", callID(in), r.StatusCode, err)
-	}
-}
-
 // ourINVITEBranch is the branch forward opens a response line for: that
 // of the proxy's Via of an INVITE it sends ("" for other requests).
 func ourINVITEBranch(out *sip.Request) string {
