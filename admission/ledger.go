@@ -60,7 +60,15 @@ type LedgerOptions struct {
 	RedisTimeout     time.Duration // bound on one write
 	ReconcileEvery   time.Duration // how often every conference key is checked (default 5 s)
 	Recent           time.Duration // a conference seen ending is rewritten this long (default 30 s)
-	Now              func() time.Time
+	// Coalesce is how long a change waits for others before it is written
+	// (default 10 ms; negative: at once). Every write is one script run
+	// whose cost in this process does not depend on how many changes it
+	// carries, so at 1000 calls/s writing each change alone cost a fifth
+	// of the proxy's CPU. Counts are read by drains, failover and the CLI,
+	// none of which notice 10 ms; placement agreement between instances
+	// does not depend on it (the ring answers the same node to both).
+	Coalesce time.Duration
+	Now      func() time.Time
 }
 
 // Ledger keeps this instance's share of the counts in Redis.
@@ -111,6 +119,9 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 	if opts.ConfTTL <= 0 {
 		opts.ConfTTL = 24 * time.Hour
 	}
+	if opts.Coalesce == 0 {
+		opts.Coalesce = DefaultCoalesce
+	}
 	m, err := newLedgerMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -159,17 +170,32 @@ func (l *Ledger) kick() {
 	}
 }
 
-// Run writes changes as they come and rewrites everything every Interval
-// until ctx is done.
+// DefaultCoalesce is the default LedgerOptions.Coalesce.
+const DefaultCoalesce = 10 * time.Millisecond
+
+// Run writes changes Coalesce after the first of them and rewrites
+// everything every Interval until ctx is done.
 func (l *Ledger) Run(ctx context.Context) {
 	t := time.NewTicker(l.opts.Interval)
 	defer t.Stop()
 	l.Beat(ctx)
+	window := time.NewTimer(time.Hour)
+	window.Stop()
+	defer window.Stop()
+	armed := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-l.wake:
+			if l.opts.Coalesce < 0 {
+				l.flush(ctx)
+			} else if !armed {
+				window.Reset(l.opts.Coalesce)
+				armed = true
+			}
+		case <-window.C:
+			armed = false
 			l.flush(ctx)
 		case <-t.C:
 			l.Beat(ctx)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -301,4 +302,51 @@ func TestLedger_NotesSurviveAnEmptyRedis(t *testing.T) {
 	if e.mr.Exists(e.k.Ended("A")) {
 		t.Errorf("note still sent after %d beats", noteWrites)
 	}
+}
+
+func TestLedger_RunCoalescesChangesIntoOneWrite(t *testing.T) {
+	e := newLedgerEnv(t)
+	h := newHolder()
+	l, err := NewLedger(e.rdb, e.k, LedgerOptions{Self: "A", Interval: time.Hour, Coalesce: 300 * time.Millisecond,
+		Now: time.Now}, h, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitWrites := func(n float64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(l.m.writes) < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("writes = %v, want %v", testutil.ToFloat64(l.m.writes), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitWrites(1) // the first beat
+
+	// 100 calls set up 10 at a time, 5 ms apart (well inside the window),
+	// are written by one flush; written at once, each ten would be one.
+	for i := range 100 {
+		h.add("d"+strconv.Itoa(i), "conf"+strconv.Itoa(i%10), "n1")
+		l.Touch("conf"+strconv.Itoa(i%10), "n1")
+		if i%10 == 9 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitWrites(2)
+	time.Sleep(400 * time.Millisecond) // a second flush, if any, would have run by now
+	if got := testutil.ToFloat64(l.m.writes); got != 2 {
+		t.Errorf("writes after 100 changes in 50 ms = %v, want 2 (the beat and one coalesced flush)", got)
+	}
+	e.want("after the burst", map[string]string{"n1": "100"}, map[string]string{"A": "100"},
+		map[string]string{"conf0": "10", "conf9": "10"})
+
+	// A later change opens a new window.
+	h.remove("d0")
+	l.Touch("conf0", "n1")
+	waitWrites(3)
+	e.want("after one end", map[string]string{"n1": "99"}, map[string]string{"A": "99"}, map[string]string{"conf0": "9"})
 }
