@@ -112,7 +112,7 @@ func bindExtraOnce(addr string, buffer int) (extraListener, error) {
 func (p *Proxy) wireExtra(lim tcpLimits) {
 	for i := range p.extra {
 		l := &p.extra[i]
-		l.udpw = &udpConn{PacketConn: l.udp, p: p, max: lim.maxMessage}
+		l.udpw = newUDPConn(l.udp, p, lim.maxMessage)
 		l.udp = l.udpw
 		l.tcp = newLimitListener(l.tcp, p, lim)
 	}

@@ -99,6 +99,7 @@ type udpConn struct {
 	net.PacketConn
 	p   *Proxy
 	max int
+	raw *rawUDP // the per-message syscalls without the runtime's syscall state; nil: PacketConn's (rawudp_linux.go)
 
 	// The datagram being parsed. Set on sipgo's reader goroutine of this
 	// listener, which reports a UDP parse failure synchronously; guarded
@@ -114,9 +115,33 @@ func (c *udpConn) remember(data []byte, addr net.Addr) {
 	c.mu.Unlock()
 }
 
+func newUDPConn(pc net.PacketConn, p *Proxy, max int) *udpConn {
+	return &udpConn{PacketConn: pc, p: p, max: max, raw: newRawUDP(pc)}
+}
+
+// WriteTo sends through raw when it can.
+func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok && c.raw != nil {
+		if done, err := c.raw.writeTo(b, ua.AddrPort()); done {
+			if err != nil {
+				return 0, err
+			}
+			return len(b), nil
+		}
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+func (c *udpConn) readOne(b []byte) (int, net.Addr, error) {
+	if c.raw != nil {
+		return c.raw.readFrom(b)
+	}
+	return c.PacketConn.ReadFrom(b)
+}
+
 func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
+		n, addr, err := c.readOne(b)
 		if err != nil {
 			c.remember(nil, nil)
 			return n, addr, err
@@ -208,7 +233,7 @@ func (p *Proxy) wire() []sipgo.UserAgentOption {
 	configureSizes()
 	lim := p.opts.Wire.limits()
 	lim.src = newSourceConns(lim.maxPerSource) // one count per source over every stream listener
-	p.udpw = &udpConn{PacketConn: p.udp, p: p, max: lim.maxMessage}
+	p.udpw = newUDPConn(p.udp, p, lim.maxMessage)
 	p.udp = p.udpw
 	p.tcp = newLimitListener(p.tcp, p, lim)
 	p.wireExtra(lim)
