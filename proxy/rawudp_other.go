@@ -16,5 +16,5 @@ func newRawUDP(net.PacketConn) *rawUDP { return nil }
 
 var errNoRawUDP = errors.New("raw UDP is not available on this platform")
 
-func (*rawUDP) readFrom([]byte) (int, net.Addr, error)        { return 0, nil, errNoRawUDP }
+func (*rawUDP) readFrom([]byte) (int, net.Addr, error)       { return 0, nil, errNoRawUDP }
 func (*rawUDP) writeTo([]byte, netip.AddrPort) (bool, error) { return false, nil }
