@@ -125,6 +125,7 @@ func (p *Proxy) serveExtra(errc chan<- error) []string {
 	for i := range p.extra {
 		l := &p.extra[i]
 		p.serveOn(p.background(), errc, func() error { return p.srv.ServeUDP(l.udp) })
+		p.awaitUDPListener(l.udp) // as for the first address (ready.go)
 		p.serveOn(p.background(), errc, func() error { return p.srv.ServeTCP(l.tcp) })
 		names = append(names, net.JoinHostPort(l.host, strconv.Itoa(l.port)))
 	}

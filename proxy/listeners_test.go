@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // multiProxy listens on 127.0.0.1:5060 (first), [::1]:5060 and
@@ -184,5 +185,29 @@ func TestListenExtra_BindsAndRefusesBadAddresses(t *testing.T) {
 			q.closeExtra()
 			t.Errorf("listen %q: err %v, want one naming it", bad, err)
 		}
+	}
+}
+
+// TestServeExtra_UDPServedBeforeTCP: each extra address's UDP listener is
+// sipgo's before its TCP listener is served, as for the first address
+// (ready.go): a request arriving over TCP and forwarded over UDP from that
+// address must not make sipgo bind a second socket to it.
+func TestServeExtra_UDPServedBeforeTCP(t *testing.T) {
+	px, err := New(Options{Listen: "127.0.0.1:0", ListenExtra: []string{"127.0.0.2:0", "127.0.0.3:0"},
+		RouteSecret: "test-secret", UserAgent: "sipedge-test"}, &fakeAdmitter{}, testLogger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 2*len(px.extra))
+	px.serveExtra(errc) // returns once each TCP listener is handed to sipgo
+	for _, l := range px.extra {
+		addr := l.udp.LocalAddr().String()
+		if c, err := px.ua.TransportLayer().GetConnection("udp", addr); err != nil || c == nil {
+			t.Errorf("UDP %s not sipgo's when its TCP listener was served (%v)", addr, err)
+		}
+	}
+	px.closeExtra()
+	for range 2 * len(px.extra) {
+		<-errc
 	}
 }
