@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -167,4 +169,74 @@ func TestNodeTLS_CASwappedOnSIGHUP(t *testing.T) {
 	startCANode(t, e, "s4", ca2, "127.0.0.1")
 	s.waitRing(t, 10*time.Second, "s2", "s4")
 	call("kept")
+}
+
+// The same over secure WebSocket: a wss node holding a CA2 certificate
+// is refused while node_tls_ca holds CA1, joins the ring after CA2 is
+// written and SIGHUP sent, and carries a call; a wss node with a CA2
+// certificate for 127.0.0.2 (listening on 127.0.0.1) never joins.
+func TestNodeTLS_CASwappedOnSIGHUP_WSSNode(t *testing.T) {
+	e := newEnv(t)
+	ca1, ca2 := newFileCA(t, "CA1"), newFileCA(t, "CA2")
+	wssNode := func(name, certIP string) *wsNode {
+		cert, key := ca2.nodeCert(t, certIP)
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := startWSNode(t, &tls.Config{Certificates: []tls.Certificate{pair}})
+		e.registerNode(name, n.addr)
+		if err := e.rdb.HSet(context.Background(), "sipedge:node:"+name, "transport", "wss").Err(); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	good := wssNode("w1", "127.0.0.1")
+	wrong := wssNode("w2", "127.0.0.2")
+	caFile := filepath.Join(t.TempDir(), "node-ca.pem")
+	install := func(src string) {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(caFile, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install(ca1.certFile)
+	edgeCert, edgeKey := selfSigned(t, t.TempDir(), "edge.example")
+	s := e.startSipedge("V", "--wss-listen", loopback(freePort(t)), "--tls-cert", edgeCert, "--tls-key", edgeKey, "--node-tls-ca", caFile)
+	eventually(t, 10*time.Second, "w1 refused while node_tls_ca holds CA1", func() string {
+		for _, l := range s.logLines("media node down: OPTIONS probes failing") {
+			if l["node"] == "w1" && strings.Contains(fmt.Sprint(l["error"]), "unknown authority") {
+				return ""
+			}
+		}
+		return "no probe failure of w1 for an unknown authority"
+	})
+	s.waitRing(t, 5*time.Second)
+	if n := len(good.requests("OPTIONS")); n != 0 {
+		t.Fatalf("w1 got %d OPTIONS over an unverified connection", n)
+	}
+
+	install(ca2.certFile)
+	signal(t, s, syscall.SIGHUP)
+	s.waitRing(t, 10*time.Second, "w1")
+	link := udpLink(t, "127.0.0.1:0", s.sipAddr())
+	link.call(t, s.sipAddr(), "wssca"+svcTag())
+	eventually(t, 3*time.Second, "w1 got the call", func() string {
+		for _, m := range []string{"INVITE", "ACK", "BYE"} {
+			if len(good.requests(m)) != 1 {
+				return m + " not received once"
+			}
+		}
+		return ""
+	})
+	for i := 0; i < 3; i++ { // a few probe rounds with the CA2 pool: w2 never joins
+		time.Sleep(time.Second)
+		s.waitRing(t, time.Second, "w1")
+	}
+	if n := len(wrong.requests("OPTIONS")); n != 0 {
+		t.Errorf("w2 (certificate for 127.0.0.2) got %d OPTIONS", n)
+	}
 }
