@@ -193,13 +193,14 @@ func (c *guardConn) Read(b []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(b)
 		if n > 0 {
-			c.touch()
+			now := time.Now()
+			c.lastIO.Store(now.UnixNano())
 			rest := b[:n]
 			if !c.upgraded {
 				rest = rest[c.sawHandshake(rest):]
 			}
-			if c.upgraded {
-				c.noteFrames(rest, time.Now())
+			if c.upgraded && lim.frameTimeout > 0 {
+				c.noteFrames(rest, now)
 			}
 			return n, err
 		}

@@ -44,11 +44,15 @@ func (f *wsFrames) feed(p []byte) (between bool) {
 			}
 			continue
 		}
-		f.hdr[f.nhdr] = p[0]
-		f.nhdr++
-		p = p[1:]
-		if f.nhdr < 2 || f.nhdr < f.headerLen() {
-			continue
+		if f.nhdr == 0 && len(p) >= 2 && len(p) >= headerLen(p[1]) {
+			p = p[copy(f.hdr[:], p[:headerLen(p[1])]):] // the whole header at once
+		} else {
+			f.hdr[f.nhdr] = p[0]
+			f.nhdr++
+			p = p[1:]
+			if f.nhdr < 2 || f.nhdr < headerLen(f.hdr[1]) {
+				continue
+			}
 		}
 		f.startPayload()
 		if !f.inPayload {
@@ -58,16 +62,16 @@ func (f *wsFrames) feed(p []byte) (between bool) {
 	return between
 }
 
-// headerLen is the length of the header whose first two bytes are in hdr.
-func (f *wsFrames) headerLen() int {
+// headerLen is the length of a frame header whose second byte is b1.
+func headerLen(b1 byte) int {
 	n := 2
-	switch f.hdr[1] & 0x7f {
+	switch b1 & 0x7f {
 	case 126:
 		n += 2
 	case 127:
 		n += 8
 	}
-	if f.hdr[1]&0x80 != 0 { // masked (every client frame)
+	if b1&0x80 != 0 { // masked (every client frame)
 		n += 4
 	}
 	return n
