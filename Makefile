@@ -41,6 +41,7 @@ deps:
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v baresip >/dev/null || missing="$$missing baresip-core"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

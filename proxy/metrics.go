@@ -124,7 +124,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "sipedge_sip_messages_not_sent_total", Help: "Messages sipedge did not send or relay, by reason (too_large, write_error, connection_gone, response_too_large, no_transport).",
 	}, []string{"reason"})
 	m.tcpClosed = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sipedge_sip_tcp_closed_total", Help: "Accepted TCP connections closed, by reason (idle, header_timeout, peer_closed, framing, too_large, unparsable, per_source_limit, other).",
+		Name: "sipedge_sip_tcp_closed_total", Help: "Accepted TCP connections closed, by reason (idle, header_timeout, frame_timeout, peer_closed, framing, too_large, unparsable, per_source_limit, other).",
 	}, []string{"reason"})
 	m.tcpOpen = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "sipedge_sip_tcp_connections", Help: "Accepted TCP connections open.",

@@ -185,6 +185,10 @@ func NewEndpoint(opts Options, log zerolog.Logger, reg prometheus.Registerer) (*
 		p.closeListeners()
 		return nil, fmt.Errorf("proxy: create user agent: %w", err)
 	}
+	if err := p.hookNodeTLS(); err != nil { // nodetls.go
+		p.closeListeners()
+		return nil, err
+	}
 	p.srv, err = sipgo.NewServer(p.ua, sipgo.WithServerLogger(slog))
 	if err != nil {
 		p.closeListeners()

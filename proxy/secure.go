@@ -29,6 +29,10 @@ type SecureOptions struct {
 	// NodeTLS dials nodes whose record says transport tls (nil: sipgo's
 	// default, the system roots).
 	NodeTLS *tls.Config
+	// NodeTLSClient, when set, makes every TLS and WSS connection dialled
+	// toward a node instead of NodeTLS (nodetls.go): node_tls_ca swapped
+	// at run time.
+	NodeTLSClient NodeTLSClient
 }
 
 // secureListener is one bound TLS, WS or WSS listener; its listenAddr (tp

@@ -159,6 +159,10 @@ type guardConn struct {
 	upgraded bool    // the HTTP upgrade request has been read whole
 	tail     [3]byte // the last bytes read before the upgrade ended
 	ntail    int
+	// after the upgrade: the client's frames (wsframe.go) and since when
+	// one is partly received (zero: none), for ws_frame_timeout
+	frames       wsFrames
+	partialSince time.Time
 
 	lastIO    atomic.Int64
 	reason    atomic.Pointer[string]
@@ -178,6 +182,10 @@ func (c *guardConn) Read(b []byte) (int, error) {
 		if hd := c.accepted.Add(lim.headerTimeout); hs && (deadline.IsZero() || hd.Before(deadline)) {
 			deadline = hd
 		}
+		fr := c.upgraded && lim.frameTimeout > 0 && !c.partialSince.IsZero()
+		if fd := c.partialSince.Add(lim.frameTimeout); fr && (deadline.IsZero() || fd.Before(deadline)) {
+			deadline = fd
+		}
 		if c.upgraded || hs || lim.idleTimeout > 0 {
 			// Before the upgrade with no header timeout, sipgo's own
 			// handshake deadline stays.
@@ -185,9 +193,14 @@ func (c *guardConn) Read(b []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(b)
 		if n > 0 {
-			c.touch()
+			now := time.Now()
+			c.lastIO.Store(now.UnixNano())
+			rest := b[:n]
 			if !c.upgraded {
-				c.sawHandshake(b[:n])
+				rest = rest[c.sawHandshake(rest):]
+			}
+			if c.upgraded && lim.frameTimeout > 0 {
+				c.noteFrames(rest, now)
 			}
 			return n, err
 		}
@@ -196,6 +209,12 @@ func (c *guardConn) Read(b []byte) (int, error) {
 		case err == nil:
 			continue
 		case errors.As(err, &ne) && ne.Timeout():
+			if fr && !time.Now().Before(c.partialSince.Add(lim.frameTimeout)) {
+				c.setReason(tcpClosedFrameTimeout)
+				c.l.p.log.Debug().Str("source", c.ip).Dur("ws_frame_timeout", lim.frameTimeout).
+					Msg("WebSocket frame not received whole within ws_frame_timeout: connection closed")
+				return 0, err
+			}
 			if hs && !time.Now().Before(c.accepted.Add(lim.headerTimeout)) {
 				c.setReason(tcpClosedHeaderTimeout)
 				return 0, err
@@ -219,17 +238,23 @@ func (c *guardConn) Read(b []byte) (int, error) {
 }
 
 // sawHandshake notes the end of the HTTP upgrade request (its blank line),
-// which may span reads.
-func (c *guardConn) sawHandshake(p []byte) {
+// which may span reads. It returns how many bytes of p belong to the
+// request (all of p while it has not ended); the rest are frames.
+func (c *guardConn) sawHandshake(p []byte) int {
 	var edge [6]byte
 	e := append(append(edge[:0], c.tail[:c.ntail]...), p[:min(len(p), 3)]...)
-	if bytes.Contains(e, crlfcrlf) || bytes.Contains(p, crlfcrlf) {
+	if i := bytes.Index(e, crlfcrlf); i >= 0 {
 		c.upgraded = true
-		return
+		return i + len(crlfcrlf) - c.ntail
+	}
+	if i := bytes.Index(p, crlfcrlf); i >= 0 {
+		c.upgraded = true
+		return i + len(crlfcrlf)
 	}
 	var last [6]byte // the last three bytes of tail and p
 	l := append(append(last[:0], c.tail[:c.ntail]...), p[max(0, len(p)-3):]...)
 	c.ntail = copy(c.tail[:], l[max(0, len(l)-3):])
+	return len(p)
 }
 
 func (c *guardConn) setReason(r string) { c.reason.CompareAndSwap(nil, &r) }

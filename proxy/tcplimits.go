@@ -45,6 +45,7 @@ type tcpLimits struct {
 	idleTimeout   time.Duration // no byte either way for this long closes the connection
 	maxPerSource  int           // open connections one source IP may hold
 	maxMessage    int           // bytes of one message, start line to end of body
+	frameTimeout  time.Duration // WS/WSS: a frame or message must arrive whole within this of its first byte
 	// src counts each source's connections across the TCP, TLS, WS and
 	// WSS listeners (maxPerSource is for all of them); nil: per listener.
 	src *sourceConns

@@ -202,6 +202,7 @@ type WireOptions struct {
 	TCPHeaderTimeout     time.Duration // 0: DefaultTCPHeaderTimeout; <0: none
 	TCPIdleTimeout       time.Duration // 0: DefaultTCPIdleTimeout; <0: none
 	TCPMaxConnsPerSource int           // 0: DefaultTCPMaxConnsPerSource; <0: no limit
+	WSFrameTimeout       time.Duration // 0: DefaultWSFrameTimeout; <0: none
 	DNSLookups           bool          // look up host names (off: no DNS query is ever sent)
 }
 
@@ -217,7 +218,7 @@ func (w WireOptions) limits() tcpLimits {
 	}
 	lim := tcpLimits{headerTimeout: def(w.TCPHeaderTimeout, DefaultTCPHeaderTimeout),
 		idleTimeout: def(w.TCPIdleTimeout, DefaultTCPIdleTimeout), maxPerSource: w.TCPMaxConnsPerSource,
-		maxMessage: w.MaxMessageSize}
+		maxMessage: w.MaxMessageSize, frameTimeout: def(w.WSFrameTimeout, DefaultWSFrameTimeout)}
 	if lim.maxPerSource == 0 {
 		lim.maxPerSource = DefaultTCPMaxConnsPerSource
 	}

@@ -115,6 +115,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if popts.Secure.NodeTLS, nodeCA, err = nodeTLSConfig(cfg); err != nil { // nodetls.go
 		return err
 	}
+	if nodeCA != nil {
+		popts.Secure.NodeTLSClient = nodeCA.Client // swapped on SIGHUP
+	}
 	if store != nil {
 		popts.Secure.TLS = store.Config()
 	}

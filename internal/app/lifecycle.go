@@ -69,7 +69,7 @@ type lifecycle struct {
 	poll    time.Duration        // how often the drain counts dialogs
 	// certs re-reads the TLS certificate files (nil: no TLS listener).
 	certs interface{ Reload() (time.Time, error) }
-	// nodeCA re-reads node_tls_ca (nil: none configured).
+	// nodeCA re-reads node_tls_ca and swaps the pool (nil: none configured).
 	nodeCA interface {
 		Reload() (changed bool, err error)
 	}
@@ -200,7 +200,7 @@ func (l *lifecycle) reload(read func() (config.Config, error)) {
 		case err != nil:
 			l.log.Error().Err(err).Msg("reload: node TLS CA rejected, the pool in use is kept")
 		case changed:
-			l.log.Warn().Str("field", "node_tls_ca").Msg("reload: node TLS CA changed but needs a restart; the pool in use is kept")
+			l.log.Info().Str("field", "node_tls_ca").Msg("reload: node TLS CA swapped; new connections to nodes are verified against it")
 		default:
 			l.log.Info().Msg("reload: node TLS CA re-read, unchanged")
 		}

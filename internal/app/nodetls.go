@@ -7,8 +7,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sipedge/sipedge/internal/config"
 )
@@ -17,7 +19,7 @@ import (
 // when their record says transport tls or wss: verified against
 // node_tls_ca (or the system roots), the node address's IP or name as the
 // server name (crypto/tls's own check). ca, nil without node_tls_ca,
-// re-reads the file on SIGHUP.
+// re-reads the file on SIGHUP and swaps the pool new connections use.
 func nodeTLSConfig(cfg config.Config) (conf *tls.Config, ca *nodeCA, err error) {
 	conf = &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.NodeTLSVerify == "off" {
@@ -26,27 +28,39 @@ func nodeTLSConfig(cfg config.Config) (conf *tls.Config, ca *nodeCA, err error) 
 	if cfg.NodeTLSCA == "" {
 		return conf, nil, nil
 	}
-	ca = &nodeCA{path: cfg.NodeTLSCA}
-	pool, _, err := ca.read()
+	ca = &nodeCA{path: cfg.NodeTLSCA, base: conf}
+	pool, certs, err := ca.read()
 	if err != nil {
 		return nil, nil, &config.FieldError{Field: "node_tls_ca", Value: cfg.NodeTLSCA, Err: errors.Unwrap(err)}
 	}
+	ca.pem = certs
+	ca.pool.Store(pool)
 	conf.RootCAs = pool
 	return conf, ca, nil
 }
 
-// nodeCA is node_tls_ca as read at start. sipgo v1.7.3 clones the TLS
-// configuration for every dial and offers no per-dial hook, and
-// crypto/tls hands a verification callback no server name for a node
-// dialled by IP: the pool in use cannot be swapped at run time without
-// a data race or without dropping the check of the node's address. So a
-// SIGHUP re-reads the file and reports: unchanged, refused (a file
-// without a certificate: logged as an error), or changed (takes effect at
-// the next start).
+// nodeCA is node_tls_ca: the pool in use, swapped by Reload. sipgo
+// v1.7.3 clones one tls.Config for every dial, so changing that config's
+// RootCAs at run time would race with its clones; instead every
+// connection toward a node gets its own config from Client (installed in
+// sipgo by proxy.hookNodeTLS), built from the pool in use at that moment
+// with the dialled IP or name as ServerName: crypto/tls verifies the
+// chain and the address (an IP SAN for a node dialled by IP) as before.
+// Connections already open keep the certificate they were verified with.
 type nodeCA struct {
 	path string
+	base *tls.Config // MinVersion, node_tls_verify; never changed after start
+	pool atomic.Pointer[x509.CertPool]
 	mu   sync.Mutex
-	pem  []byte // the certificates in use, as read at start
+	pem  []byte // the certificates in use
+}
+
+// Client makes the TLS client side of a connection dialled toward host.
+func (c *nodeCA) Client(conn net.Conn, host string) *tls.Conn {
+	conf := c.base.Clone()
+	conf.RootCAs = c.pool.Load()
+	conf.ServerName = host
+	return tls.Client(conn, conf)
 }
 
 var errNoPEM = errors.New("no PEM certificate in the file")
@@ -72,22 +86,23 @@ func (c *nodeCA) read() (*x509.CertPool, []byte, error) {
 	if certs.Len() == 0 {
 		return nil, nil, fmt.Errorf("node_tls_ca %s: %w", c.path, errNoPEM)
 	}
-	c.mu.Lock()
-	if c.pem == nil {
-		c.pem = certs.Bytes()
-	}
-	c.mu.Unlock()
 	return pool, certs.Bytes(), nil
 }
 
-// Reload reads the file again: changed reports whether its certificates
-// differ from the ones in use; a file that cannot be used is an error.
+// Reload reads the file again and, when its certificates differ from the
+// ones in use, makes them the pool new connections are verified against
+// (changed). A file that cannot be used is an error: the pool stays.
 func (c *nodeCA) Reload() (changed bool, err error) {
-	_, certs, err := c.read()
+	pool, certs, err := c.read()
 	if err != nil {
 		return false, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return !bytes.Equal(certs, c.pem), nil
+	if bytes.Equal(certs, c.pem) {
+		return false, nil
+	}
+	c.pem = certs
+	c.pool.Store(pool)
+	return true, nil
 }

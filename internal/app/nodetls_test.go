@@ -100,11 +100,39 @@ func handshake(t *testing.T, conf *tls.Config, cert tls.Certificate, name string
 	return err
 }
 
-// TestNodeCA_VerifiesAndReportsReload: the node's certificate is checked
-// against node_tls_ca for the address dialled; a SIGHUP re-read reports
-// an unchanged file, a changed one (kept until a restart) and one that
-// holds no certificate or is gone (an error); the pool in use stays.
-func TestNodeCA_VerifiesAndReportsReload(t *testing.T) {
+// clientHandshake dials a TLS server on 127.0.0.1 holding cert through
+// ca.Client, as sipgo does (with the hook) for a node dialled as host.
+func clientHandshake(t *testing.T, ca *nodeCA, cert tls.Certificate, host string) error {
+	t.Helper()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	raw, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ca.Client(raw, host)
+	defer c.Close()
+	return c.Handshake()
+}
+
+// TestNodeCA_ReloadSwapsThePoolNewConnectionsUse: a node's certificate is
+// checked against node_tls_ca for the address dialled; a SIGHUP re-read
+// of an unchanged file changes nothing, one with another CA becomes the
+// pool every new connection is verified against, and one that holds no
+// certificate or is gone is an error and the pool in use stays. The
+// address check holds throughout: a certificate for 127.0.0.1 is refused
+// for a node dialled as 127.0.0.2.
+func TestNodeCA_ReloadSwapsThePoolNewConnectionsUse(t *testing.T) {
 	first, second := newTestCA(t, "first"), newTestCA(t, "second")
 	file := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(file, first.caPEM, 0o600); err != nil {
@@ -121,12 +149,15 @@ func TestNodeCA_VerifiesAndReportsReload(t *testing.T) {
 		write   []byte // new content; nil: remove the file
 		changed bool
 		err     string
+		trusted testCA // the CA whose node is accepted afterwards
+		other   testCA
 	}{
-		{"unchanged", first.caPEM, false, ""},
-		{"the same certificate with other text around it", append([]byte("# node CA\n"), first.caPEM...), false, ""},
-		{"another CA", second.caPEM, true, ""},
-		{"no certificate", []byte("garbage"), false, "no PEM certificate"},
-		{"removed", nil, false, "no such file"},
+		{"unchanged", first.caPEM, false, "", first, second},
+		{"the same certificate with other text around it", append([]byte("# node CA\n"), first.caPEM...), false, "", first, second},
+		{"another CA", second.caPEM, true, "", second, first},
+		{"no certificate", []byte("garbage"), false, "no PEM certificate", second, first},
+		{"removed", nil, false, "no such file", second, first},
+		{"the first CA again", first.caPEM, true, "", first, second},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -139,16 +170,19 @@ func TestNodeCA_VerifiesAndReportsReload(t *testing.T) {
 			if changed != st.changed || (err == nil) != (st.err == "") || err != nil && !strings.Contains(err.Error(), st.err) {
 				t.Errorf("Reload = %v, %v; want %v, %q", changed, err, st.changed, st.err)
 			}
-			// The pool in use: the first CA's node only, for its address.
-			if err := handshake(t, conf, first.node, "127.0.0.1"); err != nil {
-				t.Errorf("node of the first CA refused: %v", err)
+			if err := clientHandshake(t, ca, st.trusted.node, "127.0.0.1"); err != nil {
+				t.Errorf("node of the CA in use refused: %v", err)
 			}
-			if err := handshake(t, conf, second.node, "127.0.0.1"); err == nil {
-				t.Error("node of the second CA accepted")
+			if err := clientHandshake(t, ca, st.other.node, "127.0.0.1"); err == nil {
+				t.Error("node of the other CA accepted")
+			}
+			if err := clientHandshake(t, ca, st.trusted.node, "127.0.0.2"); err == nil || !strings.Contains(err.Error(), "127.0.0.2") {
+				t.Errorf("a certificate for 127.0.0.1 dialled as 127.0.0.2: %v, want refused for that address", err)
 			}
 		})
 	}
-	if err := handshake(t, conf, first.node, "127.0.0.2"); err == nil {
-		t.Error("a certificate for 127.0.0.1 accepted for 127.0.0.2")
+	// The configuration handed to sipgo itself never changes.
+	if err := handshake(t, conf, first.node, "127.0.0.1"); err != nil {
+		t.Errorf("start-up configuration: %v", err)
 	}
 }

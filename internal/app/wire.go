@@ -21,6 +21,7 @@ func wireOptions(cfg config.Config) proxy.WireOptions {
 		TCPHeaderTimeout:     durOf(off(int64(cfg.TCPHeaderTimeout))),
 		TCPIdleTimeout:       durOf(off(int64(cfg.TCPIdleTimeout))),
 		TCPMaxConnsPerSource: int(off(int64(cfg.TCPMaxConnsPerSource))),
+		WSFrameTimeout:       durOf(off(int64(cfg.WSFrameTimeout))),
 		DNSLookups:           cfg.DNSLookups == "on",
 	}
 }

@@ -94,6 +94,7 @@ type Config struct {
 	MaxMessageSize       int           `yaml:"max_message_size" usage:"largest SIP message in bytes (requests above get 513, responses above are dropped); at most 65507"`
 	TCPHeaderTimeout     time.Duration `yaml:"tcp_header_timeout" usage:"a TCP message must arrive whole within this of its first byte (0 = no limit)"`
 	TCPIdleTimeout       time.Duration `yaml:"tcp_idle_timeout" usage:"a TCP connection with no traffic either way this long is closed (0 = never)"`
+	WSFrameTimeout       time.Duration `yaml:"ws_frame_timeout" usage:"a WebSocket frame, and a SIP message over WS/WSS, must arrive whole within this of its first byte (0 = no limit)"`
 	TCPMaxConnsPerSource int           `yaml:"tcp_max_conns_per_source" usage:"open TCP, TLS and WebSocket connections one source IP may hold, all listeners together (0 = no limit)"`
 	DNSLookups           string        `yaml:"dns_lookups" usage:"off: never send a DNS query (host names in messages are not resolved); on: resolve host names"`
 
@@ -163,6 +164,7 @@ func Default() Config {
 		MaxMessageSize:       65507,
 		TCPHeaderTimeout:     10 * time.Second,
 		TCPIdleTimeout:       120 * time.Second,
+		WSFrameTimeout:       5 * time.Second,
 		TCPMaxConnsPerSource: 64,
 		DNSLookups:           "off",
 		NodeTLSVerify:        "on",
@@ -253,6 +255,7 @@ func (c Config) Validate() error {
 		{"max_message_size", strconv.Itoa(c.MaxMessageSize), intRange(c.MaxMessageSize, 1500, 65507)},
 		{"tcp_header_timeout", c.TCPHeaderTimeout.String(), durRange(c.TCPHeaderTimeout, 0, time.Hour)},
 		{"tcp_idle_timeout", c.TCPIdleTimeout.String(), durRange(c.TCPIdleTimeout, 0, 24*time.Hour)},
+		{"ws_frame_timeout", c.WSFrameTimeout.String(), durRange(c.WSFrameTimeout, 0, time.Hour)},
 		{"tcp_max_conns_per_source", strconv.Itoa(c.TCPMaxConnsPerSource), intRange(c.TCPMaxConnsPerSource, 0, 1<<20)},
 		{"dns_lookups", c.DNSLookups, oneOf(c.DNSLookups, "off", "on")},
 		{"node_tls_verify", c.NodeTLSVerify, oneOf(c.NodeTLSVerify, "on", "off")},
