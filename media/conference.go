@@ -128,6 +128,7 @@ func (mg *Manager) evaluateAll(ctx context.Context, confs []string, now time.Tim
 		chunk := confs[:min(len(confs), evalBatch)]
 		confs = confs[len(chunk):]
 		reads = reads[:len(chunk)]
+		mg.opts.Pool.Poll()
 		_, _ = mg.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, conf := range chunk {
 				reads[i] = confReads{
@@ -139,6 +140,7 @@ func (mg *Manager) evaluateAll(ctx context.Context, confs []string, now time.Tim
 			return nil
 		})
 		for i, conf := range chunk {
+			mg.pollRelay(i)
 			if err := reads[i].err(); err != nil {
 				mg.redisError("read conference", err)
 				continue

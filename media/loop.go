@@ -76,7 +76,8 @@ func (mg *Manager) tick(ctx context.Context, now time.Time, full bool) {
 	confs := map[string]bool{} // local conferences; true: evaluate this tick
 	present := 0
 	var stats []statEntry
-	for _, s := range mg.snapshot() {
+	for i, s := range mg.snapshot() {
+		mg.pollRelay(i)
 		st := s.endpointStats()
 		s.mu.Lock()
 		if !s.joined || s.closed {

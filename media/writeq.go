@@ -202,7 +202,8 @@ func (mg *Manager) flush(ctx context.Context, now time.Time, stats bool, entries
 		cmd  *redis.Cmd
 	}
 	batch := make([]sent, 0, len(ops))
-	for _, op := range ops {
+	for i, op := range ops {
+		mg.pollRelay(i)
 		switch op.kind {
 		case opWrite:
 			s := op.s
@@ -246,6 +247,7 @@ func (mg *Manager) flush(ctx context.Context, now time.Time, stats bool, entries
 	if stats {
 		mg.statsCmds(ctx, p, now, entries)
 	}
+	mg.opts.Pool.Poll()
 	_, err := p.Exec(ctx)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis lost its script cache (restart, SCRIPT FLUSH): send the
@@ -263,7 +265,8 @@ func (mg *Manager) flush(ctx context.Context, now time.Time, stats bool, entries
 	}
 	var touched []string
 	var failed []writeOp
-	for _, b := range batch {
+	for i, b := range batch {
+		mg.pollRelay(i)
 		if e := b.cmd.Err(); e != nil && e != redis.Nil {
 			failed = append(failed, b.op)
 			continue
@@ -311,7 +314,8 @@ func (mg *Manager) statsCmds(ctx context.Context, p redis.Pipeliner, now time.Ti
 	key := mg.opts.Keys.MediaStats(mg.opts.Instance)
 	fields := make(map[string]struct{}, len(entries))
 	args := make([]any, 0, 2*len(entries))
-	for _, e := range entries {
+	for i, e := range entries {
+		mg.pollRelay(i)
 		e.c.AtMs = now.UnixMilli()
 		b, err := json.Marshal(e.c)
 		if err != nil {

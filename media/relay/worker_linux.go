@@ -89,7 +89,8 @@ type worker struct {
 	pending []*reader // drained a full burst: handled again next round
 	spare   []*reader
 	sc      *scratch
-	evs     [maxEvents]unix.EpollEvent
+	evs     [maxEvents]unix.EpollEvent // the worker's goroutine's epoll_wait
+	pevs    [maxEvents]unix.EpollEvent // Poll's, under mu
 }
 
 // attach registers the sockets of s with the least loaded worker, starting
@@ -344,16 +345,22 @@ func (w *worker) removeLocked(s *Stream) {
 // one is) and drains them; more says work is left (a full event list, a
 // socket a burst did not empty), stop that the worker is to end.
 func (w *worker) round(timeout int) (more, stop bool) {
-	n := w.wait(timeout)
+	n := w.wait(timeout, &w.evs)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped {
 		return false, true
 	}
+	return w.handle(w.evs[:n]), false
+}
+
+// handle drains the sockets of evs and those a burst left queued, with
+// w.mu held; true says work is left (see round).
+func (w *worker) handle(evs []unix.EpollEvent) bool {
 	cur := w.pending
 	w.pending = w.spare[:0]
-	for i := range n {
-		ev := &w.evs[i]
+	for i := range evs {
+		ev := &evs[i]
 		slot := int(ev.Fd)
 		if slot < 0 || slot >= len(w.socks) { // wakeSlot: stop sets stopped first
 			continue
@@ -370,7 +377,7 @@ func (w *worker) round(timeout int) (more, stop bool) {
 	}
 	clear(cur)
 	w.spare = cur[:0]
-	return n == len(w.evs) || len(w.pending) > 0, false
+	return len(evs) == maxEvents || len(w.pending) > 0
 }
 
 // turn drains one ready socket, queueing it for the next round if the
@@ -382,17 +389,18 @@ func (w *worker) turn(r *reader) {
 	}
 }
 
-// wait is epoll_wait on the worker's instance; 0 on an error (EINTR).
-func (w *worker) wait(timeout int) int {
+// wait is epoll_wait on the worker's instance into evs; 0 on an error
+// (EINTR).
+func (w *worker) wait(timeout int, evs *[maxEvents]unix.EpollEvent) int {
 	var n uintptr
 	var errno syscall.Errno
 	if timeout == 0 {
 		// Returns at once: no need to tell the scheduler (see rawio_linux.go).
 		n, _, errno = syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd),
-			uintptr(unsafe.Pointer(&w.evs[0])), maxEvents, 0, 0, 0)
+			uintptr(unsafe.Pointer(&evs[0])), maxEvents, 0, 0, 0)
 	} else {
 		n, _, errno = syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd),
-			uintptr(unsafe.Pointer(&w.evs[0])), maxEvents, uintptr(timeout), 0, 0)
+			uintptr(unsafe.Pointer(&evs[0])), maxEvents, uintptr(timeout), 0, 0)
 	}
 	if errno != 0 {
 		return 0

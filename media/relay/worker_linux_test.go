@@ -207,10 +207,34 @@ func TestWorker_DrainsPastABurst(t *testing.T) {
 // packet of it is handled any more), and no packet of it leaves from a
 // descriptor the kernel handed out again to the next stream's sockets.
 func TestStream_CloseUnderLoadThenReuse(t *testing.T) {
-	for _, mode := range waitModes {
+	modes := []struct {
+		name        string
+		block, poll bool
+	}{
+		{"netpoller", false, false},
+		{"blocking", true, false},
+		{"netpoller, Poll looping beside", false, true}, // Pool.Poll racing the worker and Close
+	}
+	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			p := testPool(t, 8)
 			p.workers.block = mode.block
+			if mode.poll {
+				done := make(chan struct{})
+				var polling sync.WaitGroup
+				polling.Go(func() {
+					for {
+						select {
+						case <-done:
+							return
+						default:
+							p.Poll()
+						}
+					}
+				})
+				defer polling.Wait()
+				defer close(done)
+			}
 			m, _ := NewMetrics(nil)
 			ep, node := newParty(t), newParty(t)
 			var mu sync.Mutex

@@ -77,3 +77,6 @@ func (ws *workerSet) run(r *reader) {
 		}
 	}
 }
+
+// poll has nothing to do: each socket's goroutine waits on it alone.
+func (ws *workerSet) poll() {}

@@ -1,0 +1,38 @@
+//go:build linux
+
+package relay
+
+// pollRounds bounds the rounds one Poll relays per worker: a socket a
+// burst did not empty stays queued for the worker's goroutine, which is
+// woken for it (each readiness that Poll consumed was also reported to
+// the netpoller, where the worker waits), so Poll never keeps its caller
+// longer than that under a flood.
+const pollRounds = 4
+
+// poll runs a round of each worker that is not in one.
+func (ws *workerSet) poll() {
+	ws.mu.Lock()
+	running := ws.ws
+	ws.mu.Unlock()
+	for _, w := range running {
+		w.poll()
+	}
+}
+
+// poll drains what is ready on w's sockets now, in the caller's goroutine,
+// unless w's goroutine holds w.mu: then it is in a round and relays them.
+func (w *worker) poll() {
+	if !w.mu.TryLock() {
+		return
+	}
+	defer w.mu.Unlock()
+	for range pollRounds {
+		if w.stopped {
+			return
+		}
+		n := w.wait(0, &w.pevs)
+		if !w.handle(w.pevs[:n]) {
+			return
+		}
+	}
+}
