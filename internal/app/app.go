@@ -57,8 +57,14 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	redis.SetLogger(logging.RedisLogger{Log: log})
 	rdb := redis.NewUniversalClient(redisOptions(redisAddr, cfg.RedisTimeout))
 	defer rdb.Close()
+	// sipedge's own metrics, and apart from them the runtime's and the
+	// process's: the live view sums some of sipedge's counters every
+	// second (viewOf), and gathering the other two each time would stop the
+	// world (ReadMemStats) and list /proc/self/fd, thousands of relay
+	// sockets, on the one P that also relays RTP. /metrics serves both.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	runtimeReg := prometheus.NewRegistry()
+	runtimeReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
 	if err != nil {
 		return err
@@ -191,7 +197,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	var adminSrv *admin.Server
 	if cfg.Admin != "" {
 		adminSrv, err = admin.Listen(cfg.Admin, admin.Sources{
-			Gatherer: reg,
+			Gatherer: prometheus.Gatherers{reg, runtimeReg},
 			Pprof:    cfg.AdminPprof == "on",
 			Ready: func() error {
 				if err := health.Ready(); err != nil {
