@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	rawaddr "github.com/sipedge/sipedge/internal/sockaddr"
 )
 
 // rawUDP does the SIP listener's per-message recvfrom and sendto with
@@ -130,7 +132,7 @@ func (r *rawUDP) readFrom(b []byte) (int, net.Addr, error) {
 func (r *rawUDP) writeTo(b []byte, to netip.AddrPort) (bool, error) {
 	w := r.writers.Get().(*rawWrite)
 	defer r.writers.Put(w)
-	w.salen = encodeSockaddr(&w.sa, r.family, to)
+	w.salen = rawaddr.Encode(&w.sa, r.family, to)
 	if w.salen == 0 {
 		return false, nil
 	}
@@ -150,7 +152,7 @@ func (r *rawUDP) writeTo(b []byte, to netip.AddrPort) (bool, error) {
 // package shapes it (a 4-byte IP from an IPv4 socket, 16 bytes and the
 // zone's index from an IPv6 one).
 func sockaddrUDP(sa *syscall.RawSockaddrInet6) *net.UDPAddr {
-	port := func(p *uint16) int { b := (*[2]byte)(unsafe.Pointer(p)); return int(b[0])<<8 | int(b[1]) }
+	port := func(p *uint16) int { return int(rawaddr.Port(p)) }
 	switch sa.Family {
 	case syscall.AF_INET:
 		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
@@ -165,27 +167,4 @@ func sockaddrUDP(sa *syscall.RawSockaddrInet6) *net.UDPAddr {
 		return ua
 	}
 	return &net.UDPAddr{}
-}
-
-// encodeSockaddr writes dst for a socket of family into sa and returns its
-// length, 0 when dst cannot be reached from such a socket.
-func encodeSockaddr(sa *syscall.RawSockaddrInet6, family int, dst netip.AddrPort) uintptr {
-	a, p := dst.Addr(), dst.Port()
-	if family == syscall.AF_INET {
-		a = a.Unmap()
-	}
-	switch {
-	case family == syscall.AF_INET && a.Is4():
-		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
-		*sa4 = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Addr: a.As4()}
-		b := (*[2]byte)(unsafe.Pointer(&sa4.Port))
-		b[0], b[1] = byte(p>>8), byte(p)
-		return unsafe.Sizeof(*sa4)
-	case family == syscall.AF_INET6 && a.IsValid() && a.Zone() == "":
-		*sa = syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Addr: a.As16()}
-		b := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		b[0], b[1] = byte(p>>8), byte(p)
-		return unsafe.Sizeof(*sa)
-	}
-	return 0
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"syscall"
 	"unsafe"
+
+	rawaddr "github.com/sipedge/sipedge/internal/sockaddr"
 )
 
 // The per-packet syscalls. The relay's sockets are non-blocking (the net
@@ -19,7 +21,7 @@ import (
 // goroutine nor a thread.
 
 // sockaddr is room for a struct sockaddr_in or sockaddr_in6.
-type sockaddr = syscall.RawSockaddrInet6
+type sockaddr = rawaddr.Raw
 
 // recvFrom reads one datagram from the non-blocking socket fd into buf;
 // errno is syscall.EAGAIN when nothing is queued.
@@ -52,36 +54,8 @@ func sendTo(fd uintptr, family int, pkt []byte, dst netip.AddrPort, sa *sockaddr
 	}
 }
 
-// decodeSockaddr reads the source address recvfrom wrote; the zero
-// AddrPort for a family that is neither IPv4 nor IPv6.
-func decodeSockaddr(sa *sockaddr) netip.AddrPort {
-	port := func(p *uint16) uint16 { b := (*[2]byte)(unsafe.Pointer(p)); return uint16(b[0])<<8 | uint16(b[1]) }
-	switch sa.Family {
-	case syscall.AF_INET:
-		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port(&sa4.Port))
-	case syscall.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port(&sa.Port))
-	}
-	return netip.AddrPort{}
-}
+func decodeSockaddr(sa *sockaddr) netip.AddrPort { return rawaddr.Decode(sa) }
 
-// encodeSockaddr writes dst for a socket of family into sa and returns its
-// length, 0 when dst cannot be reached from such a socket.
 func encodeSockaddr(sa *sockaddr, family int, dst netip.AddrPort) uintptr {
-	a, p := dst.Addr(), dst.Port()
-	switch {
-	case family == syscall.AF_INET && a.Is4():
-		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
-		*sa4 = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Addr: a.As4()}
-		b := (*[2]byte)(unsafe.Pointer(&sa4.Port))
-		b[0], b[1] = byte(p>>8), byte(p)
-		return unsafe.Sizeof(*sa4)
-	case family == syscall.AF_INET6 && a.IsValid():
-		*sa = syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Addr: a.As16()}
-		b := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		b[0], b[1] = byte(p>>8), byte(p)
-		return unsafe.Sizeof(*sa)
-	}
-	return 0
+	return rawaddr.Encode(sa, family, dst)
 }
