@@ -107,12 +107,12 @@ func scanRawAck(data []byte, a *rawAck) bool {
 		a.lines[i] = line
 		a.nlines++
 		if bytes.EqualFold(name, []byte("Route")) {
-			if routesDone {
-				continue // a Route below sipedge's: passed as it came
-			}
 			tok, ours, ok := ourRouteValue(value)
 			if !ok {
-				return false
+				return false // sipgo parses every Route: only plain ones are passed on here
+			}
+			if routesDone {
+				continue // a Route below sipedge's: passed as it came
 			}
 			if !ours {
 				routesDone = true
@@ -148,6 +148,9 @@ func scanRawAck(data []byte, a *rawAck) bool {
 			}
 			if at := bytes.Index(value, []byte(";rport")); at >= 0 && emptyRport(line) < 0 {
 				return false // an rport with a value: the parsed path
+			}
+			if semi := bytes.IndexByte(value, ';'); semi < 0 || bytes.ContainsAny(value[semi:], " \t") {
+				return false // no parameters, or blanks among them: sipgo reads those its own way
 			}
 			a.branch = viaParam(value, "branch")
 			a.viaHost = viaSentByHost(value)
@@ -192,6 +195,10 @@ func scanRawAck(data []byte, a *rawAck) bool {
 				return false
 			}
 			a.maxFwd = i
+		case hContact:
+			if !plainAddress(value) {
+				return false // sipgo parses Contact: anything unusual is its to judge
+			}
 		case hContentType:
 			return false // a body: the parsed path (anchoring may need it)
 		case hContentLength:
@@ -203,7 +210,7 @@ func scanRawAck(data []byte, a *rawAck) bool {
 	}
 	a.noLength = seen[hContentLength] == 0
 	return a.topVia >= 0 && a.maxFwd >= 0 && a.nroutes > 0 && a.fromTag != nil && a.toTag != nil &&
-		a.callID != nil && a.cseq > 0 && a.branch != nil && len(a.viaHost) > 0 &&
+		a.callID != nil && a.cseq > 0 && len(a.branch) > 0 && len(a.viaHost) > 0 &&
 		len(rest) == 0 && (clen == 0 || clen == -1 && seen[hContentLength] == 0)
 }
 
@@ -268,13 +275,30 @@ func ourRouteValue(v []byte) (token []byte, ours, ok bool) {
 		if e := bytes.IndexByte(kv, ';'); e >= 0 {
 			kv = kv[:e]
 		}
+		if len(kv) == 0 {
+			return nil, false, false // an empty parameter: the parsed path
+		}
 		if len(kv) > len(routeParam) && kv[len(routeParam)] == '=' && string(kv[:len(routeParam)]) == routeParam {
-			return kv[len(routeParam)+1:], true, true
+			if tok := kv[len(routeParam)+1:]; base64URL(tok) {
+				return tok, true, true
+			}
+			return nil, false, false
 		}
 		if string(kv) == routeParam {
 			return nil, false, false // a valueless se: the parsed path
 		}
 	}
+}
+
+// base64URL: a non-empty run of the unpadded base64url alphabet (a
+// route token as Encode writes it).
+func base64URL(b []byte) bool {
+	for _, c := range b {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return len(b) > 0
 }
 
 // rawLoopHash is loopHash over an ACK's bytes.
