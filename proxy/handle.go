@@ -64,7 +64,7 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	defer p.newDialogDone(req)
 	if req.IsInvite() {
 		// Answer at once so the caller stops retransmitting while Redis is asked.
-		p.reply(tx, req, 100, "Trying")
+		p.respond(tx, tryingFor(req)) // trying.go
 	}
 	node, trusted := p.trustNew(req)
 	if req.IsInvite() {

@@ -54,6 +54,9 @@ type metrics struct {
 	// orderEarly: provisionals relayed ahead of a later response of their
 	// transaction that reached the relay first (respseq.go).
 	orderEarly prometheus.Counter
+	// rawACKs: ACKs of 2xx forwarded from their bytes, without a
+	// transaction (ack_raw.go).
+	rawACKs prometheus.Counter
 
 	failovers    *prometheus.CounterVec // new calls retried on the next node, by reason (failover.go)
 	failoverLate prometheus.Counter     // 2xx on an abandoned branch, ended with ACK and BYE
@@ -110,6 +113,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		orderEarly: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sipedge_sip_order_early_responses_total", Help: "Provisional responses relayed ahead of a later response of their INVITE transaction that reached the relay first (sipgo passes responses up on goroutines of their own).",
 		}),
+		rawACKs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_acks_raw_total", Help: "ACKs of 2xx answers forwarded from their bytes, without parsing or a transaction (a subset of the ACK requests counted).",
+		}),
 		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_proxy_failover_total", Help: "New calls retried on the next node of the ring, by why their node failed them (timeout, transport, 408, 5xx, node_down).",
 		}, []string{"reason"}),
@@ -156,7 +162,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
 	}
-	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.placementHeld, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.orderWaits, m.orderTimeouts, m.orderEarly, m.failovers, m.failoverLate, m.notSent, m.tcpClosed, m.tcpOpen, m.dnsRefused} {
+	for _, c := range []prometheus.Collector{reqVec, resVec, m.malformed, m.badRoutes, m.placementRouted, m.placementHeld, m.forwardErrors, m.txActive, m.dialogsActive, m.endedBySipedge, m.strippedHeaders, m.sdpRejected, m.orderWaits, m.orderTimeouts, m.orderEarly, m.rawACKs, m.failovers, m.failoverLate, m.notSent, m.tcpClosed, m.tcpOpen, m.dnsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}

@@ -12,7 +12,9 @@ import "github.com/emiago/sipgo/sip"
 //     in arrival order (respseq.go);
 //  4. statelessFilter: while the instance rejects new dialogs, a new
 //     INVITE/REGISTER/SUBSCRIBE is answered without a transaction, and the
-//     ACK of that answer absorbed (stateless.go).
+//     ACK of that answer absorbed (stateless.go);
+//  5. forwardRawACK: a plain ACK of a 2xx is forwarded from its bytes,
+//     without a transaction (ack_raw.go).
 //
 // What none of them takes goes on to sipgo.
 func (p *Proxy) readFilter(info sip.TransportReadProps, data []byte) ([]byte, error) {
@@ -24,5 +26,8 @@ func (p *Proxy) readFilter(info sip.TransportReadProps, data []byte) ([]byte, er
 		return nil, nil
 	}
 	p.rseq.noteArrival(info, data) // a response's place among its INVITE's (respseq.go)
-	return p.statelessFilter(info, data), nil
+	if data = p.statelessFilter(info, data); data == nil || p.forwardRawACK(info, data) {
+		return nil, nil
+	}
+	return data, nil
 }
