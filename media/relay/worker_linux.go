@@ -252,11 +252,24 @@ func (w *worker) stop() {
 	w.mu.Lock()
 	w.stopped = true
 	w.mu.Unlock()
+	w.wake()
+	<-w.done
+	w.closeFDs()
+}
+
+// wake makes the worker's epoll instance ready (its eventfd, registered
+// level-triggered), so its goroutine runs a round.
+func (w *worker) wake() {
 	var one [8]byte // an eventfd counter increment is a host-order uint64
 	binary.NativeEndian.PutUint64(one[:], 1)
 	_, _ = unix.Write(w.wakefd, one[:])
-	<-w.done
-	w.closeFDs()
+}
+
+// drainWake resets the eventfd, which would otherwise keep the epoll
+// instance ready for ever.
+func (w *worker) drainWake() {
+	var buf [8]byte
+	_, _ = unix.Read(w.wakefd, buf[:])
 }
 
 func (w *worker) closeFDs() {
@@ -362,7 +375,11 @@ func (w *worker) handle(evs []unix.EpollEvent) bool {
 	for i := range evs {
 		ev := &evs[i]
 		slot := int(ev.Fd)
-		if slot < 0 || slot >= len(w.socks) { // wakeSlot: stop sets stopped first
+		if slot == wakeSlot {
+			w.drainWake() // stop sets stopped first; Poll's wake is served below
+			continue
+		}
+		if slot < 0 || slot >= len(w.socks) {
 			continue
 		}
 		r := w.socks[slot]
