@@ -249,6 +249,15 @@ func TestBackstop_LastParticipantEnded(t *testing.T) {
 func (m *mediaEnv) dialIn(conf, name string, flags ...string) *rtpUA {
 	m.t.Helper()
 	u := newRTPUA(m.t, name)
+	// conf dial needs the conference active: its key is written by the
+	// dialog-count ledger, up to 10 ms after the first answer (as an
+	// operator's script would, wait for it).
+	eventually(m.t, 5*time.Second, "conference "+conf+" active", func() string {
+		if node, _ := m.rdb.HGet(m.t.Context(), "sipedge:conf:"+conf, "node").Result(); node == "" {
+			return "no node in sipedge:conf:" + conf
+		}
+		return ""
+	})
 	m.ctlOK(append([]string{"conf", "dial", conf, "sip:" + name + "@" + u.sipAddr()}, flags...)...)
 	if err := u.answer(5 * time.Second); err != nil {
 		m.t.Fatalf("%v\nconfnode log:\n%s", err, m.node.log())

@@ -58,21 +58,52 @@ func (s *session) record(instance string, now time.Time) record {
 	return r
 }
 
-// roleFromHosts reads the conference's hosts list: the AOR on it joins as
-// Host, anyone else as Guest; no list makes everyone a Host.
-func (mg *Manager) roleFromHosts(ctx context.Context, conf, aor string) policy.Role {
-	hosts, err := mg.opts.Redis.HGet(ctx, mg.opts.Keys.ConfCfg(conf), "hosts").Result()
-	if err != nil && err != redis.Nil {
+// resolveRoles gives a role to every session in ops that joined without
+// one (no X-Sipedge-Role): the AOR on its conference's hosts list joins as
+// Host, anyone else as Guest, and no list makes everyone a Host. The
+// lists of all those conferences are read in one pipeline. A Redis fault
+// makes them Hosts: it must not end conferences.
+func (mg *Manager) resolveRoles(ctx context.Context, ops []writeOp) {
+	var pending []*session
+	lists := map[string]*redis.StringCmd{}
+	p := mg.opts.Redis.Pipeline()
+	for _, op := range ops {
+		if op.kind != opWrite {
+			continue
+		}
+		op.s.mu.Lock()
+		unresolved := op.s.part.Role == ""
+		op.s.mu.Unlock()
+		if !unresolved {
+			continue
+		}
+		pending = append(pending, op.s)
+		if lists[op.conf] == nil {
+			lists[op.conf] = p.HGet(ctx, mg.opts.Keys.ConfCfg(op.conf), "hosts")
+		}
+	}
+	if len(pending) == 0 {
+		return
+	}
+	if _, err := p.Exec(ctx); err != nil && err != redis.Nil {
 		mg.redisError("read hosts", err)
-		return policy.RoleHost // a Redis fault must not end conferences
 	}
-	if strings.TrimSpace(hosts) == "" {
-		return policy.RoleHost
+	for _, s := range pending {
+		s.mu.Lock()
+		if s.part.Role != "" { // resolved by a flush before this one
+			s.mu.Unlock()
+			continue
+		}
+		hosts, err := lists[s.confID].Result()
+		switch {
+		case err != nil && err != redis.Nil, strings.TrimSpace(hosts) == "", inHosts(hosts, s.part.AOR):
+			s.part.Role = policy.RoleHost
+		default:
+			s.part.Role = policy.RoleGuest
+		}
+		s.mu.Unlock()
+		mg.logJoined(s)
 	}
-	if inHosts(hosts, aor) {
-		return policy.RoleHost
-	}
-	return policy.RoleGuest
 }
 
 // inHosts compares AORs case-insensitively, with or without a sip: scheme.

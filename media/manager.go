@@ -300,7 +300,7 @@ func (mg *Manager) Joined(ctx context.Context, j Join) {
 	s, _ := mg.sessionLocked(j.CallID, j.ConfID, true)
 	mg.mu.Unlock()
 
-	p := mg.participantOf(ctx, j)
+	p := mg.participantOf(j)
 	s.mu.Lock()
 	if s.joined || s.closed {
 		s.mu.Unlock()
@@ -314,15 +314,26 @@ func (mg *Manager) Joined(ctx context.Context, j Join) {
 		delete(mg.byConf, j.ConfID)
 	}
 	mg.mu.Unlock()
-	mg.log.Info().Str("call_id", j.CallID).Str("conf_id", j.ConfID).Str("aor", p.AOR).
-		Str("role", string(p.Role)).Str("kind", string(p.Kind)).Str("keep_alive", string(p.KeepAlive)).
-		Bool("media", s.hasMedia).Msg("participant joined")
+	if p.Role != "" {
+		mg.logJoined(s)
+	} // else logged once the flush has read the hosts list (resolveRoles)
 	mg.enqueueWrite(s) // the flush that sends it has the conference evaluated
 }
 
-// participantOf resolves role, kind and keep-alive: trusted headers first,
-// then the conference's hosts list (no list: everyone is a Host).
-func (mg *Manager) participantOf(ctx context.Context, j Join) participant {
+func (mg *Manager) logJoined(s *session) {
+	s.mu.Lock()
+	p, conf, media := s.part, s.confID, s.hasMedia
+	s.mu.Unlock()
+	mg.log.Info().Str("call_id", s.callID).Str("conf_id", conf).Str("aor", p.AOR).
+		Str("role", string(p.Role)).Str("kind", string(p.Kind)).Str("keep_alive", string(p.KeepAlive)).
+		Bool("media", media).Msg("participant joined")
+}
+
+// participantOf resolves role, kind and keep-alive from the trusted
+// headers. A role they do not give is left empty: the write queue's
+// flush reads it from the conference's hosts list (resolveRoles), in one
+// round trip for every join it carries instead of one per call set-up.
+func (mg *Manager) participantOf(j Join) participant {
 	p := participant{AOR: j.AOR, Role: policy.RoleHost, Kind: policy.KindNormal}
 	if k, err := policy.ParseKind(j.Kind); err == nil {
 		p.Kind = k
@@ -335,7 +346,7 @@ func (mg *Manager) participantOf(ctx context.Context, j Join) participant {
 		if j.Role != "" {
 			mg.log.Warn().Str("call_id", j.CallID).Err(err).Msg("X-Sipedge-Role ignored")
 		}
-		p.Role = mg.roleFromHosts(ctx, j.ConfID, j.AOR)
+		p.Role = "" // from the hosts list, at the flush
 	}
 	p.KeepAlive = policy.DefaultKeepAlive(p.Kind)
 	if ka, err := policy.ParseKeepAlive(j.KeepAlive); err == nil {

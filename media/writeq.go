@@ -194,6 +194,7 @@ func (mg *Manager) flush(ctx context.Context, now time.Time, stats bool, entries
 	if len(ops) == 0 && !stats {
 		return nil
 	}
+	mg.resolveRoles(ctx, ops)
 	k := mg.opts.Keys
 	type sent struct {
 		op   writeOp
