@@ -2,56 +2,8 @@ package media
 
 import (
 	"context"
-	"net"
-	"strings"
-	"sync"
 	"testing"
-
-	"github.com/redis/go-redis/v9"
 )
-
-// cmdLog records what reaches Redis: each command alone, or each pipeline
-// as one entry of its commands.
-type cmdLog struct {
-	mu   sync.Mutex
-	sent [][]string
-}
-
-func (l *cmdLog) DialHook(next redis.DialHook) redis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
-}
-
-func (l *cmdLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		l.add([]redis.Cmder{cmd})
-		return next(ctx, cmd)
-	}
-}
-
-func (l *cmdLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		l.add(cmds)
-		return next(ctx, cmds)
-	}
-}
-
-func (l *cmdLog) add(cmds []redis.Cmder) {
-	var trip []string
-	for _, c := range cmds {
-		trip = append(trip, strings.ToLower(c.Name())+" "+strings.TrimSpace(strings.TrimPrefix(c.String(), c.Name())))
-	}
-	l.mu.Lock()
-	l.sent = append(l.sent, trip)
-	l.mu.Unlock()
-}
-
-func (l *cmdLog) take() [][]string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := l.sent
-	l.sent = nil
-	return out
-}
 
 // Issue 9 item 2: a call set-up makes at most one synchronous Redis round
 // trip (admission's). Joined makes none: the role a join gets from its
@@ -59,12 +11,12 @@ func (l *cmdLog) take() [][]string {
 // for every join it carries, one read per conference.
 func TestJoined_RolesFromHostsReadByTheFlushInOneRoundTrip(t *testing.T) {
 	e := newEnv(t)
-	log := &cmdLog{}
-	e.rdb.AddHook(log)
 	in := e.instance("A")
 	e.newConf("conf-1", "alice@example.com")
 	e.newConf("conf-2", "bob@example.com")
-	log.take()
+	hget := &tripCounter{name: "hget"}
+	e.rdb.AddHook(hget)
+	before := e.mr.CommandCount()
 
 	joins := []struct{ call, conf, aor, role, want string }{
 		{"call-1", "conf-1", "alice@example.com", "", "host"},
@@ -75,27 +27,14 @@ func TestJoined_RolesFromHostsReadByTheFlushInOneRoundTrip(t *testing.T) {
 	for _, j := range joins {
 		in.mg.Joined(context.Background(), Join{CallID: j.call, ConfID: j.conf, AOR: j.aor, Role: j.role})
 	}
-	if sent := log.take(); len(sent) != 0 {
-		t.Fatalf("Joined sent %v to Redis, want nothing", sent)
+	if cmds := e.mr.CommandCount() - before; cmds != 0 {
+		t.Fatalf("Joined sent %d commands to Redis, want none", cmds)
 	}
 	in.flush()
-	reads := 0
-	for _, trip := range log.take() {
-		n := 0
-		for _, c := range trip {
-			if strings.HasPrefix(c, "hget ") && strings.Contains(c, "confcfg") {
-				n++
-			}
-		}
-		if n > 0 {
-			reads++
-			if n != 2 {
-				t.Errorf("hosts lists read in one round trip: %d, want 2 (one per conference): %v", n, trip)
-			}
-		}
-	}
-	if reads != 1 {
-		t.Errorf("round trips reading hosts lists = %d, want 1", reads)
+	// The flush's only HGETs are the hosts lists (participants are
+	// written by script): one round trip, one read per conference.
+	if trips, cmds := hget.get(); trips != 1 || cmds != 2 {
+		t.Errorf("hosts lists read in %d round trips with %d HGETs, want 1 and 2", trips, cmds)
 	}
 	for _, j := range joins {
 		r, ok := e.record(t, j.conf, j.call)
