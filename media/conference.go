@@ -64,37 +64,38 @@ func (s *session) record(instance string, now time.Time) record {
 // lists of all those conferences are read in one pipeline. A Redis fault
 // makes them Hosts: it must not end conferences.
 func (mg *Manager) resolveRoles(ctx context.Context, ops []writeOp) {
-	var pending []*session
-	lists := map[string]*redis.StringCmd{}
-	p := mg.opts.Redis.Pipeline()
+	var pending []writeOp
 	for _, op := range ops {
 		if op.kind != opWrite {
 			continue
 		}
 		op.s.mu.Lock()
-		unresolved := op.s.part.Role == ""
-		op.s.mu.Unlock()
-		if !unresolved {
-			continue
+		if op.s.part.Role == "" {
+			pending = append(pending, op)
 		}
-		pending = append(pending, op.s)
+		op.s.mu.Unlock()
+	}
+	if len(pending) == 0 {
+		return // most flushes: no pipeline, no map
+	}
+	lists := map[string]*redis.StringCmd{}
+	p := mg.opts.Redis.Pipeline()
+	for _, op := range pending {
 		if lists[op.conf] == nil {
 			lists[op.conf] = p.HGet(ctx, mg.opts.Keys.ConfCfg(op.conf), "hosts")
 		}
 	}
-	if len(pending) == 0 {
-		return
-	}
 	if _, err := p.Exec(ctx); err != nil && err != redis.Nil {
 		mg.redisError("read hosts", err)
 	}
-	for _, s := range pending {
+	for _, op := range pending {
+		s := op.s
 		s.mu.Lock()
 		if s.part.Role != "" { // resolved by a flush before this one
 			s.mu.Unlock()
 			continue
 		}
-		hosts, err := lists[s.confID].Result()
+		hosts, err := lists[op.conf].Result()
 		switch {
 		case err != nil && err != redis.Nil, strings.TrimSpace(hosts) == "", inHosts(hosts, s.part.AOR):
 			s.part.Role = policy.RoleHost

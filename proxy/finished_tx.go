@@ -200,10 +200,8 @@ func (p *Proxy) respondTx(tx sip.ServerTransaction, res *sip.Response) (released
 // is (or wraps) a *net.UDPConn.
 func writeUDP(pc net.PacketConn, b []byte, to netip.AddrPort) error {
 	if w, ok := pc.(*udpConn); ok {
-		if w.raw != nil {
-			if done, err := w.raw.writeTo(b, to); done {
-				return err
-			}
+		if done, err := w.raw.writeTo(b, to); done {
+			return err
 		}
 		pc = w.PacketConn
 	}

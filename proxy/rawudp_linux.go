@@ -128,8 +128,11 @@ func (r *rawUDP) readFrom(b []byte) (int, net.Addr, error) {
 }
 
 // writeTo sends b to to; false when to cannot be written from this
-// socket's family (the caller then lets the net package say why).
+// socket's family, or r is nil (the caller then uses the net package).
 func (r *rawUDP) writeTo(b []byte, to netip.AddrPort) (bool, error) {
+	if r == nil {
+		return false, nil
+	}
 	w := r.writers.Get().(*rawWrite)
 	defer r.writers.Put(w)
 	w.salen = rawaddr.Encode(&w.sa, r.family, to)
@@ -152,13 +155,12 @@ func (r *rawUDP) writeTo(b []byte, to netip.AddrPort) (bool, error) {
 // package shapes it (a 4-byte IP from an IPv4 socket, 16 bytes and the
 // zone's index from an IPv6 one).
 func sockaddrUDP(sa *syscall.RawSockaddrInet6) *net.UDPAddr {
-	port := func(p *uint16) int { return int(rawaddr.Port(p)) }
 	switch sa.Family {
 	case syscall.AF_INET:
 		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return &net.UDPAddr{IP: net.IPv4(sa4.Addr[0], sa4.Addr[1], sa4.Addr[2], sa4.Addr[3]).To4(), Port: port(&sa4.Port)}
+		return &net.UDPAddr{IP: append(net.IP(nil), sa4.Addr[:]...), Port: int(rawaddr.Port(&sa4.Port))}
 	case syscall.AF_INET6:
-		ua := &net.UDPAddr{IP: append(net.IP(nil), sa.Addr[:]...), Port: port(&sa.Port)}
+		ua := &net.UDPAddr{IP: append(net.IP(nil), sa.Addr[:]...), Port: int(rawaddr.Port(&sa.Port))}
 		if sa.Scope_id != 0 {
 			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
 				ua.Zone = ifi.Name

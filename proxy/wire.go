@@ -121,7 +121,7 @@ func newUDPConn(pc net.PacketConn, p *Proxy, max int) *udpConn {
 
 // WriteTo sends through raw when it can.
 func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok && c.raw != nil {
+	if ua, ok := addr.(*net.UDPAddr); ok {
 		if done, err := c.raw.writeTo(b, ua.AddrPort()); done {
 			if err != nil {
 				return 0, err
