@@ -148,3 +148,39 @@ func BenchmarkUDPWrite(b *testing.B) {
 		})
 	}
 }
+
+// The stateless answers and the raw ACK write through udpAt: it must give
+// the listener as sipgo reads it, whose writes are raw, not the net socket
+// under it (whose sendto enters the runtime's syscall state).
+func TestUDPAt_GivesTheRawListenerOfTheAddress(t *testing.T) {
+	listen := func() (net.PacketConn, *udpConn) {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		return pc, newUDPConn(pc, nil, 0)
+	}
+	first, firstW := listen()
+	second, secondW := listen()
+	p := &Proxy{udpw: firstW, extra: []extraListener{{udp: second, udpw: secondW}}}
+	for _, tc := range []struct {
+		name  string
+		local net.Addr
+		want  *udpConn
+	}{
+		{"the first listen address", first.LocalAddr(), firstW},
+		{"an extra listen address", second.LocalAddr(), secondW},
+		{"an address not known", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 9}, firstW},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := p.udpAt(tc.local).(*udpConn)
+			if !ok || got != tc.want {
+				t.Fatalf("udpAt(%v) = %T %p, want the listener's *udpConn %p", tc.local, p.udpAt(tc.local), got, tc.want)
+			}
+			if got.raw == nil {
+				t.Fatal("the listener has no raw writer")
+			}
+		})
+	}
+}

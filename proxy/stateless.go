@@ -94,10 +94,10 @@ func (p *Proxy) statelessFilter(info sip.TransportReadProps, data []byte) []byte
 		return data
 	}
 	ua, ok := info.RemoteAddr.(*net.UDPAddr)
-	conn := p.udpAt(info.LocalAddr)
 	if !ok || !p.sl.adm.Rejecting() || rawToTag(data) != nil {
 		return data // re-INVITEs and other in-dialog requests are not parsed twice
 	}
+	conn := p.udpAt(info.LocalAddr)
 	if !p.sl.parsedOnly {
 		var r rawRequest
 		if scanRaw(data, &r) { // stateless_raw.go: a plain request, read from its bytes
@@ -431,17 +431,18 @@ type slPeer struct {
 	conn net.PacketConn
 }
 
-// udpAt is the UDP listener bound to local: an extra listen address's, or
-// the first one's.
+// udpAt is the UDP listener bound to local (an extra listen address's, or
+// the first one's) as sipgo reads it: its writes take the raw path
+// (rawudp_linux.go), not the runtime's syscall state.
 func (p *Proxy) udpAt(local net.Addr) net.PacketConn {
 	if la, ok := local.(*net.UDPAddr); ok {
 		for _, l := range p.extra {
 			if l.udp != nil && l.udpw != nil {
 				if ea, ok := l.udpw.PacketConn.LocalAddr().(*net.UDPAddr); ok && ea.Port == la.Port && ea.IP.Equal(la.IP) {
-					return l.udpw.PacketConn
+					return l.udpw
 				}
 			}
 		}
 	}
-	return p.udpw.PacketConn
+	return p.udpw
 }
