@@ -1,0 +1,231 @@
+package admission
+
+// The ledger's writes: this instance's share and the derived counts in one
+// script run, and the reconcile of every conference key.
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// share is a set of absolute values of this instance's share.
+type share struct {
+	at    time.Time // when the holdings were read
+	total int
+	nodes map[string]int
+	confs map[string]ConfHolding
+}
+
+// writeScript writes this instance's share (KEYS[1]) and rewrites the
+// derived counts from the shares of every instance in KEYS[4] whose share
+// has not expired. It is the one writer of this instance's membership of
+// KEYS[4] (instance.Publisher writes only the instance hash), so the
+// share it writes is always summed.
+//
+// KEYS: share, node_calls, instance_calls, instances.
+// ARGV: self, live_ms, now_ms, conf_ttl_ms, total, full (1/0),
+// prefix, nodes count N, then N pairs (node, n), then triples (conf, n, node).
+// Returns, for each conf, its derived dialog count and placed node.
+var writeScript = redis.NewScript(`
+local share, nodeCalls, instCalls, instances = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local self, live, now, confTTL, total, full, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local nn = tonumber(ARGV[8])
+redis.call('SADD', instances, self)
+if full == '1' then redis.call('DEL', share) end
+local function put(f, v)
+  if v > 0 then redis.call('HSET', share, f, v) else redis.call('HDEL', share, f) end
+end
+local i = 9
+local nodes = {}
+for _ = 1, nn do
+  put('n:' .. ARGV[i], tonumber(ARGV[i + 1]))
+  nodes[ARGV[i]] = true
+  i = i + 2
+end
+local confs = {}
+while i <= #ARGV do
+  put('c:' .. ARGV[i], tonumber(ARGV[i + 1]))
+  confs[#confs + 1] = {ARGV[i], ARGV[i + 2]}
+  i = i + 3
+end
+redis.call('HSET', share, 't', total)
+redis.call('PEXPIRE', share, live)
+
+local members = redis.call('SMEMBERS', instances)
+local function sum(f)
+  local s = 0
+  for _, m in ipairs(members) do
+    local v = redis.call('HGET', prefix .. 'calls:' .. m, f)
+    if v then s = s + tonumber(v) end
+  end
+  return s
+end
+local function setCount(key, field, n)
+  if n > 0 then redis.call('HSET', key, field, n) else redis.call('HDEL', key, field) end
+end
+
+if full == '1' then
+  for _, f in ipairs(redis.call('HKEYS', nodeCalls)) do nodes[f] = true end
+  for _, m in ipairs(members) do
+    for _, f in ipairs(redis.call('HKEYS', prefix .. 'calls:' .. m)) do
+      if string.sub(f, 1, 2) == 'n:' then nodes[string.sub(f, 3)] = true end
+    end
+  end
+  local insts = {}
+  for _, f in ipairs(redis.call('HKEYS', instCalls)) do insts[f] = true end
+  for _, m in ipairs(members) do insts[m] = true end
+  for m in pairs(insts) do
+    setCount(instCalls, m, tonumber(redis.call('HGET', prefix .. 'calls:' .. m, 't') or '0'))
+  end
+else
+  setCount(instCalls, self, tonumber(redis.call('HGET', share, 't')))
+end
+for n in pairs(nodes) do setCount(nodeCalls, n, sum('n:' .. n)) end
+
+local out = {}
+for _, c in ipairs(confs) do
+  local key = prefix .. 'conf:' .. c[1]
+  local n = sum('c:' .. c[1])
+  local placed = ''
+  if n <= 0 then
+    redis.call('DEL', key)
+  else
+    if c[2] ~= '' then
+      redis.call('HSETNX', key, 'node', c[2])
+      redis.call('HSETNX', key, 'started', now)
+      redis.call('HSETNX', key, 'instance', self)
+    end
+    redis.call('HSET', key, 'dialogs', n)
+    redis.call('PEXPIRE', key, confTTL)
+    placed = redis.call('HGET', key, 'node') or ''
+  end
+  out[#out + 1] = c[1]
+  out[#out + 1] = n
+  out[#out + 1] = placed
+end
+return out
+`)
+
+func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
+	ctx, cancel := context.WithTimeout(ctx, max(l.opts.RedisTimeout, time.Second))
+	defer cancel()
+	now := l.opts.Now()
+	args := []any{l.opts.Self, l.opts.LiveFor.Milliseconds(), now.UnixMilli(), l.opts.ConfTTL.Milliseconds(),
+		sh.total, flag(full), l.k.Prefix, len(sh.nodes)}
+	for _, n := range sortedKeys(sh.nodes) {
+		args = append(args, n, sh.nodes[n])
+	}
+	for _, c := range sortedKeys(sh.confs) {
+		args = append(args, c, sh.confs[c].Dialogs, sh.confs[c].Node)
+	}
+	res, err := writeScript.Run(ctx, l.rdb, []string{l.k.Calls(l.opts.Self), l.k.NodeCalls(), l.k.InstanceCalls(), l.k.Instances()},
+		args...).Slice()
+	if err != nil {
+		return fmt.Errorf("write dialog counts of instance %q: %w", l.opts.Self, err)
+	}
+	l.m.writes.Inc()
+	for i := 0; i+2 < len(res); i += 3 {
+		conf, _ := res[i].(string)
+		n, _ := res[i+1].(int64)
+		placed, _ := res[i+2].(string)
+		mine := sh.confs[conf]
+		l.placed.notePlaced(conf, mine, placed, sh.at)
+		switch {
+		case n == 0 && !full:
+			l.log.Info().Str("conf_id", conf).Msg("conference ended: last dialog gone")
+		case mine.Dialogs > 0 && mine.Node != "" && placed != "" && placed != mine.Node && !full:
+			// Another instance placed the conference first (a race on the very
+			// first answer, or a ring change in between): report the split.
+			l.log.Warn().Str("conf_id", conf).Str("node", mine.Node).Str("placed_on", placed).
+				Msg("conference dialog landed off its placed node")
+		}
+	}
+	return nil
+}
+
+// reconcileScript checks every conference key named in ARGV against the
+// shares of the live instances: one no live instance holds is deleted, the
+// others get their exact count. It does nothing while an instance with a
+// fresh heartbeat has no share yet (it is rewriting it after a restart).
+// KEYS: instances. ARGV: prefix, now_ms, heartbeat_timeout_ms, conf ids...
+var reconcileScript = redis.NewScript(`
+local prefix, now, hb = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local members = redis.call('SMEMBERS', KEYS[1])
+for _, m in ipairs(members) do
+  local beat = tonumber(redis.call('HGET', prefix .. 'instance:' .. m, 'heartbeat') or '0')
+  if now - beat < hb and redis.call('EXISTS', prefix .. 'calls:' .. m) == 0 then return -1 end
+end
+local fixed = 0
+for i = 4, #ARGV do
+  local key = prefix .. 'conf:' .. ARGV[i]
+  local s = 0
+  for _, m in ipairs(members) do
+    local v = redis.call('HGET', prefix .. 'calls:' .. m, 'c:' .. ARGV[i])
+    if v then s = s + tonumber(v) end
+  end
+  local cur = redis.call('HGET', key, 'dialogs')
+  if s <= 0 then
+    if redis.call('EXISTS', key) == 1 then redis.call('DEL', key); fixed = fixed + 1 end
+  elseif tonumber(cur or '0') ~= s then
+    redis.call('HSET', key, 'dialogs', s)
+    fixed = fixed + 1
+  end
+end
+return fixed
+`)
+
+// reconcile fixes conference keys no live instance rewrites (restored from
+// an old AOF, or left by an instance that died).
+func (l *Ledger) reconcile(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*max(l.opts.RedisTimeout, time.Second))
+	defer cancel()
+	var ids []string
+	prefix := l.k.Conf("")
+	iter := l.rdb.Scan(ctx, 0, l.k.ConfPattern(), 1000).Iterator()
+	for iter.Next(ctx) {
+		ids = append(ids, iter.Val()[len(prefix):])
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("scan conference keys: %w", err)
+	}
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		args := []any{l.k.Prefix, l.opts.Now().UnixMilli(), l.opts.HeartbeatTimeout.Milliseconds()}
+		for _, id := range batch {
+			args = append(args, id)
+		}
+		n, err := reconcileScript.Run(ctx, l.rdb, []string{l.k.Instances()}, args...).Int()
+		if err != nil {
+			return fmt.Errorf("reconcile conference keys: %w", err)
+		}
+		if n < 0 {
+			return nil // an instance is rewriting its share: next time
+		}
+		if n > 0 {
+			l.m.reconciled.Add(float64(n))
+			l.log.Info().Int("fixed", n).Msg("conference keys reconciled with the dialogs instances hold")
+		}
+	}
+	return nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
