@@ -350,3 +350,47 @@ func TestLedger_RunCoalescesChangesIntoOneWrite(t *testing.T) {
 	waitWrites(3)
 	e.want("after one end", map[string]string{"n1": "99"}, map[string]string{"A": "99"}, map[string]string{"conf0": "9"})
 }
+
+// Only the first change of a window wakes the writer: the others find it
+// already woken, queue nothing, and are written by the same flush. A change
+// after that flush wakes it again and is written.
+func TestLedger_OnlyTheFirstChangeOfAWindowWakesTheWriter(t *testing.T) {
+	e := newLedgerEnv(t)
+	h := newHolder()
+	l, err := NewLedger(e.rdb, e.k, LedgerOptions{Self: "A", Interval: time.Hour, Coalesce: 200 * time.Millisecond,
+		Now: time.Now}, h, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(2 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitFor("the first beat", func() bool { return testutil.ToFloat64(l.m.writes) >= 1 })
+
+	h.add("d1", "conf1", "n1")
+	l.Touch("conf1", "n1")
+	waitFor("the writer to take the wake", func() bool { return len(l.wake) == 0 })
+	for i := 2; i <= 20; i++ {
+		h.add("d"+strconv.Itoa(i), "conf1", "n1")
+		l.Touch("conf1", "n1")
+		if len(l.wake) != 0 {
+			t.Fatalf("change %d inside the window queued a wake for a writer already woken", i)
+		}
+	}
+	waitFor("the window's flush", func() bool { return testutil.ToFloat64(l.m.writes) >= 2 })
+	e.want("after the window", map[string]string{"n1": "20"}, map[string]string{"A": "20"}, map[string]string{"conf1": "20"})
+
+	h.remove("d1")
+	l.Touch("conf1", "n1")
+	waitFor("a new window's flush", func() bool { return testutil.ToFloat64(l.m.writes) >= 3 })
+	e.want("after one end", map[string]string{"n1": "19"}, map[string]string{"A": "19"}, map[string]string{"conf1": "19"})
+}
