@@ -25,10 +25,7 @@ func (p *Pool) bindUDP(port int) (udpSocket, uintptr, error) {
 	if err != nil {
 		return udpSocket{}, 0, fmt.Errorf("relay: socket for port %d: %w", port, err)
 	}
-	var sa unix.Sockaddr
-	if p.family == unix.AF_INET {
-		sa = &unix.SockaddrInet4{Port: port, Addr: p.ip.As4()}
-	} else {
+	if p.family == unix.AF_INET6 {
 		// An IPv6 pool binds IPv6 only, as net.ListenUDP("udp6") does; a
 		// dual-stack one ("::") takes IPv4 too, v4-mapped, as "udp" does.
 		v6only := 1
@@ -36,16 +33,23 @@ func (p *Pool) bindUDP(port int) (udpSocket, uintptr, error) {
 			v6only = 0
 		}
 		err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only)
-		sa = &unix.SockaddrInet6{Port: port, Addr: p.ip.As16(), ZoneId: zoneID(p.ip.Zone())}
 	}
 	if err == nil {
-		err = unix.Bind(fd, sa)
+		err = p.bindFD(fd, port) // socket_raw_linux.go
 	}
 	if err != nil {
-		_ = unix.Close(fd)
+		_ = closeFD(fd)
 		return udpSocket{}, 0, fmt.Errorf("relay: bind %s port %d: %w", p.ip, port, err)
 	}
 	return udpSocket{fd: fd}, uintptr(fd), nil
+}
+
+// sockaddr is the pool's address at port, for unix.Bind.
+func (p *Pool) sockaddr(port int) unix.Sockaddr {
+	if p.family == unix.AF_INET {
+		return &unix.SockaddrInet4{Port: port, Addr: p.ip.As4()}
+	}
+	return &unix.SockaddrInet6{Port: port, Addr: p.ip.As16(), ZoneId: zoneID(p.ip.Zone())}
 }
 
 // zoneID is the interface index of an IPv6 zone (a name or a number).
@@ -61,7 +65,7 @@ func zoneID(zone string) uint32 {
 }
 
 func (s udpSocket) close() error {
-	if err := unix.Close(s.fd); err != nil {
+	if err := closeFD(s.fd); err != nil {
 		return fmt.Errorf("close: %w", err)
 	}
 	return nil
