@@ -307,15 +307,7 @@ func TestLedger_NotesSurviveAnEmptyRedis(t *testing.T) {
 func TestLedger_RunCoalescesChangesIntoOneWrite(t *testing.T) {
 	e := newLedgerEnv(t)
 	h := newHolder()
-	l, err := NewLedger(e.rdb, e.k, LedgerOptions{Self: "A", Interval: time.Hour, Coalesce: 300 * time.Millisecond,
-		Now: time.Now}, h, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); l.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	l := runLedger(t, e, h, 300*time.Millisecond)
 	waitWrites := func(n float64) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(l.m.writes) < n; {
@@ -357,15 +349,7 @@ func TestLedger_RunCoalescesChangesIntoOneWrite(t *testing.T) {
 func TestLedger_OnlyTheFirstChangeOfAWindowWakesTheWriter(t *testing.T) {
 	e := newLedgerEnv(t)
 	h := newHolder()
-	l, err := NewLedger(e.rdb, e.k, LedgerOptions{Self: "A", Interval: time.Hour, Coalesce: 200 * time.Millisecond,
-		Now: time.Now}, h, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); l.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	l := runLedger(t, e, h, 200*time.Millisecond)
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(2 * time.Millisecond) {
@@ -393,4 +377,20 @@ func TestLedger_OnlyTheFirstChangeOfAWindowWakesTheWriter(t *testing.T) {
 	l.Touch("conf1", "n1")
 	waitFor("a new window's flush", func() bool { return testutil.ToFloat64(l.m.writes) >= 3 })
 	e.want("after one end", map[string]string{"n1": "19"}, map[string]string{"A": "19"}, map[string]string{"conf1": "19"})
+}
+
+// runLedger starts a ledger of instance A over h, beating once an hour and
+// writing changes coalesce after the first, until the test ends.
+func runLedger(t *testing.T, e *ledgerEnv, h Holder, coalesce time.Duration) *Ledger {
+	t.Helper()
+	l, err := NewLedger(e.rdb, e.k, LedgerOptions{Self: "A", Interval: time.Hour, Coalesce: coalesce,
+		Now: time.Now}, h, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return l
 }
