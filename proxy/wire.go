@@ -239,7 +239,7 @@ func (p *Proxy) wire() []sipgo.UserAgentOption {
 	p.tcp = newLimitListener(p.tcp, p, lim)
 	p.wireExtra(lim)
 	p.wireSecure(lim) // streamguard.go
-	var opts []sipgo.UserAgentOption
+	opts := []sipgo.UserAgentOption{sipgo.WithUserAgentParser(newParser())} // parser.go
 	if p.opts.Secure.NodeTLS != nil {
 		opts = append(opts, sipgo.WithUserAgenTLSConfig(p.opts.Secure.NodeTLS))
 	}
