@@ -239,7 +239,9 @@ func (p *Proxy) wire() []sipgo.UserAgentOption {
 	p.tcp = newLimitListener(p.tcp, p, lim)
 	p.wireExtra(lim)
 	p.wireSecure(lim) // streamguard.go
-	opts := []sipgo.UserAgentOption{sipgo.WithUserAgentParser(newParser())} // parser.go
+
+	// The listeners' parser (parser.go).
+	opts := []sipgo.UserAgentOption{sipgo.WithUserAgentParser(newParser())}
 	if p.opts.Secure.NodeTLS != nil {
 		opts = append(opts, sipgo.WithUserAgenTLSConfig(p.opts.Secure.NodeTLS))
 	}
