@@ -458,7 +458,7 @@ func (p *Proxy) noteUnread(data []byte) {
 // 2xx, as sipgo did while the INVITE's transaction was Accepted: the
 // CANCEL has no effect (RFC 3261 §9.2).
 func (p *Proxy) answerLateCancel(info sip.TransportReadProps, data []byte, pc net.PacketConn) bool {
-	ua, ok := info.RemoteAddr.(*net.UDPAddr)
+	ua, ok := udpAddrOf(info.RemoteAddr) // srcaddr.go
 	if !ok {
 		return false
 	}
