@@ -173,7 +173,7 @@ func (p *Proxy) respondTx(tx sip.ServerTransaction, res *sip.Response) (released
 	}
 	if invite {
 		p.fin.server.put(key, finishedEntry{conn: p.fin.connID(udp.PacketConn)})
-		err = conn.WriteMsg(res)
+		err = writeRendered(udp, res) // relaydest.go
 		st.Terminate()
 		return true, err
 	}
