@@ -15,12 +15,17 @@ import "github.com/emiago/sipgo/sip"
 // node's 2xx echoes it back and it is relayed upstream unread. The
 // dialog's route set lives in the route state of sipedge's own entry, read
 // from the in-dialog requests' Route headers, which stay typed.
+//
+// Contact: sipedge reads it only to send in a dialog itself (contact.go);
+// sipgo reads it only in its dialog client and server, which the proxy
+// does not use.
 func newParser() *sip.Parser {
 	hp := make(map[string]sip.HeaderParser, len(sip.DefaultHeadersParser())+1)
 	for k, v := range sip.DefaultHeadersParser() {
 		hp[k] = v
 	}
 	hp["record-route"] = genericHeader("Record-Route")
+	hp["contact"], hp["m"] = genericHeader("Contact"), genericHeader("Contact") // read only by contactURI (contact.go)
 	return sip.NewParser(sip.WithHeadersParsers(hp))
 }
 

@@ -58,7 +58,7 @@ func TestParser_RecordRouteRelayedVerbatim(t *testing.T) {
 
 // The relayed 2xx costs fewer allocations to parse and render than with
 // sipgo's default parser (which parses and re-renders each Record-Route
-// URI): measured 35 against 42 for this message.
+// URI, and the Contact's): measured 33 against 42 for this message.
 func TestParser_RelayedAnswerAllocations(t *testing.T) {
 	raw := []byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport=5070\r\n" +
 		"Record-Route: <sip:127.0.0.1:5060;transport=udp;lr;se=AbCdEfGhIjKlMnOpQrStUvWxYz0123456789>\r\n" +
@@ -79,7 +79,7 @@ func TestParser_RelayedAnswerAllocations(t *testing.T) {
 	}
 	ours, sipgos := run(newParser()), run(sip.NewParser())
 	t.Logf("parse and render: %v allocations, sipgo's default parser %v", ours, sipgos)
-	if ours > 36 || ours > sipgos-5 {
-		t.Errorf("parse and render: %v allocations, want at most 36 and 5 fewer than sipgo's default parser (%v)", ours, sipgos)
+	if ours > 34 || ours > sipgos-7 {
+		t.Errorf("parse and render: %v allocations, want at most 34 and 7 fewer than sipgo's default parser (%v)", ours, sipgos)
 	}
 }
