@@ -13,12 +13,9 @@ func (p *Proxy) newDialogRecord(in *sip.Request, res *sip.Response, info fwdInfo
 	dl := &dialog{callID: callID(in), confID: info.confID, node: info.node,
 		callerHop: callerHop, nodeHop: nodeHop, started: time.Now()}
 	dl.callerAt, dl.nodeAt = p.legRefs(in, callerHop.addr != "", nodeHop)
-	if f := in.From(); f != nil {
-		dl.from = sip.HeaderClone(f).(*sip.FromHeader)
-	}
-	if t := res.To(); t != nil {
-		dl.to = sip.HeaderClone(t).(*sip.ToHeader)
-	}
+	// The headers themselves, not clones: nothing changes a header once
+	// parsed (clone.go), and each holds only its own value string.
+	dl.from, dl.to = in.From(), res.To()
 	dl.callerContact, dl.nodeContact = contactOf(in), contactOf(res) // contact.go
 	if cs := in.CSeq(); cs != nil {
 		dl.noteCSeq(true, cs.SeqNo)
