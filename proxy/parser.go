@@ -19,14 +19,18 @@ import "github.com/emiago/sipgo/sip"
 // Contact: sipedge reads it only to send in a dialog itself (contact.go);
 // sipgo reads it only in its dialog client and server, which the proxy
 // does not use.
-func newParser() *sip.Parser {
+func newParser() *sip.Parser { return sip.NewParser(sip.WithHeadersParsers(headerParsers())) }
+
+// headerParsers is newParser's table: sipgo's, with the changes above.
+func headerParsers() map[string]sip.HeaderParser {
 	hp := make(map[string]sip.HeaderParser, len(sip.DefaultHeadersParser())+1)
 	for k, v := range sip.DefaultHeadersParser() {
 		hp[k] = v
 	}
+	hp["via"], hp["v"] = viaParser(hp["via"]), viaParser(hp["v"]) // parser_via.go
 	hp["record-route"] = genericHeader("Record-Route")
 	hp["contact"], hp["m"] = genericHeader("Contact"), genericHeader("Contact") // read only by contactURI (contact.go)
-	return sip.NewParser(sip.WithHeadersParsers(hp))
+	return hp
 }
 
 // genericHeader is a HeaderParser that keeps the value as it came, under
