@@ -28,6 +28,8 @@ func headerParsers() map[string]sip.HeaderParser {
 		hp[k] = v
 	}
 	hp["via"], hp["v"] = viaParser(hp["via"]), viaParser(hp["v"]) // parser_via.go
+	hp["from"], hp["f"] = parseFrom, parseFrom                    // parser_addr.go
+	hp["to"], hp["t"] = parseTo, parseTo
 	hp["record-route"] = genericHeader("Record-Route")
 	hp["contact"], hp["m"] = genericHeader("Contact"), genericHeader("Contact") // read only by contactURI (contact.go)
 	return hp

@@ -46,6 +46,20 @@ func viaCases(tb testing.TB) []string {
 		"Via: SIP/2.0/UDP\t127.0.0.1;branch=1",
 		"Via: SIP/2.0/UDP 127.0.0.1;;;",
 		"Via: SIP/2.0/UDP 127.0.0.1;=x;y=",
+		"From: \"alice\" <sip:alice@example.com>;tag=caller-1",
+		"From: <sip:alice@example.com;transport=udp>;tag=a;x=1;y",
+		"From: sip:alice@example.com;tag=a",
+		"From: *",
+		"To: *",
+		"To: <sip:conf1@example.com>",
+		"To: <sip:conf1@example.com>;tag=node-1",
+		"t: Bob <sips:bob@[2001:db8::1]:5061>;tag=x",
+		"f: <tel:+15551234>;tag=1",
+		"From: \"a, b\" <sip:a@b>;tag=1",
+		"From: <sip:a@b>, <sip:c@d>",
+		"To: <sip:a@b;lr",
+		"From: ",
+		"To: \"unterminated <sip:a@b>",
 	}
 	for _, dir := range []string{"testdata/rfc4475", "testdata/rfc5118", "testdata/fuzz"} {
 		_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
@@ -61,7 +75,9 @@ func viaCases(tb testing.TB) []string {
 			for sc.Scan() {
 				line := bytes.TrimRight(sc.Bytes(), "\r")
 				if len(line) > 2 && (bytes.HasPrefix(bytes.ToLower(line), []byte("via:")) || bytes.HasPrefix(bytes.ToLower(line), []byte("v:")) ||
-					bytes.HasPrefix(bytes.ToLower(line), []byte("v :"))) {
+					bytes.HasPrefix(bytes.ToLower(line), []byte("v :")) || bytes.HasPrefix(bytes.ToLower(line), []byte("from")) ||
+					bytes.HasPrefix(bytes.ToLower(line), []byte("to")) || bytes.HasPrefix(bytes.ToLower(line), []byte("f:")) ||
+					bytes.HasPrefix(bytes.ToLower(line), []byte("t:"))) {
 					cases = append(cases, string(line))
 				}
 			}
@@ -74,12 +90,16 @@ func viaCases(tb testing.TB) []string {
 	return cases
 }
 
+// parsedAlike are the headers sipedge's table parses with its own code
+// into sipgo's types (parser_via.go, parser_addr.go).
+var parsedAlike = map[string]bool{"via": true, "v": true, "from": true, "f": true, "to": true, "t": true}
+
 // sameVias compares what the two tables make of one header line (other
 // headers than Via are not the same by design: parser.go).
 func sameVias(line string) error {
 	if i := strings.IndexByte(line, ':'); i < 0 {
 		return nil
-	} else if n := strings.ToLower(strings.TrimSpace(line[:i])); n != "via" && n != "v" {
+	} else if n := strings.ToLower(strings.TrimSpace(line[:i])); !parsedAlike[n] {
 		return nil
 	}
 	ours, oerr := sip.HeadersParser(headerParsers()).ParseHeader(nil, []byte(line))
@@ -91,29 +111,21 @@ func sameVias(line string) error {
 		return fmt.Errorf("%q: %d headers, sipgo %d", line, len(ours), len(theirs))
 	}
 	for i := range ours {
-		o, ok1 := ours[i].(*sip.ViaHeader)
-		s, ok2 := theirs[i].(*sip.ViaHeader)
-		if ok1 != ok2 {
+		if reflect.TypeOf(ours[i]) != reflect.TypeOf(theirs[i]) {
 			return fmt.Errorf("%q: header %d is %T, sipgo's %T", line, i, ours[i], theirs[i])
 		}
-		if !ok1 {
-			continue
+		o, t := reflect.ValueOf(ours[i]).Elem().Interface(), reflect.ValueOf(theirs[i]).Elem().Interface()
+		if !reflect.DeepEqual(o, t) {
+			return fmt.Errorf("%q: %#v, sipgo's %#v", line, o, t)
 		}
-		oc, sc := *o, *s
-		if (oc.Params == nil) != (sc.Params == nil) || !reflect.DeepEqual([]sip.HeaderKV(oc.Params), []sip.HeaderKV(sc.Params)) {
-			return fmt.Errorf("%q: params %#v, sipgo's %#v", line, oc.Params, sc.Params)
-		}
-		oc.Params, sc.Params = nil, nil
-		if !reflect.DeepEqual(oc, sc) {
-			return fmt.Errorf("%q: %#v, sipgo's %#v", line, oc, sc)
-		}
-		if o.String() != s.String() {
-			return fmt.Errorf("%q: renders %q, sipgo's %q", line, o.String(), s.String())
+		if ours[i].String() != theirs[i].String() {
+			return fmt.Errorf("%q: renders %q, sipgo's %q", line, ours[i].String(), theirs[i].String())
 		}
 	}
 	return nil
 }
 
+// Via, From and To parse as sipgo parses them, value for value.
 func TestViaParser_AsSipgo(t *testing.T) {
 	cases := viaCases(t)
 	for _, line := range cases {
@@ -121,7 +133,28 @@ func TestViaParser_AsSipgo(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	t.Logf("%d Via lines compared", len(cases))
+	t.Logf("%d Via, From and To lines compared", len(cases))
+}
+
+// A From or To with its tag costs one allocation fewer than sipgo's (the
+// tag's list): 4, the value string, the header and two of sipgo's address
+// parser.
+func TestAddrParsers_Allocations(t *testing.T) {
+	out := make([]sip.Header, 0, 2)
+	count := func(hp sip.HeadersParser, line string) float64 {
+		return testing.AllocsPerRun(100, func() {
+			var err error
+			if out, err = hp.ParseHeader(out[:0], []byte(line)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for _, line := range []string{"From: \"alice\" <sip:alice@example.com>;tag=caller-1", "To: <sip:conf1@example.com>;tag=node-1"} {
+		ours, sipgos := count(headerParsers(), line), count(sip.DefaultHeadersParser(), line)
+		if ours > 4 || ours > sipgos-1 {
+			t.Errorf("%s: %v allocations, want at most 4 and one fewer than sipgo's %v", line, ours, sipgos)
+		}
+	}
 }
 
 // A caller's Via with its parameters costs one allocation (sipgo's: three
