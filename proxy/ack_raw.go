@@ -350,7 +350,7 @@ func (p *Proxy) forwardRawACK(info sip.TransportReadProps, data []byte) bool {
 	if info.Transport != "UDP" || !bytes.HasPrefix(data, ackPrefix) || !p.rawAckOK() {
 		return false
 	}
-	src, ok := info.RemoteAddr.(*net.UDPAddr)
+	src, ok := udpAddrOf(info.RemoteAddr) // srcaddr.go
 	if !ok || src.IP.To4() == nil {
 		return false
 	}

@@ -38,7 +38,7 @@ func FuzzScanRawAck(f *testing.F) {
 		if !scanRawAck(data, &a) {
 			return
 		}
-		msg, err := sip.NewParser().ParseSIP(bytes.Clone(data))
+		msg, err := newParser().ParseSIP(bytes.Clone(data))
 		if err != nil {
 			t.Fatalf("scanRawAck read an ACK sipgo cannot parse (%v):\n%q", err, data)
 		}
@@ -82,7 +82,7 @@ func FuzzScanRawAck(f *testing.F) {
 		}
 		var buf bytes.Buffer
 		px.appendRawAck(&buf, &a, data, src)
-		out, err := sip.NewParser().ParseSIP(buf.Bytes())
+		out, err := newParser().ParseSIP(buf.Bytes())
 		if err != nil {
 			t.Fatalf("forwarded ACK does not parse (%v):\n%q", err, buf.Bytes())
 		}

@@ -100,7 +100,7 @@ func TestForwardRawACK_SameMessageAsTheParsedPath(t *testing.T) {
 
 func parseReq(t *testing.T, b []byte) *sip.Request {
 	t.Helper()
-	msg, err := sip.NewParser().ParseSIP(bytes.Clone(b))
+	msg, err := newParser().ParseSIP(bytes.Clone(b))
 	if err != nil {
 		t.Fatalf("parse: %v\n%s", err, b)
 	}

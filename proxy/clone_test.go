@@ -77,7 +77,7 @@ func TestUpstream(t *testing.T) {
 		{"only ours", "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-ours\r\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			msg, err := sip.NewParser().ParseSIP([]byte("SIP/2.0 200 OK\r\n" + tc.vias +
+			msg, err := newParser().ParseSIP([]byte("SIP/2.0 200 OK\r\n" + tc.vias +
 				"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: u1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"))
 			if err != nil {
 				t.Fatal(err)

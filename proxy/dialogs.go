@@ -22,8 +22,8 @@ type dialog struct {
 	callerTag, nodeTag   string          // From tag of the caller, To tag the node chose
 	from                 *sip.FromHeader // caller's From, with its tag
 	to                   *sip.ToHeader   // To with the node's tag
-	callerContact        sip.Uri
-	nodeContact          sip.Uri
+	callerContact        sip.Header      // each leg's Contact, read when sipedge sends in the dialog (contact.go)
+	nodeContact          sip.Header
 	callerHop, nodeHop   hop
 	callerAt, nodeAt     listenRef // the listen address each leg uses (byefrom.go)
 	started              time.Time

@@ -13,18 +13,10 @@ func (p *Proxy) newDialogRecord(in *sip.Request, res *sip.Response, info fwdInfo
 	dl := &dialog{callID: callID(in), confID: info.confID, node: info.node,
 		callerHop: callerHop, nodeHop: nodeHop, started: time.Now()}
 	dl.callerAt, dl.nodeAt = p.legRefs(in, callerHop.addr != "", nodeHop)
-	if f := in.From(); f != nil {
-		dl.from = sip.HeaderClone(f).(*sip.FromHeader)
-	}
-	if t := res.To(); t != nil {
-		dl.to = sip.HeaderClone(t).(*sip.ToHeader)
-	}
-	if c := in.Contact(); c != nil {
-		dl.callerContact = *c.Address.Clone()
-	}
-	if c := res.Contact(); c != nil {
-		dl.nodeContact = *c.Address.Clone()
-	}
+	// The headers themselves, not clones: nothing changes a header once
+	// parsed (clone.go), and each holds only its own value string.
+	dl.from, dl.to = in.From(), res.To()
+	dl.callerContact, dl.nodeContact = contactOf(in), contactOf(res) // contact.go
 	if cs := in.CSeq(); cs != nil {
 		dl.noteCSeq(true, cs.SeqNo)
 	}
@@ -65,17 +57,18 @@ func (p *Proxy) EndDialogs(ctx context.Context, match func(Dialog) bool, reason 
 
 // sendBye sends sipedge's own BYE to one leg of dl.
 func (p *Proxy) sendBye(ctx context.Context, dl *dialog, toCaller bool, reason string) {
-	target, next, at := dl.nodeContact, dl.nodeHop, dl.nodeAt
+	contact, next, at := dl.nodeContact, dl.nodeHop, dl.nodeAt
 	var from sip.Header = sip.HeaderClone(dl.from)
 	var to sip.Header = sip.HeaderClone(dl.to)
 	seq := dl.cseqCaller.Load() + 1
 	if toCaller {
 		// Toward the caller the node is the sender: its tag goes in From.
-		target, next, at = dl.callerContact, dl.callerHop, dl.callerAt
+		contact, next, at = dl.callerContact, dl.callerHop, dl.callerAt
 		from = &sip.FromHeader{DisplayName: dl.to.DisplayName, Address: dl.to.Address, Params: dl.to.Params.Clone()}
 		to = &sip.ToHeader{DisplayName: dl.from.DisplayName, Address: dl.from.Address, Params: dl.from.Params.Clone()}
 		seq = dl.cseqNode.Load() + 1
 	}
+	target, _ := contactURI(contact)
 	bye := sip.NewRequest(sip.BYE, target)
 	bye.AppendHeader(from)
 	bye.AppendHeader(to)

@@ -499,10 +499,11 @@ func (p *Proxy) hangUpLate(in *sip.Request, res *sip.Response, h hop, why string
 	dl := p.newDialogRecord(in, res, fwdInfo{}, hop{}, h)
 	p.log.Warn().Str("call_id", dl.callID).Str("to", h.addr).Int("code", res.StatusCode).Str("why", why).
 		Msg("2xx on a branch not relayed: ACK and BYE to the node")
-	if dl.to == nil || dl.from == nil || dl.nodeContact.Host == "" {
+	target, ok := contactURI(dl.nodeContact) // contact.go
+	if dl.to == nil || dl.from == nil || !ok || target.Host == "" {
 		return
 	}
-	ack := sip.NewRequest(sip.ACK, dl.nodeContact)
+	ack := sip.NewRequest(sip.ACK, target)
 	ack.AppendHeader(sip.HeaderClone(dl.from))
 	ack.AppendHeader(sip.HeaderClone(dl.to))
 	id := sip.CallIDHeader(dl.callID)

@@ -38,7 +38,7 @@ func FuzzScanServerKey(f *testing.F) {
 		if !ok {
 			return
 		}
-		msg, err := sip.NewParser().ParseSIP(bytes.Clone(data))
+		msg, err := newParser().ParseSIP(bytes.Clone(data))
 		if err != nil {
 			return
 		}

@@ -160,7 +160,7 @@ func TestScanServerKey_MatchesSipgo(t *testing.T) {
 			if !ok {
 				return
 			}
-			m, err := sip.ParseMessage([]byte(c.data))
+			m, err := newParser().ParseSIP([]byte(c.data))
 			if err != nil {
 				t.Fatalf("sipgo cannot parse the case: %v", err)
 			}
@@ -504,7 +504,7 @@ func TestRespondTx_WhatEndsTheServerTransaction(t *testing.T) {
 			raw := c.method + " sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/" + c.transport + " " + peer.LocalAddr().String() +
 				";branch=" + c.branch + "\r\nFrom: <sip:a@example.com>;tag=f\r\nTo: <sip:x@example.com>\r\n" +
 				"Call-ID: rt-" + c.branch + "\r\nCSeq: 1 " + c.method + "\r\nContent-Length: 0\r\n\r\n"
-			m, err := sip.ParseMessage([]byte(raw))
+			m, err := newParser().ParseSIP([]byte(raw))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -173,7 +173,7 @@ func (p *Proxy) respondTx(tx sip.ServerTransaction, res *sip.Response) (released
 	}
 	if invite {
 		p.fin.server.put(key, finishedEntry{conn: p.fin.connID(udp.PacketConn)})
-		err = conn.WriteMsg(res)
+		err = writeRendered(udp, res) // relaydest.go
 		st.Terminate()
 		return true, err
 	}
@@ -458,7 +458,7 @@ func (p *Proxy) noteUnread(data []byte) {
 // 2xx, as sipgo did while the INVITE's transaction was Accepted: the
 // CANCEL has no effect (RFC 3261 §9.2).
 func (p *Proxy) answerLateCancel(info sip.TransportReadProps, data []byte, pc net.PacketConn) bool {
-	ua, ok := info.RemoteAddr.(*net.UDPAddr)
+	ua, ok := udpAddrOf(info.RemoteAddr) // srcaddr.go
 	if !ok {
 		return false
 	}

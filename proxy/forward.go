@@ -57,6 +57,7 @@ func (p *Proxy) relayProvisional(in *sip.Request, tx sip.ServerTransaction, res 
 	if r == nil {
 		return
 	}
+	relayTo(r, in) // relaydest.go
 	p.stripUntrustedResponse(res, r)
 	p.anchorResponse(in, r, info)
 	p.metrics.countResponse(r)
@@ -172,6 +173,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			if r == nil {
 				continue
 			}
+			relayTo(r, in) // relaydest.go
 			p.stripUntrustedResponse(res, r)
 			p.anchorResponse(in, r, info)
 			if in.IsInvite() && res.IsSuccess() && info.newDialog && !started {

@@ -133,7 +133,7 @@ func dropRoutes(req *sip.Request, n int) {
 // caller, the top one names the address out leaves from and faces the node.
 func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
 	token := p.signer.Encode(st)
-	rr := func(transport string, a listenAddr) *sip.RecordRouteHeader {
+	rr := func(transport string, a listenAddr) sip.Header {
 		return newRecordRoute(a.host, a.port, transport, token) // vias.go
 	}
 	// Over TLS or a WebSocket: that listener (listeners.go onTransport).

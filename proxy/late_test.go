@@ -18,7 +18,7 @@ import (
 // scheduling on a loaded machine.
 func lateServerTx(t *testing.T, msg []byte, from string) (*sip.Request, *sip.ServerTx) {
 	t.Helper()
-	m, err := sip.ParseMessage(append([]byte(nil), msg...))
+	m, err := newParser().ParseSIP(append([]byte(nil), msg...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/netip"
 	rtmetrics "runtime/metrics"
 	"strconv"
@@ -53,7 +52,7 @@ func (p *Proxy) floodFilter(info sip.TransportReadProps, data []byte) ([]byte, e
 	if !p.limits.perSource() || !bytes.HasPrefix(data, invitePrefix) {
 		return data, nil
 	}
-	ua, ok := info.RemoteAddr.(*net.UDPAddr)
+	ua, ok := udpAddrOf(info.RemoteAddr) // srcaddr.go
 	if !ok {
 		return data, nil
 	}

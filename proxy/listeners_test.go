@@ -39,7 +39,10 @@ func multiInvite(t *testing.T, ruriHost, source string) *sip.Request {
 func recordRoutes(req *sip.Request) []string {
 	var out []string
 	for _, h := range req.GetHeaders("Record-Route") {
-		u := h.(*sip.RecordRouteHeader).Address
+		var u sip.Uri // sipedge's own is a generic header (newRecordRoute): parse its value
+		if err := sip.ParseUri(strings.Trim(h.Value(), "<>"), &u); err != nil {
+			return append(out, "unparsable "+h.Value())
+		}
 		tp, _ := u.UriParams.Get("transport")
 		out = append(out, net.JoinHostPort(strings.Trim(u.Host, "[]"), fmt.Sprint(u.Port))+"/"+tp)
 	}

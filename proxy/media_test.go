@@ -599,7 +599,7 @@ const testNodeSecret = "test-node-secret"
 func signedBy(t *testing.T, msg, secret string, at time.Time) string {
 	t.Helper()
 	raw := strings.ReplaceAll(strings.ReplaceAll(msg, "\r\n", "\n"), "\n", "\r\n")
-	m, err := sip.NewParser().ParseSIP([]byte(raw))
+	m, err := newParser().ParseSIP([]byte(raw))
 	if err != nil {
 		t.Fatalf("parse to sign: %v", err)
 	}

@@ -9,7 +9,7 @@ import (
 
 func parseRequest(t testing.TB, raw string) *sip.Request {
 	t.Helper()
-	msg, err := sip.NewParser().ParseSIP([]byte(raw))
+	msg, err := newParser().ParseSIP([]byte(raw))
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}

@@ -32,6 +32,7 @@ type rawUDP struct {
 	rmu  sync.Mutex // one reader per listener (sipgo's loop); guarded anyway
 	rd   rawRead
 	read func(fd uintptr) bool // rd.do, bound once
+	srcs srcCache              // under rmu
 
 	writers sync.Pool // of *rawWrite: one bound function per concurrent writer
 }
@@ -124,7 +125,68 @@ func (r *rawUDP) readFrom(b []byte) (int, net.Addr, error) {
 	if r.rd.errno != 0 {
 		return 0, nil, &net.OpError{Op: "read", Net: "udp", Source: r.local, Err: os.NewSyscallError("recvfrom", r.rd.errno)}
 	}
-	return r.rd.n, sockaddrUDP(&r.rd.sa), nil
+	return r.rd.n, r.srcs.lookup(&r.rd.sa), nil
+}
+
+// srcCache maps the sources datagrams came from to their srcAddr
+// (srcaddr.go), direct-mapped: a source whose slot another holds gets a
+// new srcAddr, which takes the slot. Callers and nodes send many messages
+// each, so nearly every datagram finds its source; the table never grows.
+type srcCache struct {
+	slot [srcSlots]srcEntry
+}
+
+const srcSlots = 256 // a power of two
+
+type srcKey struct {
+	addr  [16]byte
+	scope uint32
+	port  uint16
+	fam   uint16
+}
+
+type srcEntry struct {
+	key srcKey
+	a   *srcAddr
+}
+
+// lookup is the source recvfrom wrote, shaped as the net package shapes
+// it (a 4-byte IP from an IPv4 socket, 16 bytes and the zone's name from
+// an IPv6 one).
+func (c *srcCache) lookup(sa *syscall.RawSockaddrInet6) net.Addr {
+	var k srcKey
+	k.fam = sa.Family
+	switch sa.Family {
+	case syscall.AF_INET:
+		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
+		copy(k.addr[:4], sa4.Addr[:])
+		k.port = rawaddr.Port(&sa4.Port)
+	case syscall.AF_INET6:
+		k.addr, k.scope, k.port = sa.Addr, sa.Scope_id, rawaddr.Port(&sa.Port)
+	default:
+		return &net.UDPAddr{}
+	}
+	h := uint32(2166136261)
+	for _, b := range k.addr {
+		h = (h ^ uint32(b)) * 16777619
+	}
+	h = (h ^ uint32(k.port)) * 16777619
+	h = (h ^ k.scope) * 16777619
+	e := &c.slot[(h^h>>16)&(srcSlots-1)]
+	if e.a != nil && e.key == k {
+		return e.a
+	}
+	ip, zone := k.addr[:4], ""
+	if k.fam == syscall.AF_INET6 {
+		ip = k.addr[:]
+		if k.scope != 0 {
+			if ifi, err := net.InterfaceByIndex(int(k.scope)); err == nil {
+				zone = ifi.Name
+			}
+		}
+	}
+	e.key, e.a = k, newSrcAddr(ip, int(k.port), zone)
+	return e.a
 }
 
 // writeTo sends b to to; false when to cannot be written from this
@@ -149,24 +211,4 @@ func (r *rawUDP) writeTo(b []byte, to netip.AddrPort) (bool, error) {
 		return true, &net.OpError{Op: "write", Net: "udp", Source: r.local, Addr: net.UDPAddrFromAddrPort(to), Err: err}
 	}
 	return true, nil
-}
-
-// sockaddrUDP is the source address recvfrom wrote, shaped as the net
-// package shapes it (a 4-byte IP from an IPv4 socket, 16 bytes and the
-// zone's index from an IPv6 one).
-func sockaddrUDP(sa *syscall.RawSockaddrInet6) *net.UDPAddr {
-	switch sa.Family {
-	case syscall.AF_INET:
-		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return &net.UDPAddr{IP: append(net.IP(nil), sa4.Addr[:]...), Port: int(rawaddr.Port(&sa4.Port))}
-	case syscall.AF_INET6:
-		ua := &net.UDPAddr{IP: append(net.IP(nil), sa.Addr[:]...), Port: int(rawaddr.Port(&sa.Port))}
-		if sa.Scope_id != 0 {
-			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
-				ua.Zone = ifi.Name
-			}
-		}
-		return ua
-	}
-	return &net.UDPAddr{}
 }

@@ -53,8 +53,14 @@ func TestRawUDP_SendsAndReceivesAsTheNetPackageDoes(t *testing.T) {
 			if got := string(buf[:n]); got != "OPTIONS sip:x SIP/2.0\r\n\r\n" {
 				t.Errorf("read %q", got)
 			}
-			ua := from.(*net.UDPAddr)
+			ua, ok := udpAddrOf(from)
+			if !ok {
+				t.Fatalf("from = %T, not a UDP address", from)
+			}
 			want := peer.LocalAddr().(*net.UDPAddr)
+			if from.String() != ua.String() || from.Network() != "udp" {
+				t.Errorf("from prints %s/%q, its UDP address %q", from.Network(), from.String(), ua.String())
+			}
 			if ua.Port != want.Port || !ua.IP.Equal(want.IP) || len(ua.IP) != tc.wantFromLen {
 				t.Errorf("from = %v (%d-byte IP), want %v (%d bytes)", ua, len(ua.IP), want, tc.wantFromLen)
 			}
@@ -72,6 +78,77 @@ func TestRawUDP_SendsAndReceivesAsTheNetPackageDoes(t *testing.T) {
 				t.Errorf("peer read %q from %v", buf[:n], back)
 			}
 		})
+	}
+}
+
+// A source seen again is handed to sipgo as the same address, made once:
+// sipgo's read loop prints every datagram's source, and the reader would
+// allocate it per datagram. Sources that share a slot replace each other
+// and stay correct.
+func TestRawUDP_SourceAddressMadeOncePerSource(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "[::]:0")
+	if err != nil {
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer pc.Close()
+	r := newRawUDP(pc)
+	if r == nil {
+		t.Fatal("newRawUDP refused a UDP socket")
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	var peers []net.PacketConn
+	for i := 0; i < 300; i++ { // more sources than slots
+		peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		peers = append(peers, peer)
+	}
+	buf := make([]byte, 100)
+	read := func(peer net.PacketConn) net.Addr {
+		t.Helper()
+		if _, err := peer.WriteTo([]byte("OPTIONS sip:x SIP/2.0\r\n\r\n"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}); err != nil {
+			t.Fatal(err)
+		}
+		_, from, err := r.readFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := peer.LocalAddr().(*net.UDPAddr)
+		ua, ok := udpAddrOf(from)
+		if !ok || ua.Port != want.Port || !ua.IP.Equal(want.IP) {
+			t.Fatalf("from = %v, want %v", from, want)
+		}
+		if from.String() != want.String() {
+			t.Fatalf("from prints %q, its UDP address %q", from, ua)
+		}
+		return from
+	}
+	first := read(peers[0])
+	if again := read(peers[0]); again != first {
+		t.Errorf("the same source read twice gave two addresses (%p, %p)", first, again)
+	}
+	for _, peer := range peers {
+		read(peer)
+	}
+	read(peers[0])
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	msg := []byte("OPTIONS sip:x SIP/2.0\r\n\r\n")
+	known := read(peers[0])
+	uc := peers[0].(*net.UDPConn)
+	if n := testing.AllocsPerRun(50, func() {
+		if _, err := uc.WriteToUDPAddrPort(msg, to); err != nil {
+			t.Fatal(err)
+		}
+		if _, from, err := r.readFrom(buf); err != nil || from != known {
+			t.Fatalf("readFrom = %v, %v; want %v", from, err, known)
+		}
+	}); n != 0 {
+		t.Errorf("reading from a known source: %v allocations, want 0", n)
 	}
 }
 

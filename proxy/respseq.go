@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"hash/maphash"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -186,7 +185,7 @@ func (s *respSeq) noteArrival(info sip.TransportReadProps, data []byte) {
 	if s == nil || s.open.Load() == 0 || len(data) < 12 || data[0] != 'S' {
 		return
 	}
-	ua, ok := info.RemoteAddr.(*net.UDPAddr)
+	ua, ok := udpAddrOf(info.RemoteAddr) // srcaddr.go
 	if !ok {
 		return
 	}

@@ -19,7 +19,7 @@ func respOn(t *testing.T, branch string, code int) ([]byte, *sip.Response) {
 		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=" + branch + "\r\n" +
 		"Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKcaller\r\n" +
 		"From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: rs\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
-	m, err := sip.ParseMessage(append([]byte(nil), raw...))
+	m, err := newParser().ParseSIP(append([]byte(nil), raw...))
 	if err != nil {
 		t.Fatal(err)
 	}

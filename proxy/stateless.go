@@ -93,7 +93,7 @@ func (p *Proxy) statelessFilter(info sip.TransportReadProps, data []byte) []byte
 	default:
 		return data
 	}
-	ua, ok := info.RemoteAddr.(*net.UDPAddr)
+	ua, ok := udpAddrOf(info.RemoteAddr) // srcaddr.go
 	if !ok || !p.sl.adm.Rejecting() || rawToTag(data) != nil {
 		return data // re-INVITEs and other in-dialog requests are not parsed twice
 	}

@@ -33,7 +33,7 @@ func FuzzScanRaw(f *testing.F) {
 		if !scanRaw(data, &r) {
 			return
 		}
-		msg, err := sip.NewParser().ParseSIP(bytes.Clone(data))
+		msg, err := newParser().ParseSIP(bytes.Clone(data))
 		if err != nil {
 			t.Fatalf("scanRaw read a request sipgo cannot parse (%v):\n%q", err, data)
 		}

@@ -99,7 +99,7 @@ Contact: <sip:alice@%s>
 
 func parseResponse(t *testing.T, raw string) *sip.Response {
 	t.Helper()
-	msg, err := sip.NewParser().ParseSIP([]byte(raw))
+	msg, err := newParser().ParseSIP([]byte(raw))
 	if err != nil {
 		t.Fatalf("answer does not parse: %v\n%s", err, raw)
 	}

@@ -1,6 +1,13 @@
 package proxy
 
-import "github.com/emiago/sipgo/sip"
+import (
+	"net"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/emiago/sipgo/sip"
+)
 
 // A Via and its parameters in one allocation: the proxy builds or copies
 // one or two for every message it forwards.
@@ -37,15 +44,38 @@ func copyVia(v *sip.ViaHeader) *sip.ViaHeader {
 	return &c.h
 }
 
-type recordRouteWithParams struct {
-	h  sip.RecordRouteHeader
-	kv [3]sip.HeaderKV
+// newRecordRoute is sipedge's Record-Route:
+// <sip:host:port;transport=…;lr;se=token>, rendered once as sipgo renders
+// a *sip.RecordRouteHeader of that URI, and carried as a generic header.
+// Nothing reads it back as a typed value (in-dialog requests bring it as
+// Route, parsed then), and sipgo would otherwise render the URI again for
+// every send and retransmission: its host through net.ParseIP, its port
+// through strconv.Itoa and its parameters through a strings.Builder, four
+// to five allocations each time.
+func newRecordRoute(host string, port int, transport, token string) sip.Header {
+	n := len("<sip:[]:65535;transport=;lr;=>") + len(host) + len(transport) + len(routeParam) + len(token)
+	b := make([]byte, 0, n)
+	b = append(b, "<sip:"...)
+	if isIPv6Literal(host) {
+		b = append(append(append(b, '['), host...), ']')
+	} else {
+		b = append(b, host...)
+	}
+	if port > 0 {
+		b = strconv.AppendInt(append(b, ':'), int64(port), 10)
+	}
+	b = append(b, ";transport="...)
+	b = append(b, transport...)
+	b = append(b, ";lr;"...)
+	b = append(b, routeParam...)
+	b = append(b, '=')
+	b = append(b, token...)
+	b = append(b, '>')
+	return sip.NewHeader("Record-Route", unsafe.String(unsafe.SliceData(b), len(b)))
 }
 
-// newRecordRoute is sipedge's Record-Route: <sip:host:port;transport=…;lr;se=token>.
-func newRecordRoute(host string, port int, transport, token string) *sip.RecordRouteHeader {
-	r := &recordRouteWithParams{h: sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: host, Port: port}}}
-	r.kv = [3]sip.HeaderKV{{K: "transport", V: transport}, {K: "lr", V: ""}, {K: routeParam, V: token}}
-	r.h.Address.UriParams = r.kv[:]
-	return &r.h
+// isIPv6Literal is sipgo's test for bracketing a URI host (uriIP): an
+// IPv6 address not yet in brackets.
+func isIPv6Literal(host string) bool {
+	return strings.IndexByte(host, ':') >= 0 && net.ParseIP(host) != nil
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
@@ -37,5 +38,36 @@ func TestCopyVia_IsACloneWithRoom(t *testing.T) {
 	rr := newRecordRoute("127.0.0.1", 5060, "udp", "tok")
 	if got := rr.Value(); got != "<sip:127.0.0.1:5060;transport=udp;lr;"+routeParam+"=tok>" {
 		t.Errorf("newRecordRoute = %q", got)
+	}
+}
+
+// sipedge's Record-Route, rendered once, is what sipgo writes for the
+// typed header of the same URI, and costs two allocations (its bytes and
+// the header) however often it is sent.
+func TestNewRecordRoute_AsSipgoRendersIt(t *testing.T) {
+	for _, tc := range []struct {
+		host      string
+		port      int
+		transport string
+	}{
+		{"127.0.0.1", 5060, "udp"}, {"::1", 5070, "tcp"}, {"fe80::1%lo", 5060, "udp"}, {"[2001:db8::1]", 5061, "tls"},
+		{"edge.example.com", 0, "ws"}, {"10.0.0.1", 65535, "udp"},
+	} {
+		typed := &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: tc.host, Port: tc.port,
+			UriParams: sip.HeaderParams{{K: "transport", V: tc.transport}, {K: "lr"}, {K: routeParam, V: "AbC-d_9"}}}}
+		got := newRecordRoute(tc.host, tc.port, tc.transport, "AbC-d_9")
+		if got.String() != typed.String() {
+			t.Errorf("newRecordRoute(%q, %d) = %q, sipgo renders %q", tc.host, tc.port, got, typed)
+		}
+	}
+	var sink sip.Header
+	if n := testing.AllocsPerRun(100, func() { sink = newRecordRoute("127.0.0.1", 5060, "udp", "tok") }); n != 2 {
+		t.Errorf("newRecordRoute: %v allocations, want 2", n)
+	}
+	_ = sink
+	var b strings.Builder
+	b.Grow(256)
+	if n := testing.AllocsPerRun(100, func() { b.Reset(); b.Grow(256); sink.StringWrite(&b) }); n != 1 { // the Grow
+		t.Errorf("rendering sipedge's Record-Route: %v allocations, want none", n-1)
 	}
 }

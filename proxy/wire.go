@@ -121,7 +121,7 @@ func newUDPConn(pc net.PacketConn, p *Proxy, max int) *udpConn {
 
 // WriteTo sends through raw when it can.
 func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok {
+	if ua, ok := udpAddrOf(addr); ok { // srcaddr.go
 		if done, err := c.raw.writeTo(b, ua.AddrPort()); done {
 			if err != nil {
 				return 0, err
@@ -129,7 +129,7 @@ func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 			return len(b), nil
 		}
 	}
-	return c.PacketConn.WriteTo(b, addr)
+	return c.PacketConn.WriteTo(b, plainAddr(addr))
 }
 
 func (c *udpConn) readOne(b []byte) (int, net.Addr, error) {
@@ -148,12 +148,12 @@ func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		data := b[:n]
 		if n > c.max {
-			c.p.oversized(data, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, addr); return err })
+			c.p.oversized(data, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, plainAddr(addr)); return err })
 			continue
 		}
 		n, why := rawSanity(data)
 		if why != "" {
-			c.p.refuseRaw(data, why, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, addr); return err })
+			c.p.refuseRaw(data, why, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, plainAddr(addr)); return err })
 			continue
 		}
 		c.remember(b[:n], addr)
@@ -172,7 +172,7 @@ func (c *udpConn) parseFailed(data string, perr string) {
 	}
 	c.mu.Unlock()
 	if match {
-		c.p.rejectRaw(last, perr, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, addr); return err })
+		c.p.rejectRaw(last, perr, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, plainAddr(addr)); return err })
 	}
 }
 
@@ -239,7 +239,9 @@ func (p *Proxy) wire() []sipgo.UserAgentOption {
 	p.tcp = newLimitListener(p.tcp, p, lim)
 	p.wireExtra(lim)
 	p.wireSecure(lim) // streamguard.go
-	var opts []sipgo.UserAgentOption
+
+	// The listeners' parser (parser.go).
+	opts := []sipgo.UserAgentOption{sipgo.WithUserAgentParser(newParser())}
 	if p.opts.Secure.NodeTLS != nil {
 		opts = append(opts, sipgo.WithUserAgenTLSConfig(p.opts.Secure.NodeTLS))
 	}
