@@ -34,6 +34,7 @@ import (
 
 // rawAck is what forwardRawACK reads of an ACK: slices of the datagram.
 type rawAck struct {
+	requestLine        []byte // with its CRLF, forwarded as it came
 	ruriUser, ruriHost []byte
 	ruriPort           int
 	fromTag, toTag     []byte
@@ -55,42 +56,32 @@ type rawAck struct {
 // maxRawAckLines bounds the header lines read; an ACK with more is parsed.
 const maxRawAckLines = 32
 
-var sipVersion = []byte("SIP/2.0")
-
 // scanRawAck reads an ACK's bytes into a and reports whether the raw path
 // may forward it.
 func scanRawAck(data []byte, a *rawAck) bool {
 	if !bytes.HasPrefix(data, ackPrefix) {
 		return false
 	}
-	eol := bytes.Index(data, crlf)
-	if eol <= 0 {
+	_, uri, rest, ok := rawRequestLine(data) // stateless_raw.go
+	if !ok {
 		return false
 	}
-	line := data[:eol]
-	if !plainLine(line) {
+	if a.ruriUser, a.ruriHost, ok = plainSIPURI(uri); !ok {
 		return false
 	}
-	sp1, sp2 := bytes.IndexByte(line, ' '), bytes.LastIndexByte(line, ' ')
-	if sp2 <= sp1 || !bytes.Equal(line[sp2+1:], sipVersion) {
-		return false
-	}
-	var ok bool
-	if a.ruriUser, a.ruriHost, ok = plainSIPURI(line[sp1+1 : sp2]); !ok {
-		return false
-	}
-	a.ruriPort = uriPort(line[sp1+1 : sp2])
+	a.ruriPort = uriPort(uri)
+	a.requestLine = data[:len(data)-len(rest)]
 	var seen [numH]int
 	clen := -1
 	a.topVia, a.maxFwd, a.nroutes, a.nlines = -1, -1, 0, 0
 	routesDone := false
-	rest := data[eol+2:]
 	for {
-		eol = bytes.Index(rest, crlf)
+		eol := bytes.Index(rest, crlf)
 		if eol < 0 {
 			return false
 		}
-		line, rest = rest[:eol], rest[eol+2:]
+		line := rest[:eol]
+		rest = rest[eol+2:]
 		if len(line) == 0 {
 			break // the body follows
 		}
@@ -303,37 +294,15 @@ func base64URL(b []byte) bool {
 
 // rawLoopHash is loopHash over an ACK's bytes.
 func rawLoopHash(a *rawAck) uint64 {
-	h := uint64(14695981039346656037)
-	mixb := func(s []byte) {
-		for i := 0; i < len(s); i++ {
-			h ^= uint64(s[i])
-			h *= 1099511628211
-		}
-		h ^= 0xff
-		h *= 1099511628211
-	}
-	var num [20]byte
-	mixb(a.ruriUser)
-	mixb(a.ruriHost)
-	mixb(strconv.AppendInt(num[:0], int64(a.ruriPort), 10))
-	mixb(a.fromTag)
-	mixb(a.toTag)
-	mixb(a.callID)
-	mixb(strconv.AppendUint(num[:0], uint64(a.cseq), 10))
-	return h
-}
-
-// appendRawBranch appends statelessBranch's value for the ACK a.
-func appendRawBranch(b []byte, a *rawAck) []byte {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(a.branch); i++ {
-		h ^= uint64(a.branch[i])
-		h *= 1099511628211
-	}
-	b = append(b, branchMark...)
-	b = strconv.AppendUint(b, rawLoopHash(a), 16)
-	b = append(b, ".a"...)
-	return strconv.AppendUint(b, h, 16)
+	h := fnvOffset
+	h.field(unsafeString(a.ruriUser))
+	h.field(unsafeString(a.ruriHost))
+	h.number(int64(a.ruriPort))
+	h.field(unsafeString(a.fromTag))
+	h.field(unsafeString(a.toTag))
+	h.field(unsafeString(a.callID))
+	h.number(int64(a.cseq))
+	return uint64(h)
 }
 
 // rawAckOK reports whether this proxy's set-up lets ACKs take the raw
@@ -365,13 +334,15 @@ func (p *Proxy) forwardRawACK(info sip.TransportReadProps, data []byte) bool {
 	// ourRoute: the top one or two sipedge entries; the last one decoded
 	// gives the state.
 	var st routeState
-	old := false
+	oldKeys := 0 // tokens signed with the previous secret, counted once forwarded
 	for i := 0; i < a.nroutes; i++ {
 		s, key, err := p.signer.decode(unsafeString(a.tokens[i]))
 		if err != nil {
 			return false // counted and logged by the parsed path
 		}
-		st, old = s, old || key > 0
+		if st = s; key > 0 {
+			oldKeys++
+		}
 	}
 	next := hop{addr: st.PeerAddr, transport: st.PeerTransport}
 	if string(a.fromTag) == st.FromTag {
@@ -387,16 +358,12 @@ func (p *Proxy) forwardRawACK(info sip.TransportReadProps, data []byte) bool {
 	buf := renderPool.Get().(*bytes.Buffer)
 	defer renderPool.Put(buf)
 	buf.Reset()
-	p.appendRawAck(buf, &a, data, src)
+	p.appendRawAck(buf, &a, src)
 	if buf.Len() > sip.UDPMTUSize-200 {
 		return false // sipgo refuses it the same way
 	}
-	if old && p.metrics != nil {
-		for i := 0; i < a.nroutes; i++ {
-			if _, key, err := p.signer.decode(unsafeString(a.tokens[i])); err == nil && key > 0 {
-				p.metrics.routeOldSecret.Inc()
-			}
-		}
+	if oldKeys > 0 && p.metrics != nil {
+		p.metrics.routeOldSecret.Add(float64(oldKeys))
 	}
 	p.metrics.countRequest(sip.ACK)
 	if p.limits != nil {
@@ -413,15 +380,15 @@ func (p *Proxy) forwardRawACK(info sip.TransportReadProps, data []byte) bool {
 // appendRawAck writes the forwarded ACK: the request line as it came,
 // sipedge's Via, then every header line but sipedge's Route entries, the
 // sender's Via marked (received, rport) and Max-Forwards decremented.
-func (p *Proxy) appendRawAck(buf *bytes.Buffer, a *rawAck, data []byte, src *net.UDPAddr) {
+func (p *Proxy) appendRawAck(buf *bytes.Buffer, a *rawAck, src *net.UDPAddr) {
 	var num [64]byte
-	buf.Write(data[:bytes.Index(data, crlf)+2])
+	buf.Write(a.requestLine)
 	buf.WriteString("Via: SIP/2.0/UDP ")
 	buf.WriteString(p.advHost)
 	buf.WriteByte(':')
 	buf.Write(strconv.AppendInt(num[:0], int64(p.advPort), 10))
 	buf.WriteString(";branch=")
-	buf.Write(appendRawBranch(num[:0], a))
+	buf.Write(appendStatelessBranch(num[:0], rawLoopHash(a), unsafeString(a.branch)))
 	buf.WriteString("\r\n")
 	for i := 0; i < a.nlines; i++ {
 		line := a.lines[i]
@@ -458,17 +425,4 @@ func (p *Proxy) appendRawAck(buf *bytes.Buffer, a *rawAck, data []byte, src *net
 		buf.WriteString("Content-Length: 0\r\n")
 	}
 	buf.WriteString("\r\n")
-}
-
-// hasKey reports whether a request of Call-ID id with transaction key k
-// came in lately (the INVITE an ACK of a non-2xx answer belongs to).
-func (s *sequencer) hasKey(id string, k seqKey) bool {
-	if s == nil {
-		return false
-	}
-	sh := s.shard(id)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	c := sh.calls[id]
-	return c != nil && c.index(k) >= 0
 }

@@ -81,7 +81,7 @@ func FuzzScanRawAck(f *testing.F) {
 			t.Fatalf("sipgo reads %d sipedge routes, raw %d:\n%q", n, a.nroutes, data)
 		}
 		var buf bytes.Buffer
-		px.appendRawAck(&buf, &a, data, src)
+		px.appendRawAck(&buf, &a, src)
 		out, err := newParser().ParseSIP(buf.Bytes())
 		if err != nil {
 			t.Fatalf("forwarded ACK does not parse (%v):\n%q", err, buf.Bytes())

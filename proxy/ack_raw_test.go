@@ -67,7 +67,7 @@ func TestForwardRawACK_SameMessageAsTheParsedPath(t *testing.T) {
 				t.Fatalf("scanRawAck declined:\n%s", tc.msg)
 			}
 			var buf bytes.Buffer
-			px.appendRawAck(&buf, &a, data, src)
+			px.appendRawAck(&buf, &a, src)
 			raw := parseReq(t, buf.Bytes())
 
 			in := parseReq(t, data)

@@ -147,38 +147,48 @@ func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
 
 // loopHash covers the fields that stay the same when a request comes back
 // to us unchanged (RFC 3261 §16.6 step 8), FNV-1a without allocation.
+// rawLoopHash (ack_raw.go) is the same over an ACK's bytes.
 func loopHash(req *sip.Request) uint64 {
-	h := uint64(14695981039346656037)
-	mixb := func(s []byte) {
-		for i := 0; i < len(s); i++ {
-			h ^= uint64(s[i])
-			h *= 1099511628211
-		}
-		h ^= 0xff
-		h *= 1099511628211
-	}
-	mix := func(s string) {
-		for i := 0; i < len(s); i++ {
-			h ^= uint64(s[i])
-			h *= 1099511628211
-		}
-		h ^= 0xff
-		h *= 1099511628211
-	}
-	var num [20]byte
-	mix(req.Recipient.User)
-	mix(req.Recipient.Host)
-	mixb(strconv.AppendInt(num[:0], int64(req.Recipient.Port), 10))
-	mix(fromTag(req))
+	h := fnvOffset
+	h.field(req.Recipient.User)
+	h.field(req.Recipient.Host)
+	h.number(int64(req.Recipient.Port))
+	h.field(fromTag(req))
 	if to := req.To(); to != nil {
 		tag, _ := to.Params.Get("tag")
-		mix(tag)
+		h.field(tag)
 	}
-	mix(callID(req))
+	h.field(callID(req))
 	if cs := req.CSeq(); cs != nil {
-		mixb(strconv.AppendUint(num[:0], uint64(cs.SeqNo), 10))
+		h.number(int64(cs.SeqNo))
 	}
-	return h
+	return uint64(h)
+}
+
+// fnv1a is the FNV-1a state of loopHash and of the stateless branch.
+type fnv1a uint64
+
+const (
+	fnvOffset fnv1a = 14695981039346656037
+	fnvPrime  fnv1a = 1099511628211
+)
+
+func (h *fnv1a) add(s string) {
+	for i := 0; i < len(s); i++ {
+		*h = (*h ^ fnv1a(s[i])) * fnvPrime
+	}
+}
+
+// field adds s closed by a 0xff, so that "ab"+"c" and "a"+"bc" differ.
+func (h *fnv1a) field(s string) {
+	h.add(s)
+	*h = (*h ^ 0xff) * fnvPrime
+}
+
+// number adds n's decimal digits as a field.
+func (h *fnv1a) number(n int64) {
+	var num [20]byte
+	h.field(unsafeString(strconv.AppendInt(num[:0], n, 10)))
 }
 
 func (p *Proxy) branch(req *sip.Request) string {
@@ -195,14 +205,18 @@ func statelessBranch(req *sip.Request) string {
 	if via := req.Via(); via != nil {
 		b, _ = via.Params.Get("branch")
 	}
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(b); i++ {
-		h ^= uint64(b[i])
-		h *= 1099511628211
-	}
 	var buf [64]byte
-	out := append(strconv.AppendUint(append(buf[:0], branchMark...), loopHash(req), 16), ".a"...)
-	return string(strconv.AppendUint(out, h, 16))
+	return string(appendStatelessBranch(buf[:0], loopHash(req), b))
+}
+
+// appendStatelessBranch appends the branch of a request whose loop hash is
+// loop and whose top Via carries viaBranch: the same request gives the
+// same branch.
+func appendStatelessBranch(b []byte, loop uint64, viaBranch string) []byte {
+	h := fnvOffset
+	h.add(viaBranch)
+	b = strconv.AppendUint(append(b, branchMark...), loop, 16)
+	return strconv.AppendUint(append(b, ".a"...), uint64(h), 16)
 }
 
 // isLoop reports whether the request already passed through this proxy

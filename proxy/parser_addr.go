@@ -25,36 +25,29 @@ type toWithParams struct {
 
 func parseFrom(_ []byte, text string) (sip.Header, error) {
 	v := &fromWithParams{}
-	h := &v.h
-	h.Params = v.kv[:0:addrRoom]
-	var err error
-	h.DisplayName, err = sip.ParseAddressValue(text, &h.Address, &h.Params)
-	if len(h.Params) == 0 {
-		h.Params = nil // as sipgo leaves it
-	}
-	if err != nil {
-		return h, err
-	}
-	if h.Address.Wildcard {
-		return h, fmt.Errorf("wildcard uri not permitted in to: header: %s", text)
-	}
-	return h, nil
+	return &v.h, parseAddr(text, &v.h.DisplayName, &v.h.Address, &v.h.Params, v.kv[:0])
 }
 
 func parseTo(_ []byte, text string) (sip.Header, error) {
 	v := &toWithParams{}
-	h := &v.h
-	h.Params = v.kv[:0:addrRoom]
+	return &v.h, parseAddr(text, &v.h.DisplayName, &v.h.Address, &v.h.Params, v.kv[:0])
+}
+
+// parseAddr is sipgo's parse of a From or To value into its fields, the
+// parameters appended to room (nil when there are none, as sipgo leaves
+// them).
+func parseAddr(text string, display *string, uri *sip.Uri, params *sip.HeaderParams, room sip.HeaderParams) error {
+	*params = room
 	var err error
-	h.DisplayName, err = sip.ParseAddressValue(text, &h.Address, &h.Params)
-	if len(h.Params) == 0 {
-		h.Params = nil
+	*display, err = sip.ParseAddressValue(text, uri, params)
+	if len(*params) == 0 {
+		*params = nil
 	}
 	if err != nil {
-		return h, err
+		return err
 	}
-	if h.Address.Wildcard {
-		return h, fmt.Errorf("wildcard uri not permitted in to: header: %s", text)
+	if uri.Wildcard {
+		return fmt.Errorf("wildcard uri not permitted in to: header: %s", text)
 	}
-	return h, nil
+	return nil
 }

@@ -353,3 +353,16 @@ func (c *seqCall) signal() {
 		c.wake = nil
 	}
 }
+
+// hasKey reports whether a request of Call-ID id with transaction key k
+// came in lately (the INVITE an ACK of a non-2xx answer belongs to).
+func (s *sequencer) hasKey(id string, k seqKey) bool {
+	if s == nil {
+		return false
+	}
+	sh := s.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c := sh.calls[id]
+	return c != nil && c.index(k) >= 0
+}

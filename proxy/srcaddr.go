@@ -46,7 +46,7 @@ func udpAddrOf(a net.Addr) (*net.UDPAddr, bool) {
 	return nil, false
 }
 
-// plainAddr is a for the net package's calls, which take a source address
+// plainAddr is a as the net package's calls take it: a source address
 // only as a *net.UDPAddr.
 func plainAddr(a net.Addr) net.Addr {
 	if ua, ok := udpAddrOf(a); ok {

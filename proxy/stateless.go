@@ -237,11 +237,7 @@ func (p *Proxy) appendStateless(buf *bytes.Buffer, req *sip.Request, code int, r
 		}
 		if top {
 			top = false
-			if val, ok := via.Params.Get("rport"); ok && val == "" {
-				host, port, _ := net.SplitHostPort(req.Source())
-				via.Params.Add("rport", port)
-				via.Params.Add("received", host)
-			}
+			answerRport(via, req.Source()) // trying.go
 		}
 		via.StringWrite(buf)
 		buf.WriteString("\r\n")

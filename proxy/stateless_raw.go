@@ -119,33 +119,43 @@ func headerClass(n []byte) int {
 	return hOther
 }
 
-// scanRaw reads data into r and reports whether the stateless path may
-// judge it from its bytes (see the file comment for what declines).
-func scanRaw(data []byte, r *rawRequest) bool {
+// rawRequestLine splits a request's first line, "METHOD URI SIP/2.0"
+// written plainly, into its method and Request-URI; rest is what follows
+// its CRLF. ok is false for any other shape.
+func rawRequestLine(data []byte) (method, uri, rest []byte, ok bool) {
 	eol := bytes.Index(data, crlf)
 	if eol <= 0 {
-		return false
+		return nil, nil, nil, false
 	}
 	line := data[:eol]
 	if !plainLine(line) {
-		return false
+		return nil, nil, nil, false
 	}
 	sp1, sp2 := bytes.IndexByte(line, ' '), bytes.LastIndexByte(line, ' ')
 	if sp1 <= 0 || sp2 <= sp1 || string(line[sp2+1:]) != "SIP/2.0" {
+		return nil, nil, nil, false
+	}
+	return line[:sp1], line[sp1+1 : sp2], data[eol+2:], true
+}
+
+// scanRaw reads data into r and reports whether the stateless path may
+// judge it from its bytes (see the file comment for what declines).
+func scanRaw(data []byte, r *rawRequest) bool {
+	method, uri, rest, ok := rawRequestLine(data)
+	if !ok {
 		return false
 	}
-	var ok bool
-	if r.method, ok = rawMethod(line[:sp1]); !ok {
+	if r.method, ok = rawMethod(method); !ok {
 		return false
 	}
-	if r.ruriUser, r.ruriHost, ok = plainSIPURI(line[sp1+1 : sp2]); !ok {
+	if r.ruriUser, r.ruriHost, ok = plainSIPURI(uri); !ok {
 		return false
 	}
 	var seen [numH]int
 	clen := -1
-	rest := data[eol+2:]
+	var line []byte
 	for {
-		eol = bytes.Index(rest, crlf)
+		eol := bytes.Index(rest, crlf)
 		if eol < 0 {
 			return false
 		}

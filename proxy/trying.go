@@ -27,11 +27,7 @@ func tryingFor(req *sip.Request) *sip.Response {
 		if top {
 			top = false
 			via = copyVia(via) // vias.go
-			if val, ok := via.Params.Get("rport"); ok && val == "" {
-				host, port, _ := net.SplitHostPort(req.Source())
-				via.Params.Add("rport", port)
-				via.Params.Add("received", host)
-			}
+			answerRport(via, req.Source())
 		}
 		res.AppendHeader(via)
 	}
@@ -56,4 +52,15 @@ func tryingFor(req *sip.Request) *sip.Response {
 	res.SetTransport(req.Transport())
 	res.SetDestination(req.Source())
 	return res
+}
+
+// answerRport fills in the top Via of an answer as sipgo's
+// NewResponseFromRequest does when the request asks for it (an empty
+// rport, RFC 3581): rport the source's port, received its host.
+func answerRport(via *sip.ViaHeader, source string) {
+	if val, ok := via.Params.Get("rport"); ok && val == "" {
+		host, port, _ := net.SplitHostPort(source)
+		via.Params.Add("rport", port)
+		via.Params.Add("received", host)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -71,11 +70,13 @@ func newRecordRoute(host string, port int, transport, token string) sip.Header {
 	b = append(b, '=')
 	b = append(b, token...)
 	b = append(b, '>')
-	return sip.NewHeader("Record-Route", unsafe.String(unsafe.SliceData(b), len(b)))
+	return sip.NewHeader("Record-Route", unsafeString(b)) // b is never written again
 }
 
-// isIPv6Literal is sipgo's test for bracketing a URI host (uriIP): an
-// IPv6 address not yet in brackets.
+// isIPv6Literal reports whether host is an IPv6 address not yet in
+// brackets, which a URI writes in brackets. sipgo's uriIP brackets the
+// same hosts except a v4-mapped one (::ffff:a.b.c.d), which it leaves bare
+// and unparsable; sipedge brackets that too.
 func isIPv6Literal(host string) bool {
 	return strings.IndexByte(host, ':') >= 0 && net.ParseIP(host) != nil
 }

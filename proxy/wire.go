@@ -148,12 +148,12 @@ func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		data := b[:n]
 		if n > c.max {
-			c.p.oversized(data, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, plainAddr(addr)); return err })
+			c.p.oversized(data, func(out []byte) error { _, err := c.WriteTo(out, addr); return err })
 			continue
 		}
 		n, why := rawSanity(data)
 		if why != "" {
-			c.p.refuseRaw(data, why, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, plainAddr(addr)); return err })
+			c.p.refuseRaw(data, why, func(out []byte) error { _, err := c.WriteTo(out, addr); return err })
 			continue
 		}
 		c.remember(b[:n], addr)
@@ -172,7 +172,7 @@ func (c *udpConn) parseFailed(data string, perr string) {
 	}
 	c.mu.Unlock()
 	if match {
-		c.p.rejectRaw(last, perr, func(out []byte) error { _, err := c.PacketConn.WriteTo(out, plainAddr(addr)); return err })
+		c.p.rejectRaw(last, perr, func(out []byte) error { _, err := c.WriteTo(out, addr); return err })
 	}
 }
 
