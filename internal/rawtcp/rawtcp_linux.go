@@ -63,12 +63,10 @@ func Wrap(c *net.TCPConn) (*Conn, error) {
 	return rw, nil
 }
 
-// Dialer returns a go-redis Options.Dialer: TCP with go-redis's own
-// keep-alive settings and dial timeout, wrapped in Conn.
+// Dialer returns a go-redis Options.Dialer: TCP as go-redis dials it
+// (netDialer), wrapped in Conn.
 func Dialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout, KeepAliveConfig: net.KeepAliveConfig{
-		Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3,
-	}}
+	d := netDialer(timeout)
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {

@@ -33,14 +33,14 @@ func recvFrom(fd uintptr, buf []byte, sa *sockaddr) (int, netip.AddrPort, syscal
 	if errno != 0 {
 		return 0, netip.AddrPort{}, errno
 	}
-	return int(n), decodeSockaddr(sa), 0
+	return int(n), rawaddr.Decode(sa), 0
 }
 
 // sendTo sends pkt to dst from the non-blocking socket fd; a socket
 // without room (EAGAIN) is an error like any other: late RTP is useless.
 // family is the socket's: an IPv4 dst on an IPv6 socket goes v4-mapped.
 func sendTo(fd uintptr, family int, pkt []byte, dst netip.AddrPort, sa *sockaddr) syscall.Errno {
-	salen := encodeSockaddr(sa, family, dst)
+	salen := rawaddr.Encode(sa, family, dst)
 	if salen == 0 {
 		return syscall.EAFNOSUPPORT
 	}
@@ -52,10 +52,4 @@ func sendTo(fd uintptr, family int, pkt []byte, dst netip.AddrPort, sa *sockaddr
 			return errno
 		}
 	}
-}
-
-func decodeSockaddr(sa *sockaddr) netip.AddrPort { return rawaddr.Decode(sa) }
-
-func encodeSockaddr(sa *sockaddr, family int, dst netip.AddrPort) uintptr {
-	return rawaddr.Encode(sa, family, dst)
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"syscall"
 	"unsafe"
+
+	rawaddr "github.com/sipedge/sipedge/internal/sockaddr"
 )
 
 // recvBatch is the most datagrams one recvmmsg takes. Its real use is the
@@ -60,5 +62,5 @@ func (b *batch) recv(fd uintptr) (int, syscall.Errno) {
 // packet returns datagram i of the last recv (up to maxPacket+1 bytes:
 // longer ones come truncated) and its source.
 func (b *batch) packet(i int) ([]byte, netip.AddrPort) {
-	return b.buf[i][:b.msgs[i].n], decodeSockaddr(&b.from[i])
+	return b.buf[i][:b.msgs[i].n], rawaddr.Decode(&b.from[i])
 }
