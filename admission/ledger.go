@@ -90,7 +90,8 @@ type Ledger struct {
 	lastRecon  time.Time
 	okStreak   int // full writes in a row that succeeded
 
-	placed placedCache // the node each write returned (sticky.go)
+	placed placedCache    // the node each write returned (sticky.go)
+	index  placementIndex // the conferences that have a placement (unplaced.go)
 }
 
 // NewLedger returns a Ledger for src; Run drives it.
@@ -122,13 +123,15 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 	if opts.Coalesce == 0 {
 		opts.Coalesce = DefaultCoalesce
 	}
-	m, err := newLedgerMetrics(reg)
+	l := &Ledger{rdb: rdb, k: k, opts: opts, src: src, log: log, wake: make(chan struct{}, 1),
+		dirtyConfs: map[string]bool{}, dirtyNodes: map[string]bool{}, recent: map[string]time.Time{},
+		notes: map[string]map[string]int{}}
+	m, err := newLedgerMetrics(reg, l.index.ready)
 	if err != nil {
 		return nil, err
 	}
-	return &Ledger{rdb: rdb, k: k, opts: opts, src: src, log: log, m: m, wake: make(chan struct{}, 1),
-		dirtyConfs: map[string]bool{}, dirtyNodes: map[string]bool{}, recent: map[string]time.Time{},
-		notes: map[string]map[string]int{}}, nil
+	l.m = m
+	return l, nil
 }
 
 // Touch marks a conference and a node whose share changed here; the
@@ -303,6 +306,7 @@ func (l *Ledger) fail(ctx context.Context, op string, err error) {
 	if ctx.Err() != nil {
 		return // shutting down, not a Redis fault
 	}
+	l.index.lost()
 	l.m.errors.WithLabelValues(op).Inc()
 	l.log.Warn().Err(err).Str("op", op).Msg("dialog counts not written to Redis; rewritten at the next beat")
 }

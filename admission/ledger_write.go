@@ -95,7 +95,9 @@ for _, c in ipairs(confs) do
     redis.call('DEL', key)
   else
     if c[2] ~= '' then
-      redis.call('HSETNX', key, 'node', c[2])
+      if redis.call('HSETNX', key, 'node', c[2]) == 1 then
+        redis.call('PUBLISH', prefix .. 'placements', c[1]) -- keys.Placements (unplaced.go)
+      end
       redis.call('HSETNX', key, 'started', now)
       redis.call('HSETNX', key, 'instance', self)
     end
@@ -185,13 +187,17 @@ func (l *Ledger) reconcile(ctx context.Context) error {
 	defer cancel()
 	var ids []string
 	prefix := l.k.Conf("")
+	l.index.scanStarted()
 	iter := l.rdb.Scan(ctx, 0, l.k.ConfPattern(), 1000).Iterator()
 	for iter.Next(ctx) {
 		ids = append(ids, iter.Val()[len(prefix):])
 	}
 	if err := iter.Err(); err != nil {
+		l.index.scanDone(nil, false)
 		return fmt.Errorf("scan conference keys: %w", err)
 	}
+	l.index.scanDone(ids, true) // unplaced.go
+	l.m.indexed.Set(float64(len(ids)))
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), 500)]
 		ids = ids[len(batch):]

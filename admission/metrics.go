@@ -12,6 +12,8 @@ type metrics struct {
 	redisErrors *prometheus.CounterVec
 	stickyLocal prometheus.Counter // sticky lookups answered from the Ledger (sticky.go)
 	stickyRedis prometheus.Counter // sticky lookups sent to Redis
+	// stickyUnplaced: lookups answered "no placement" by the Ledger's index (unplaced.go)
+	stickyUnplaced prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,9 +33,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	stickyLookups := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sipedge_admission_sticky_lookups_total",
-		Help: "Sticky placement lookups of new dialogs, by where the answer came from: local (this instance holds dialogs of the conference and its last count write returned the node) or redis (HGET).",
+		Help: "Sticky placement lookups of new dialogs, by where the answer came from: local (this instance holds dialogs of the conference and its last count write returned the node), unplaced (no instance has placed the conference: the placement index knows it without asking Redis) or redis (HGET).",
 	}, []string{"source"})
 	m.stickyLocal, m.stickyRedis = stickyLookups.WithLabelValues(StickyLocal), stickyLookups.WithLabelValues(StickyRedis)
+	m.stickyUnplaced = stickyLookups.WithLabelValues(StickyUnplaced)
 	for _, c := range Causes {
 		m.rejects.WithLabelValues(c)
 	}
@@ -53,9 +56,10 @@ type ledgerMetrics struct {
 	errors     *prometheus.CounterVec
 	notes      *prometheus.CounterVec
 	reconciled prometheus.Counter
+	indexed    prometheus.Gauge // conference keys the last scan found (unplaced.go)
 }
 
-func newLedgerMetrics(reg prometheus.Registerer) (*ledgerMetrics, error) {
+func newLedgerMetrics(reg prometheus.Registerer, indexReady func() bool) (*ledgerMetrics, error) {
 	m := &ledgerMetrics{
 		writes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sipedge_admission_count_writes_total",
@@ -73,11 +77,24 @@ func newLedgerMetrics(reg prometheus.Registerer) (*ledgerMetrics, error) {
 			Name: "sipedge_admission_conf_reconciled_total",
 			Help: "Conference keys corrected or deleted because no live instance held their dialogs.",
 		}),
+		indexed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sipedge_admission_placement_index_conferences",
+			Help: "Conference keys found by the last scan of the placement index (new conferences are placed without asking Redis while the index is ready).",
+		}),
 	}
+	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sipedge_admission_placement_index_ready",
+		Help: "1 while the set of conferences with a placement is complete (a scan since the placements channel was last subscribed and no Redis failure since): a conference outside it is placed by the ring without a Redis lookup. 0: every lookup asks Redis.",
+	}, func() float64 {
+		if indexReady() {
+			return 1
+		}
+		return 0
+	})
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	for _, c := range []prometheus.Collector{m.writes, m.errors, m.notes, m.reconciled} {
+	for _, c := range []prometheus.Collector{m.writes, m.errors, m.notes, m.reconciled, m.indexed, ready} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ledger metrics: %w", err)
 		}

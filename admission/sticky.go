@@ -157,6 +157,10 @@ func (a *Admitter) stickyNode(ctx context.Context, req Request, nodes NodeView) 
 			a.metrics.stickyLocal.Inc()
 			return node
 		}
+		if l.Unplaced(req.ConfID) { // unplaced.go
+			a.metrics.stickyUnplaced.Inc()
+			return ""
+		}
 	}
 	a.metrics.stickyRedis.Inc()
 	lctx, cancel := context.WithTimeout(ctx, a.opts.RedisTimeout)

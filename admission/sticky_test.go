@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -84,6 +85,17 @@ func (e *stickyEnv) end(key string) {
 func (e *stickyEnv) unhealthy(node string) {
 	e.nodes.s = ring.BuildSnapshot(threeNodes(), func(n string) bool { return n != node }, e.now,
 		ring.HealthOptions{ProbeInterval: time.Second})
+}
+
+// indexReady makes the placement index complete: subscribed, then a scan.
+func (e *stickyEnv) indexReady() {
+	e.l.PlacementsSubscribed()
+	if err := e.l.reconcile(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	if !e.l.index.ready() {
+		e.t.Fatal("placement index not ready after a subscription and a scan")
+	}
 }
 
 // oracle is today's verdict: Decide with the node Redis holds now.
@@ -188,6 +200,58 @@ func TestAdmit_StickyPlacementAnsweredLocallyWhenHeld(t *testing.T) {
 			source: StickyLocal, node: func(e *stickyEnv) string { return e.sticky },
 		},
 		{
+			name:   "index ready, nothing anywhere: placed by ring without asking Redis",
+			setup:  func(e *stickyEnv) { e.indexReady() },
+			source: StickyUnplaced, node: func(e *stickyEnv) string { return e.ringN }, today: true,
+		},
+		{
+			name: "index ready, placed by another instance since (announced): Redis asked",
+			setup: func(e *stickyEnv) {
+				e.indexReady()
+				e.mr.HSet(e.k.Conf(stickyConf), "node", e.sticky)
+				e.l.ConfPlaced(stickyConf)
+			},
+			source: StickyRedis, node: func(e *stickyEnv) string { return e.sticky }, today: true,
+		},
+		{
+			name: "index ready, the key was there at the scan: Redis asked",
+			setup: func(e *stickyEnv) {
+				e.mr.SAdd(e.k.Instances(), "B") // B holds a dialog of it: the reconcile keeps the key
+				e.mr.HSet(e.k.Calls("B"), "t", "1", "c:"+stickyConf, "1")
+				e.mr.HSet(e.k.Conf(stickyConf), "node", e.sticky, "dialogs", "1")
+				e.indexReady()
+			},
+			source: StickyRedis, node: func(e *stickyEnv) string { return e.sticky }, today: true,
+		},
+		{
+			name: "a Redis failure since the scan (announcements may be lost): Redis asked",
+			setup: func(e *stickyEnv) {
+				e.indexReady()
+				e.l.fail(context.Background(), "beat", errors.New("i/o timeout"))
+				e.mr.HSet(e.k.Conf(stickyConf), "node", e.sticky) // placed meanwhile, not announced
+			},
+			source: StickyRedis, node: func(e *stickyEnv) string { return e.sticky }, today: true,
+		},
+		{
+			name: "resubscribed since the scan: Redis asked until the next scan",
+			setup: func(e *stickyEnv) {
+				e.indexReady()
+				e.l.PlacementsSubscribed()
+				e.mr.HSet(e.k.Conf(stickyConf), "node", e.sticky)
+			},
+			source: StickyRedis, node: func(e *stickyEnv) string { return e.sticky }, today: true,
+		},
+		{
+			name: "scanned before the first subscription: Redis asked",
+			setup: func(e *stickyEnv) {
+				if err := e.l.reconcile(context.Background()); err != nil {
+					e.t.Fatal(err)
+				}
+				e.l.PlacementsSubscribed()
+			},
+			source: StickyRedis, node: func(e *stickyEnv) string { return e.ringN }, today: true,
+		},
+		{
 			name: "Redis error with no leg held: placed by ring (fail-static)",
 			setup: func(e *stickyEnv) {
 				e.mr.HSet(e.k.Conf(stickyConf), "node", e.sticky)
@@ -214,7 +278,15 @@ func TestAdmit_StickyPlacementAnsweredLocallyWhenHeld(t *testing.T) {
 			}
 			local := testutil.ToFloat64(e.a.metrics.stickyLocal)
 			redisN := testutil.ToFloat64(e.a.metrics.stickyRedis)
+			unplaced := testutil.ToFloat64(e.a.metrics.stickyUnplaced)
+			if tc.source != StickyUnplaced && unplaced != 0 {
+				t.Errorf("%v lookups answered unplaced; want %s", unplaced, tc.source)
+			}
 			switch tc.source {
+			case StickyUnplaced:
+				if unplaced != 1 || local != 0 || redisN != 0 || cmds != 0 {
+					t.Errorf("unplaced %v local %v redis %v lookups, %d Redis commands; want answered by the index", unplaced, local, redisN, cmds)
+				}
 			case StickyLocal:
 				if local != 1 || redisN != 0 || cmds != 0 {
 					t.Errorf("local %v redis %v lookups, %d Redis commands; want answered locally", local, redisN, cmds)

@@ -62,6 +62,7 @@ func TestPlace_LocalStickyHoldsAcrossRingChangeAndTwoInstances(t *testing.T) {
 	for _, s := range c.inst {
 		s.waitRing(t, 5*time.Second, "n1", "n2", "n3")
 	}
+	waitPlacementIndex(t, c)
 	localA0 := a.metricOr0(t, "sipedge_admission_sticky_lookups_total", map[string]string{"source": "local"})
 	localB0 := b.metricOr0(t, "sipedge_admission_sticky_lookups_total", map[string]string{"source": "local"})
 	redisB0 := b.metricOr0(t, "sipedge_admission_sticky_lookups_total", map[string]string{"source": "redis"})
@@ -149,4 +150,69 @@ func TestPlace_LocalStickyHoldsAcrossRingChangeAndTwoInstances(t *testing.T) {
 	}
 	t.Logf("%d of %d conferences stayed on their node while the ring placed them on n3; local answers A %v B %v, Redis B %v",
 		moved, n, localA, localB, redisB)
+}
+
+// waitPlacementIndex waits until every instance's placement index is
+// complete (a scan of the conference keys since it subscribed).
+func waitPlacementIndex(t *testing.T, c *cluster) {
+	t.Helper()
+	for _, s := range c.inst {
+		eventually(t, 15*time.Second, s.name+"'s placement index ready", func() string {
+			if got := s.metricOr0(t, "sipedge_admission_placement_index_ready", nil); got != 1 {
+				return fmt.Sprintf("sipedge_admission_placement_index_ready = %v", got)
+			}
+			return ""
+		})
+	}
+}
+
+// Issue 9 item 2 (README "New conferences placed without a round trip"):
+// with its placement index complete, an instance places a conference
+// nobody placed yet by the ring without asking Redis; the other instance,
+// told of the placement on the placements channel, asks Redis for the
+// same conference and sends its callers to the same node.
+func TestPlace_NewConferencesPlacedWithoutARedisLookup(t *testing.T) {
+	const n = 30
+	c := newCluster(t, twoInstances, threeNodes)
+	a, b := c.inst[0], c.inst[1]
+	waitPlacementIndex(t, c)
+	lookups := func(s *sipedge, source string) float64 {
+		return s.metricOr0(t, "sipedge_admission_sticky_lookups_total", map[string]string{"source": source})
+	}
+	unplacedB0, redisB0, redisA0 := lookups(b, "unplaced"), lookups(b, "redis"), lookups(a, "redis")
+
+	confs := ids("unplaced", n)
+	heldB := startUAC(t, "new-B", uac{Scenario: "uac_call.xml", Target: b.sipAddr(),
+		Rows: callRows(b.sipAddr(), confs...), Rate: 60, Hold: 6 * time.Second, Timeout: 30 * time.Second})
+	eventually(t, 5*time.Second, "every conference placed", func() string {
+		for _, id := range confs {
+			if c.confNode(id) == "" {
+				return "no node for " + id
+			}
+		}
+		return ""
+	})
+	time.Sleep(300 * time.Millisecond) // the announcements reach A
+	joinA := runUAC(t, "join-A", uac{Scenario: "uac_call.xml", Target: a.sipAddr(),
+		Rows: callRows(a.sipAddr(), confs...), Rate: 60, Hold: 20 * time.Millisecond})
+	joinA.requireAllSucceeded(t, n)
+	heldB.wait().requireAllSucceeded(t, n)
+
+	if got := lookups(b, "unplaced") - unplacedB0; got != n {
+		t.Errorf("B placed %v of %d new conferences without a lookup, want all", got, n)
+	}
+	if got := lookups(b, "redis") - redisB0; got != 0 {
+		t.Errorf("B asked Redis %v times for %d conferences nobody had placed, want 0", got, n)
+	}
+	if got := lookups(a, "redis") - redisA0; got != n {
+		t.Errorf("A asked Redis %v times for the %d conferences B had placed, want every one", got, n)
+	}
+	ds := c.received(t, "INVITE")
+	byConf := confOf(ds, append(heldB.wait().callIDs("INVITE"), joinA.callIDs("INVITE")...))
+	for _, conf := range confs {
+		if nodes := byConf[conf]; len(nodes) != 1 {
+			t.Errorf("conference %s split over %v", conf, nodes)
+		}
+	}
+	c.waitNoConferences(10 * time.Second)
 }

@@ -166,7 +166,9 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	if err != nil {
 		return err
 	}
-	contractW.OnConfEnd(ledger.ConfEnded) // legs being torn down answer no placement
+	contractW.OnConfEnd(ledger.ConfEnded)     // legs being torn down answer no placement
+	contractW.OnConfPlaced(ledger.ConfPlaced) // admission/unplaced.go: new conferences placed without a lookup
+	contractW.OnPlacementsSubscribed(ledger.PlacementsSubscribed)
 	a, err := admission.NewAdmitter(watcher, state, admission.NewConfStore(rdb, k, cfg.ConfTTL), admission.Options{
 		Self:             admission.Self{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server},
 		HeartbeatTimeout: cfg.HeartbeatTimeout, RedisTimeout: cfg.RedisTimeout, Ledger: ledger,

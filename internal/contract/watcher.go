@@ -2,6 +2,7 @@ package contract
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,8 @@ type Watcher struct {
 	logged   map[string]string // "key/field" -> last logged bad value error
 	notify   []chan struct{}
 	onEnd    []func(id string) // OnConfEnd
+	onPlaced []func(id string) // OnConfPlaced
+	onSub    []func()          // OnPlacementsSubscribed
 }
 
 // NewWatcher returns a Watcher and registers its metrics on reg (nil: kept
@@ -115,6 +118,25 @@ func (w *Watcher) OnConfEnd(f func(id string)) {
 	w.mu.Unlock()
 }
 
+// OnConfPlaced registers f to be called with the id of every message of
+// the placements channel (a conference given a node); f must not block.
+// Call it before Run.
+func (w *Watcher) OnConfPlaced(f func(id string)) {
+	w.mu.Lock()
+	w.onPlaced = append(w.onPlaced, f)
+	w.mu.Unlock()
+}
+
+// OnPlacementsSubscribed registers f to be called at every (re)subscription
+// to the placements channel, before any message received on it: messages
+// published while the subscription was down are lost, so what was built
+// from them must be rebuilt. f must not block. Call it before Run.
+func (w *Watcher) OnPlacementsSubscribed(f func()) {
+	w.mu.Lock()
+	w.onSub = append(w.onSub, f)
+	w.mu.Unlock()
+}
+
 // SetDefaults replaces the YAML defaults of sipedge:settings while sipedge
 // runs (SIGHUP) and reloads soon; values set in Redis still override them.
 func (w *Watcher) SetDefaults(d Settings) {
@@ -160,9 +182,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 func (w *Watcher) listen(ctx context.Context) {
 	w.mu.Lock()
-	onEnd := w.onEnd
+	onEnd, onPlaced, onSub := w.onEnd, w.onPlaced, w.onSub
 	w.mu.Unlock()
-	ps := w.rdb.Subscribe(ctx, w.k.Events())
+	placements := w.k.Placements()
+	ps := w.rdb.Subscribe(ctx, w.k.Events(), placements) // one subscription, two channels
 	defer ps.Close()
 	ch := ps.ChannelWithSubscriptions()
 	for {
@@ -173,7 +196,23 @@ func (w *Watcher) listen(ctx context.Context) {
 			if !ok {
 				return
 			}
+			if sub, isSub := msg.(*redis.Subscription); isSub && sub.Channel == placements {
+				if sub.Kind == "subscribe" {
+					for _, f := range onSub {
+						f()
+					}
+				}
+				continue
+			}
 			if m, isMsg := msg.(*redis.Message); isMsg {
+				if m.Channel == placements {
+					if id := strings.TrimSpace(m.Payload); id != "" {
+						for _, f := range onPlaced {
+							f(id)
+						}
+					}
+					continue
+				}
 				if id, end := keys.ParseConfEnd(m.Payload); end {
 					for _, f := range onEnd {
 						f(id)

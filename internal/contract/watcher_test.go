@@ -221,6 +221,9 @@ func TestWatcher_OneSubscription(t *testing.T) {
 	updates := w.Notify()
 	heard := make(chan string, 1) // OnConfEnd: admission's Ledger listens beside ConfEnds
 	w.OnConfEnd(func(id string) { heard <- id })
+	placed := make(chan string, 4) // OnConfPlaced and OnPlacementsSubscribed: the Ledger's placement index
+	w.OnConfPlaced(func(id string) { placed <- id })
+	w.OnPlacementsSubscribed(func() { placed <- "(subscribed)" })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(done) }()
@@ -257,11 +260,31 @@ func TestWatcher_OneSubscription(t *testing.T) {
 	default:
 		t.Error("conf-end not given to OnConfEnd before ConfEnds")
 	}
+	select {
+	case got := <-placed:
+		if got != "(subscribed)" {
+			t.Errorf("first placements hook call %q, want the subscription", got)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("OnPlacementsSubscribed not called")
+	}
+	if n := mr.PubSubNumSub(tk.Placements())[tk.Placements()]; n != 1 {
+		t.Errorf("%d subscriptions to the placements channel, want 1", n)
+	}
+	mr.Publish(tk.Placements(), "c7")
+	select {
+	case got := <-placed:
+		if got != "c7" {
+			t.Errorf("OnConfPlaced got %q, want c7", got)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("placement not given to OnConfPlaced")
+	}
 	mr.SAdd(tk.Exceptions(), "edge-b") // plain write: seen at the next reload
 	mr.Publish(tk.Events(), "exceptions")
 	eventually(t, "reload on an event", func() bool { return w.Snapshot().Exceptions["edge-b"] })
 	if got := w.Snapshot().Version; got != v+1 {
-		t.Errorf("version %d after a conf-end and an event, want %d (the conf-end reloads nothing)", got, v+1)
+		t.Errorf("version %d after a conf-end, a placement and an event, want %d (the conf-end and the placement reload nothing)", got, v+1)
 	}
 	if n := mr.PubSubNumSub(tk.Events())[tk.Events()]; n != 1 {
 		t.Errorf("%d subscriptions, want 1", n)

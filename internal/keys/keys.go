@@ -56,6 +56,13 @@ func (k Keys) ConfCfg(id string) string { return k.Prefix + "confcfg:" + id }
 // Events is the pub/sub channel on which changes are announced.
 func (k Keys) Events() string { return k.Prefix + "events" }
 
+// Placements is the pub/sub channel on which the Ledger's write script
+// announces the id of every conference it gives a node (the HSETNX that
+// creates the node field of sipedge:conf:<id>): with a scan of the
+// conference keys it tells every instance which conferences have a
+// placement, so a new conference is placed without asking Redis.
+func (k Keys) Placements() string { return k.Prefix + "placements" }
+
 // RouteSecret is the STRING holding the shared key that signs Record-Route
 // parameters, so every instance can verify routes written by any other.
 func (k Keys) RouteSecret() string { return k.Prefix + "route_secret" }

@@ -1,0 +1,144 @@
+package admission
+
+import "sync"
+
+// New conferences placed without a round trip.
+//
+// The sticky lookup (sticky.go) asks Redis for the node of a conference
+// this instance holds no dialog of. For a conference nobody placed yet,
+// the usual case for its first caller, the answer is "none" and the ring
+// decides. The Ledger keeps the set of conferences that have a placement
+// in Redis, so that "none" is known without asking:
+//   - a scan of the conference keys (every ReconcileEvery, with the
+//     reconcile) gives every key that exists;
+//   - the write script announces on the placements channel every
+//     conference it gives a node (the HSETNX that creates the field; Move
+//     only rewrites an existing one), and the contract watcher passes the
+//     ids on as they come.
+//
+// A conference in neither is answered "no placement" locally (source
+// "unplaced"); one in the set is still asked of Redis (it may be placed
+// off the ring). The set is trusted only while it is complete: after a scan
+// that began after the current subscription to the placements channel was
+// confirmed (announcements published before it are lost), and with no
+// Redis failure seen since that scan began. Until then every lookup goes to
+// Redis as before. Keys that expire or are deleted stay in the set until
+// the next scan: a lookup of one is asked of Redis, which answers none.
+//
+// What this does not change: two instances placing the same new
+// conference at the same moment agree because they hash it onto the same
+// ring, as they did when both asked Redis before either had written it.
+
+// StickyUnplaced labels the lookups answered "no placement" from the set.
+const StickyUnplaced = "unplaced"
+
+// placementIndex is the set of conferences known to have a placement.
+type placementIndex struct {
+	mu         sync.Mutex
+	subscribed bool   // the placements channel's subscription was confirmed once
+	gen        uint64 // bumped at every (re)subscription and Redis failure
+	readyGen   uint64 // gen at which the last complete scan began (0: none)
+	scanGen    uint64 // gen at which the scan in progress began
+	known      map[string]struct{}
+	during     map[string]struct{} // announced while a scan runs (it may have missed them)
+}
+
+// resubscribed is called at every confirmation of the subscription.
+func (x *placementIndex) resubscribed() {
+	x.mu.Lock()
+	x.subscribed = true
+	x.gen++
+	x.mu.Unlock()
+}
+
+// lost is called on any Redis failure: announcements may have been lost
+// with it, so the set waits for the next scan.
+func (x *placementIndex) lost() {
+	x.mu.Lock()
+	x.gen++
+	x.mu.Unlock()
+}
+
+// announced records a conference given a node.
+func (x *placementIndex) announced(conf string) {
+	x.mu.Lock()
+	if x.known == nil {
+		x.known = map[string]struct{}{}
+	}
+	x.known[conf] = struct{}{}
+	if x.during != nil {
+		x.during[conf] = struct{}{}
+	}
+	x.mu.Unlock()
+}
+
+// scanStarted is called before a scan of the conference keys.
+func (x *placementIndex) scanStarted() {
+	x.mu.Lock()
+	x.scanGen = x.gen
+	x.during = map[string]struct{}{}
+	x.mu.Unlock()
+}
+
+// scanDone replaces the set by the keys a complete scan found and what was
+// announced meanwhile; ok is false when the scan failed.
+func (x *placementIndex) scanDone(confs []string, ok bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !ok {
+		x.scanGen, x.during = 0, nil
+		return
+	}
+	known := make(map[string]struct{}, len(confs)+len(x.during))
+	for _, c := range confs {
+		known[c] = struct{}{}
+	}
+	for c := range x.during {
+		known[c] = struct{}{}
+	}
+	if x.subscribed && x.scanGen == x.gen {
+		x.readyGen = x.gen
+	} else {
+		for c := range x.known { // not known complete: keep everything
+			known[c] = struct{}{}
+		}
+	}
+	x.known, x.scanGen, x.during = known, 0, nil
+}
+
+// ready reports whether the set is complete.
+func (x *placementIndex) ready() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.readyGen != 0 && x.readyGen == x.gen
+}
+
+// unplaced reports whether conf is known to have no placement.
+func (x *placementIndex) unplaced(conf string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.readyGen == 0 || x.readyGen != x.gen {
+		return false
+	}
+	_, ok := x.known[conf]
+	return !ok
+}
+
+// size is the number of conferences in the set.
+func (x *placementIndex) size() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.known)
+}
+
+// ConfPlaced is told of every message of the placements channel
+// (contract.Watcher.OnConfPlaced).
+func (l *Ledger) ConfPlaced(conf string) { l.index.announced(conf) }
+
+// PlacementsSubscribed is told of every (re)subscription to the
+// placements channel (contract.Watcher.OnPlacementsSubscribed).
+func (l *Ledger) PlacementsSubscribed() { l.index.resubscribed() }
+
+// Unplaced reports whether conference conf is known, without asking Redis,
+// to have no placement: the ring places it.
+func (l *Ledger) Unplaced(conf string) bool { return l.index.unplaced(conf) }

@@ -1,0 +1,111 @@
+package admission
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestPlacementIndex_TrustedOnlyWhenComplete: the index answers "no
+// placement" only after a scan that began after the latest subscription,
+// with no Redis failure since the scan began.
+func TestPlacementIndex_TrustedOnlyWhenComplete(t *testing.T) {
+	type step func(x *placementIndex)
+	var (
+		sub  step = func(x *placementIndex) { x.resubscribed() }
+		lost step = func(x *placementIndex) { x.lost() }
+		scan      = func(confs ...string) step {
+			return func(x *placementIndex) { x.scanStarted(); x.scanDone(confs, true) }
+		}
+		failedScan step = func(x *placementIndex) { x.scanStarted(); x.scanDone(nil, false) }
+		announce        = func(c string) step { return func(x *placementIndex) { x.announced(c) } }
+		// a scan during which something happens
+		scanAround = func(mid step, confs ...string) step {
+			return func(x *placementIndex) { x.scanStarted(); mid(x); x.scanDone(confs, true) }
+		}
+	)
+	for _, tc := range []struct {
+		name     string
+		steps    []step
+		ready    bool
+		unplaced map[string]bool // conf -> want unplaced
+	}{
+		{name: "nothing yet", ready: false, unplaced: map[string]bool{"x": false}},
+		{name: "subscribed, no scan", steps: []step{sub}, unplaced: map[string]bool{"x": false}},
+		{name: "scan before any subscription", steps: []step{scan("a"), sub}, unplaced: map[string]bool{"x": false}},
+		{name: "subscribed then scanned", steps: []step{sub, scan("a")}, ready: true,
+			unplaced: map[string]bool{"x": true, "a": false}},
+		{name: "announced after the scan", steps: []step{sub, scan(), announce("b")}, ready: true,
+			unplaced: map[string]bool{"b": false, "x": true}},
+		{name: "announced during the scan, which missed it", steps: []step{sub, scanAround(announce("b"))}, ready: true,
+			unplaced: map[string]bool{"b": false, "x": true}},
+		{name: "announced before the scan, key gone by the scan (pruned)", steps: []step{sub, announce("b"), scan()}, ready: true,
+			unplaced: map[string]bool{"b": true}},
+		{name: "Redis failure after the scan", steps: []step{sub, scan(), lost}, unplaced: map[string]bool{"x": false}},
+		{name: "Redis failure during the scan", steps: []step{sub, scanAround(lost, "a")}, unplaced: map[string]bool{"x": false}},
+		{name: "failure, then a scan", steps: []step{sub, scan(), lost, scan("a")}, ready: true,
+			unplaced: map[string]bool{"x": true, "a": false}},
+		{name: "resubscribed after the scan", steps: []step{sub, scan(), sub}, unplaced: map[string]bool{"x": false}},
+		{name: "resubscribed during the scan keeps what was known", steps: []step{sub, scan("a"), scanAround(sub), scan("c")},
+			ready: true, unplaced: map[string]bool{"a": true, "c": false, "x": true}},
+		{name: "resubscribed during the scan: not complete", steps: []step{sub, scan("a"), scanAround(sub)},
+			unplaced: map[string]bool{"a": false, "x": false}},
+		{name: "a failed scan changes nothing", steps: []step{sub, scan("a"), failedScan}, ready: true,
+			unplaced: map[string]bool{"a": false, "x": true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var x placementIndex
+			for _, s := range tc.steps {
+				s(&x)
+			}
+			if got := x.ready(); got != tc.ready {
+				t.Errorf("ready = %v, want %v", got, tc.ready)
+			}
+			for c, want := range tc.unplaced {
+				if got := x.unplaced(c); got != want {
+					t.Errorf("unplaced(%q) = %v, want %v", c, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestLedger_AnnouncesEachNewPlacementOnce: the write that gives a
+// conference its node publishes the id on the placements channel; later
+// writes of the same conference do not.
+func TestLedger_AnnouncesEachNewPlacementOnce(t *testing.T) {
+	e := newLedgerEnv(t)
+	ps := e.rdb.Subscribe(context.Background(), e.k.Placements())
+	defer ps.Close()
+	if _, err := ps.Receive(context.Background()); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	ch := ps.Channel()
+	h := newHolder()
+	l := e.ledger("A", h)
+	ctx := context.Background()
+
+	h.add("d1", "c1", "n1")
+	l.Touch("c1", "n1")
+	l.flush(ctx)
+	select {
+	case m := <-ch:
+		if m.Payload != "c1" {
+			t.Errorf("announced %q, want c1", m.Payload)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("new placement not announced")
+	}
+	h.add("d2", "c1", "n1") // a second dialog of the same conference
+	l.Touch("c1", "n1")
+	l.flush(ctx)
+	l.Beat(ctx)
+	select {
+	case m := <-ch:
+		t.Errorf("announced %q again: only the write that creates the node field announces", m.Payload)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if got := e.mr.HGet(e.k.Conf("c1"), "node"); got != "n1" {
+		t.Errorf("conf c1 node = %q, want n1", got)
+	}
+}
