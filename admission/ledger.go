@@ -80,7 +80,8 @@ type Ledger struct {
 	m    *ledgerMetrics
 
 	wake    chan struct{}
-	pending atomic.Bool // a wake is sent or a window is armed: further changes need no wake
+	rescan  chan struct{} // the placements channel was (re)subscribed: rebuild the index now
+	pending atomic.Bool   // a wake is sent or a window is armed: further changes need no wake
 
 	mu         sync.Mutex
 	dirtyConfs map[string]bool
@@ -123,7 +124,7 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 	if opts.Coalesce == 0 {
 		opts.Coalesce = DefaultCoalesce
 	}
-	l := &Ledger{rdb: rdb, k: k, opts: opts, src: src, log: log, wake: make(chan struct{}, 1),
+	l := &Ledger{rdb: rdb, k: k, opts: opts, src: src, log: log, wake: make(chan struct{}, 1), rescan: make(chan struct{}, 1),
 		dirtyConfs: map[string]bool{}, dirtyNodes: map[string]bool{}, recent: map[string]time.Time{},
 		notes: map[string]map[string]int{}}
 	m, err := newLedgerMetrics(reg, l.index.ready)
@@ -210,6 +211,8 @@ func (l *Ledger) Run(ctx context.Context) {
 			l.flush(ctx)
 		case <-t.C:
 			l.Beat(ctx)
+		case <-l.rescan:
+			l.scanIndex(ctx)
 		}
 	}
 }
@@ -291,6 +294,9 @@ func (l *Ledger) Beat(ctx context.Context) {
 	l.mu.Lock()
 	l.okStreak++
 	l.mu.Unlock()
+	if !recon && l.index.stale() {
+		l.scanIndex(ctx) // the reconcile scans too
+	}
 	if recon {
 		if err := l.reconcile(ctx); err != nil {
 			l.fail(ctx, "reconcile", err)

@@ -185,19 +185,10 @@ return fixed
 func (l *Ledger) reconcile(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*max(l.opts.RedisTimeout, time.Second))
 	defer cancel()
-	var ids []string
-	prefix := l.k.Conf("")
-	l.index.scanStarted()
-	iter := l.rdb.Scan(ctx, 0, l.k.ConfPattern(), 1000).Iterator()
-	for iter.Next(ctx) {
-		ids = append(ids, iter.Val()[len(prefix):])
+	ids, err := l.scanConfs(ctx)
+	if err != nil {
+		return err
 	}
-	if err := iter.Err(); err != nil {
-		l.index.scanDone(nil, false)
-		return fmt.Errorf("scan conference keys: %w", err)
-	}
-	l.index.scanDone(ids, true) // unplaced.go
-	l.m.indexed.Set(float64(len(ids)))
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), 500)]
 		ids = ids[len(batch):]
@@ -218,6 +209,25 @@ func (l *Ledger) reconcile(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// scanConfs lists the ids of every conference key, and rebuilds the
+// placement index (unplaced.go) from them.
+func (l *Ledger) scanConfs(ctx context.Context) ([]string, error) {
+	var ids []string
+	prefix := l.k.Conf("")
+	l.index.scanStarted()
+	iter := l.rdb.Scan(ctx, 0, l.k.ConfPattern(), 1000).Iterator()
+	for iter.Next(ctx) {
+		ids = append(ids, iter.Val()[len(prefix):])
+	}
+	if err := iter.Err(); err != nil {
+		l.index.scanDone(nil, false)
+		return nil, fmt.Errorf("scan conference keys: %w", err)
+	}
+	l.index.scanDone(ids, true)
+	l.m.indexed.Set(float64(len(ids)))
+	return ids, nil
 }
 
 func flag(b bool) string {

@@ -1,6 +1,10 @@
 package admission
 
-import "sync"
+import (
+	"context"
+	"sync"
+	"time"
+)
 
 // New conferences placed without a round trip.
 //
@@ -9,8 +13,9 @@ import "sync"
 // the usual case for its first caller, the answer is "none" and the ring
 // decides. The Ledger keeps the set of conferences that have a placement
 // in Redis, so that "none" is known without asking:
-//   - a scan of the conference keys (every ReconcileEvery, with the
-//     reconcile) gives every key that exists;
+//   - a scan of the conference keys gives every key that exists: at once
+//     after each (re)subscription, at every beat while the set is not
+//     complete, and with every reconcile (ReconcileEvery);
 //   - the write script announces on the placements channel every
 //     conference it gives a node (the HSETNX that creates the field; Move
 //     only rewrites an existing one), and the contract watcher passes the
@@ -113,6 +118,14 @@ func (x *placementIndex) ready() bool {
 	return x.readyGen != 0 && x.readyGen == x.gen
 }
 
+// stale reports whether a scan would make the set complete: subscribed,
+// and not complete.
+func (x *placementIndex) stale() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.subscribed && x.readyGen != x.gen
+}
+
 // unplaced reports whether conf is known to have no placement.
 func (x *placementIndex) unplaced(conf string) bool {
 	x.mu.Lock()
@@ -136,8 +149,26 @@ func (x *placementIndex) size() int {
 func (l *Ledger) ConfPlaced(conf string) { l.index.announced(conf) }
 
 // PlacementsSubscribed is told of every (re)subscription to the
-// placements channel (contract.Watcher.OnPlacementsSubscribed).
-func (l *Ledger) PlacementsSubscribed() { l.index.resubscribed() }
+// placements channel (contract.Watcher.OnPlacementsSubscribed): Run
+// rebuilds the index at once.
+func (l *Ledger) PlacementsSubscribed() {
+	l.index.resubscribed()
+	select {
+	case l.rescan <- struct{}{}:
+	default: // a rebuild is already due
+	}
+}
+
+// scanIndex rebuilds the index alone (the reconcile's scan rebuilds it
+// too); a failure waits for the next beat, which scans again while the
+// index is not ready.
+func (l *Ledger) scanIndex(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*max(l.opts.RedisTimeout, time.Second))
+	defer cancel()
+	if _, err := l.scanConfs(ctx); err != nil {
+		l.fail(ctx, "index", err)
+	}
+}
 
 // Unplaced reports whether conference conf is known, without asking Redis,
 // to have no placement: the ring places it.

@@ -2,8 +2,11 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // TestPlacementIndex_TrustedOnlyWhenComplete: the index answers "no
@@ -61,6 +64,9 @@ func TestPlacementIndex_TrustedOnlyWhenComplete(t *testing.T) {
 			if got := x.ready(); got != tc.ready {
 				t.Errorf("ready = %v, want %v", got, tc.ready)
 			}
+			if got, want := x.stale(), x.subscribed && !tc.ready; got != want {
+				t.Errorf("stale = %v, want %v", got, want)
+			}
 			for c, want := range tc.unplaced {
 				if got := x.unplaced(c); got != want {
 					t.Errorf("unplaced(%q) = %v, want %v", c, got, want)
@@ -107,5 +113,45 @@ func TestLedger_AnnouncesEachNewPlacementOnce(t *testing.T) {
 	}
 	if got := e.mr.HGet(e.k.Conf("c1"), "node"); got != "n1" {
 		t.Errorf("conf c1 node = %q, want n1", got)
+	}
+}
+
+// TestLedger_IndexRebuiltAtOnceAfterASubscription: Run scans as soon as
+// the placements channel is subscribed, and a beat scans again after a
+// failure, without waiting for the reconcile.
+func TestLedger_IndexRebuiltAtOnceAfterASubscription(t *testing.T) {
+	e := newLedgerEnv(t)
+	l, err := NewLedger(e.rdb, e.k, LedgerOptions{Self: "A", Interval: time.Hour, ReconcileEvery: time.Hour},
+		newHolder(), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(50 * time.Millisecond) // Run's first beat is over: only the subscription can start a scan
+	l.PlacementsSubscribed()
+	deadline := time.Now().Add(3 * time.Second)
+	for !l.index.ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("index not rebuilt after the subscription (beats and reconcile are an hour apart)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !l.Unplaced("new-conf") {
+		t.Error("a conference nobody placed is not answered unplaced")
+	}
+
+	b, err := NewLedger(e.rdb, e.k, LedgerOptions{Self: "B", Interval: time.Second, ReconcileEvery: time.Hour},
+		newHolder(), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.PlacementsSubscribed()
+	b.fail(context.Background(), "beat", errors.New("i/o timeout"))
+	b.Beat(context.Background())
+	if !b.index.ready() {
+		t.Error("a beat after a failure did not rebuild the index")
 	}
 }
