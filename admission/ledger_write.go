@@ -92,11 +92,13 @@ for _, c in ipairs(confs) do
   local n = sum('c:' .. c[1])
   local placed = ''
   if n <= 0 then
-    redis.call('DEL', key)
+    if redis.call('DEL', key) == 1 then
+      redis.call('PUBLISH', prefix .. 'placements', '-' .. c[1]) -- keys.GoneMessage
+    end
   else
     if c[2] ~= '' then
       if redis.call('HSETNX', key, 'node', c[2]) == 1 then
-        redis.call('PUBLISH', prefix .. 'placements', c[1]) -- keys.Placements (unplaced.go)
+        redis.call('PUBLISH', prefix .. 'placements', '+' .. c[1]) -- keys.PlacedMessage (unplaced.go)
       end
       redis.call('HSETNX', key, 'started', now)
       redis.call('HSETNX', key, 'instance', self)
@@ -171,7 +173,10 @@ for i = 4, #ARGV do
   end
   local cur = redis.call('HGET', key, 'dialogs')
   if s <= 0 then
-    if redis.call('EXISTS', key) == 1 then redis.call('DEL', key); fixed = fixed + 1 end
+    if redis.call('DEL', key) == 1 then
+      redis.call('PUBLISH', prefix .. 'placements', '-' .. ARGV[i]) -- keys.GoneMessage
+      fixed = fixed + 1
+    end
   elseif tonumber(cur or '0') ~= s then
     redis.call('HSET', key, 'dialogs', s)
     fixed = fixed + 1

@@ -209,7 +209,7 @@ func TestAdmit_StickyPlacementAnsweredLocallyWhenHeld(t *testing.T) {
 			setup: func(e *stickyEnv) {
 				e.indexReady()
 				e.mr.HSet(e.k.Conf(stickyConf), "node", e.sticky)
-				e.l.ConfPlaced(stickyConf)
+				e.l.ConfPlaced(stickyConf, true)
 			},
 			source: StickyRedis, node: func(e *stickyEnv) string { return e.sticky }, today: true,
 		},

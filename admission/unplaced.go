@@ -18,8 +18,9 @@ import (
 //     complete, and with every reconcile (ReconcileEvery);
 //   - the write script announces on the placements channel every
 //     conference it gives a node (the HSETNX that creates the field; Move
-//     only rewrites an existing one), and the contract watcher passes the
-//     ids on as they come.
+//     only rewrites an existing one), and the write and reconcile scripts
+//     every conference key they delete; the contract watcher passes them
+//     on in the order they were published.
 //
 // A conference in neither is answered "no placement" locally (source
 // "unplaced"); one in the set is still asked of Redis (it may be placed
@@ -27,8 +28,9 @@ import (
 // that began after the current subscription to the placements channel was
 // confirmed (announcements published before it are lost), and with no
 // Redis failure seen since that scan began. Until then every lookup goes to
-// Redis as before. Keys that expire or are deleted stay in the set until
-// the next scan: a lookup of one is asked of Redis, which answers none.
+// Redis as before. Keys that expire (or that something else deletes) stay
+// in the set until the next scan: a lookup of one is asked of Redis, which
+// answers none.
 //
 // What this does not change: two instances placing the same new
 // conference at the same moment agree because they hash it onto the same
@@ -45,7 +47,7 @@ type placementIndex struct {
 	readyGen   uint64 // gen at which the last complete scan began (0: none)
 	scanGen    uint64 // gen at which the scan in progress began
 	known      map[string]struct{}
-	during     map[string]struct{} // announced while a scan runs (it may have missed them)
+	during     map[string]bool // announced while a scan runs (placed or gone): newer than what it read
 }
 
 // resubscribed is called at every confirmation of the subscription.
@@ -64,24 +66,33 @@ func (x *placementIndex) lost() {
 	x.mu.Unlock()
 }
 
-// announced records a conference given a node.
-func (x *placementIndex) announced(conf string) {
+// announced records a conference given a node (placed) or whose key was
+// deleted (!placed). Both come in the order the scripts ran, so the last
+// one says whether the key has a node now.
+func (x *placementIndex) announced(conf string, placed bool) {
 	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !placed {
+		delete(x.known, conf)
+		if x.during != nil {
+			x.during[conf] = false
+		}
+		return
+	}
 	if x.known == nil {
 		x.known = map[string]struct{}{}
 	}
 	x.known[conf] = struct{}{}
 	if x.during != nil {
-		x.during[conf] = struct{}{}
+		x.during[conf] = true
 	}
-	x.mu.Unlock()
 }
 
 // scanStarted is called before a scan of the conference keys.
 func (x *placementIndex) scanStarted() {
 	x.mu.Lock()
 	x.scanGen = x.gen
-	x.during = map[string]struct{}{}
+	x.during = map[string]bool{}
 	x.mu.Unlock()
 }
 
@@ -98,14 +109,20 @@ func (x *placementIndex) scanDone(confs []string, ok bool) {
 	for _, c := range confs {
 		known[c] = struct{}{}
 	}
-	for c := range x.during {
-		known[c] = struct{}{}
+	for c, placed := range x.during {
+		if placed {
+			known[c] = struct{}{}
+		} else {
+			delete(known, c)
+		}
 	}
 	if x.subscribed && x.scanGen == x.gen {
 		x.readyGen = x.gen
 	} else {
 		for c := range x.known { // not known complete: keep everything
-			known[c] = struct{}{}
+			if placed, seen := x.during[c]; !seen || placed {
+				known[c] = struct{}{}
+			}
 		}
 	}
 	x.known, x.scanGen, x.during = known, 0, nil
@@ -146,7 +163,7 @@ func (x *placementIndex) size() int {
 
 // ConfPlaced is told of every message of the placements channel
 // (contract.Watcher.OnConfPlaced).
-func (l *Ledger) ConfPlaced(conf string) { l.index.announced(conf) }
+func (l *Ledger) ConfPlaced(conf string, placed bool) { l.index.announced(conf, placed) }
 
 // PlacementsSubscribed is told of every (re)subscription to the
 // placements channel (contract.Watcher.OnPlacementsSubscribed): Run

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/internal/keys"
 )
 
 // TestPlacementIndex_TrustedOnlyWhenComplete: the index answers "no
@@ -21,7 +23,8 @@ func TestPlacementIndex_TrustedOnlyWhenComplete(t *testing.T) {
 			return func(x *placementIndex) { x.scanStarted(); x.scanDone(confs, true) }
 		}
 		failedScan step = func(x *placementIndex) { x.scanStarted(); x.scanDone(nil, false) }
-		announce        = func(c string) step { return func(x *placementIndex) { x.announced(c) } }
+		announce        = func(c string) step { return func(x *placementIndex) { x.announced(c, true) } }
+		gone            = func(c string) step { return func(x *placementIndex) { x.announced(c, false) } }
 		// a scan during which something happens
 		scanAround = func(mid step, confs ...string) step {
 			return func(x *placementIndex) { x.scanStarted(); mid(x); x.scanDone(confs, true) }
@@ -44,6 +47,14 @@ func TestPlacementIndex_TrustedOnlyWhenComplete(t *testing.T) {
 			unplaced: map[string]bool{"b": false, "x": true}},
 		{name: "announced before the scan, key gone by the scan (pruned)", steps: []step{sub, announce("b"), scan()}, ready: true,
 			unplaced: map[string]bool{"b": true}},
+		{name: "gone after the scan", steps: []step{sub, scan("a"), gone("a")}, ready: true,
+			unplaced: map[string]bool{"a": true}},
+		{name: "gone then placed again", steps: []step{sub, scan("a"), gone("a"), announce("a")}, ready: true,
+			unplaced: map[string]bool{"a": false}},
+		{name: "gone during the scan, which still saw it", steps: []step{sub, scanAround(gone("a"), "a")}, ready: true,
+			unplaced: map[string]bool{"a": true}},
+		{name: "gone during an incomplete scan", steps: []step{sub, scan("a"), scanAround(func(x *placementIndex) { x.resubscribed(); x.announced("a", false) }, "a")},
+			unplaced: map[string]bool{"a": false}},
 		{name: "Redis failure after the scan", steps: []step{sub, scan(), lost}, unplaced: map[string]bool{"x": false}},
 		{name: "Redis failure during the scan", steps: []step{sub, scanAround(lost, "a")}, unplaced: map[string]bool{"x": false}},
 		{name: "failure, then a scan", steps: []step{sub, scan(), lost, scan("a")}, ready: true,
@@ -96,8 +107,8 @@ func TestLedger_AnnouncesEachNewPlacementOnce(t *testing.T) {
 	l.flush(ctx)
 	select {
 	case m := <-ch:
-		if m.Payload != "c1" {
-			t.Errorf("announced %q, want c1", m.Payload)
+		if m.Payload != keys.PlacedMessage("c1") {
+			t.Errorf("announced %q, want %q", m.Payload, keys.PlacedMessage("c1"))
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("new placement not announced")
@@ -113,6 +124,21 @@ func TestLedger_AnnouncesEachNewPlacementOnce(t *testing.T) {
 	}
 	if got := e.mr.HGet(e.k.Conf("c1"), "node"); got != "n1" {
 		t.Errorf("conf c1 node = %q, want n1", got)
+	}
+	h.remove("d1")
+	h.remove("d2")
+	l.Touch("c1", "")
+	l.flush(ctx)
+	select {
+	case m := <-ch:
+		if m.Payload != keys.GoneMessage("c1") {
+			t.Errorf("announced %q when the last dialog ended, want %q", m.Payload, keys.GoneMessage("c1"))
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("deleted conference key not announced")
+	}
+	if e.mr.Exists(e.k.Conf("c1")) {
+		t.Error("conf c1 key kept after its last dialog")
 	}
 }
 

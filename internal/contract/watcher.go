@@ -2,7 +2,6 @@ package contract
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,9 +50,9 @@ type Watcher struct {
 	redisErr string            // last logged Redis error text
 	logged   map[string]string // "key/field" -> last logged bad value error
 	notify   []chan struct{}
-	onEnd    []func(id string) // OnConfEnd
-	onPlaced []func(id string) // OnConfPlaced
-	onSub    []func()          // OnPlacementsSubscribed
+	onEnd    []func(id string)              // OnConfEnd
+	onPlaced []func(id string, placed bool) // OnConfPlaced
+	onSub    []func()                       // OnPlacementsSubscribed
 }
 
 // NewWatcher returns a Watcher and registers its metrics on reg (nil: kept
@@ -118,10 +117,11 @@ func (w *Watcher) OnConfEnd(f func(id string)) {
 	w.mu.Unlock()
 }
 
-// OnConfPlaced registers f to be called with the id of every message of
-// the placements channel (a conference given a node); f must not block.
-// Call it before Run.
-func (w *Watcher) OnConfPlaced(f func(id string)) {
+// OnConfPlaced registers f to be called for every message of the
+// placements channel: a conference given a node (placed) or whose key was
+// deleted (not placed), in the order they were published; f must not
+// block. Call it before Run.
+func (w *Watcher) OnConfPlaced(f func(id string, placed bool)) {
 	w.mu.Lock()
 	w.onPlaced = append(w.onPlaced, f)
 	w.mu.Unlock()
@@ -206,9 +206,9 @@ func (w *Watcher) listen(ctx context.Context) {
 			}
 			if m, isMsg := msg.(*redis.Message); isMsg {
 				if m.Channel == placements {
-					if id := strings.TrimSpace(m.Payload); id != "" {
+					if id, placed, ok := keys.ParsePlacement(m.Payload); ok {
 						for _, f := range onPlaced {
-							f(id)
+							f(id, placed)
 						}
 					}
 					continue

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/internal/keys"
 )
 
 // counter is a go-redis hook counting round trips and commands.
@@ -222,7 +224,12 @@ func TestWatcher_OneSubscription(t *testing.T) {
 	heard := make(chan string, 1) // OnConfEnd: admission's Ledger listens beside ConfEnds
 	w.OnConfEnd(func(id string) { heard <- id })
 	placed := make(chan string, 4) // OnConfPlaced and OnPlacementsSubscribed: the Ledger's placement index
-	w.OnConfPlaced(func(id string) { placed <- id })
+	w.OnConfPlaced(func(id string, isPlaced bool) {
+		if !isPlaced {
+			id = "gone " + id
+		}
+		placed <- id
+	})
 	w.OnPlacementsSubscribed(func() { placed <- "(subscribed)" })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -271,14 +278,18 @@ func TestWatcher_OneSubscription(t *testing.T) {
 	if n := mr.PubSubNumSub(tk.Placements())[tk.Placements()]; n != 1 {
 		t.Errorf("%d subscriptions to the placements channel, want 1", n)
 	}
-	mr.Publish(tk.Placements(), "c7")
-	select {
-	case got := <-placed:
-		if got != "c7" {
-			t.Errorf("OnConfPlaced got %q, want c7", got)
+	mr.Publish(tk.Placements(), "junk")
+	mr.Publish(tk.Placements(), keys.PlacedMessage("c7"))
+	mr.Publish(tk.Placements(), keys.GoneMessage("c7"))
+	for _, want := range []string{"c7", "gone c7"} {
+		select {
+		case got := <-placed:
+			if got != want {
+				t.Errorf("OnConfPlaced got %q, want %q", got, want)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("placement message %q not given to OnConfPlaced", want)
 		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("placement not given to OnConfPlaced")
 	}
 	mr.SAdd(tk.Exceptions(), "edge-b") // plain write: seen at the next reload
 	mr.Publish(tk.Events(), "exceptions")

@@ -56,12 +56,31 @@ func (k Keys) ConfCfg(id string) string { return k.Prefix + "confcfg:" + id }
 // Events is the pub/sub channel on which changes are announced.
 func (k Keys) Events() string { return k.Prefix + "events" }
 
-// Placements is the pub/sub channel on which the Ledger's write script
-// announces the id of every conference it gives a node (the HSETNX that
-// creates the node field of sipedge:conf:<id>): with a scan of the
-// conference keys it tells every instance which conferences have a
+// Placements is the pub/sub channel on which the Ledger's scripts announce
+// every conference they give a node (the HSETNX that creates the node field
+// of sipedge:conf:<id>) and every conference key they delete: with a scan
+// of the conference keys it tells every instance which conferences have a
 // placement, so a new conference is placed without asking Redis.
 func (k Keys) Placements() string { return k.Prefix + "placements" }
+
+// PlacedMessage and GoneMessage are the messages of the placements channel:
+// "+<id>" when conference id is given a node, "-<id>" when its key is
+// deleted (no live instance holds a dialog of it). The Lua scripts that
+// publish them build the same strings.
+func PlacedMessage(id string) string { return "+" + id }
+
+// GoneMessage: see PlacedMessage.
+func GoneMessage(id string) string { return "-" + id }
+
+// ParsePlacement reads a message of the placements channel: the id, and
+// whether it was placed (true) or is gone (false); ok is false for
+// anything else.
+func ParsePlacement(msg string) (id string, placed, ok bool) {
+	if len(msg) < 2 || (msg[0] != '+' && msg[0] != '-') {
+		return "", false, false
+	}
+	return msg[1:], msg[0] == '+', true
+}
 
 // RouteSecret is the STRING holding the shared key that signs Record-Route
 // parameters, so every instance can verify routes written by any other.

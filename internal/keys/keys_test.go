@@ -21,3 +21,23 @@ func TestConfEndMessage(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePlacement(t *testing.T) {
+	for _, tc := range []struct {
+		msg        string
+		id         string
+		placed, ok bool
+	}{
+		{msg: PlacedMessage("c1"), id: "c1", placed: true, ok: true},
+		{msg: GoneMessage("c1"), id: "c1", ok: true},
+		{msg: PlacedMessage("-x"), id: "-x", placed: true, ok: true},
+		{msg: "+", ok: false},
+		{msg: "c1", ok: false},
+		{msg: "", ok: false},
+	} {
+		id, placed, ok := ParsePlacement(tc.msg)
+		if id != tc.id || placed != tc.placed || ok != tc.ok {
+			t.Errorf("ParsePlacement(%q) = %q, %v, %v; want %q, %v, %v", tc.msg, id, placed, ok, tc.id, tc.placed, tc.ok)
+		}
+	}
+}
