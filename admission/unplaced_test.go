@@ -105,14 +105,18 @@ func TestLedger_AnnouncesEachNewPlacementOnce(t *testing.T) {
 	h.add("d1", "c1", "n1")
 	l.Touch("c1", "n1")
 	l.flush(ctx)
-	select {
-	case m := <-ch:
-		if m.Payload != keys.PlacedMessage("c1") {
-			t.Errorf("announced %q, want %q", m.Payload, keys.PlacedMessage("c1"))
+	expect := func(want, what string) {
+		t.Helper()
+		select {
+		case m := <-ch:
+			if m.Payload != want {
+				t.Errorf("%s: announced %q, want %q", what, m.Payload, want)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s: nothing announced", what)
 		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("new placement not announced")
 	}
+	expect(keys.PlacedMessage("c1"), "new placement")
 	h.add("d2", "c1", "n1") // a second dialog of the same conference
 	l.Touch("c1", "n1")
 	l.flush(ctx)
@@ -129,14 +133,7 @@ func TestLedger_AnnouncesEachNewPlacementOnce(t *testing.T) {
 	h.remove("d2")
 	l.Touch("c1", "")
 	l.flush(ctx)
-	select {
-	case m := <-ch:
-		if m.Payload != keys.GoneMessage("c1") {
-			t.Errorf("announced %q when the last dialog ended, want %q", m.Payload, keys.GoneMessage("c1"))
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("deleted conference key not announced")
-	}
+	expect(keys.GoneMessage("c1"), "last dialog ended")
 	if e.mr.Exists(e.k.Conf("c1")) {
 		t.Error("conf c1 key kept after its last dialog")
 	}
