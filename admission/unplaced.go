@@ -180,10 +180,13 @@ func (l *Ledger) PlacementsSubscribed() {
 // too); a failure waits for the next beat, which scans again while the
 // index is not ready.
 func (l *Ledger) scanIndex(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 2*max(l.opts.RedisTimeout, time.Second))
+	sctx, cancel := context.WithTimeout(ctx, 2*max(l.opts.RedisTimeout, time.Second))
 	defer cancel()
-	if _, err := l.scanConfs(ctx); err != nil {
-		l.fail(ctx, "index", err)
+	if _, err := l.scanConfs(sctx); err != nil && ctx.Err() == nil {
+		// Counted, not logged: it fails with Redis, whose outage the count
+		// writes already log.
+		l.index.lost()
+		l.m.errors.WithLabelValues("index").Inc()
 	}
 }
 
