@@ -89,13 +89,14 @@ func (p *Proxy) planFailover(req *sip.Request, areq admission.Request, out *sip.
 // transaction, or for a new INVITE with a retry plan one that moves to the
 // next node of the ring while the node fails it.
 func (p *Proxy) clientTx(ctx context.Context, in *sip.Request, tx sip.ServerTransaction, out *sip.Request,
-	next *hop, info *fwdInfo, canceller *cancelSender) (sip.ClientTransaction, error) {
-	if info.failover == nil || canceller == nil {
+	c *fwdCall, canceller *cancelSender) (sip.ClientTransaction, error) {
+	if c.info.failover == nil || canceller == nil {
 		return p.client.TransactionRequest(ctx, out, keepAsBuilt)
 	}
-	f := &failoverTx{p: p, in: in, srv: tx, plan: info.failover, next: next, info: info, canceller: canceller,
+	f := &c.ftx
+	*f = failoverTx{p: p, in: in, srv: tx, plan: c.info.failover, next: &c.next, info: &c.info, canceller: canceller,
 		res: make(chan *sip.Response), done: make(chan struct{})}
-	go f.run(out, *next, info.node)
+	go f.run(out, c.next, c.info.node)
 	return f, nil
 }
 

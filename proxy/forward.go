@@ -96,11 +96,26 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 	}
 }
 
+// fwdCall is what forward shares with the callbacks and the goroutine of
+// one forwarded request, in one allocation (they were four per call
+// set-up): the hop and info a failover transaction rewrites when it moves
+// to another node, the INVITE's CANCEL sender, the failover transaction
+// itself, and the server transaction's context when the caller made none.
+type fwdCall struct {
+	next      hop
+	info      fwdInfo
+	canceller cancelSender
+	ftx       failoverTx
+	txc       txCtx
+}
+
 // forward sends out through a client transaction and relays every response
 // to the server transaction tx until a final one. It runs on the goroutine
 // sipgo gave the request, so it may block.
-func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, next hop, info fwdInfo) {
-	p.prepareForward(in, out, next, p.branch(in))
+func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, to hop, fi fwdInfo) {
+	c := &fwdCall{next: to, info: fi}
+	next, info := &c.next, &c.info // a failover transaction rewrites them between two responses
+	p.prepareForward(in, out, *next, p.branch(in))
 	line := p.rseq.openLine(ourINVITEBranch(out)) // responses relayed in arrival order (respseq.go)
 	defer p.rseq.closeLine(line)
 	p.metrics.txActive.Inc()
@@ -119,12 +134,17 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 
 	var canceller *cancelSender
 	if in.IsInvite() {
-		canceller = &cancelSender{p: p, invite: out}
+		canceller = &c.canceller
+		canceller.p, canceller.invite = p, out
 		tx.OnCancel(func(*sip.Request) { canceller.requested() })
 	}
 
-	ctx, cancel := dialContext(info.txContext(tx), next)
-	ctxTx, err := p.clientTx(ctx, in, tx, out, &next, &info, canceller)
+	if info.ctx == nil && tx != nil {
+		c.txc.tx = tx
+		info.ctx = &c.txc
+	}
+	ctx, cancel := dialContext(info.txContext(tx), *next)
+	ctxTx, err := p.clientTx(ctx, in, tx, out, c, canceller)
 	// The failover transaction holds &info until its branch's timers end:
 	// once the call is settled (this returns), the retry plan and the
 	// participant are garbage.
@@ -155,13 +175,13 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			}
 			before, skip := p.rseq.arrived(line, res)
 			for _, early := range before {
-				p.relayProvisional(in, tx, early, info, canceller, &clock)
+				p.relayProvisional(in, tx, early, *info, canceller, &clock)
 			}
 			if skip {
 				continue // relayed already, ahead of one that overtook it
 			}
 			if res.IsProvisional() {
-				p.relayProvisional(in, tx, res, info, canceller, &clock)
+				p.relayProvisional(in, tx, res, *info, canceller, &clock)
 				continue
 			}
 			clock.response(res)
@@ -175,18 +195,18 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			}
 			relayTo(r, in) // relaydest.go
 			p.stripUntrustedResponse(res, r)
-			p.anchorResponse(in, r, info)
+			p.anchorResponse(in, r, *info)
 			if in.IsInvite() && res.IsSuccess() && info.newDialog && !started {
 				started = true
-				p.dialogStarted(p.newDialogRecord(in, res, info,
-					hop{addr: in.Source(), transport: lower(in.Transport())}, next))
+				p.dialogStarted(p.newDialogRecord(in, res, *info,
+					hop{addr: in.Source(), transport: lower(in.Transport())}, *next))
 				if info.join != nil && p.media != nil {
 					join := *info.join // the participant record outlives the transaction
 					p.spawn(p.background(), func(ctx context.Context) { p.media.Joined(ctx, join) })
 				}
 			}
 			if info.endsDialog {
-				p.endOfDialog(in, info, res.StatusCode)
+				p.endOfDialog(in, *info, res.StatusCode)
 			}
 			p.metrics.countResponse(r)
 			released, err := p.respondTx(tx, r)
@@ -200,7 +220,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			p.log.Info().AnErr("tx_error", ctxTx.Err()).Str("call_id", callID(in)).Str("to", next.addr).
 				Msg("no final response from next hop")
 			if info.endsDialog {
-				p.endOfDialog(in, info, 408) // no answer
+				p.endOfDialog(in, *info, 408) // no answer
 			}
 			if errors.Is(ctxTx.Err(), sip.ErrTransactionTransport) {
 				p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
