@@ -54,10 +54,10 @@ var orphanLimit = sip.Timer_B
 type failover struct {
 	fo       Failoverer
 	areq     admission.Request
-	base     *sip.Request // the INVITE as built for the first node, before Record-Route and per-hop changes (its headers shared with it: cloned per branch)
-	maxFwd   uint32       // its Max-Forwards (sipgo's Clone shares that header: each branch gets its own)
-	st       routeState   // its Record-Route state; the node fields change per node
-	left     int          // attempts left
+	base     branchBase // the INVITE as built for the first node, before Record-Route and per-hop changes
+	maxFwd   uint32     // its Max-Forwards (the first branch decrements that header in place: each branch gets its own)
+	st       routeState // its Record-Route state; the node fields change per node
+	left     int        // attempts left
 	timeout  time.Duration
 	tried    []string
 	triedBuf [2]string // tried's first backing array
@@ -78,11 +78,56 @@ func (p *Proxy) planFailover(req *sip.Request, areq admission.Request, out *sip.
 	if mf := out.MaxForwards(); mf != nil {
 		maxFwd = mf.Val()
 	}
-	fp := &failover{fo: fo, areq: areq, base: shareRequest(out, false), maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
+	fp := &failover{fo: fo, areq: areq, maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
 		timeout: timeout}
+	fp.base.keep(out)
 	fp.triedBuf[0] = st.NodeName
 	fp.tried = fp.triedBuf[:1] // in the plan's own allocation; a second failover grows it
 	return fp
+}
+
+// baseRoom is how many headers branchBase holds without an allocation of
+// their own: an INVITE from sipp or a softphone has ten to fifteen.
+const baseRoom = 16
+
+// branchBase is what a failover branch is built from: the first branch's
+// start line, header list (the header values shared with it, which
+// nothing changes after parsing except the top Via and Max-Forwards, and
+// those the first branch owns), body and addresses, kept in the plan's own
+// allocation instead of a second request.
+type branchBase struct {
+	recipient sip.Uri
+	version   string
+	hdrs      []sip.Header
+	hdrBuf    [baseRoom]sip.Header
+	body      []byte
+	transport string
+	source    string
+	laddr     sip.Addr
+}
+
+// keep takes out's fields; out goes on to the first node, but later
+// changes to it (Record-Route and Via prepended, in a new list) do not
+// reach the copy of its list.
+func (b *branchBase) keep(out *sip.Request) {
+	b.recipient, b.version = out.Recipient, out.SipVersion
+	b.hdrs = append(b.hdrBuf[:0], out.Headers()...)
+	b.body, b.transport, b.source, b.laddr = out.Body(), out.Transport(), out.Source(), out.Laddr
+}
+
+// request is a new INVITE for a branch, every part of it its own (as
+// sipgo's Request.Clone builds one).
+func (b *branchBase) request() *sip.Request {
+	out := sip.NewRequest(sip.INVITE, *b.recipient.Clone())
+	out.SipVersion = b.version
+	for _, h := range b.hdrs {
+		out.AppendHeader(sip.HeaderClone(h))
+	}
+	out.SetBody(slices.Clone(b.body))
+	out.SetTransport(b.transport)
+	out.SetSource(b.source)
+	out.Laddr = b.laddr
+	return out
 }
 
 // clientTx starts the client side of a forwarded request: a plain sipgo
@@ -376,7 +421,7 @@ func (f *failoverTx) nextBranch(reason, node string) (*sip.Request, hop, string,
 	f.plan.tried = append(f.plan.tried, v.Node.Name)
 	st := f.plan.st
 	st.NodeName, st.NodeAddr, st.NodeTransport = v.Node.Name, v.Node.Addr, transportOrUDP(v.Node.Transport)
-	out := f.plan.base.Clone()
+	out := f.plan.base.request()
 	mf := sip.MaxForwardsHeader(f.plan.maxFwd)
 	out.ReplaceHeader(&mf)
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
