@@ -425,9 +425,9 @@ func (f *failoverTx) nextBranch(reason, node string) (*sip.Request, hop, string,
 	mf := sip.MaxForwardsHeader(f.plan.maxFwd)
 	out.ReplaceHeader(&mf)
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
-	f.p.recordRoute(f.in, out, st)
+	rr := f.p.recordRoute(f.in, st)
 	h := hop{addr: v.Node.Addr, transport: st.NodeTransport}
-	f.p.prepareForward(f.in, out, h, f.p.branch(f.in))
+	f.p.prepareForward(f.in, out, h, f.p.branch(f.in), rr.list())
 	if !f.canceller.retarget(out) {
 		return nil, hop{}, "", false // cancelled just now: nothing new is started
 	}
@@ -560,7 +560,7 @@ func (p *Proxy) hangUpLate(in *sip.Request, res *sip.Response, h hop, why string
 	}
 	ack.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.ACK})
 	ack.SetBody(nil)
-	p.prepareForward(ack, ack, h, p.branch(ack))
+	p.prepareForward(ack, ack, h, p.branch(ack), nil)
 	p.leaveFrom(ack, h, dl.nodeAt)
 	if err := p.client.WriteRequest(ack, keepAsBuilt); err != nil {
 		p.notSent("ACK of a late 2xx", dl.callID, 0, err)

@@ -35,6 +35,7 @@ type fwdInfo struct {
 	join       *media.Join // new INVITE dialog: the participant it becomes when answered
 	anchored   bool        // new dialog whose media session must be freed if it fails
 	failover   *failover   // new INVITE placed by admission: retried on the next node if its node fails it
+	routes     ownRoutes   // sipedge's Record-Route for the request (new INVITE and SUBSCRIBE dialogs)
 
 	ctx context.Context // the server transaction's context, made once per request (txctx.go)
 }
@@ -72,8 +73,10 @@ func keepAsBuilt(*sipgo.Client, *sip.Request) error { return nil }
 
 const connectTimeout = 5 * time.Second
 
-// prepareForward applies the proxy's per-hop changes to the clone out.
-func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
+// prepareForward applies the proxy's per-hop changes to the clone out:
+// sipedge's Via on top, with rr (sipedge's Record-Route, may be empty)
+// under it.
+func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string, rr []sip.Header) {
 	if mf := out.MaxForwards(); mf != nil {
 		mf.Dec()
 	} else {
@@ -84,7 +87,9 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 		markReceived(via, in.Source())
 	}
 	from := p.sendsFrom(in, next) // the listen address toward next (listeners.go)
-	out.PrependHeader(newVia(upper(next.transport), from.host, from.port, branch))
+	var top [3]sip.Header         // one new header list for both (a prepend copies the list)
+	top[0] = newVia(upper(next.transport), from.host, from.port, branch)
+	out.PrependHeader(append(top[:1], rr...)...)
 	out.SetDestination(next.addr)
 	out.SetTransport(upper(next.transport))
 	if next.transport == "udp" {
@@ -115,7 +120,7 @@ type fwdCall struct {
 func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, to hop, fi fwdInfo) {
 	c := &fwdCall{next: to, info: fi}
 	next, info := &c.next, &c.info // a failover transaction rewrites them between two responses
-	p.prepareForward(in, out, *next, p.branch(in))
+	p.prepareForward(in, out, *next, p.branch(in), info.routes.list())
 	line := p.rseq.openLine(ourINVITEBranch(out)) // responses relayed in arrival order (respseq.go)
 	defer p.rseq.closeLine(line)
 	p.metrics.txActive.Inc()

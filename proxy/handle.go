@@ -124,7 +124,7 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	st.ConfID = info.confID
 	info.failover = p.planFailover(req, areq, out, st)
 	if req.Method == sip.INVITE || req.Method == sip.SUBSCRIBE {
-		p.recordRoute(req, out, st)
+		info.routes = p.recordRoute(req, st)
 	}
 	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: nodeTransport}, info)
 }
@@ -252,7 +252,7 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
 		p.log.Warn().Err(err).Str("call_id", callID(req)).Msg("SDP of an ACK cannot be anchored: passed unchanged")
 	}
-	p.prepareForward(req, out, next, statelessBranch(req))
+	p.prepareForward(req, out, next, statelessBranch(req), nil)
 	if err := p.client.WriteRequest(out, keepAsBuilt); err != nil {
 		p.metrics.forwardErrors.WithLabelValues("ACK").Inc()
 		p.notSent("ACK", callID(req), 0, err)

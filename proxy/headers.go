@@ -126,12 +126,23 @@ func dropRoutes(req *sip.Request, n int) {
 	}
 }
 
-// recordRoute inserts sipedge's Record-Route into out, the copy of in.
-// When the two sides use different transports or listen addresses it
-// inserts two (RFC 5658 double Record-Route; RFC 3261 §16.6 for several
+// ownRoutes is sipedge's Record-Route for one forwarded request, top
+// first; prepareForward inserts it under sipedge's Via, in the same new
+// header list.
+type ownRoutes struct {
+	h [2]sip.Header
+	n int
+}
+
+func (r *ownRoutes) list() []sip.Header { return r.h[:r.n] }
+
+// recordRoute is sipedge's Record-Route for the copy of in sent with st.
+// When the two sides use different transports or listen addresses it is
+// two (RFC 5658 double Record-Route; RFC 3261 §16.6 for several
 // interfaces): the lower one names the address in arrived on and faces the
-// caller, the top one names the address out leaves from and faces the node.
-func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
+// caller, the top one names the address the copy leaves from and faces the
+// node.
+func (p *Proxy) recordRoute(in *sip.Request, st routeState) ownRoutes {
 	token := p.signer.Encode(st)
 	rr := func(transport string, a listenAddr) sip.Header {
 		return newRecordRoute(a.host, a.port, transport, token) // vias.go
@@ -139,10 +150,12 @@ func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
 	// Over TLS or a WebSocket: that listener (listeners.go onTransport).
 	peer := p.onTransport(p.arrivedOn(in), st.PeerTransport)
 	node := p.onTransport(p.sendsFromAddr(in, st.NodeAddr), st.NodeTransport)
+	r := ownRoutes{n: 1}
+	r.h[0] = rr(st.NodeTransport, node)
 	if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {
-		out.PrependHeader(rr(st.PeerTransport, peer))
+		r.h[1], r.n = rr(st.PeerTransport, peer), 2
 	}
-	out.PrependHeader(rr(st.NodeTransport, node))
+	return r
 }
 
 // loopHash covers the fields that stay the same when a request comes back
