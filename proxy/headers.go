@@ -143,18 +143,16 @@ func (r *ownRoutes) list() []sip.Header { return r.h[:r.n] }
 // caller, the top one names the address the copy leaves from and faces the
 // node.
 func (p *Proxy) recordRoute(in *sip.Request, st routeState) ownRoutes {
-	token := p.signer.Encode(st)
-	rr := func(transport string, a listenAddr) sip.Header {
-		return newRecordRoute(a.host, a.port, transport, token) // vias.go
-	}
 	// Over TLS or a WebSocket: that listener (listeners.go onTransport).
 	peer := p.onTransport(p.arrivedOn(in), st.PeerTransport)
 	node := p.onTransport(p.sendsFromAddr(in, st.NodeAddr), st.NodeTransport)
 	r := ownRoutes{n: 1}
-	r.h[0] = rr(st.NodeTransport, node)
-	if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {
-		r.h[1], r.n = rr(st.PeerTransport, peer), 2
-	}
+	p.signer.encode(st, func(token []byte) {
+		r.h[0] = newRecordRoute(node.host, node.port, st.NodeTransport, token) // vias.go
+		if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {
+			r.h[1], r.n = newRecordRoute(peer.host, peer.port, st.PeerTransport, token), 2
+		}
+	})
 	return r
 }
 

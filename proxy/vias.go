@@ -51,7 +51,7 @@ func copyVia(v *sip.ViaHeader) *sip.ViaHeader {
 // every send and retransmission: its host through net.ParseIP, its port
 // through strconv.Itoa and its parameters through a strings.Builder, four
 // to five allocations each time.
-func newRecordRoute(host string, port int, transport, token string) sip.Header {
+func newRecordRoute(host string, port int, transport string, token []byte) sip.Header {
 	n := len("<sip:[]:65535;transport=;lr;=>") + len(host) + len(transport) + len(routeParam) + len(token)
 	b := make([]byte, 0, n)
 	b = append(b, "<sip:"...)

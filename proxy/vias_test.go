@@ -35,7 +35,7 @@ func TestCopyVia_IsACloneWithRoom(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { markReceived(copyVia(v), "192.0.2.1:4000") }); n != 1 {
 		t.Errorf("copy and markReceived: %v allocations, want 1", n)
 	}
-	rr := newRecordRoute("127.0.0.1", 5060, "udp", "tok")
+	rr := newRecordRoute("127.0.0.1", 5060, "udp", []byte("tok"))
 	if got := rr.Value(); got != "<sip:127.0.0.1:5060;transport=udp;lr;"+routeParam+"=tok>" {
 		t.Errorf("newRecordRoute = %q", got)
 	}
@@ -55,13 +55,13 @@ func TestNewRecordRoute_AsSipgoRendersIt(t *testing.T) {
 	} {
 		typed := &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: tc.host, Port: tc.port,
 			UriParams: sip.HeaderParams{{K: "transport", V: tc.transport}, {K: "lr"}, {K: routeParam, V: "AbC-d_9"}}}}
-		got := newRecordRoute(tc.host, tc.port, tc.transport, "AbC-d_9")
+		got := newRecordRoute(tc.host, tc.port, tc.transport, []byte("AbC-d_9"))
 		if got.String() != typed.String() {
 			t.Errorf("newRecordRoute(%q, %d) = %q, sipgo renders %q", tc.host, tc.port, got, typed)
 		}
 	}
 	var sink sip.Header
-	if n := testing.AllocsPerRun(100, func() { sink = newRecordRoute("127.0.0.1", 5060, "udp", "tok") }); n != 2 {
+	if n := testing.AllocsPerRun(100, func() { sink = newRecordRoute("127.0.0.1", 5060, "udp", []byte("tok")) }); n != 2 {
 		t.Errorf("newRecordRoute: %v allocations, want 2", n)
 	}
 	_ = sink
