@@ -36,7 +36,7 @@ func TestForwardCopy_LeavesTheIncomingRequestAlone(t *testing.T) {
 	}{
 		{"per-hop (Via, received, Max-Forwards)", func(out *sip.Request) {
 			in := out // prepareForward marks the sender's Via of the copy
-			p.prepareForward(in, out, hop{addr: "127.0.0.2:5070", transport: "udp"}, "z9hG4bK-ours", nil)
+			p.prepareForward(in, out, hop{addr: "127.0.0.2:5070", transport: "udp"}, []byte("z9hG4bK-ours"), nil)
 		}, "Max-Forwards: 69"},
 		{"Request-URI", func(out *sip.Request) { out.Recipient.Host, out.Recipient.Port = "127.0.0.2", 5070 }, "INVITE sip:conf1@127.0.0.2:5070 "},
 		{"routes dropped", func(out *sip.Request) { dropRoutes(out, 1) }, "From:"},

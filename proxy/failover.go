@@ -427,7 +427,8 @@ func (f *failoverTx) nextBranch(reason, node string) (*sip.Request, hop, string,
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
 	rr := f.p.recordRoute(f.in, st)
 	h := hop{addr: v.Node.Addr, transport: st.NodeTransport}
-	f.p.prepareForward(f.in, out, h, f.p.branch(f.in), rr.list())
+	var br [branchRoom]byte
+	f.p.prepareForward(f.in, out, h, f.p.branch(br[:0], f.in), rr.list())
 	if !f.canceller.retarget(out) {
 		return nil, hop{}, "", false // cancelled just now: nothing new is started
 	}
@@ -560,7 +561,7 @@ func (p *Proxy) hangUpLate(in *sip.Request, res *sip.Response, h hop, why string
 	}
 	ack.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.ACK})
 	ack.SetBody(nil)
-	p.prepareForward(ack, ack, h, p.branch(ack), nil)
+	p.prepareForward(ack, ack, h, p.branch(nil, ack), nil)
 	p.leaveFrom(ack, h, dl.nodeAt)
 	if err := p.client.WriteRequest(ack, keepAsBuilt); err != nil {
 		p.notSent("ACK of a late 2xx", dl.callID, 0, err)

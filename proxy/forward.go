@@ -76,7 +76,7 @@ const connectTimeout = 5 * time.Second
 // prepareForward applies the proxy's per-hop changes to the clone out:
 // sipedge's Via on top, with rr (sipedge's Record-Route, may be empty)
 // under it.
-func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string, rr []sip.Header) {
+func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch []byte, rr []sip.Header) {
 	if mf := out.MaxForwards(); mf != nil {
 		mf.Dec()
 	} else {
@@ -120,7 +120,8 @@ type fwdCall struct {
 func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, to hop, fi fwdInfo) {
 	c := &fwdCall{next: to, info: fi}
 	next, info := &c.next, &c.info // a failover transaction rewrites them between two responses
-	p.prepareForward(in, out, *next, p.branch(in), info.routes.list())
+	var br [branchRoom]byte
+	p.prepareForward(in, out, *next, p.branch(br[:0], in), info.routes.list())
 	line := p.rseq.openLine(ourINVITEBranch(out)) // responses relayed in arrival order (respseq.go)
 	defer p.rseq.closeLine(line)
 	p.metrics.txActive.Inc()

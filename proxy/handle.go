@@ -252,7 +252,8 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
 		p.log.Warn().Err(err).Str("call_id", callID(req)).Msg("SDP of an ACK cannot be anchored: passed unchanged")
 	}
-	p.prepareForward(req, out, next, statelessBranch(req), nil)
+	var br [branchRoom]byte
+	p.prepareForward(req, out, next, statelessBranch(br[:0], req), nil)
 	if err := p.client.WriteRequest(out, keepAsBuilt); err != nil {
 		p.metrics.forwardErrors.WithLabelValues("ACK").Inc()
 		p.notSent("ACK", callID(req), 0, err)

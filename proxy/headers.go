@@ -202,22 +202,22 @@ func (h *fnv1a) number(n int64) {
 	h.field(unsafeString(strconv.AppendInt(num[:0], n, 10)))
 }
 
-func (p *Proxy) branch(req *sip.Request) string {
+// branch appends a new branch for the copy of req sipedge sends (its loop
+// hash and six random bytes) to dst; newVia copies it into the Via.
+func (p *Proxy) branch(dst []byte, req *sip.Request) []byte {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	var b [64]byte
-	out := append(strconv.AppendUint(append(b[:0], branchMark...), loopHash(req), 16), '.')
-	return string(hex.AppendEncode(out, rnd[:]))
+	out := append(strconv.AppendUint(append(dst, branchMark...), loopHash(req), 16), '.')
+	return hex.AppendEncode(out, rnd[:])
 }
 
 // statelessBranch is deterministic so a retransmitted ACK keeps its branch.
-func statelessBranch(req *sip.Request) string {
+func statelessBranch(dst []byte, req *sip.Request) []byte {
 	b := ""
 	if via := req.Via(); via != nil {
 		b, _ = via.Params.Get("branch")
 	}
-	var buf [64]byte
-	return string(appendStatelessBranch(buf[:0], loopHash(req), b))
+	return appendStatelessBranch(dst, loopHash(req), b)
 }
 
 // appendStatelessBranch appends the branch of a request whose loop hash is

@@ -80,7 +80,7 @@ func TestRecordRoute_NamesTheAddressTheRequestArrivedOn(t *testing.T) {
 			out := forwardCopy(in)
 			st := routeState{NodeAddr: tc.node, NodeTransport: tc.nodeTP, PeerAddr: tc.source, PeerTransport: "udp", FromTag: "caller1"}
 			rr := p.recordRoute(in, st)
-			p.prepareForward(in, out, hop{addr: tc.node, transport: tc.nodeTP}, "z9hG4bK-x", rr.list())
+			p.prepareForward(in, out, hop{addr: tc.node, transport: tc.nodeTP}, []byte("z9hG4bK-x"), rr.list())
 			got := recordRoutes(out)
 			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
 				t.Errorf("Record-Route %q, want %q", got, tc.want)
@@ -138,7 +138,7 @@ func TestInDialog_LeavesFromTheAddressTheDestinationKnows(t *testing.T) {
 				t.Fatalf("ourRoute: n %d err %v", n, err)
 			}
 			out := forwardCopy(in)
-			p.prepareForward(in, out, hop{addr: tc.dest, transport: "udp"}, "z9hG4bK-y", nil)
+			p.prepareForward(in, out, hop{addr: tc.dest, transport: "udp"}, []byte("z9hG4bK-y"), nil)
 			via := out.Via()
 			if got := net.JoinHostPort(via.Host, fmt.Sprint(via.Port)); got != tc.want {
 				t.Errorf("Via %s, want %s", got, tc.want)
@@ -174,7 +174,7 @@ func TestIsLoop_OurViaOnAnyAddress(t *testing.T) {
 	p := multiProxy()
 	in := multiInvite(t, "[::1]:5060", "[::1]:4000")
 	out := forwardCopy(in)
-	p.prepareForward(in, out, hop{addr: "[::1]:5060", transport: "udp"}, p.branch(in), nil)
+	p.prepareForward(in, out, hop{addr: "[::1]:5060", transport: "udp"}, p.branch(nil, in), nil)
 	if !p.isLoop(out) {
 		t.Errorf("request with our [::1] Via is not a loop:\n%s", out)
 	}

@@ -61,7 +61,7 @@ func TestRecordRoute_NamesTheSecureListenerUsed(t *testing.T) {
 			out := forwardCopy(in)
 			st := routeState{NodeAddr: tc.node, NodeTransport: "udp", PeerAddr: tc.source, PeerTransport: strings.ToLower(tc.tp), FromTag: "caller1"}
 			rr := p.recordRoute(in, st)
-			p.prepareForward(in, out, hop{addr: tc.node, transport: "udp"}, "z9hG4bK-s", rr.list())
+			p.prepareForward(in, out, hop{addr: tc.node, transport: "udp"}, []byte("z9hG4bK-s"), rr.list())
 			if got := recordRoutes(out); strings.Join(got, " ") != strings.Join(tc.want, " ") {
 				t.Errorf("Record-Route %q, want %q", got, tc.want)
 			}

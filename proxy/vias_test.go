@@ -28,9 +28,27 @@ func TestCopyVia_IsACloneWithRoom(t *testing.T) {
 			t.Errorf("original changed through its copy: %q, was %q", v, orig)
 		}
 	}
-	if got := newVia("UDP", "127.0.0.1", 5060, "z9hG4bK-b").Value(); got != "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-b" {
+	if got := newVia("UDP", "127.0.0.1", 5060, []byte("z9hG4bK-b")).Value(); got != "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-b" {
 		t.Errorf("newVia = %q", got)
 	}
+	// The branch is copied into the Via's own allocation: the caller's
+	// buffer is free once newVia returns.
+	br := []byte("z9hG4bK-c")
+	own := newVia("UDP", "127.0.0.1", 5060, br)
+	copy(br, "XXXXXXXXX")
+	if b, _ := own.Params.Get("branch"); b != "z9hG4bK-c" {
+		t.Errorf("branch %q after the caller's buffer changed, want z9hG4bK-c", b)
+	}
+	p := benchProxy()
+	req := multiInvite(t, "127.0.0.1", "192.0.2.10:5060")
+	var sinkVia *sip.ViaHeader
+	if n := testing.AllocsPerRun(100, func() {
+		var b [branchRoom]byte
+		sinkVia = newVia("UDP", "127.0.0.1", 5060, p.branch(b[:0], req))
+	}); n != 1 {
+		t.Errorf("newVia with a new branch: %v allocations, want 1", n)
+	}
+	_ = sinkVia
 	v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "10.0.0.1", Params: sip.HeaderParams{{K: "rport", V: ""}}}
 	if n := testing.AllocsPerRun(100, func() { markReceived(copyVia(v), "192.0.2.1:4000") }); n != 1 {
 		t.Errorf("copy and markReceived: %v allocations, want 1", n)
