@@ -329,8 +329,8 @@ func (f *failoverTx) await(br sip.ClientTransaction, node string) (res *sip.Resp
 	// (a timer and a ticker were six allocations per call set-up).
 	deadline := time.Now().Add(f.plan.timeout)
 	armed := true // the failover timeout still applies
-	timer := time.NewTimer(min(healthPoll, f.plan.timeout))
-	defer timer.Stop()
+	timer := f.p.timers.get(min(healthPoll, f.plan.timeout))
+	defer f.p.timers.put(timer)
 	early := false
 	for {
 		select {
