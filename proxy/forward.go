@@ -102,10 +102,10 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch []byte, rr
 }
 
 // fwdCall is what forward shares with the callbacks and the goroutine of
-// one forwarded request, in one allocation (they were four per call
+// one forwarded request, in one allocation (they were five per call
 // set-up): the hop and info a failover transaction rewrites when it moves
 // to another node, the INVITE's CANCEL sender, the failover transaction
-// itself, and the server transaction's context when the caller made none.
+// itself, and the server transaction's context (txContext).
 type fwdCall struct {
 	next      hop
 	info      fwdInfo
@@ -114,11 +114,26 @@ type fwdCall struct {
 	txc       txCtx
 }
 
+// txContext is txContext(tx) in c's own allocation.
+func (c *fwdCall) txContext(tx sip.ServerTransaction) context.Context {
+	if tx == nil {
+		return context.Background()
+	}
+	c.txc.tx = tx
+	return &c.txc
+}
+
 // forward sends out through a client transaction and relays every response
 // to the server transaction tx until a final one. It runs on the goroutine
 // sipgo gave the request, so it may block.
 func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, to hop, fi fwdInfo) {
-	c := &fwdCall{next: to, info: fi}
+	p.forwardCall(in, tx, out, &fwdCall{next: to, info: fi})
+}
+
+// forwardCall is forward with the call's state made by the caller, its
+// hop and info set (newDialog makes it first: its context serves
+// admission).
+func (p *Proxy) forwardCall(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, c *fwdCall) {
 	next, info := &c.next, &c.info // a failover transaction rewrites them between two responses
 	var br [branchRoom]byte
 	p.prepareForward(in, out, *next, p.branch(br[:0], in), info.routes.list())
@@ -145,9 +160,8 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 		tx.OnCancel(func(*sip.Request) { canceller.requested() })
 	}
 
-	if info.ctx == nil && tx != nil {
-		c.txc.tx = tx
-		info.ctx = &c.txc
+	if info.ctx == nil {
+		info.ctx = c.txContext(tx)
 	}
 	ctx, cancel := dialContext(info.txContext(tx), *next)
 	ctxTx, err := p.clientTx(ctx, in, tx, out, c, canceller)

@@ -81,7 +81,8 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		p.reply(tx, req, 404, "Not Found (no conference id in Request-URI)")
 		return
 	}
-	ctx := txContext(tx)
+	c := &fwdCall{} // the forwarded call's state, made first: its context serves admission
+	ctx := c.txContext(tx)
 	v := p.admit.Admit(ctx, areq)
 	if !v.Admit {
 		res := sip.NewResponseFromRequest(req, v.Code, v.Reason, nil)
@@ -126,7 +127,8 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if req.Method == sip.INVITE || req.Method == sip.SUBSCRIBE {
 		info.routes = p.recordRoute(req, st)
 	}
-	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: nodeTransport}, info)
+	c.next, c.info = hop{addr: v.Node.Addr, transport: nodeTransport}, info
+	p.forwardCall(req, tx, out, c)
 }
 
 // inDialog routes a request carrying sipedge's Record-Route state.
