@@ -29,6 +29,10 @@ type dialog struct {
 
 	cseqCaller atomic.Uint32 // highest CSeq seen from the caller
 	cseqNode   atomic.Uint32 // highest CSeq seen from the node
+
+	// first backs its Call-ID's list in the dialog set while it is the
+	// only dialog of that Call-ID (almost always): no list of its own.
+	first [1]*dialog
 }
 
 // Dialog is the exported view of a dialog held by this instance.
@@ -109,6 +113,9 @@ func (d *dialogSet) Add(dl *dialog) bool {
 		dup = dup || (cur.callerTag == dl.callerTag && cur.nodeTag == dl.nodeTag)
 	}
 	if !dup {
+		if len(list) == 0 {
+			list = dl.first[:0:1]
+		}
 		s.items[dl.callID] = append(list, dl)
 		d.n.Add(1)
 	}
