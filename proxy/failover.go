@@ -63,12 +63,13 @@ type failover struct {
 	triedBuf [2]string // tried's first backing array
 }
 
-// planFailover prepares the retry of a new INVITE; nil when failover is
+// planFailover prepares the retry of a new INVITE in fp (the caller's
+// storage: newDialog's newCall); false, fp untouched, when failover is
 // off. out must not have its Record-Route yet: every node gets its own.
-func (p *Proxy) planFailover(req *sip.Request, areq admission.Request, out *sip.Request, st routeState) *failover {
+func (p *Proxy) planFailover(fp *failover, req *sip.Request, areq admission.Request, out *sip.Request, st routeState) bool {
 	fo, ok := p.admit.(Failoverer)
 	if !ok || !req.IsInvite() || p.opts.FailoverAttempts <= 0 {
-		return nil
+		return false
 	}
 	timeout := p.opts.FailoverTimeout
 	if timeout <= 0 {
@@ -78,12 +79,12 @@ func (p *Proxy) planFailover(req *sip.Request, areq admission.Request, out *sip.
 	if mf := out.MaxForwards(); mf != nil {
 		maxFwd = mf.Val()
 	}
-	fp := &failover{fo: fo, areq: areq, maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
+	*fp = failover{fo: fo, areq: areq, maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
 		timeout: timeout}
 	fp.base.keep(out)
 	fp.triedBuf[0] = st.NodeName
 	fp.tried = fp.triedBuf[:1] // in the plan's own allocation; a second failover grows it
-	return fp
+	return true
 }
 
 // baseRoom is how many headers branchBase holds without an allocation of
@@ -271,7 +272,9 @@ func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
 func (f *failoverTx) run(out *sip.Request, h hop, node string) {
 	// The branch's 2xx hook keeps f for its timers (32 s); the plan, with
 	// its copy of the INVITE, is only needed until the call is settled.
-	defer func() { f.plan = nil }()
+	// It lies in newDialog's newCall, as f does: cleared rather than
+	// dropped, so what it points to (the INVITE's headers) goes.
+	defer func() { *f.plan, f.plan = failover{}, nil }()
 	for {
 		br, err := f.send(out)
 		var first *sip.Response

@@ -52,6 +52,13 @@ func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 	p.newDialog(req, tx)
 }
 
+// newCall is what a new dialog's forwarding needs, in one allocation: the
+// call's state and its retry plan (failover.go).
+type newCall struct {
+	call fwdCall
+	plan failover
+}
+
 // newDialog handles an out-of-dialog request: admission picks the node.
 func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if req.Method == sip.OPTIONS && req.Recipient.User == "" {
@@ -81,7 +88,8 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		p.reply(tx, req, 404, "Not Found (no conference id in Request-URI)")
 		return
 	}
-	c := &fwdCall{} // the forwarded call's state, made first: its context serves admission
+	nc := &newCall{} // made first: the call's context serves admission
+	c := &nc.call
 	ctx := c.txContext(tx)
 	v := p.admit.Admit(ctx, areq)
 	if !v.Admit {
@@ -123,7 +131,9 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		FromTag: fromTag(req), Instance: p.opts.Instance,
 	}
 	st.ConfID = info.confID
-	info.failover = p.planFailover(req, areq, out, st)
+	if p.planFailover(&nc.plan, req, areq, out, st) {
+		info.failover = &nc.plan
+	}
 	if req.Method == sip.INVITE || req.Method == sip.SUBSCRIBE {
 		info.routes = p.recordRoute(req, st)
 	}
