@@ -85,7 +85,7 @@ type seqCall struct {
 	entries []seqEntry
 	wake    chan struct{} // closed when an entry is handed on; nil until someone waits
 	last    time.Time
-	first   [1]seqEntry // entries' first backing array: most Call-IDs see one transaction at a time
+	first   [2]seqEntry // entries' first backing array: an INVITE and its BYE, or one transaction at a time
 }
 
 type seqShard struct {
