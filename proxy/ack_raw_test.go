@@ -79,7 +79,7 @@ func TestForwardRawACK_SameMessageAsTheParsedPath(t *testing.T) {
 			}
 			out := forwardCopy(in)
 			dropRoutes(out, n)
-			px.prepareForward(in, out, px.nextHop(in, st), statelessBranch(in))
+			px.prepareForward(in, out, px.nextHop(in, st), statelessBranch(nil, in), nil)
 			want := parseReq(t, []byte(out.String()))
 
 			if raw.Recipient.String() != want.Recipient.String() {

@@ -42,7 +42,7 @@ func BenchmarkInDialogRouting(b *testing.B) {
 		}
 		out := req.Clone()
 		dropRoutes(out, n)
-		p.prepareForward(req, out, p.nextHop(req, st), p.branch(req))
+		p.prepareForward(req, out, p.nextHop(req, st), p.branch(nil, req), nil)
 	}
 }
 
@@ -64,7 +64,7 @@ func BenchmarkParseAndRoute(b *testing.B) {
 		st, n, _ := p.ourRoute(req)
 		out := req.Clone()
 		dropRoutes(out, n)
-		p.prepareForward(req, out, p.nextHop(req, st), p.branch(req))
+		p.prepareForward(req, out, p.nextHop(req, st), p.branch(nil, req), nil)
 	}
 }
 

@@ -92,7 +92,7 @@ func TestLeaveFrom_UnknownRefKeepsTheChoice(t *testing.T) {
 	in := multiInvite(t, "127.0.0.2:5070", "127.0.0.9:4000")
 	out := forwardCopy(in)
 	next := hop{addr: "127.0.0.9:4000", transport: "udp"}
-	p.prepareForward(in, out, next, "z9hG4bK-u")
+	p.prepareForward(in, out, next, []byte("z9hG4bK-u"), nil)
 	before := net.JoinHostPort(out.Via().Host, strconv.Itoa(out.Via().Port))
 	p.leaveFrom(out, next, 0)
 	if after := net.JoinHostPort(out.Via().Host, strconv.Itoa(out.Via().Port)); after != before {

@@ -12,17 +12,13 @@ import "github.com/emiago/sipgo/sip"
 // list only (Route and X-Sipedge-* removed, Via and Record-Route
 // prepended, Content-Length replaced by SetBody), so in stays as it came:
 // sipgo builds the server transaction's responses (487, 408) from it.
-func forwardCopy(in *sip.Request) *sip.Request { return shareRequest(in, true) }
-
-// shareRequest copies in's start line, header list, body, source and
-// local address;
-// with own, its top Via and Max-Forwards are copies, else every header is
-// shared with in (the failover plan's base, which is only ever cloned).
-func shareRequest(in *sip.Request, own bool) *sip.Request {
+//
+// It copies in's start line, header list, body, source and local address.
+func forwardCopy(in *sip.Request) *sip.Request {
 	out := sip.NewRequest(in.Method, sip.Uri{})
 	out.Recipient = in.Recipient // its parameter lists shared too: only Host and Port are ever set on the copy
 	out.SipVersion = in.SipVersion
-	topVia := own
+	topVia := true
 	for _, h := range in.Headers() {
 		switch v := h.(type) {
 		case *sip.ViaHeader:
@@ -30,10 +26,8 @@ func shareRequest(in *sip.Request, own bool) *sip.Request {
 				h, topVia = copyVia(v), false // vias.go
 			}
 		case *sip.MaxForwardsHeader:
-			if own {
-				mf := *v
-				h = &mf
-			}
+			mf := *v
+			h = &mf
 		}
 		out.AppendHeader(h)
 	}

@@ -36,13 +36,14 @@ func TestForwardCopy_LeavesTheIncomingRequestAlone(t *testing.T) {
 	}{
 		{"per-hop (Via, received, Max-Forwards)", func(out *sip.Request) {
 			in := out // prepareForward marks the sender's Via of the copy
-			p.prepareForward(in, out, hop{addr: "127.0.0.2:5070", transport: "udp"}, "z9hG4bK-ours")
+			p.prepareForward(in, out, hop{addr: "127.0.0.2:5070", transport: "udp"}, []byte("z9hG4bK-ours"), nil)
 		}, "Max-Forwards: 69"},
 		{"Request-URI", func(out *sip.Request) { out.Recipient.Host, out.Recipient.Port = "127.0.0.2", 5070 }, "INVITE sip:conf1@127.0.0.2:5070 "},
 		{"routes dropped", func(out *sip.Request) { dropRoutes(out, 1) }, "From:"},
 		{"trusted headers stripped", func(out *sip.Request) { removeTrusted(out) }, "Call-ID:"},
 		{"Record-Route", func(out *sip.Request) {
-			p.recordRoute(out, out, routeState{NodeTransport: "udp", PeerTransport: "udp", FromTag: "caller1"})
+			rr := p.recordRoute(out, routeState{NodeTransport: "udp", PeerTransport: "udp", FromTag: "caller1"})
+			out.PrependHeader(rr.list()...)
 		}, "Record-Route: <sip:127.0.0.1:5060;transport=udp;lr;"},
 		{"body anchored", func(out *sip.Request) { out.SetBody([]byte("v=0\r\nc=IN IP4 192.0.2.1\r\n")) }, "Content-Length: 25"},
 	}

@@ -154,7 +154,7 @@ func TestProxy_ByeOfAnotherInstancesDialogIsNotedForIt(t *testing.T) {
 func TestDialogSet_KeyedByCallIDAndBothTags(t *testing.T) {
 	var d dialogSet
 	mk := func(callID, from, to, conf, node string) *dialog {
-		return &dialog{callID: callID, confID: conf, node: node, callerTag: from, nodeTag: to, key: dialogKey(callID, from, to)}
+		return &dialog{callID: callID, confID: conf, node: node, callerTag: from, nodeTag: to}
 	}
 	d1 := mk("c", "a", "b", "conf1", "n1")
 	if !d.Add(d1) || d.Add(mk("c", "a", "b", "conf1", "n1")) {
@@ -186,11 +186,30 @@ func TestDialogSet_KeyedByCallIDAndBothTags(t *testing.T) {
 	if !d.Remove(d1) || d.Remove(d1) {
 		t.Error("Remove must succeed once")
 	}
-	if d.RemoveKey(d2.key) != d2 || d.RemoveKey(d2.key) != nil {
+	if d.RemoveKey(dialogKey("c", "a", "other")) != d2 || d.RemoveKey(dialogKey("c", "a", "other")) != nil {
 		t.Error("RemoveKey must succeed once")
 	}
 	if d.Len() != 0 || confDialogs(&d, "conf1") != 0 || d.NodeDialogs("n1") != 0 {
 		t.Errorf("after removal: len %d conf1 %d", d.Len(), confDialogs(&d, "conf1"))
+	}
+}
+
+// A dialog is named by exactly its dialogKey.
+func TestDialog_IsKey(t *testing.T) {
+	dl := &dialog{callID: "c@h", callerTag: "a", nodeTag: "bb"}
+	for key, want := range map[string]bool{
+		dialogKey("c@h", "a", "bb"): true,
+		dialogKey("c@h", "a", "b"):  false,
+		dialogKey("c@h", "ab", "b"): false,
+		dialogKey("c@", "ha", "bb"): false,
+		dialogKey("c@h", "", "abb"): false,
+		"c@h\x1fa\x1fbb\x1f":        false,
+		"c@hxaxbb":                  false,
+		"":                          false,
+	} {
+		if got := dl.isKey(key); got != want {
+			t.Errorf("isKey(%q) = %v, want %v", key, got, want)
+		}
 	}
 }
 
@@ -200,7 +219,7 @@ func BenchmarkDialogSet_Match(b *testing.B) {
 	var d dialogSet
 	for i := range 10000 {
 		id := fmt.Sprintf("call-%d", i)
-		d.Add(&dialog{callID: id, callerTag: "c" + id, nodeTag: "n" + id, key: dialogKey(id, "c"+id, "n"+id)})
+		d.Add(&dialog{callID: id, callerTag: "c" + id, nodeTag: "n" + id})
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -18,8 +18,7 @@ import (
 // the Record-Route alone.
 type dialog struct {
 	callID, confID, node string
-	key                  string          // dialogKey(callID, callerTag, nodeTag)
-	callerTag, nodeTag   string          // From tag of the caller, To tag the node chose
+	callerTag, nodeTag   string          // From tag of the caller, To tag the node chose (named by dialogKey)
 	from                 *sip.FromHeader // caller's From, with its tag
 	to                   *sip.ToHeader   // To with the node's tag
 	callerContact        sip.Header      // each leg's Contact, read when sipedge sends in the dialog (contact.go)
@@ -30,6 +29,10 @@ type dialog struct {
 
 	cseqCaller atomic.Uint32 // highest CSeq seen from the caller
 	cseqNode   atomic.Uint32 // highest CSeq seen from the node
+
+	// first backs its Call-ID's list in the dialog set while it is the
+	// only dialog of that Call-ID (almost always): no list of its own.
+	first [1]*dialog
 }
 
 // Dialog is the exported view of a dialog held by this instance.
@@ -44,6 +47,20 @@ const dialogShards = 32
 // the caller's From tag first, then the tag the node put in To.
 func dialogKey(callID, callerTag, nodeTag string) string {
 	return callID + "\x1f" + callerTag + "\x1f" + nodeTag
+}
+
+// isKey reports whether key is dl's dialogKey, without building it.
+func (dl *dialog) isKey(key string) bool {
+	id, ct, nt := dl.callID, dl.callerTag, dl.nodeTag
+	if len(key) != len(id)+len(ct)+len(nt)+2 {
+		return false
+	}
+	rest, ok := strings.CutPrefix(key, id)
+	if !ok || rest[0] != 0x1f {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest[1:], ct)
+	return ok && rest[0] == 0x1f && rest[1:] == nt
 }
 
 // dialogSet is a sharded map keyed by dialogKey, so the per-call hot path
@@ -79,14 +96,11 @@ func (d *dialogSet) shard(callID string) int {
 // Add records dl; it reports false (and changes nothing) when a dialog
 // with the same Call-ID and tags is already held (a retransmitted 2xx).
 func (d *dialogSet) Add(dl *dialog) bool {
-	if dl.key == "" {
-		if dl.from != nil {
-			dl.callerTag = tagParam(dl.from.Params)
-		}
-		if dl.to != nil {
-			dl.nodeTag = tagParam(dl.to.Params)
-		}
-		dl.key = dialogKey(dl.callID, dl.callerTag, dl.nodeTag)
+	if dl.callerTag == "" && dl.from != nil {
+		dl.callerTag = tagParam(dl.from.Params)
+	}
+	if dl.nodeTag == "" && dl.to != nil {
+		dl.nodeTag = tagParam(dl.to.Params)
 	}
 	s := &d.shards[d.shard(dl.callID)]
 	s.mu.Lock()
@@ -94,11 +108,15 @@ func (d *dialogSet) Add(dl *dialog) bool {
 		s.items = make(map[string][]*dialog)
 	}
 	dup := false
-	for _, cur := range s.items[dl.callID] {
-		dup = dup || cur.key == dl.key
+	list := s.items[dl.callID]
+	for _, cur := range list {
+		dup = dup || (cur.callerTag == dl.callerTag && cur.nodeTag == dl.nodeTag)
 	}
 	if !dup {
-		s.items[dl.callID] = append(s.items[dl.callID], dl)
+		if len(list) == 0 {
+			list = dl.first[:0:1]
+		}
+		s.items[dl.callID] = append(list, dl)
 		d.n.Add(1)
 	}
 	s.mu.Unlock()
@@ -171,7 +189,7 @@ func (d *dialogSet) RemoveKey(key string) *dialog {
 	s.mu.Lock()
 	var dl *dialog
 	for _, cur := range s.items[callID] {
-		if cur.key == key {
+		if cur.isKey(key) {
 			dl = cur
 		}
 	}

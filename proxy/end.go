@@ -80,7 +80,7 @@ func (p *Proxy) sendBye(ctx context.Context, dl *dialog, toCaller bool, reason s
 	out := bye
 	// prepareForward adds our Via and Max-Forwards and sets the hop; the
 	// "incoming" request is the BYE itself (no Via of a sender to mark).
-	p.prepareForward(bye, out, next, p.branch(bye))
+	p.prepareForward(bye, out, next, p.branch(nil, bye), nil)
 	p.leaveFrom(out, next, at) // the address this leg knows (byefrom.go)
 	bctx, cancel := context.WithTimeout(ctx, 32*time.Second)
 	defer cancel()

@@ -54,21 +54,22 @@ var orphanLimit = sip.Timer_B
 type failover struct {
 	fo       Failoverer
 	areq     admission.Request
-	base     *sip.Request // the INVITE as built for the first node, before Record-Route and per-hop changes (its headers shared with it: cloned per branch)
-	maxFwd   uint32       // its Max-Forwards (sipgo's Clone shares that header: each branch gets its own)
-	st       routeState   // its Record-Route state; the node fields change per node
-	left     int          // attempts left
+	base     branchBase // the INVITE as built for the first node, before Record-Route and per-hop changes
+	maxFwd   uint32     // its Max-Forwards (the first branch decrements that header in place: each branch gets its own)
+	st       routeState // its Record-Route state; the node fields change per node
+	left     int        // attempts left
 	timeout  time.Duration
 	tried    []string
 	triedBuf [2]string // tried's first backing array
 }
 
-// planFailover prepares the retry of a new INVITE; nil when failover is
+// planFailover prepares the retry of a new INVITE in fp (the caller's
+// storage: newDialog's newCall); false, fp untouched, when failover is
 // off. out must not have its Record-Route yet: every node gets its own.
-func (p *Proxy) planFailover(req *sip.Request, areq admission.Request, out *sip.Request, st routeState) *failover {
+func (p *Proxy) planFailover(fp *failover, req *sip.Request, areq admission.Request, out *sip.Request, st routeState) bool {
 	fo, ok := p.admit.(Failoverer)
 	if !ok || !req.IsInvite() || p.opts.FailoverAttempts <= 0 {
-		return nil
+		return false
 	}
 	timeout := p.opts.FailoverTimeout
 	if timeout <= 0 {
@@ -78,24 +79,70 @@ func (p *Proxy) planFailover(req *sip.Request, areq admission.Request, out *sip.
 	if mf := out.MaxForwards(); mf != nil {
 		maxFwd = mf.Val()
 	}
-	fp := &failover{fo: fo, areq: areq, base: shareRequest(out, false), maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
+	*fp = failover{fo: fo, areq: areq, maxFwd: maxFwd, st: st, left: p.opts.FailoverAttempts,
 		timeout: timeout}
+	fp.base.keep(out)
 	fp.triedBuf[0] = st.NodeName
 	fp.tried = fp.triedBuf[:1] // in the plan's own allocation; a second failover grows it
-	return fp
+	return true
+}
+
+// baseRoom is how many headers branchBase holds without an allocation of
+// their own: an INVITE from sipp or a softphone has ten to fifteen.
+const baseRoom = 16
+
+// branchBase is what a failover branch is built from: the first branch's
+// start line, header list (the header values shared with it, which
+// nothing changes after parsing except the top Via and Max-Forwards, and
+// those the first branch owns), body and addresses, kept in the plan's own
+// allocation instead of a second request.
+type branchBase struct {
+	recipient sip.Uri
+	version   string
+	hdrs      []sip.Header
+	hdrBuf    [baseRoom]sip.Header
+	body      []byte
+	transport string
+	source    string
+	laddr     sip.Addr
+}
+
+// keep takes out's fields; out goes on to the first node, but later
+// changes to it (Record-Route and Via prepended, in a new list) do not
+// reach the copy of its list.
+func (b *branchBase) keep(out *sip.Request) {
+	b.recipient, b.version = out.Recipient, out.SipVersion
+	b.hdrs = append(b.hdrBuf[:0], out.Headers()...)
+	b.body, b.transport, b.source, b.laddr = out.Body(), out.Transport(), out.Source(), out.Laddr
+}
+
+// request is a new INVITE for a branch, every part of it its own (as
+// sipgo's Request.Clone builds one).
+func (b *branchBase) request() *sip.Request {
+	out := sip.NewRequest(sip.INVITE, *b.recipient.Clone())
+	out.SipVersion = b.version
+	for _, h := range b.hdrs {
+		out.AppendHeader(sip.HeaderClone(h))
+	}
+	out.SetBody(slices.Clone(b.body))
+	out.SetTransport(b.transport)
+	out.SetSource(b.source)
+	out.Laddr = b.laddr
+	return out
 }
 
 // clientTx starts the client side of a forwarded request: a plain sipgo
 // transaction, or for a new INVITE with a retry plan one that moves to the
 // next node of the ring while the node fails it.
 func (p *Proxy) clientTx(ctx context.Context, in *sip.Request, tx sip.ServerTransaction, out *sip.Request,
-	next *hop, info *fwdInfo, canceller *cancelSender) (sip.ClientTransaction, error) {
-	if info.failover == nil || canceller == nil {
+	c *fwdCall, canceller *cancelSender) (sip.ClientTransaction, error) {
+	if c.info.failover == nil || canceller == nil {
 		return p.client.TransactionRequest(ctx, out, keepAsBuilt)
 	}
-	f := &failoverTx{p: p, in: in, srv: tx, plan: info.failover, next: next, info: info, canceller: canceller,
+	f := &c.ftx
+	*f = failoverTx{p: p, in: in, srv: tx, plan: c.info.failover, next: &c.next, info: &c.info, canceller: canceller,
 		res: make(chan *sip.Response), done: make(chan struct{})}
-	go f.run(out, *next, info.node)
+	go f.run(out, c.next, c.info.node)
 	return f, nil
 }
 
@@ -225,7 +272,9 @@ func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
 func (f *failoverTx) run(out *sip.Request, h hop, node string) {
 	// The branch's 2xx hook keeps f for its timers (32 s); the plan, with
 	// its copy of the INVITE, is only needed until the call is settled.
-	defer func() { f.plan = nil }()
+	// It lies in newDialog's newCall, as f does: cleared rather than
+	// dropped, so what it points to (the INVITE's headers) goes.
+	defer func() { *f.plan, f.plan = failover{}, nil }()
 	for {
 		br, err := f.send(out)
 		var first *sip.Response
@@ -283,8 +332,8 @@ func (f *failoverTx) await(br sip.ClientTransaction, node string) (res *sip.Resp
 	// (a timer and a ticker were six allocations per call set-up).
 	deadline := time.Now().Add(f.plan.timeout)
 	armed := true // the failover timeout still applies
-	timer := time.NewTimer(min(healthPoll, f.plan.timeout))
-	defer timer.Stop()
+	timer := f.p.timers.get(min(healthPoll, f.plan.timeout))
+	defer f.p.timers.put(timer)
 	early := false
 	for {
 		select {
@@ -375,13 +424,14 @@ func (f *failoverTx) nextBranch(reason, node string) (*sip.Request, hop, string,
 	f.plan.tried = append(f.plan.tried, v.Node.Name)
 	st := f.plan.st
 	st.NodeName, st.NodeAddr, st.NodeTransport = v.Node.Name, v.Node.Addr, transportOrUDP(v.Node.Transport)
-	out := f.plan.base.Clone()
+	out := f.plan.base.request()
 	mf := sip.MaxForwardsHeader(f.plan.maxFwd)
 	out.ReplaceHeader(&mf)
 	out.Recipient.Host, out.Recipient.Port = splitHostPort(v.Node.Addr)
-	f.p.recordRoute(f.in, out, st)
+	rr := f.p.recordRoute(f.in, st)
 	h := hop{addr: v.Node.Addr, transport: st.NodeTransport}
-	f.p.prepareForward(f.in, out, h, f.p.branch(f.in))
+	var br [branchRoom]byte
+	f.p.prepareForward(f.in, out, h, f.p.branch(br[:0], f.in), rr.list())
 	if !f.canceller.retarget(out) {
 		return nil, hop{}, "", false // cancelled just now: nothing new is started
 	}
@@ -514,7 +564,7 @@ func (p *Proxy) hangUpLate(in *sip.Request, res *sip.Response, h hop, why string
 	}
 	ack.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.ACK})
 	ack.SetBody(nil)
-	p.prepareForward(ack, ack, h, p.branch(ack))
+	p.prepareForward(ack, ack, h, p.branch(nil, ack), nil)
 	p.leaveFrom(ack, h, dl.nodeAt)
 	if err := p.client.WriteRequest(ack, keepAsBuilt); err != nil {
 		p.notSent("ACK of a late 2xx", dl.callID, 0, err)

@@ -39,7 +39,7 @@ func BenchmarkFailoverPlan(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if p.planFailover(req, areq, out, st) == nil {
+		if !p.planFailover(&failover{}, req, areq, out, st) {
 			b.Fatal("no plan")
 		}
 	}

@@ -258,8 +258,10 @@ func (p *Proxy) finishClient(ctxTx sip.ClientTransaction, canceller *cancelSende
 // rememberBranch puts the branch of a client INVITE transaction answered
 // 2xx in the client table, before the 2xx is relayed (a retransmission may
 // follow at once), when the 2xx came back through our Via. The branch is
-// read from the request the proxy sent (its own string, not a piece of a
-// received datagram), and of the Call-ID only a hash is kept.
+// read from the request the proxy sent (not a piece of a received
+// datagram) and copied: it lies in sipedge's Via (ownVia), which would
+// stay held with it for the table's 32 s. Of the Call-ID only a hash is
+// kept.
 func (p *Proxy) rememberBranch(ctxTx sip.ClientTransaction, res *sip.Response, in *sip.Request, fromCaller bool) {
 	if p.fin == nil || p.ourBranch(res) == "" {
 		return
@@ -272,7 +274,7 @@ func (p *Proxy) rememberBranch(ctxTx sip.ClientTransaction, res *sip.Response, i
 	if !strings.HasPrefix(branch, rfc3261Cookie) {
 		return
 	}
-	p.fin.client.put(branch, finishedEntry{sum: p.fin.client.callSum(callID(in)), flag: fromCaller})
+	p.fin.client.put(strings.Clone(branch), finishedEntry{sum: p.fin.client.callSum(callID(in)), flag: fromCaller})
 }
 
 // settledRequest is the request a client transaction sent, when it is a

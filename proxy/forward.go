@@ -35,6 +35,7 @@ type fwdInfo struct {
 	join       *media.Join // new INVITE dialog: the participant it becomes when answered
 	anchored   bool        // new dialog whose media session must be freed if it fails
 	failover   *failover   // new INVITE placed by admission: retried on the next node if its node fails it
+	routes     ownRoutes   // sipedge's Record-Route for the request (new INVITE and SUBSCRIBE dialogs)
 
 	ctx context.Context // the server transaction's context, made once per request (txctx.go)
 }
@@ -72,8 +73,10 @@ func keepAsBuilt(*sipgo.Client, *sip.Request) error { return nil }
 
 const connectTimeout = 5 * time.Second
 
-// prepareForward applies the proxy's per-hop changes to the clone out.
-func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
+// prepareForward applies the proxy's per-hop changes to the clone out:
+// sipedge's Via on top, with rr (sipedge's Record-Route, may be empty)
+// under it.
+func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch []byte, rr []sip.Header) {
 	if mf := out.MaxForwards(); mf != nil {
 		mf.Dec()
 	} else {
@@ -84,7 +87,9 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 		markReceived(via, in.Source())
 	}
 	from := p.sendsFrom(in, next) // the listen address toward next (listeners.go)
-	out.PrependHeader(newVia(upper(next.transport), from.host, from.port, branch))
+	var top [3]sip.Header         // one new header list for both (a prepend copies the list)
+	top[0] = newVia(upper(next.transport), from.host, from.port, branch)
+	out.PrependHeader(append(top[:1], rr...)...)
 	out.SetDestination(next.addr)
 	out.SetTransport(upper(next.transport))
 	if next.transport == "udp" {
@@ -96,11 +101,42 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch string) {
 	}
 }
 
+// fwdCall is what forward shares with the callbacks and the goroutine of
+// one forwarded request, in one allocation (they were five per call
+// set-up): the hop and info a failover transaction rewrites when it moves
+// to another node, the INVITE's CANCEL sender, the failover transaction
+// itself, and the server transaction's context (txContext).
+type fwdCall struct {
+	next      hop
+	info      fwdInfo
+	canceller cancelSender
+	ftx       failoverTx
+	txc       txCtx
+}
+
+// txContext is txContext(tx) in c's own allocation.
+func (c *fwdCall) txContext(tx sip.ServerTransaction) context.Context {
+	if tx == nil {
+		return context.Background()
+	}
+	c.txc.tx = tx
+	return &c.txc
+}
+
 // forward sends out through a client transaction and relays every response
 // to the server transaction tx until a final one. It runs on the goroutine
 // sipgo gave the request, so it may block.
-func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, next hop, info fwdInfo) {
-	p.prepareForward(in, out, next, p.branch(in))
+func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, to hop, fi fwdInfo) {
+	p.forwardCall(in, tx, out, &fwdCall{next: to, info: fi})
+}
+
+// forwardCall is forward with the call's state made by the caller, its
+// hop and info set (newDialog makes it first: its context serves
+// admission).
+func (p *Proxy) forwardCall(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, c *fwdCall) {
+	next, info := &c.next, &c.info // a failover transaction rewrites them between two responses
+	var br [branchRoom]byte
+	p.prepareForward(in, out, *next, p.branch(br[:0], in), info.routes.list())
 	line := p.rseq.openLine(ourINVITEBranch(out)) // responses relayed in arrival order (respseq.go)
 	defer p.rseq.closeLine(line)
 	p.metrics.txActive.Inc()
@@ -119,12 +155,16 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 
 	var canceller *cancelSender
 	if in.IsInvite() {
-		canceller = &cancelSender{p: p, invite: out}
+		canceller = &c.canceller
+		canceller.p, canceller.invite = p, out
 		tx.OnCancel(func(*sip.Request) { canceller.requested() })
 	}
 
-	ctx, cancel := dialContext(info.txContext(tx), next)
-	ctxTx, err := p.clientTx(ctx, in, tx, out, &next, &info, canceller)
+	if info.ctx == nil {
+		info.ctx = c.txContext(tx)
+	}
+	ctx, cancel := dialContext(info.txContext(tx), *next)
+	ctxTx, err := p.clientTx(ctx, in, tx, out, c, canceller)
 	// The failover transaction holds &info until its branch's timers end:
 	// once the call is settled (this returns), the retry plan and the
 	// participant are garbage.
@@ -155,13 +195,13 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			}
 			before, skip := p.rseq.arrived(line, res)
 			for _, early := range before {
-				p.relayProvisional(in, tx, early, info, canceller, &clock)
+				p.relayProvisional(in, tx, early, *info, canceller, &clock)
 			}
 			if skip {
 				continue // relayed already, ahead of one that overtook it
 			}
 			if res.IsProvisional() {
-				p.relayProvisional(in, tx, res, info, canceller, &clock)
+				p.relayProvisional(in, tx, res, *info, canceller, &clock)
 				continue
 			}
 			clock.response(res)
@@ -175,18 +215,18 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			}
 			relayTo(r, in) // relaydest.go
 			p.stripUntrustedResponse(res, r)
-			p.anchorResponse(in, r, info)
+			p.anchorResponse(in, r, *info)
 			if in.IsInvite() && res.IsSuccess() && info.newDialog && !started {
 				started = true
-				p.dialogStarted(p.newDialogRecord(in, res, info,
-					hop{addr: in.Source(), transport: lower(in.Transport())}, next))
+				p.dialogStarted(p.newDialogRecord(in, res, *info,
+					hop{addr: in.Source(), transport: lower(in.Transport())}, *next))
 				if info.join != nil && p.media != nil {
 					join := *info.join // the participant record outlives the transaction
 					p.spawn(p.background(), func(ctx context.Context) { p.media.Joined(ctx, join) })
 				}
 			}
 			if info.endsDialog {
-				p.endOfDialog(in, info, res.StatusCode)
+				p.endOfDialog(in, *info, res.StatusCode)
 			}
 			p.metrics.countResponse(r)
 			released, err := p.respondTx(tx, r)
@@ -200,7 +240,7 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 			p.log.Info().AnErr("tx_error", ctxTx.Err()).Str("call_id", callID(in)).Str("to", next.addr).
 				Msg("no final response from next hop")
 			if info.endsDialog {
-				p.endOfDialog(in, info, 408) // no answer
+				p.endOfDialog(in, *info, 408) // no answer
 			}
 			if errors.Is(ctxTx.Err(), sip.ErrTransactionTransport) {
 				p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")

@@ -52,6 +52,13 @@ func (p *Proxy) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 	p.newDialog(req, tx)
 }
 
+// newCall is what a new dialog's forwarding needs, in one allocation: the
+// call's state and its retry plan (failover.go).
+type newCall struct {
+	call fwdCall
+	plan failover
+}
+
 // newDialog handles an out-of-dialog request: admission picks the node.
 func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if req.Method == sip.OPTIONS && req.Recipient.User == "" {
@@ -81,7 +88,9 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		p.reply(tx, req, 404, "Not Found (no conference id in Request-URI)")
 		return
 	}
-	ctx := txContext(tx)
+	nc := &newCall{} // made first: the call's context serves admission
+	c := &nc.call
+	ctx := c.txContext(tx)
 	v := p.admit.Admit(ctx, areq)
 	if !v.Admit {
 		res := sip.NewResponseFromRequest(req, v.Code, v.Reason, nil)
@@ -122,11 +131,14 @@ func (p *Proxy) newDialog(req *sip.Request, tx sip.ServerTransaction) {
 		FromTag: fromTag(req), Instance: p.opts.Instance,
 	}
 	st.ConfID = info.confID
-	info.failover = p.planFailover(req, areq, out, st)
-	if req.Method == sip.INVITE || req.Method == sip.SUBSCRIBE {
-		p.recordRoute(req, out, st)
+	if p.planFailover(&nc.plan, req, areq, out, st) {
+		info.failover = &nc.plan
 	}
-	p.forward(req, tx, out, hop{addr: v.Node.Addr, transport: nodeTransport}, info)
+	if req.Method == sip.INVITE || req.Method == sip.SUBSCRIBE {
+		info.routes = p.recordRoute(req, st)
+	}
+	c.next, c.info = hop{addr: v.Node.Addr, transport: nodeTransport}, info
+	p.forwardCall(req, tx, out, c)
 }
 
 // inDialog routes a request carrying sipedge's Record-Route state.
@@ -252,7 +264,8 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 		p.metrics.sdpRejected.WithLabelValues("passed").Inc()
 		p.log.Warn().Err(err).Str("call_id", callID(req)).Msg("SDP of an ACK cannot be anchored: passed unchanged")
 	}
-	p.prepareForward(req, out, next, statelessBranch(req))
+	var br [branchRoom]byte
+	p.prepareForward(req, out, next, statelessBranch(br[:0], req), nil)
 	if err := p.client.WriteRequest(out, keepAsBuilt); err != nil {
 		p.metrics.forwardErrors.WithLabelValues("ACK").Inc()
 		p.notSent("ACK", callID(req), 0, err)

@@ -126,23 +126,34 @@ func dropRoutes(req *sip.Request, n int) {
 	}
 }
 
-// recordRoute inserts sipedge's Record-Route into out, the copy of in.
-// When the two sides use different transports or listen addresses it
-// inserts two (RFC 5658 double Record-Route; RFC 3261 §16.6 for several
+// ownRoutes is sipedge's Record-Route for one forwarded request, top
+// first; prepareForward inserts it under sipedge's Via, in the same new
+// header list.
+type ownRoutes struct {
+	h [2]sip.Header
+	n int
+}
+
+func (r *ownRoutes) list() []sip.Header { return r.h[:r.n] }
+
+// recordRoute is sipedge's Record-Route for the copy of in sent with st.
+// When the two sides use different transports or listen addresses it is
+// two (RFC 5658 double Record-Route; RFC 3261 §16.6 for several
 // interfaces): the lower one names the address in arrived on and faces the
-// caller, the top one names the address out leaves from and faces the node.
-func (p *Proxy) recordRoute(in, out *sip.Request, st routeState) {
-	token := p.signer.Encode(st)
-	rr := func(transport string, a listenAddr) sip.Header {
-		return newRecordRoute(a.host, a.port, transport, token) // vias.go
-	}
+// caller, the top one names the address the copy leaves from and faces the
+// node.
+func (p *Proxy) recordRoute(in *sip.Request, st routeState) ownRoutes {
 	// Over TLS or a WebSocket: that listener (listeners.go onTransport).
 	peer := p.onTransport(p.arrivedOn(in), st.PeerTransport)
 	node := p.onTransport(p.sendsFromAddr(in, st.NodeAddr), st.NodeTransport)
-	if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {
-		out.PrependHeader(rr(st.PeerTransport, peer))
-	}
-	out.PrependHeader(rr(st.NodeTransport, node))
+	r := ownRoutes{n: 1}
+	p.signer.encode(st, func(token []byte) {
+		r.h[0] = newRecordRoute(node.host, node.port, st.NodeTransport, token) // vias.go
+		if st.PeerTransport != st.NodeTransport || peer.host != node.host || peer.port != node.port {
+			r.h[1], r.n = newRecordRoute(peer.host, peer.port, st.PeerTransport, token), 2
+		}
+	})
+	return r
 }
 
 // loopHash covers the fields that stay the same when a request comes back
@@ -191,22 +202,22 @@ func (h *fnv1a) number(n int64) {
 	h.field(unsafeString(strconv.AppendInt(num[:0], n, 10)))
 }
 
-func (p *Proxy) branch(req *sip.Request) string {
+// branch appends a new branch for the copy of req sipedge sends (its loop
+// hash and six random bytes) to dst; newVia copies it into the Via.
+func (p *Proxy) branch(dst []byte, req *sip.Request) []byte {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	var b [64]byte
-	out := append(strconv.AppendUint(append(b[:0], branchMark...), loopHash(req), 16), '.')
-	return string(hex.AppendEncode(out, rnd[:]))
+	out := append(strconv.AppendUint(append(dst, branchMark...), loopHash(req), 16), '.')
+	return hex.AppendEncode(out, rnd[:])
 }
 
 // statelessBranch is deterministic so a retransmitted ACK keeps its branch.
-func statelessBranch(req *sip.Request) string {
+func statelessBranch(dst []byte, req *sip.Request) []byte {
 	b := ""
 	if via := req.Via(); via != nil {
 		b, _ = via.Params.Get("branch")
 	}
-	var buf [64]byte
-	return string(appendStatelessBranch(buf[:0], loopHash(req), b))
+	return appendStatelessBranch(dst, loopHash(req), b)
 }
 
 // appendStatelessBranch appends the branch of a request whose loop hash is

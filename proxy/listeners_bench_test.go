@@ -18,6 +18,6 @@ func BenchmarkInDialogRoutingSeveralAddresses(b *testing.B) {
 		}
 		out := req.Clone()
 		dropRoutes(out, n)
-		p.prepareForward(req, out, p.nextHop(req, st), p.branch(req))
+		p.prepareForward(req, out, p.nextHop(req, st), p.branch(nil, req), nil)
 	}
 }

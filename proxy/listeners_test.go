@@ -79,12 +79,22 @@ func TestRecordRoute_NamesTheAddressTheRequestArrivedOn(t *testing.T) {
 			in := multiInvite(t, tc.ruri, tc.source)
 			out := forwardCopy(in)
 			st := routeState{NodeAddr: tc.node, NodeTransport: tc.nodeTP, PeerAddr: tc.source, PeerTransport: "udp", FromTag: "caller1"}
-			p.recordRoute(in, out, st)
+			rr := p.recordRoute(in, st)
+			p.prepareForward(in, out, hop{addr: tc.node, transport: tc.nodeTP}, []byte("z9hG4bK-x"), rr.list())
 			got := recordRoutes(out)
 			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
 				t.Errorf("Record-Route %q, want %q", got, tc.want)
 			}
-			p.prepareForward(in, out, hop{addr: tc.node, transport: tc.nodeTP}, "z9hG4bK-x")
+			// sipedge's Via on top, its Record-Route right under it.
+			hs := out.Headers()
+			if len(hs) <= len(tc.want) || hs[0] != sip.Header(out.Via()) {
+				t.Fatalf("top header %v, want sipedge's Via", hs[0])
+			}
+			for i := range tc.want {
+				if hs[1+i].Name() != "Record-Route" {
+					t.Errorf("header %d under the Via is %s, want Record-Route", i+1, hs[1+i].Name())
+				}
+			}
 			via := out.Via()
 			if got := net.JoinHostPort(via.Host, fmt.Sprint(via.Port)); got != tc.via {
 				t.Errorf("Via %s, want %s", got, tc.via)
@@ -128,7 +138,7 @@ func TestInDialog_LeavesFromTheAddressTheDestinationKnows(t *testing.T) {
 				t.Fatalf("ourRoute: n %d err %v", n, err)
 			}
 			out := forwardCopy(in)
-			p.prepareForward(in, out, hop{addr: tc.dest, transport: "udp"}, "z9hG4bK-y")
+			p.prepareForward(in, out, hop{addr: tc.dest, transport: "udp"}, []byte("z9hG4bK-y"), nil)
 			via := out.Via()
 			if got := net.JoinHostPort(via.Host, fmt.Sprint(via.Port)); got != tc.want {
 				t.Errorf("Via %s, want %s", got, tc.want)
@@ -164,7 +174,7 @@ func TestIsLoop_OurViaOnAnyAddress(t *testing.T) {
 	p := multiProxy()
 	in := multiInvite(t, "[::1]:5060", "[::1]:4000")
 	out := forwardCopy(in)
-	p.prepareForward(in, out, hop{addr: "[::1]:5060", transport: "udp"}, p.branch(in))
+	p.prepareForward(in, out, hop{addr: "[::1]:5060", transport: "udp"}, p.branch(nil, in), nil)
 	if !p.isLoop(out) {
 		t.Errorf("request with our [::1] Via is not a loop:\n%s", out)
 	}

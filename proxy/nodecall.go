@@ -53,7 +53,7 @@ func (p *Proxy) nodeCall(req *sip.Request, tx sip.ServerTransaction, node string
 		PeerAddr: req.Source(), PeerTransport: lower(req.Transport()),
 		FromTag: fromTag(req), Instance: p.opts.Instance, ConfID: conf,
 	}
-	p.recordRoute(req, out, st)
+	info.routes = p.recordRoute(req, st)
 	p.log.Info().Str("call_id", id).Str("conf_id", conf).Str("node", node).Str("to", target).
 		Str("kind", j.Kind).Str("role", j.Role).Str("keep_alive", j.KeepAlive).Msg("node call into its conference")
 	p.forward(req, tx, out, hop{addr: target, transport: transport}, info)

@@ -1,6 +1,10 @@
 package proxy
 
-import "github.com/emiago/sipgo/sip"
+import (
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
 
 // newParser is the SIP parser of every listener: sipgo's own, except for
 // the headers sipedge and sipgo's transaction layer never read as typed
@@ -19,13 +23,29 @@ import "github.com/emiago/sipgo/sip"
 // Contact: sipedge reads it only to send in a dialog itself (contact.go);
 // sipgo reads it only in its dialog client and server, which the proxy
 // does not use.
+//
+// unreadHeaders: sipgo has no parser for them and keeps each under its
+// name as it came, a string of its own (besides the lowered copy it looks
+// the parser up with); with one, the name is the canonical constant.
 func newParser() *sip.Parser { return sip.NewParser(sip.WithHeadersParsers(headerParsers())) }
+
+// unreadHeaders are common headers of INVITEs and their answers that
+// neither sipedge nor sipgo reads (lookups by name ignore case:
+// lookup.go). Compact forms (Supported "k", Subject "s") stay as they
+// came: their canonical name is longer.
+var unreadHeaders = []string{
+	"User-Agent", "Server", "Allow", "Supported", "Subject", "Accept", "Allow-Events", "Date",
+	"Organization", "Session-Expires", "Min-SE", "P-Asserted-Identity", "Privacy",
+}
 
 // headerParsers is newParser's table: sipgo's, with the changes above.
 func headerParsers() map[string]sip.HeaderParser {
-	hp := make(map[string]sip.HeaderParser, len(sip.DefaultHeadersParser())+1)
+	hp := make(map[string]sip.HeaderParser, len(sip.DefaultHeadersParser())+len(unreadHeaders))
 	for k, v := range sip.DefaultHeadersParser() {
 		hp[k] = v
+	}
+	for _, name := range unreadHeaders {
+		hp[strings.ToLower(name)] = genericHeader(name)
 	}
 	hp["via"], hp["v"] = viaParser(hp["via"]), viaParser(hp["v"]) // parser_via.go
 	hp["from"], hp["f"] = parseFrom, parseFrom                    // parser_addr.go

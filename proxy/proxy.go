@@ -114,6 +114,8 @@ type Proxy struct {
 	// transaction (twice per call set-up with failover on).
 	retrans sip.FnTxResponse
 
+	timers timerPool // the failover waits' timers (timers.go)
+
 	// flood limits (limits.go, limits_hooks.go)
 	limits       *limiter
 	limitMetrics *limitMetrics

@@ -161,6 +161,15 @@ func appendField(b []byte, f string) []byte {
 
 // Encode returns the value of the routeParam URI parameter.
 func (s routeSigner) Encode(st routeState) string {
+	var v string
+	s.encode(st, func(token []byte) { v = string(token) })
+	return v
+}
+
+// encode is Encode handing the value to use, which must not keep it (it
+// is in a pooled buffer): the Record-Route copies it into its own bytes,
+// without a string of its own.
+func (s routeSigner) encode(st routeState, use func(token []byte)) {
 	k := s.cur.Load().keys[0]
 	buf := s.bufs.Get().(*routeBuf)
 	defer s.bufs.Put(buf)
@@ -176,7 +185,8 @@ func (s routeSigner) Encode(st routeState) string {
 		b = k.aead.Seal(head, head[1:], b[len(head):], head[:1]) // in place
 		enc := base64.RawURLEncoding.AppendEncode(buf.plain[:0], b)
 		if !hasCSeq(enc) || attempt == 7 {
-			return string(enc)
+			use(enc)
+			return
 		}
 	}
 }

@@ -60,11 +60,11 @@ func TestRecordRoute_NamesTheSecureListenerUsed(t *testing.T) {
 			in.SetTransport(tc.tp)
 			out := forwardCopy(in)
 			st := routeState{NodeAddr: tc.node, NodeTransport: "udp", PeerAddr: tc.source, PeerTransport: strings.ToLower(tc.tp), FromTag: "caller1"}
-			p.recordRoute(in, out, st)
+			rr := p.recordRoute(in, st)
+			p.prepareForward(in, out, hop{addr: tc.node, transport: "udp"}, []byte("z9hG4bK-s"), rr.list())
 			if got := recordRoutes(out); strings.Join(got, " ") != strings.Join(tc.want, " ") {
 				t.Errorf("Record-Route %q, want %q", got, tc.want)
 			}
-			p.prepareForward(in, out, hop{addr: tc.node, transport: "udp"}, "z9hG4bK-s")
 			top := strings.TrimSuffix(tc.want[0], "/udp")
 			if via := out.Via(); net.JoinHostPort(via.Host, fmt.Sprint(via.Port)) != top {
 				t.Errorf("Via %s:%d, want %s", via.Host, via.Port, top)

@@ -85,6 +85,7 @@ type seqCall struct {
 	entries []seqEntry
 	wake    chan struct{} // closed when an entry is handed on; nil until someone waits
 	last    time.Time
+	first   [2]seqEntry // entries' first backing array: an INVITE and its BYE, or one transaction at a time
 }
 
 type seqShard struct {
@@ -264,6 +265,7 @@ func (sh *seqShard) call(id string, now time.Time) *seqCall {
 	if c == nil {
 		// The Call-ID may point into the whole received message: keep a copy.
 		c = &seqCall{}
+		c.entries = c.first[:0]
 		sh.calls[strings.Clone(id)] = c
 	}
 	c.last = now

@@ -28,14 +28,33 @@ func TestCopyVia_IsACloneWithRoom(t *testing.T) {
 			t.Errorf("original changed through its copy: %q, was %q", v, orig)
 		}
 	}
-	if got := newVia("UDP", "127.0.0.1", 5060, "z9hG4bK-b").Value(); got != "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-b" {
+	if got := newVia("UDP", "127.0.0.1", 5060, []byte("z9hG4bK-b")).Value(); got != "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-b" {
 		t.Errorf("newVia = %q", got)
 	}
+	// The branch is copied into the Via's own allocation: the caller's
+	// buffer is free once newVia returns.
+	br := []byte("z9hG4bK-c")
+	own := newVia("UDP", "127.0.0.1", 5060, br)
+	copy(br, "XXXXXXXXX")
+	if b, _ := own.Params.Get("branch"); b != "z9hG4bK-c" {
+		t.Errorf("branch %q after the caller's buffer changed, want z9hG4bK-c", b)
+	}
+	p := benchProxy()
+	req := multiInvite(t, "127.0.0.1", "192.0.2.10:5060")
+	br = p.branch(make([]byte, 0, branchRoom), req)
+	if len(br) > branchRoom {
+		t.Errorf("branch %q longer than branchRoom", br)
+	}
+	var sinkVia *sip.ViaHeader
+	if n := testing.AllocsPerRun(100, func() { sinkVia = newVia("UDP", "127.0.0.1", 5060, br) }); n != 1 {
+		t.Errorf("newVia with a new branch: %v allocations, want 1", n)
+	}
+	_ = sinkVia
 	v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "10.0.0.1", Params: sip.HeaderParams{{K: "rport", V: ""}}}
 	if n := testing.AllocsPerRun(100, func() { markReceived(copyVia(v), "192.0.2.1:4000") }); n != 1 {
 		t.Errorf("copy and markReceived: %v allocations, want 1", n)
 	}
-	rr := newRecordRoute("127.0.0.1", 5060, "udp", "tok")
+	rr := newRecordRoute("127.0.0.1", 5060, "udp", []byte("tok"))
 	if got := rr.Value(); got != "<sip:127.0.0.1:5060;transport=udp;lr;"+routeParam+"=tok>" {
 		t.Errorf("newRecordRoute = %q", got)
 	}
@@ -55,13 +74,13 @@ func TestNewRecordRoute_AsSipgoRendersIt(t *testing.T) {
 	} {
 		typed := &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: tc.host, Port: tc.port,
 			UriParams: sip.HeaderParams{{K: "transport", V: tc.transport}, {K: "lr"}, {K: routeParam, V: "AbC-d_9"}}}}
-		got := newRecordRoute(tc.host, tc.port, tc.transport, "AbC-d_9")
+		got := newRecordRoute(tc.host, tc.port, tc.transport, []byte("AbC-d_9"))
 		if got.String() != typed.String() {
 			t.Errorf("newRecordRoute(%q, %d) = %q, sipgo renders %q", tc.host, tc.port, got, typed)
 		}
 	}
 	var sink sip.Header
-	if n := testing.AllocsPerRun(100, func() { sink = newRecordRoute("127.0.0.1", 5060, "udp", "tok") }); n != 2 {
+	if n := testing.AllocsPerRun(100, func() { sink = newRecordRoute("127.0.0.1", 5060, "udp", []byte("tok")) }); n != 2 {
 		t.Errorf("newRecordRoute: %v allocations, want 2", n)
 	}
 	_ = sink
