@@ -85,7 +85,7 @@ func TestWriteRendered_AsWriteMsg(t *testing.T) {
 	ours := testing.AllocsPerRun(50, func() { _ = writeRendered(udp, res); recv() })
 	sipgos := testing.AllocsPerRun(50, func() { _ = udp.WriteMsg(res); recv() })
 	t.Logf("writeRendered %v allocations, WriteMsg %v", ours, sipgos)
-	if ours > sipgos-2 {
+	if ours > sipgos-2 && !raceEnabled { // under -race sync.Pool drops buffers on purpose
 		t.Errorf("writeRendered: %v allocations, want at least 2 fewer than WriteMsg's %v", ours, sipgos)
 	}
 	big := parseResponse(t, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n"+
