@@ -77,6 +77,21 @@ type Watcher struct {
 	drainGauge map[string]bool    // nodes with a sipedge_node_drain_calls series
 	listed     map[string]bool    // nodes of the last snapshot (their probe series)
 	emptySince time.Time          // first load that found the node set empty while nodes were known
+
+	markMu sync.Mutex
+	marked map[string]mark // transitions this watcher wrote, until a snapshot read after them shows them
+}
+
+// mark is a service transition this watcher wrote. A contract snapshot
+// with a version up to upTo may have been read before the write landed
+// (loads are serialised: the one in progress when the write returned gets
+// the next version), so it is taken as showing the write, not as a reason
+// to write it again: under load several reloads read the node before the
+// first write landed, and each ran the script once more for nothing.
+type mark struct {
+	out  bool      // went out of service (drain_started written); false: back in
+	at   time.Time // the drain_started or restored_at it wrote or found
+	upTo uint64
 }
 
 // NewWatcher wires a Watcher and registers its metrics on reg. pinger may
@@ -199,7 +214,7 @@ func (w *Watcher) apply(ctx context.Context) error {
 			errs = append(errs, cs.NodeErrs[name])
 		}
 		lctx, cancel := context.WithTimeout(ctx, max(minLoadTimeout, w.opts.ResyncInterval))
-		markErr = w.recordTransitions(lctx, nodes, policy, now)
+		markErr = w.recordTransitions(lctx, nodes, policy, now, cs.Version)
 		cancel()
 	}
 	badCalls := map[string]string{}
@@ -319,10 +334,21 @@ func (w *Watcher) logInvalidLocked(errs []error) {
 // node from 0. Nothing is written while nothing changes. A failed write is
 // retried at the next reload, and the node judged as read; the first error
 // is returned.
-func (w *Watcher) recordTransitions(ctx context.Context, nodes []Node, p Policy, now time.Time) (first error) {
+func (w *Watcher) recordTransitions(ctx context.Context, nodes []Node, p Policy, now time.Time, version uint64) (first error) {
+	w.markMu.Lock()
+	defer w.markMu.Unlock()
 	for i := range nodes {
 		n := &nodes[i]
 		out := outReason(*n, p)
+		m, marked := w.marked[n.Name]
+		switch {
+		case marked && version > m.upTo:
+			delete(w.marked, n.Name) // read after the write: the snapshot says what is true
+		case marked && m.out:
+			n.DrainStarted = m.at // may have been read before the write landed
+		case marked:
+			n.DrainStarted, n.RestoredAt = time.Time{}, m.at
+		}
 		var err error
 		switch {
 		case out != "" && n.DrainStarted.IsZero():
@@ -331,6 +357,7 @@ func (w *Watcher) recordTransitions(ctx context.Context, nodes []Node, p Policy,
 				// Another instance may have written an earlier time; the
 				// next reload reads it.
 				n.DrainStarted = now
+				w.noteMark(n.Name, mark{out: true, at: now})
 				w.log.Debug().Str("node", n.Name).Str("reason", out).Bool("wrote", wrote).Msg("drain start recorded")
 			}
 		case out == "" && !n.DrainStarted.IsZero():
@@ -338,6 +365,7 @@ func (w *Watcher) recordTransitions(ctx context.Context, nodes []Node, p Policy,
 			var at time.Time
 			if restored, at, err = markIn(ctx, w.rdb, w.k, n.Name, now); err == nil {
 				n.DrainStarted, n.RestoredAt = time.Time{}, at
+				w.noteMark(n.Name, mark{at: at})
 				w.log.Debug().Str("node", n.Name).Bool("wrote", restored).Msg("return to service recorded")
 			}
 		}
@@ -345,7 +373,21 @@ func (w *Watcher) recordTransitions(ctx context.Context, nodes []Node, p Policy,
 			first = err
 		}
 	}
+	for name := range w.marked { // a node removed meanwhile
+		if !slices.ContainsFunc(nodes, func(n Node) bool { return n.Name == name }) {
+			delete(w.marked, name)
+		}
+	}
 	return first
+}
+
+// noteMark records a transition just written; markMu is held.
+func (w *Watcher) noteMark(node string, m mark) {
+	m.upTo = w.src.Snapshot().Version + 1 // a load in progress may have read before it
+	if w.marked == nil {
+		w.marked = map[string]mark{}
+	}
+	w.marked[node] = m
 }
 
 // logBadCallsLocked logs each bad node_calls value once per change.
