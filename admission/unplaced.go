@@ -128,11 +128,15 @@ func (x *placementIndex) scanDone(confs []string, ok bool) {
 	x.known, x.scanGen, x.during = known, 0, nil
 }
 
+// completeLocked: a scan began after the latest subscription and no
+// failure came since (readyGen is 0 until a scan after a subscription).
+func (x *placementIndex) completeLocked() bool { return x.readyGen != 0 && x.readyGen == x.gen }
+
 // ready reports whether the set is complete.
 func (x *placementIndex) ready() bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.readyGen != 0 && x.readyGen == x.gen
+	return x.completeLocked()
 }
 
 // stale reports whether a scan would make the set complete: subscribed,
@@ -140,25 +144,18 @@ func (x *placementIndex) ready() bool {
 func (x *placementIndex) stale() bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.subscribed && x.readyGen != x.gen
+	return x.subscribed && !x.completeLocked()
 }
 
 // unplaced reports whether conf is known to have no placement.
 func (x *placementIndex) unplaced(conf string) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.readyGen == 0 || x.readyGen != x.gen {
+	if !x.completeLocked() {
 		return false
 	}
 	_, ok := x.known[conf]
 	return !ok
-}
-
-// size is the number of conferences in the set.
-func (x *placementIndex) size() int {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return len(x.known)
 }
 
 // ConfPlaced is told of every message of the placements channel
