@@ -271,9 +271,9 @@ func (f *failoverTx) send(out *sip.Request) (sip.ClientTransaction, error) {
 // run drives the branches; it owns them and ends when the call is settled.
 func (f *failoverTx) run(out *sip.Request, h hop, node string) {
 	// The plan, with its header list of the INVITE, is only needed until
-	// the call is settled. It lies in newDialog's newCall, as f does, and
-	// that outlives this call's set-up: cleared rather than dropped, so
-	// what it points to (the INVITE's headers) goes. (The branch's 2xx
+	// the call is settled. It lies in newDialog's newCall, as f does:
+	// cleared rather than dropped, so what it points to (the INVITE's
+	// headers) goes even while f is still referenced. (The branch's 2xx
 	// hook is the proxy's retransmitted2xx and holds nothing of f.)
 	defer func() { *f.plan, f.plan = failover{}, nil }()
 	for {
