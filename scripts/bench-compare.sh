@@ -19,6 +19,10 @@
 #             the rule from being held back); Kamailio with WITH_REJECT
 #   rtp       cmd/rtpload: RTP_CALLS calls set up through SIP to an echo node, then
 #             RTP at each of RTP_RATES packets/s (sipedge-media vs kamailio-rtp)
+# Paired rounds (PAIRS, default 3; 0 = none): after the sweeps, at each of
+#   PAIRED_RATES (default "250 500") calls/s, PAIRS rounds of one sipedge step
+#   then one Kamailio step, each freshly started; the table adds the median of
+#   the rounds' CPU-per-call ratios (the low rates move most with this machine).
 # A SIP step passes below 0.1 % failed calls and below 1 % retransmissions
 # (caller's retransmissions per call). An RTP step passes at p99 round trip
 # <= 3 ms and < 1 % loss. With STOP_ON_FAIL=1 (default) a system's sweep
@@ -55,6 +59,8 @@ SYSTEMS=${SYSTEMS:-"sipedge kamailio sipedge-media kamailio-rtp"}
 PARTS=${PARTS:-"calls register reject rtp"}
 STOP_ON_FAIL=${STOP_ON_FAIL:-1}
 KAMAILIO_CHILDREN=${KAMAILIO_CHILDREN:-1}
+PAIRS=${PAIRS:-3}
+PAIRED_RATES=${PAIRED_RATES:-"250 500"}
 TD=$ROOT/integration/testdata
 CFG=$ROOT/configs/bench
 
@@ -215,9 +221,9 @@ pss_kb() { local s=0 p v; for p in $1; do v=$(awk '/^Pss:/{print $2}' "/proc/$p/
 udp_drops() { awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp; }
 declare -A R # R[sys|part|rate|metric]
 
-run_step() { # sys part rate
-  local sys=$1 part=$2 rate=$3 n=$(( $3 * STEP )) sf inf args=()
-  local dir="$work/$sys-$part-$rate"; mkdir -p "$dir"
+run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2]
+  local sys=$1 part=$2 rate=$3 tag=${4:-} n=$(( $3 * STEP )) sf inf args=()
+  local dir="$work/$sys-$part$tag-$rate"; mkdir -p "$dir"
   case $part in
   calls)    sf=$TD/uac_call.xml
             { echo SEQUENTIAL; for i in $(seq 1 "$n"); do echo "bench$((i % 500));127.0.0.1;$PROXY_PORT"; done; } >"$dir/in.csv"
@@ -261,10 +267,10 @@ run_step() { # sys part rate
   retr_pct=$(awk -v r="$retr" -v c="$n" 'BEGIN{printf "%.3f", 100*r/c}')
   pass=no
   awk -v p="$pct" -v r="$retr_pct" 'BEGIN{exit !(p < 0.1 && r < 1)}' && pass=yes
-  local k="$sys|$part|$rate"
+  local k="$sys|$part$tag|$rate"
   R[$k|cpu]=$cpu_us; R[$k|pss]=$(awk -v k="$peak" 'BEGIN{printf "%.0f", k/1024}'); R[$k|p99]=$p99
   R[$k|drops]=$((d1 - d0)); R[$k|retr]=$retr; R[$k|pass]=$pass
-  printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %s\n' "$sys" "$part" "$rate" "$n" "$ok" "$failed" \
+  printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %s\n' "$sys" "$part$tag" "$rate" "$n" "$ok" "$failed" \
     "$pct" "$retr" "$cpu_us" "${R[$k|pss]}" "$p99" "$((d1 - d0))" "$pass"
   [ $pass = yes ]
 }
@@ -339,6 +345,23 @@ for part in calls register reject; do
     stop_system
   done
 done
+# Paired rounds at low rates: this machine's CPU per call at 250-500/s
+# moves by ±30 % between steps minutes apart (BENCHMARKS.md, "where the
+# low-rate gap is not"), so one sweep per system cannot compare them there.
+# Each round runs sipedge and then Kamailio at the same rate, each freshly
+# started, back to back; the table gives the median of the rounds' ratios.
+if [[ " $PARTS " == *" calls "* ]] && [ "$PAIRS" -gt 0 ] && has sipedge && has kamailio; then
+  for rate in $PAIRED_RATES; do
+    for round in $(seq "$PAIRS"); do
+      for sys in sipedge kamailio; do
+        [[ "$skipped" == *" $sys "* ]] && continue
+        start_system "$sys" calls
+        run_step "$sys" calls "$rate" ".pair$round" || true
+        stop_system
+      done
+    done
+  done
+fi
 if [[ " $PARTS " == *" rtp "* ]]; then
   for sys in sipedge-media kamailio-rtp; do
     has "$sys" || continue
@@ -355,6 +378,17 @@ common() { # the highest rate both passed: sys1 sys2 part rates
   echo "$c"
 }
 row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR]=$1} END{if(NR==0){print "-"; exit} if(NR%2){print v[(NR+1)/2]} else {printf "%.2f", (v[NR/2]+v[NR/2+1])/2}}'; }
+pair_row() { # a b rate: the paired rounds' CPU per call, each round's ratio, and their median
+  local a=$1 b=$2 c=$3 i ca cb r rs="" as="" bs="" each=""
+  for i in $(seq "$PAIRS"); do
+    [ "${R[$a|calls.pair$i|$c|pass]:-}" = yes ] && [ "${R[$b|calls.pair$i|$c|pass]:-}" = yes ] || continue
+    ca=${R[$a|calls.pair$i|$c|cpu]}; cb=${R[$b|calls.pair$i|$c|cpu]}; r=$(ratio "$ca" "$cb")
+    as+="$ca "; bs+="$cb "; rs+="$r "; each+="${each:+; }$ca/$cb = $r"
+  done
+  printf '| proxy CPU µs per call at %s/s, median of %s paired rounds (%s) | %s | %s | %s |\n' \
+    "$c" "$PAIRS" "${each:-none passed}" "$(median <<<"$as")" "$(median <<<"$bs")" "$(median <<<"$rs")"
+}
 table() {
   local a=$1 b=$2 c r
   echo
@@ -373,6 +407,12 @@ table() {
       row "p99 set-up ms at $c/s" "${R[$a|calls|$c|p99]}" "${R[$b|calls|$c|p99]}"
       row "UDP drops at $c/s" "${R[$a|calls|$c|drops]}" "${R[$b|calls|$c|drops]}"
       row "retransmissions at $c/s" "${R[$a|calls|$c|retr]}" "${R[$b|calls|$c|retr]}"
+    fi
+    if [[ $a == sipedge && $b == kamailio ]]; then
+      for c in $PAIRED_RATES; do
+        [ "$PAIRS" -gt 0 ] || break
+        pair_row "$a" "$b" "$c"
+      done
     fi
     r=${R[$a|calls|best]:-0}; [ "$r" != 0 ] && row "p99 set-up ms at own top rate ($a $r/s, $b ${R[$b|calls|best]}/s)" \
       "${R[$a|calls|$r|p99]}" "${R[$b|calls|${R[$b|calls|best]}|p99]:-}"
