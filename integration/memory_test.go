@@ -18,6 +18,7 @@ func TestMemory_GCSettingsApplied(t *testing.T) {
 		gogc      float64
 		limitByte float64
 	}{
+		{"defaults", nil, nil, 200, 1536 << 20}, // gogc 200; three quarters of max_memory_mb's 2048
 		{"config", nil, []string{"--gogc", "150", "--memory-limit-mb", "600"}, 150, 600 << 20},
 		{"GOGC env wins", map[string]string{"GOGC": "300"}, []string{"--gogc", "150", "--memory-limit-mb", "600"}, 300, 600 << 20},
 		{"GOMEMLIMIT env wins", map[string]string{"GOMEMLIMIT": "700MiB"}, []string{"--gogc", "150", "--memory-limit-mb", "600"}, 150, 700 << 20},
