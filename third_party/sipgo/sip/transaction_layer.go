@@ -29,6 +29,8 @@ type TransactionLayer struct {
 
 	terminateOnConnClose bool
 
+	workers *msgWorkers // sipedge patch: handleMessage runs on them (transaction_workers.go)
+
 	log *slog.Logger
 }
 
@@ -69,6 +71,7 @@ func NewTransactionLayer(tpl *TransportLayer, options ...TransactionLayerOption)
 		unRespHandler: defaultUnhandledRespHandler,
 	}
 	txl.log = DefaultLogger().With("caller", "TransactionLayer")
+	txl.workers = newMsgWorkers(txl.handleMessageNow, msgWorkersMaxIdle, msgWorkersIdleFor)
 
 	for _, o := range options {
 		o(txl)
@@ -134,12 +137,18 @@ func (txl *TransactionLayer) handleMessage(msg Message) {
 	// Having concurency here we increased throghput but also solving deadlock
 	// Current client transactions are blocking on passUp and this may block when calling tx.Receive
 	// forking here can remove this
+	//
+	// sipedge patch: the fork is onto a worker that outlives the message
+	// rather than a new goroutine (transaction_workers.go).
+	txl.workers.run(msg)
+}
 
+func (txl *TransactionLayer) handleMessageNow(msg Message) {
 	switch msg := msg.(type) {
 	case *Request:
-		go txl.handleRequestBackground(msg)
+		txl.handleRequestBackground(msg)
 	case *Response:
-		go txl.handleResponseBackground(msg)
+		txl.handleResponseBackground(msg)
 	default:
 		txl.log.Error("unsupported message, skip it")
 	}
@@ -430,6 +439,7 @@ func (txl *TransactionLayer) getServerTx(key string) (*ServerTx, bool) {
 }
 
 func (txl *TransactionLayer) Close() {
+	txl.workers.close()
 	txl.clientTransactions.terminateAll()
 	txl.serverTransactions.terminateAll()
 	txl.log.Debug("transaction layer closed")
