@@ -414,9 +414,14 @@ func (tx *ClientTx) actPassupAccept() fsmInput {
 		tx.timer_b = nil
 	}
 
-	tx.timer_m = time.AfterFunc(Timer_M, func() {
-		tx.spinFsm(client_input_timer_m)
-	})
+	// sipedge patch: passing the 2xx up may take until the handler has
+	// terminated the transaction; a terminated one arms no Timer M (it
+	// would fire on a deleted transaction, in a goroutine of its own).
+	if !tx.closed {
+		tx.timer_m = time.AfterFunc(Timer_M, func() {
+			tx.spinFsm(client_input_timer_m)
+		})
+	}
 	tx.mu.Unlock()
 
 	return FsmInputNone

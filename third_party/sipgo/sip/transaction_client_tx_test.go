@@ -140,3 +140,33 @@ func TestWrapTransportErrorPreservesCause(t *testing.T) {
 	// and the cause is now reachable instead of being flattened into the message
 	require.ErrorIs(t, err, cause)
 }
+
+// sipedge patch: a client INVITE transaction that its handler terminates
+// once it has the 2xx (as a proxy does) keeps no Timer M running, whether
+// the handler terminates it before Timer M would be armed or after.
+func TestClientTx_TerminatedOnItsTwoHundredLeavesNoTimerM(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		req, _, _ := testCreateInvite(t, "sip:127.0.0.99:5060", "udp", "127.0.0.2:5060")
+		req.raddr = Addr{IP: net.ParseIP("127.0.0.99"), Port: 5060}
+		conn := &UDPConnection{PacketConn: &fakes.UDPConn{
+			Reader:  bytes.NewBuffer(nil),
+			Writers: map[string]io.Writer{"127.0.0.99:5060": bytes.NewBuffer(nil)},
+		}}
+		tx := NewClientTx("tm", req, conn, slog.Default())
+		require.NoError(t, tx.Init())
+		terminated := make(chan struct{})
+		go func() {
+			<-tx.Responses() // the 200
+			tx.Terminate()
+			close(terminated)
+		}()
+		tx.Receive(NewResponseFromRequest(req, StatusOK, "OK", nil))
+		<-terminated
+		tx.mu.Lock()
+		armed := tx.timer_m != nil
+		tx.mu.Unlock()
+		if armed {
+			t.Fatalf("round %d: Timer M still armed on a terminated transaction", i)
+		}
+	}
+}
