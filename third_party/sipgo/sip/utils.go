@@ -388,8 +388,11 @@ func compareFunctions(fsm1 any, fsm2 any) error {
 }
 
 func isIPV6(host string) bool {
-	// Quick reject (has dot)
-	for c := range host {
+	// Quick reject (has dot). sipedge patch: upstream ranged over the
+	// string's indices, not its bytes, so this never rejected and every
+	// IPv4 host went through net.ParseIP (an allocation per call).
+	for i := 0; i < len(host); i++ {
+		c := host[i]
 		if c == '.' {
 			return false
 		}
