@@ -69,12 +69,7 @@ func TestRun_FailedStartLeavesNothingRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sipAddr := probe.LocalAddr().String()
-	probe.Close()
+	sipAddr := freeSIPAddr(t)
 	before := goleak.IgnoreCurrent()
 	cfg := config.Default()
 	cfg.Name, cfg.Server, cfg.Redis = "fail-1", "fail-1", mr.Addr()
@@ -98,4 +93,27 @@ func TestRun_FailedStartLeavesNothingRunning(t *testing.T) {
 		}
 		c.Close()
 	}
+}
+
+// freeSIPAddr is a loopback address whose port was free for both UDP and
+// TCP a moment ago: the proxy binds both on one port, and a port found
+// free for UDP alone may be some other test's TCP port (one run failed
+// with "listen tcp …: address already in use" instead of the admin error).
+func freeSIPAddr(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		l, err := net.Listen("tcp", addr)
+		pc.Close()
+		if err == nil {
+			l.Close()
+			return addr
+		}
+	}
+	t.Fatal("no loopback port free for both UDP and TCP in 20 tries")
+	return ""
 }
