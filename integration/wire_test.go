@@ -282,7 +282,7 @@ func TestWire_ResponseNeverToViaHost(t *testing.T) {
 		if !strings.HasPrefix(msg, "SIP/2.0 200") || !strings.Contains(msg, "via-host-0") {
 			t.Fatalf("the received address got %q; want the 200 to via-host-0", msg)
 		}
-	default:
+	case <-time.After(8 * time.Second): // under make test's load the new connection can take longer than the sleep
 		t.Fatal("the answer never reached the received address (source IP, Via port)")
 	}
 	if n := rec.conns.Load(); n != 0 {
