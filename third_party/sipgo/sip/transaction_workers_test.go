@@ -130,7 +130,8 @@ func TestMsgWorkers_AtMostMaxIdleWait(t *testing.T) {
 	for range 3 {
 		<-done
 	}
-	time.Sleep(20 * time.Millisecond) // every worker has parked or ended
+	waitUntil(t, "a worker parked", func() bool { idle, _ := w.counts(); return idle >= 1 })
+	time.Sleep(20 * time.Millisecond) // the other two have parked or ended by now
 	if idle, started := w.counts(); idle != 1 || started != 3 {
 		t.Fatalf("%d idle of %d started, want 1 of 3", idle, started)
 	}
