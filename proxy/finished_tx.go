@@ -280,16 +280,8 @@ func (p *Proxy) rememberBranch(ctxTx sip.ClientTransaction, res *sip.Response, i
 // settledRequest is the request a client transaction sent, when it is a
 // sipgo transaction the proxy can release.
 func settledRequest(ctxTx sip.ClientTransaction) *sip.Request {
-	switch t := ctxTx.(type) {
-	case *sip.ClientTx:
+	if t, ok := ctxTx.(*sip.ClientTx); ok {
 		return t.Origin()
-	case *failoverTx:
-		t.mu.Lock()
-		cur := t.cur
-		t.mu.Unlock()
-		if ct, ok := cur.(*sip.ClientTx); ok {
-			return ct.Origin()
-		}
 	}
 	return nil
 }

@@ -101,16 +101,15 @@ func (p *Proxy) prepareForward(in, out *sip.Request, next hop, branch []byte, rr
 	}
 }
 
-// fwdCall is what forward shares with the callbacks and the goroutine of
-// one forwarded request, in one allocation (they were five per call
-// set-up): the hop and info a failover transaction rewrites when it moves
-// to another node, the INVITE's CANCEL sender, the failover transaction
-// itself, and the server transaction's context (txContext).
+// fwdCall is what forward shares with the callbacks of one forwarded
+// request, in one allocation (they were five per call set-up): the hop and
+// info its failover moves to another node, the INVITE's CANCEL sender, the
+// failover run, and the server transaction's context (txContext).
 type fwdCall struct {
 	next      hop
 	info      fwdInfo
 	canceller cancelSender
-	ftx       failoverTx
+	fo        failoverRun
 	txc       txCtx
 }
 
@@ -130,15 +129,30 @@ func (p *Proxy) forward(in *sip.Request, tx sip.ServerTransaction, out *sip.Requ
 	p.forwardCall(in, tx, out, &fwdCall{next: to, info: fi})
 }
 
+// sendBranch starts the client transaction of out toward c.next. Its 2xx
+// retransmissions go to the proxy's hook (retransmitted2xx), which relays
+// only the branch forward settled on and holds nothing of the call.
+func (p *Proxy) sendBranch(c *fwdCall, tx sip.ServerTransaction, out *sip.Request) (sip.ClientTransaction, error) {
+	ctx, cancel := dialContext(c.info.txContext(tx), c.next)
+	defer cancel()
+	ctxTx, err := p.client.TransactionRequest(ctx, out, keepAsBuilt)
+	if err != nil {
+		return nil, err
+	}
+	ctxTx.OnRetransmission(p.retrans)
+	return ctxTx, nil
+}
+
 // forwardCall is forward with the call's state made by the caller, its
 // hop and info set (newDialog makes it first: its context serves
-// admission).
+// admission). A new INVITE with a retry plan moves to the next node of the
+// ring here, in the same loop, while its node fails it (failover_run.go).
 func (p *Proxy) forwardCall(in *sip.Request, tx sip.ServerTransaction, out *sip.Request, c *fwdCall) {
-	next, info := &c.next, &c.info // a failover transaction rewrites them between two responses
+	next, info := &c.next, &c.info // a failover rewrites them when it moves the call
 	var br [branchRoom]byte
 	p.prepareForward(in, out, *next, p.branch(br[:0], in), info.routes.list())
-	line := p.rseq.openLine(ourINVITEBranch(out)) // responses relayed in arrival order (respseq.go)
-	defer p.rseq.closeLine(line)
+	b := liveBranch{out: out, line: p.rseq.openLine(ourINVITEBranch(out))} // responses relayed in arrival order (respseq.go)
+	defer func() { p.rseq.closeLine(b.line) }()
 	p.metrics.txActive.Inc()
 	defer p.metrics.txActive.Dec()
 
@@ -163,51 +177,63 @@ func (p *Proxy) forwardCall(in *sip.Request, tx sip.ServerTransaction, out *sip.
 	if info.ctx == nil {
 		info.ctx = c.txContext(tx)
 	}
-	ctx, cancel := dialContext(info.txContext(tx), *next)
-	ctxTx, err := p.clientTx(ctx, in, tx, out, c, canceller)
-	// The failover transaction holds &info until its branch's timers end:
-	// once the call is settled (this returns), the retry plan and the
-	// participant are garbage.
-	defer func() { info.failover, info.join = nil, nil }()
-	cancel()
+	var err error
+	b.tx, err = p.sendBranch(c, tx, out)
 	p.seq.handedOn(in) // sent (or failed): the dialog's next request may go
+	fo := p.startFailover(c, in, tx, canceller)
+	// Once the call is settled (this returns), the retry plan and the
+	// participant are garbage.
+	defer func() { fo.stop(); info.failover, info.join = nil, nil }()
 	if err != nil {
-		p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
-		p.notSent(string(in.Method)+" to "+next.addr, callID(in), 0, err)
-		p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
-		return
+		var moved bool
+		if moved, err = fo.moveOn(c, &b, failTransport, nil, err); !moved {
+			p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
+			p.notSent(string(in.Method)+" to "+next.addr, callID(in), 0, err)
+			p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
+			return
+		}
 	}
 	// After a non-2xx final response the client transaction lives on its
 	// timers to ACK and absorb retransmitted answers. After a 2xx to INVITE
 	// it is ended (finishClient) and its branch kept in the finished table:
 	// the node's 2xx retransmissions are relayed statelessly from there
-	// (unmatchedResponse) so the caller's ACK still comes. The hook covers
-	// one that reaches the transaction before it ends; it holds nothing of
-	// the call.
+	// (unmatchedResponse) so the caller's ACK still comes.
 	clock := p.timing.start(in, info.newDialog)
-	ctxTx.OnRetransmission(p.retrans)
 
 	for {
 		select {
-		case res, ok := <-ctxTx.Responses():
+		case res, ok := <-b.tx.Responses():
 			if !ok {
 				return
 			}
-			before, skip := p.rseq.arrived(line, res)
+			before, skip := p.rseq.arrived(b.line, res)
 			for _, early := range before {
+				fo.provisional(early)
 				p.relayProvisional(in, tx, early, *info, canceller, &clock)
 			}
 			if skip {
 				continue // relayed already, ahead of one that overtook it
 			}
 			if res.IsProvisional() {
+				fo.provisional(res)
 				p.relayProvisional(in, tx, res, *info, canceller, &clock)
 				continue
+			}
+			if reason := fo.retryable(res); reason != "" {
+				moved, err := fo.moveOn(c, &b, reason, res, nil)
+				if moved {
+					continue
+				}
+				if err != nil {
+					p.noFinalResponse(in, tx, *info, *next, err)
+					return
+				}
+				// No node is left: the node's own 408 or 5xx goes to the caller.
 			}
 			clock.response(res)
 			if in.IsInvite() && res.IsSuccess() {
 				// Before upstream takes our Via off, and before the 2xx is relayed.
-				p.rememberBranch(ctxTx, res, in, info.fromCaller)
+				p.rememberBranch(b.tx, res, in, info.fromCaller)
 			}
 			r := upstream(res)
 			if r == nil {
@@ -233,27 +259,59 @@ func (p *Proxy) forwardCall(in *sip.Request, tx sip.ServerTransaction, out *sip.
 			if err != nil {
 				p.notSent("relayed response", callID(in), r.StatusCode, err)
 			}
-			p.finishClient(ctxTx, canceller, in, r, released)
+			p.finishClient(b.tx, canceller, in, r, released)
 			return
-		case <-ctxTx.Done():
-			p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
-			p.log.Info().AnErr("tx_error", ctxTx.Err()).Str("call_id", callID(in)).Str("to", next.addr).
-				Msg("no final response from next hop")
-			if info.endsDialog {
-				p.endOfDialog(in, *info, 408) // no answer
+		case <-b.tx.Done():
+			if reason := fo.ended(b.tx); reason != "" {
+				moved, err := fo.moveOn(c, &b, reason, nil, nil)
+				if moved {
+					continue
+				}
+				if err != nil {
+					p.noFinalResponse(in, tx, *info, *next, err)
+					return
+				}
 			}
-			if errors.Is(ctxTx.Err(), sip.ErrTransactionTransport) {
-				p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
-				return
-			}
-			p.reply(tx, in, 408, "Request Timeout")
+			p.noFinalResponse(in, tx, *info, *next, b.tx.Err())
 			return
+		case <-fo.tick():
+			if reason := fo.fired(); reason != "" {
+				moved, err := fo.moveOn(c, &b, reason, nil, nil)
+				if moved {
+					continue
+				}
+				if err != nil {
+					p.noFinalResponse(in, tx, *info, *next, err)
+					return
+				}
+				// No node is left (moveOn stopped the run): the last node may still answer.
+			}
 		case <-tx.Done():
 			// Cancelled upstream (sipgo has answered 487) or the server
 			// transaction died: the CANCEL, if any, is on its way downstream.
+			if fo != nil {
+				p.orphan(in, b.tx, *next, canceller) // a call that may fail over listens to its branch to the end
+			}
 			return
 		}
 	}
+}
+
+// noFinalResponse answers the caller when the next hop gave no final
+// response: 503 when it could not be reached (err is a transport error),
+// 408 when it stayed silent.
+func (p *Proxy) noFinalResponse(in *sip.Request, tx sip.ServerTransaction, info fwdInfo, next hop, err error) {
+	p.metrics.forwardErrors.WithLabelValues(string(in.Method)).Inc()
+	p.log.Info().AnErr("tx_error", err).Str("call_id", callID(in)).Str("to", next.addr).
+		Msg("no final response from next hop")
+	if info.endsDialog {
+		p.endOfDialog(in, info, 408) // no answer
+	}
+	if errors.Is(err, sip.ErrTransactionTransport) {
+		p.reply(tx, in, 503, "Service Unavailable (next hop unreachable)")
+		return
+	}
+	p.reply(tx, in, 408, "Request Timeout")
 }
 
 // upstream turns a response from the next hop into the one sent back: the

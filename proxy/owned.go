@@ -10,8 +10,8 @@ import (
 // BYE of a failover, a participant's join, the listeners and the sweeps.
 // Serve is their owner: each runs under a context that ends with Serve's,
 // and Serve returns only once every one has returned. Transaction work
-// (sipgo's handler goroutines, the failover runner) ends with its
-// transaction instead.
+// (sipgo's handler goroutines, the relay loop and its failover) ends with
+// its transaction instead.
 type owned struct {
 	mu     sync.Mutex
 	wg     sync.WaitGroup

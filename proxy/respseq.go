@@ -45,8 +45,8 @@ import (
 // Only UDP responses are placed (the read filter sees a TCP stream in
 // pieces), and only on branches forward has opened (an INVITE in flight):
 // retransmissions after the transaction and responses to other requests
-// cost a scan of two header lines. A branch the failover runner moves to
-// is not opened: its responses keep sipgo's order.
+// cost a scan of two header lines. A failover's new branch gets a line of
+// its own before it is sent (the old one closes).
 
 // respShards spreads the lock between the read goroutines and the relay
 // loops.

@@ -140,7 +140,7 @@ func slicesEqual(a, b []int) bool {
 }
 
 // Only the branch forward opened is ordered: a response of another branch
-// (the failover runner's next node) or of no open branch is left alone,
+// (a failover's next branch, until forward opens its line) or of no open branch is left alone,
 // and a CANCEL's 200 on the INVITE's branch takes no place.
 func TestRespSeq_OtherBranchesUntouched(t *testing.T) {
 	s := newRespSeq()

@@ -7,7 +7,7 @@ import (
 
 // timerPool keeps stopped timers for reuse: time.NewTimer is three
 // allocations, and every new INVITE with a retry plan waits on one
-// (failoverTx.await). Since Go 1.23 (go.mod's go line is later) Stop and
+// (failoverRun). Since Go 1.23 (go.mod's go line is later) Stop and
 // Reset guarantee that no value from before is received afterwards, so a
 // timer from the pool is as good as a new one.
 type timerPool struct{ p sync.Pool }

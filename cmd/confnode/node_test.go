@@ -36,6 +36,12 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // lines returns the JSON log lines with the given message.
 func (s *syncBuffer) lines(msg string) []map[string]any {
 	s.mu.Lock()
@@ -87,6 +93,12 @@ func startNode(t *testing.T, cfg config, setup func(*miniredis.Miniredis)) *harn
 	}
 
 	logs := &syncBuffer{}
+	// Registered first, so it runs last: the log of a failed test, shutdown included.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("confnode log:\n%s", logs.String())
+		}
+	})
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	n, err := newNode(cfg, zerolog.New(logs), rdb)
