@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"hash/maphash"
 	"sync"
@@ -35,42 +36,83 @@ const finishedShards = 16
 // entry goes early (counted in sipedge_sip_finished_evicted_total).
 const DefaultFinishedMax = 1 << 20
 
-// finishedEntry is what one finished transaction keeps: 40 bytes besides
-// its key and data.
+// finishedEntry is what one finished transaction keeps besides its key.
 type finishedEntry struct {
 	expires int64 // unix nanoseconds
 
 	// Server transactions over UDP, a non-INVITE: the destination
 	// (destLen bytes, encodeDest) and then the final response as sent;
-	// an INVITE answered 2xx: "". Client INVITE transactions: the Call-ID.
+	// an INVITE answered 2xx: "". Client INVITE transactions: "".
+	// put copies it; get returns it from the table's log, where it stays
+	// unchanged for as long as anything refers to it.
 	data string
 	sum  uint64 // client: the Call-ID's hash (callSum), checked on the retransmission
 	conn uint16 // server: 1 + index of the socket it was answered from (finished.conns)
 	flag bool   // client: the request came from the dialog's caller
 }
 
-type finishedItem struct {
-	key     string
+// Why the table holds no pointer per entry.
+//
+// At 3000 calls/s the table holds some 290 000 entries (three per call,
+// 32 s each). Held as strings in a map and a queue, each entry was three
+// objects for the garbage collector to find and mark in every cycle, and
+// marking was a quarter of the proxy's CPU at that rate, its mark phases
+// tens of milliseconds long on one core (BENCHMARKS.md, "The finished
+// table without pointers"). So an entry's key and data are copied into
+// the shard's log, blocks of bytes written once in insertion order and
+// dropped whole when their last entry expires; the map is keyed by the
+// key's 64-bit hash and its values, like the queue's items, hold no
+// pointer. The collector sees a few blocks, not the entries.
+
+// finishedRec is an entry as the map holds it: where its key and data lie
+// in the log. It must hold no pointer (TestFinishedTable_HoldsNoPointerPerEntry).
+type finishedRec struct {
 	expires int64
+	sum     uint64
+	block   uint32 // number of the log block (finishedShard.base + index in blocks)
+	off     uint32 // key at off, data right after it
+	keyLen  uint32
+	dataLen uint32
+	conn    uint16
+	flag    bool
+}
+
+// finishedItem is a queue entry: the map key to drop when it expires,
+// unless the key was put again since (a newer entry, a later expiry). It
+// must hold no pointer.
+type finishedItem struct {
+	hash    uint64
+	expires int64
+	block   uint32 // its record's log block: blocks before the oldest item's are free
 }
 
 // queueChunk is a block of the queue: the queue grows and shrinks by
 // blocks, so it never holds more than one block it does not use and is
-// never copied.
+// never copied. next comes first: the only word of it the collector reads.
 type queueChunk struct {
-	items [128]finishedItem
 	next  *queueChunk
+	items [128]finishedItem
 }
+
+// logBlockSize is the size of a log block: a UDP final response is at
+// most 1300 bytes (sipgo's bound), so at most a twelfth of a block is
+// left unused at its end.
+const logBlockSize = 16 << 10
 
 type finishedShard struct {
 	mu sync.Mutex
-	m  map[string]finishedEntry
+	m  map[uint64]finishedRec // by the key's hash (finishedTable.hash)
 	// The queue in insertion (and expiry) order: from head.items[hi] to
 	// tail.items[ti-1].
 	head, tail *queueChunk
 	hi, ti     int
 	chunks     int // blocks in the queue
 	peak       int // most entries held since the map was made
+	// The log: blocks[k] is block number base+k; entries are appended to
+	// the last one, used bytes of it written.
+	blocks [][]byte
+	base   uint32
+	used   int
 }
 
 func (s *finishedShard) empty() bool { return s.head == nil || (s.head == s.tail && s.hi == s.ti) }
@@ -88,6 +130,54 @@ func (s *finishedShard) push(it finishedItem) {
 	}
 	s.tail.items[s.ti] = it
 	s.ti++
+}
+
+// write appends key and data to the log: the block and offset they lie at.
+func (s *finishedShard) write(key, data string) (block, off uint32) {
+	n := len(key) + len(data)
+	if len(s.blocks) == 0 || s.used+n > len(s.blocks[len(s.blocks)-1]) {
+		s.blocks = append(s.blocks, make([]byte, max(logBlockSize, n)))
+		s.used = 0
+	}
+	b := s.blocks[len(s.blocks)-1]
+	copy(b[s.used:], key)
+	copy(b[s.used+len(key):], data)
+	off = uint32(s.used)
+	s.used += n
+	return s.base + uint32(len(s.blocks)-1), off
+}
+
+// key and data are a record's bytes in the log. Written once, they never
+// change, and a block dropped from the log stays while data refers to it.
+func (s *finishedShard) key(r finishedRec) []byte {
+	b := s.blocks[r.block-s.base]
+	return b[r.off : r.off+r.keyLen]
+}
+
+func (s *finishedShard) data(r finishedRec) string {
+	if r.dataLen == 0 {
+		return ""
+	}
+	b := s.blocks[r.block-s.base]
+	return unsafeString(b[r.off+r.keyLen : r.off+r.keyLen+r.dataLen])
+}
+
+// freeBlocks drops the log blocks no queued entry lies in any more.
+func (s *finishedShard) freeBlocks() {
+	keep := uint32(0) // none, when the queue is empty
+	if !s.empty() {
+		keep = s.base + uint32(len(s.blocks)) - s.head.items[s.hi].block
+	}
+	drop := len(s.blocks) - int(keep)
+	if drop <= 0 {
+		return
+	}
+	clear(s.blocks[:drop])
+	s.blocks = s.blocks[drop:]
+	s.base += uint32(drop)
+	if len(s.blocks) == 0 {
+		s.blocks, s.used = nil, 0
+	}
 }
 
 // finishedTable maps transaction keys to finishedEntry.
@@ -111,28 +201,27 @@ func newFinishedTable(ttl time.Duration, max int, now func() time.Time) *finishe
 	}
 	t := &finishedTable{ttl: ttl, max: (max + finishedShards - 1) / finishedShards, now: now, seed: maphash.MakeSeed()}
 	for i := range t.shards {
-		t.shards[i].m = make(map[string]finishedEntry)
+		t.shards[i].m = make(map[uint64]finishedRec)
 	}
 	return t
 }
 
-func (t *finishedTable) shard(key string) *finishedShard {
-	return &t.shards[maphash.String(t.seed, key)%finishedShards]
-}
-
-func (t *finishedTable) shardBytes(key []byte) *finishedShard {
-	return &t.shards[maphash.Bytes(t.seed, key)%finishedShards]
-}
+// A key's hash picks its shard and is its map key there. Two keys of the
+// same 64-bit hash (seeded per process: nobody outside can aim for one)
+// would share a record: get compares the key, so the older one is only
+// forgotten early, never answered with the other's data.
+func (t *finishedTable) shard(h uint64) *finishedShard { return &t.shards[h%finishedShards] }
 
 // callSum is the hash a client entry keeps of a Call-ID.
 func (t *finishedTable) callSum(id string) uint64 { return maphash.String(t.seed, id) }
 
-// put records e under key (which must not share memory with a parsed
-// message: it is held for ttl). It replaces an entry of the same key.
+// put records e under key, both copied into the table. It replaces an
+// entry of the same key.
 func (t *finishedTable) put(key string, e finishedEntry) {
 	now := t.now().UnixNano()
-	e.expires = now + int64(t.ttl)
-	s := t.shard(key)
+	expires := now + int64(t.ttl)
+	h := maphash.String(t.seed, key)
+	s := t.shard(h)
 	s.mu.Lock()
 	s.expire(now)
 	for len(s.m) >= t.max && !s.empty() {
@@ -141,35 +230,36 @@ func (t *finishedTable) put(key string, e finishedEntry) {
 			t.onEvict()
 		}
 	}
-	s.m[key] = e
+	block, off := s.write(key, e.data)
+	s.m[h] = finishedRec{expires: expires, sum: e.sum, block: block, off: off, keyLen: uint32(len(key)),
+		dataLen: uint32(len(e.data)), conn: e.conn, flag: e.flag}
 	s.peak = max(s.peak, len(s.m))
-	s.push(finishedItem{key: key, expires: e.expires})
+	s.push(finishedItem{hash: h, expires: expires, block: block})
+	s.freeBlocks() // what the expiries above freed
 	s.mu.Unlock()
 }
 
 // get returns the live entry of key.
 func (t *finishedTable) get(key []byte) (finishedEntry, bool) {
-	now := t.now().UnixNano()
-	s := t.shardBytes(key)
-	s.mu.Lock()
-	e, ok := s.m[string(key)]
-	s.mu.Unlock()
-	if !ok || e.expires <= now {
-		return finishedEntry{}, false
-	}
-	return e, true
+	return t.lookup(maphash.Bytes(t.seed, key), key)
 }
 
 // getString is get for a key held as a string.
 func (t *finishedTable) getString(key string) (finishedEntry, bool) {
+	return t.lookup(maphash.String(t.seed, key), unsafeBytes(key))
+}
+
+func (t *finishedTable) lookup(h uint64, key []byte) (finishedEntry, bool) {
 	now := t.now().UnixNano()
-	s := t.shard(key)
+	s := t.shard(h)
 	s.mu.Lock()
-	e, ok := s.m[key]
-	s.mu.Unlock()
-	if !ok || e.expires <= now {
+	r, ok := s.m[h]
+	if !ok || r.expires <= now || !bytes.Equal(s.key(r), key) {
+		s.mu.Unlock()
 		return finishedEntry{}, false
 	}
+	e := finishedEntry{expires: r.expires, data: s.data(r), sum: r.sum, conn: r.conn, flag: r.flag}
+	s.mu.Unlock()
 	return e, true
 }
 
@@ -210,6 +300,7 @@ func (t *finishedTable) expireAll() {
 		s := &t.shards[i]
 		s.mu.Lock()
 		s.expire(now)
+		s.freeBlocks()
 		s.mu.Unlock()
 	}
 }
@@ -222,13 +313,14 @@ func (s *finishedShard) expire(now int64) {
 }
 
 // pop drops the oldest item, and its entry unless the key was put again
-// since (a newer entry has a later expiry).
+// since (a newer entry has a later expiry). Its log block is freed by
+// freeBlocks.
 func (s *finishedShard) pop() {
 	it := s.head.items[s.hi]
 	s.head.items[s.hi] = finishedItem{}
 	s.hi++
-	if e, ok := s.m[it.key]; ok && e.expires == it.expires {
-		delete(s.m, it.key)
+	if r, ok := s.m[it.hash]; ok && r.expires == it.expires {
+		delete(s.m, it.hash)
 	}
 	switch {
 	case s.head == s.tail && s.hi == s.ti: // empty: keep the block, from its start
@@ -239,6 +331,6 @@ func (s *finishedShard) pop() {
 	}
 	if len(s.m) == 0 && s.peak > 1024 {
 		// Idle after a burst: give the map's memory back.
-		s.m, s.peak = make(map[string]finishedEntry), 0
+		s.m, s.peak = make(map[uint64]finishedRec), 0
 	}
 }

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
@@ -45,4 +47,13 @@ func BenchmarkAbsorb(b *testing.B) {
 			}
 		}
 	})
+}
+
+// encodeDest writes dest and then b into one string, as respondTx does.
+func encodeDest(dest netip.AddrPort, b []byte) string {
+	var out bytes.Buffer
+	out.Grow(destLen + len(b))
+	appendDest(&out, dest)
+	out.Write(b)
+	return unsafeString(out.Bytes())
 }

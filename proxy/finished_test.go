@@ -409,7 +409,8 @@ func firstBranch(t *testing.T, r *callRig) string {
 	for i := range r.px.fin.client.shards {
 		s := &r.px.fin.client.shards[i]
 		s.mu.Lock()
-		for k := range s.m {
+		for _, rec := range s.m {
+			k := string(s.key(rec))
 			s.mu.Unlock()
 			if !strings.HasPrefix(k, rfc3261Cookie) {
 				t.Fatalf("client key %q without the cookie", k)

@@ -69,14 +69,13 @@ func (f *finished) conn(id uint16) net.PacketConn {
 // the port.
 const destLen = 18
 
-// encodeDest writes dest and then b into one string.
-func encodeDest(dest netip.AddrPort, b []byte) string {
-	out := make([]byte, destLen+len(b))
+// appendDest writes dest as the first destLen bytes of a server entry's
+// data, before the response (decodeDest reads them).
+func appendDest(buf *bytes.Buffer, dest netip.AddrPort) {
 	a := dest.Addr().As16()
-	copy(out, a[:])
-	out[16], out[17] = byte(dest.Port()>>8), byte(dest.Port())
-	copy(out[destLen:], b)
-	return unsafeString(out)
+	buf.Write(a[:])
+	buf.WriteByte(byte(dest.Port() >> 8))
+	buf.WriteByte(byte(dest.Port()))
 }
 
 // decodeDest splits what encodeDest wrote.
@@ -183,15 +182,16 @@ func (p *Proxy) respondTx(tx sip.ServerTransaction, res *sip.Response) (released
 	}
 	buf := renderPool.Get().(*bytes.Buffer)
 	buf.Reset()
+	appendDest(buf, dest) // the entry's data, in the render buffer: the table copies it
 	res.StringWrite(buf)
-	if buf.Len() > sip.UDPMTUSize-200 {
+	if buf.Len()-destLen > sip.UDPMTUSize-200 {
 		renderPool.Put(buf)
 		return false, tx.Respond(res) // sipgo refuses it the same way
 	}
-	data := encodeDest(dest, buf.Bytes())
+	data := buf.Bytes()
+	p.fin.server.put(key, finishedEntry{data: unsafeString(data), conn: p.fin.connID(udp.PacketConn)})
+	err = writeUDP(udp.PacketConn, data[destLen:], dest)
 	renderPool.Put(buf)
-	p.fin.server.put(key, finishedEntry{data: data, conn: p.fin.connID(udp.PacketConn)})
-	err = writeUDP(udp.PacketConn, unsafeBytes(data[destLen:]), dest)
 	st.Terminate()
 	return true, err
 }
@@ -259,8 +259,7 @@ func (p *Proxy) finishClient(ctxTx sip.ClientTransaction, canceller *cancelSende
 // 2xx in the client table, before the 2xx is relayed (a retransmission may
 // follow at once), when the 2xx came back through our Via. The branch is
 // read from the request the proxy sent (not a piece of a received
-// datagram) and copied: it lies in sipedge's Via (ownVia), which would
-// stay held with it for the table's 32 s. Of the Call-ID only a hash is
+// datagram); the table keeps a copy of it. Of the Call-ID only a hash is
 // kept.
 func (p *Proxy) rememberBranch(ctxTx sip.ClientTransaction, res *sip.Response, in *sip.Request, fromCaller bool) {
 	if p.fin == nil || p.ourBranch(res) == "" {
@@ -274,7 +273,7 @@ func (p *Proxy) rememberBranch(ctxTx sip.ClientTransaction, res *sip.Response, i
 	if !strings.HasPrefix(branch, rfc3261Cookie) {
 		return
 	}
-	p.fin.client.put(strings.Clone(branch), finishedEntry{sum: p.fin.client.callSum(callID(in)), flag: fromCaller})
+	p.fin.client.put(branch, finishedEntry{sum: p.fin.client.callSum(callID(in)), flag: fromCaller})
 }
 
 // settledRequest is the request a client transaction sent, when it is a

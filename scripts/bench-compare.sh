@@ -45,7 +45,9 @@
 # manager"), OUT (also write the final table there),
 # PPROF_DIR (a CPU profile of sipedge over the middle half of each step,
 # from its admin /debug/pprof, written there as <system>-<part>-<rate>.pprof,
-# and a heap profile at the end of that window, <system>-<part>-<rate>.heap.pprof).
+# and a heap profile at the end of that window, <system>-<part>-<rate>.heap.pprof;
+# with PPROF_TRACE=<seconds>, then an execution trace that long,
+# <system>-<part>-<rate>.trace, for go tool trace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -250,7 +252,10 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
     mkdir -p "$PPROF_DIR"
     ( sleep $((STEP / 4)); curl -fsS -o "$PPROF_DIR/$sys-$part-$rate.pprof" \
         "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/profile?seconds=$((STEP / 2 > 0 ? STEP / 2 : 1))"
-      curl -fsS -o "$PPROF_DIR/$sys-$part-$rate.heap.pprof" "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/heap" ) &
+      curl -fsS -o "$PPROF_DIR/$sys-$part-$rate.heap.pprof" "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/heap"
+      if [ "${PPROF_TRACE:-0}" -gt 0 ]; then
+        curl -fsS -o "$PPROF_DIR/$sys-$part-$rate.trace" "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/trace?seconds=$PPROF_TRACE"
+      fi ) &
   fi
   while kill -0 "$sp" 2>/dev/null; do v=$(pss_kb "$PROXY_PIDS"); [ "$v" -gt "$peak" ] && peak=$v; sleep 1; done
   wait "$sp" || true
