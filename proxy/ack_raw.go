@@ -328,7 +328,7 @@ func (p *Proxy) forwardRawACK(info sip.TransportReadProps, data []byte) bool {
 		return false
 	}
 	id := unsafeString(a.callID) // looked up only, never kept
-	if p.seq.hasKey(id, seqKey{seq: a.cseq, method: sip.INVITE, branch: unsafeString(a.branch)}) {
+	if p.seq.hasKey(id, a.cseq, sip.INVITE, unsafeString(a.branch)) {
 		return false // the ACK of a non-2xx answer: its INVITE transaction's
 	}
 	// ourRoute: the top one or two sipedge entries; the last one decoded

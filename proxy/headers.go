@@ -297,7 +297,17 @@ func transportOrUDP(t string) string {
 	return lower(t)
 }
 
-func lower(s string) string { return strings.ToLower(s) }
+func lower(s string) string {
+	switch s { // the transports every message names: no allocation
+	case "udp", "UDP":
+		return "udp"
+	case "tcp", "TCP":
+		return "tcp"
+	case "tls", "TLS":
+		return "tls"
+	}
+	return strings.ToLower(s)
+}
 func upper(s string) string {
 	switch s { // the transports every message names: no allocation
 	case "udp", "UDP":

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -255,5 +256,28 @@ func BenchmarkSequencer_NewCall(b *testing.B) {
 		s.stamp(r)
 		s.wait(r)
 		s.handedOn(r)
+	}
+}
+
+// A sequenced Call-ID is one object for the collector: its record. The
+// keys (Call-ID hash, transaction key) and entries hold no pointer.
+func TestSequencer_RecordHoldsNoPointerButItsOwn(t *testing.T) {
+	for _, typ := range []reflect.Type{
+		reflect.TypeFor[seqKey](), reflect.TypeFor[seqEntry](),
+		reflect.TypeFor[seqShard]().Field(1).Type.Key(), // the map's key
+	} {
+		if field, ok := pointerFree(typ); !ok {
+			t.Errorf("%s holds a pointer (%s)", typ, field)
+		}
+	}
+	s := newSequencer(time.Second)
+	a, b := s.key(1, sip.INVITE, "z9hG4bK-1"), s.key(1, sip.ACK, "z9hG4bK-1")
+	if a != b {
+		t.Error("an ACK's key differs from its INVITE's")
+	}
+	for _, other := range []seqKey{s.key(2, sip.INVITE, "z9hG4bK-1"), s.key(1, sip.BYE, "z9hG4bK-1"), s.key(1, sip.INVITE, "z9hG4bK-2")} {
+		if other == a {
+			t.Errorf("key %+v equals the INVITE's", other)
+		}
 	}
 }
