@@ -62,7 +62,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	// second (viewOf), and gathering the other two each time would stop the
 	// world (ReadMemStats) and list /proc/self/fd, thousands of relay
 	// sockets, on the one P that also relays RTP. /metrics serves both.
-	reg := prometheus.NewRegistry()
+	metrics := prometheus.NewRegistry() // served at /metrics
+	// Every part registers here; the counters the live view sums also go
+	// into a registry of their own, the one it gathers each second.
+	reg := newFailureRegisterer(metrics)
 	runtimeReg := prometheus.NewRegistry()
 	runtimeReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
@@ -192,14 +195,14 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 		}, log)
 
 	views := view.NewPublisher(rdb, k, cfg.Name, time.Second,
-		viewOf(cfg.Name, watcher, contractW, reg, &view.Window{}, &view.Window{}), log.With().Str("component", "view").Logger())
+		viewOf(cfg.Name, watcher, contractW, reg.failures, &view.Window{}, &view.Window{}), log.With().Str("component", "view").Logger())
 
 	// Every listener is bound before any part runs: a failure here
 	// leaves nothing running.
 	var adminSrv *admin.Server
 	if cfg.Admin != "" {
 		adminSrv, err = admin.Listen(cfg.Admin, admin.Sources{
-			Gatherer: prometheus.Gatherers{reg, runtimeReg},
+			Gatherer: prometheus.Gatherers{metrics, runtimeReg},
 			Pprof:    cfg.AdminPprof == "on",
 			Ready: func() error {
 				if err := health.Ready(); err != nil {

@@ -250,17 +250,16 @@ func viewOf(self string, nodes *ring.Watcher, state *contract.Watcher, g prometh
 
 // failureTotals sums the counters of refused new dialogs (admission and
 // flood limits) and of errors (malformed SIP, messages not sent, every
-// Redis error counter).
+// Redis error counter). g is the registry of those counters alone
+// (failureRegistry): the view reads it every second.
 func failureTotals(g prometheus.Gatherer) (rejects, errors float64) {
 	mfs, _ := g.Gather()
 	for _, mf := range mfs {
-		name := mf.GetName()
 		var into *float64
-		switch {
-		case name == "sipedge_admission_rejects_total" || name == "sipedge_proxy_limited_total":
+		switch failureKind(mf.GetName()) {
+		case failureReject:
 			into = &rejects
-		case name == "sipedge_sip_malformed_total" || name == "sipedge_sip_messages_not_sent_total" ||
-			strings.HasSuffix(name, "_redis_errors_total"):
+		case failureError:
 			into = &errors
 		default:
 			continue
