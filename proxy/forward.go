@@ -220,12 +220,10 @@ func (p *Proxy) forwardCall(in *sip.Request, tx sip.ServerTransaction, out *sip.
 				continue
 			}
 			if reason := fo.retryable(res); reason != "" {
-				moved, err := fo.moveOn(c, &b, reason, res, nil)
-				if moved {
+				switch moved, answered := p.failOver(fo, c, &b, in, tx, reason, res); {
+				case moved:
 					continue
-				}
-				if err != nil {
-					p.noFinalResponse(in, tx, *info, *next, err)
+				case answered:
 					return
 				}
 				// No node is left: the node's own 408 or 5xx goes to the caller.
@@ -263,12 +261,10 @@ func (p *Proxy) forwardCall(in *sip.Request, tx sip.ServerTransaction, out *sip.
 			return
 		case <-b.tx.Done():
 			if reason := fo.ended(b.tx); reason != "" {
-				moved, err := fo.moveOn(c, &b, reason, nil, nil)
-				if moved {
+				switch moved, answered := p.failOver(fo, c, &b, in, tx, reason, nil); {
+				case moved:
 					continue
-				}
-				if err != nil {
-					p.noFinalResponse(in, tx, *info, *next, err)
+				case answered:
 					return
 				}
 			}
@@ -276,15 +272,10 @@ func (p *Proxy) forwardCall(in *sip.Request, tx sip.ServerTransaction, out *sip.
 			return
 		case <-fo.tick():
 			if reason := fo.fired(); reason != "" {
-				moved, err := fo.moveOn(c, &b, reason, nil, nil)
-				if moved {
-					continue
-				}
-				if err != nil {
-					p.noFinalResponse(in, tx, *info, *next, err)
+				if _, answered := p.failOver(fo, c, &b, in, tx, reason, nil); answered {
 					return
 				}
-				// No node is left (moveOn stopped the run): the last node may still answer.
+				// Moved, or no node is left (moveOn stopped the run) and the last node may still answer.
 			}
 		case <-tx.Done():
 			// Cancelled upstream (sipgo has answered 487) or the server
@@ -295,6 +286,20 @@ func (p *Proxy) forwardCall(in *sip.Request, tx sip.ServerTransaction, out *sip.
 			return
 		}
 	}
+}
+
+// failOver moves the call to the next node after its branch b failed for
+// reason (first: the node's 408 or 5xx). moved: the loop goes on with the
+// new branch; answered: the last branch could not be sent and the caller
+// got 503; neither: no node is left and b stays the call's.
+func (p *Proxy) failOver(fo *failoverRun, c *fwdCall, b *liveBranch, in *sip.Request, tx sip.ServerTransaction,
+	reason string, first *sip.Response) (moved, answered bool) {
+	moved, err := fo.moveOn(c, b, reason, first, nil)
+	if !moved && err != nil {
+		p.noFinalResponse(in, tx, c.info, c.next, err)
+		return false, true
+	}
+	return moved, false
 }
 
 // noFinalResponse answers the caller when the next hop gave no final
