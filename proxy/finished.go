@@ -101,7 +101,7 @@ const logBlockSize = 16 << 10
 
 type finishedShard struct {
 	mu sync.Mutex
-	m  map[uint64]finishedRec // by the key's hash (finishedTable.hash)
+	m  map[uint64]finishedRec // by the key's maphash (see finishedTable.shard)
 	// The queue in insertion (and expiry) order: from head.items[hi] to
 	// tail.items[ti-1].
 	head, tail *queueChunk
