@@ -60,12 +60,15 @@ type LedgerOptions struct {
 	ReconcileEvery   time.Duration // how often every conference key is checked (default 5 s)
 	Recent           time.Duration // a conference seen ending is rewritten this long (default 30 s)
 	// Coalesce is how long a change waits for others before it is written
-	// (default 10 ms; negative: at once). Every write is one script run
-	// whose cost in this process does not depend on how many changes it
-	// carries, so at 1000 calls/s writing each change alone cost a fifth
-	// of the proxy's CPU. Counts are read by drains, failover and the CLI,
-	// none of which notice 10 ms; placement agreement between instances
-	// does not depend on it (the ring answers the same node to both).
+	// (default DefaultCoalesce; negative: at once). Every write is one
+	// script run and two wake-ups of this process (its reply, and the
+	// placements channel's notice), whose cost does not depend on how many
+	// changes it carries: at 1000 calls/s writing each change alone cost a
+	// fifth of the proxy's CPU, and at 250 calls/s a 10 ms window still
+	// cost a tenth (BENCHMARKS.md "The ledger's window"). Counts are read
+	// by drains, failover and the CLI, none of which notice 50 ms;
+	// placement agreement between instances does not depend on it (the
+	// ring answers the same node to both).
 	Coalesce time.Duration
 	Now      func() time.Time
 }
@@ -180,8 +183,9 @@ func (l *Ledger) kick() {
 	}
 }
 
-// DefaultCoalesce is the default LedgerOptions.Coalesce.
-const DefaultCoalesce = 10 * time.Millisecond
+// DefaultCoalesce is the default LedgerOptions.Coalesce (and of the
+// counts_window setting).
+const DefaultCoalesce = 50 * time.Millisecond
 
 // Run writes changes Coalesce after the first of them and rewrites
 // everything every Interval until ctx is done.

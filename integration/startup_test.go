@@ -29,6 +29,7 @@ func TestStartup_BadConfigStopsNamingTheField(t *testing.T) {
 		{"unknown log format", []string{"--log-format", "xml"}, `"log_format"`},
 		{"probe_down not a number", []string{"--probe-down", "many"}, `"probe_down"`},
 		{"negative resync", []string{"--resync-interval", "-2s"}, `"resync_interval"`},
+		{"counts window over a second", []string{"--counts-window", "5s"}, `"counts_window"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -165,6 +165,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	}
 	ledger, err := admission.NewLedger(rdb, k, admission.LedgerOptions{Self: cfg.Name, Interval: time.Second,
 		LiveFor: cfg.HeartbeatTimeout, HeartbeatTimeout: cfg.HeartbeatTimeout, ConfTTL: cfg.ConfTTL, RedisTimeout: cfg.RedisTimeout,
+		Coalesce: ledgerWindow(cfg.CountsWindow),
 	}, ep.Dialogs(), log.With().Str("component", "counts").Logger(), reg)
 	if err != nil {
 		return err
@@ -320,4 +321,13 @@ func stateDefaults(cfg config.Config) admission.Settings {
 	return admission.Settings{RetryAfter: cfg.RetryAfter, DrainTimeout: cfg.DrainTimeout,
 		DrainBye: cfg.DrainAction == "bye", SlowStart: cfg.SlowStart,
 		MediaTimeout: cfg.MediaTimeout, GuestsOnly: cfg.GuestsOnlyTimeout, Backstop: cfg.LastParticipantTimeout}
+}
+
+// ledgerWindow is the Ledger's Coalesce for the counts_window setting,
+// where 0 means "each change at once" (the Ledger's negative).
+func ledgerWindow(window time.Duration) time.Duration {
+	if window <= 0 {
+		return -1
+	}
+	return window
 }

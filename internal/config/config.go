@@ -58,6 +58,7 @@ type Config struct {
 	SuspectHold      time.Duration `yaml:"suspect_hold" usage:"a node that failed a call stays out of the ring this long unless a good probe clears it first"`
 	HeartbeatTimeout time.Duration `yaml:"heartbeat_timeout" usage:"a node or instance heartbeat older than this is stale"`
 	ResyncInterval   time.Duration `yaml:"resync_interval" usage:"full reload of Redis state (bounds how late a plain redis-cli change applies)"`
+	CountsWindow     time.Duration `yaml:"counts_window" usage:"dialog counts and new placements are written to Redis this long after the first change, all changes of the window in one write (0 = each change at once)"`
 	ConfTTL          time.Duration `yaml:"conf_ttl" usage:"expiry of a conference placement key (safety net when BYEs are lost)"`
 	RedisTimeout     time.Duration `yaml:"redis_timeout" usage:"timeout of one Redis call on the SIP path"`
 	StartupRetry     time.Duration `yaml:"startup_retry" usage:"how long to retry an unreachable Redis at start-up before giving up"`
@@ -137,6 +138,7 @@ func Default() Config {
 		SuspectHold:      10 * time.Second,
 		HeartbeatTimeout: 5 * time.Second,
 		ResyncInterval:   500 * time.Millisecond,
+		CountsWindow:     50 * time.Millisecond,
 		ConfTTL:          24 * time.Hour,
 		RedisTimeout:     250 * time.Millisecond,
 		StartupRetry:     10 * time.Second,
@@ -224,6 +226,7 @@ func (c Config) Validate() error {
 		{"suspect_hold", c.SuspectHold.String(), durRange(c.SuspectHold, time.Second, time.Hour)},
 		{"heartbeat_timeout", c.HeartbeatTimeout.String(), durRange(c.HeartbeatTimeout, 100*time.Millisecond, time.Hour)},
 		{"resync_interval", c.ResyncInterval.String(), durRange(c.ResyncInterval, 10*time.Millisecond, time.Hour)},
+		{"counts_window", c.CountsWindow.String(), durRange(c.CountsWindow, 0, time.Second)},
 		{"conf_ttl", c.ConfTTL.String(), durRange(c.ConfTTL, time.Second, 30*24*time.Hour)},
 		{"redis_timeout", c.RedisTimeout.String(), durRange(c.RedisTimeout, time.Millisecond, time.Minute)},
 		{"startup_retry", c.StartupRetry.String(), durRange(c.StartupRetry, 0, time.Hour)},

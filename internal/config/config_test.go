@@ -61,6 +61,8 @@ func TestLoad_BadValueNamesField(t *testing.T) {
 		{"env redis", nil, map[string]string{"SIPEDGE_REDIS": "nohost"}, "redis"},
 		{"env int", nil, map[string]string{"SIPEDGE_PROBE_UP": "x"}, "probe_up"},
 		{"negative resync", []string{"--resync-interval", "-1s"}, nil, "resync_interval"},
+		{"negative counts window", []string{"--counts-window", "-1ms"}, nil, "counts_window"},
+		{"counts window over a second", nil, map[string]string{"SIPEDGE_COUNTS_WINDOW": "2s"}, "counts_window"},
 		{"negative empty ring grace", []string{"--empty-ring-grace", "-1s"}, nil, "empty_ring_grace"},
 		{"empty ring grace text", nil, map[string]string{"SIPEDGE_EMPTY_RING_GRACE": "long"}, "empty_ring_grace"},
 		{"media ports odd min", []string{"--media-ports", "30001-30100"}, nil, "media_ports"},
