@@ -137,9 +137,10 @@ start_sipedge() { # name media(on|off) prefix [extra args]
   local sp ap margs=(--media-ports=)
   sp=$(free_port); ap=$(free_port)
   if [ "$media" = on ]; then local m0=$(( (RANDOM % 1000) * 2 + 40000 )); margs=(--media-ports="$m0-$((m0 + 9999))"); fi
+  # Probes every 2 s, as Kamailio's ds_ping_interval (and sipedge's default).
   # shellcheck disable=SC2086
   "${PIN_PROXY[@]}" ./bin/sipedge --name "$name" --server "$name-host" --redis "127.0.0.1:$RP" --prefix "$prefix" \
-    --listen "127.0.0.1:$sp" --admin "127.0.0.1:$ap" --log-level warn --probe-interval 1s --source-rate 0 \
+    --listen "127.0.0.1:$sp" --admin "127.0.0.1:$ap" --log-level warn --probe-interval 2s --source-rate 0 \
     --admin-pprof "$([ -n "${PPROF_DIR:-}" ] && echo on || echo off)" "${margs[@]}" ${SIPEDGE_ARGS:-} "$@" >"$work/$name.log" 2>&1 &
   local pid=$!
   sys_pids+=($pid)
