@@ -32,7 +32,8 @@
 # over every process: kamailio's children, rtpengine), PSS (max over the step of
 # /proc/<pid>/smaps_rollup summed over the processes), p99 of the sipp response
 # time (-trace_rtt: INVITE to 200, REGISTER to 200, INVITE to 503), UDP receive
-# buffer drops (/proc/net/snmp RcvbufErrors, machine-wide), retransmissions.
+# buffer drops (/proc/net/snmp RcvbufErrors, machine-wide), retransmissions,
+# and redis-server's CPU per call (sipedge's shared state; not in the proxy's).
 # At the end: ONE table of ratios (sipedge / Kamailio) with the raw figures.
 #
 # Environment: RATES, REG_RATES, REJECT_RATES, RTP_RATES, RTP_CALLS,
@@ -108,7 +109,8 @@ wait_udp() { # port: until something listens on it
 # --- shared: Redis and the three sipp UAS nodes (the SAME nodes for all) ---
 RP=$(free_port)
 redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
-pids+=($!)
+REDIS_PID=$!
+pids+=($REDIS_PID)
 for _ in $(seq 50); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -p "$RP" ping >/dev/null || die "redis-server did not start: $(tail -3 "$work/redis.log")"
 : >"$work/ds.list"
@@ -241,8 +243,8 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
             { echo SEQUENTIAL; for i in $(seq 1 "$n"); do echo "bench$((i % 500))"; done; } >"$dir/in.csv"
             args=(-l "$LIMIT") ;;
   esac
-  local t0 t1 c0 c1 d0 d1 peak=0 v
-  t0=$(date +%s.%N); c0=$(ticks "$PROXY_PIDS"); d0=$(udp_drops)
+  local t0 t1 c0 c1 d0 d1 rc0 rc1 peak=0 v
+  t0=$(date +%s.%N); c0=$(ticks "$PROXY_PIDS"); d0=$(udp_drops); rc0=$(ticks "$REDIS_PID")
   # sipp's own -timeout does not end a run with a call stuck in it: timeout(1) does.
   ( cd "$dir" && exec timeout -k 5 $((STEP * 2 + 30)) "${PIN_LOAD[@]}" sipp -sf "$sf" -inf in.csv -i 127.0.0.1 -p "$(free_port)" -buff_size 4194304 \
       -r "$rate" -m "$n" "${args[@]}" -timeout $((STEP * 2 + 20))s -nostdin -trace_stat -stf stat.csv -fd 1 -trace_err -error_file err.log \
@@ -260,7 +262,7 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
   fi
   while kill -0 "$sp" 2>/dev/null; do v=$(pss_kb "$PROXY_PIDS"); [ "$v" -gt "$peak" ] && peak=$v; sleep 1; done
   wait "$sp" || true
-  t1=$(date +%s.%N); c1=$(ticks "$PROXY_PIDS"); d1=$(udp_drops)
+  t1=$(date +%s.%N); c1=$(ticks "$PROXY_PIDS"); d1=$(udp_drops); rc1=$(ticks "$REDIS_PID")
   [ -s "$dir/stat.csv" ] || die "$sys $part $rate/s: sipp wrote no statistics: $(tail -3 "$dir/sipp.out")"
   local header line
   header=$(head -n 1 "$dir/stat.csv"); line=$(tail -n 1 "$dir/stat.csv")
@@ -270,17 +272,20 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
   ok=${ok:-0}; failed=${failed:-0}; retr=${retr:-0}
   p99=$(cat "$dir"/*_rtt.csv 2>/dev/null | awk -F';' '$2 ~ /^[0-9.]+$/ {print $2}' | sort -n |
         awk '{v[NR]=$1} END{if(NR==0){print "-"; exit} r=int(NR*0.99+0.999999); if(r<1)r=1; printf "%.1f", v[r]}')
-  local cpu_us pct retr_pct pass
+  local cpu_us redis_us pct retr_pct pass
   cpu_us=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n="$n" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
+  # redis-server holds sipedge's shared state (Kamailio here keeps none): its
+  # CPU is not in the proxy's, so it is reported beside it.
+  redis_us=$(awk -v a="$rc0" -v b="$rc1" -v hz="$hz" -v n="$n" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
   pct=$(awk -v f="$failed" -v ok="$ok" -v c="$n" 'BEGIN{printf "%.3f", (c ? 100*(c-ok)/c : 100)}')
   retr_pct=$(awk -v r="$retr" -v c="$n" 'BEGIN{printf "%.3f", 100*r/c}')
   pass=no
   awk -v p="$pct" -v r="$retr_pct" 'BEGIN{exit !(p < 0.1 && r < 1)}' && pass=yes
   local k="$sys|$part$tag|$rate"
-  R[$k|cpu]=$cpu_us; R[$k|pss]=$(awk -v k="$peak" 'BEGIN{printf "%.0f", k/1024}'); R[$k|p99]=$p99
+  R[$k|cpu]=$cpu_us; R[$k|redis]=$redis_us; R[$k|pss]=$(awk -v k="$peak" 'BEGIN{printf "%.0f", k/1024}'); R[$k|p99]=$p99
   R[$k|drops]=$((d1 - d0)); R[$k|retr]=$retr; R[$k|pass]=$pass
-  printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %s\n' "$sys" "$part$tag" "$rate" "$n" "$ok" "$failed" \
-    "$pct" "$retr" "$cpu_us" "${R[$k|pss]}" "$p99" "$((d1 - d0))" "$pass"
+  printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %-4s %s\n' "$sys" "$part$tag" "$rate" "$n" "$ok" "$failed" \
+    "$pct" "$retr" "$cpu_us" "${R[$k|pss]}" "$p99" "$((d1 - d0))" "$pass" "$redis_us"
   [ $pass = yes ]
 }
 
@@ -335,8 +340,8 @@ rtp_sweep() { # sys: an echo node of its own, calls through the proxy, RTP steps
 
 has() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 skipped=" "
-printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %s\n' system part rate n ok failed fail% retrans \
-  cpu_us/op pss_MB p99_ms drops pass
+printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %-4s %s\n' system part rate n ok failed fail% retrans \
+  cpu_us/op pss_MB p99_ms drops pass redis_us/op
 for part in calls register reject; do
   [[ " $PARTS " == *" $part "* ]] || continue
   case $part in calls) rates=$RATES ;; register) rates=$REG_RATES ;; reject) rates=$REJECT_RATES ;; esac
@@ -387,6 +392,7 @@ common() { # the highest rate both passed: sys1 sys2 part rates
   echo "$c"
 }
 row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+sum2() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", a + b}'; }
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR]=$1} END{if(NR==0){print "-"; exit} if(NR%2){print v[(NR+1)/2]} else {printf "%.2f", (v[NR/2]+v[NR/2+1])/2}}'; }
 pair_row() { # a b rate: the paired rounds' CPU per call, each round's ratio, and their median
   local a=$1 b=$2 c=$3 i ca cb r n=0 rs="" as="" bs="" each=""
@@ -412,6 +418,9 @@ table() {
     c=$(common "$a" "$b" calls $RATES)
     if [ -n "$c" ]; then
       row "proxy CPU µs per call at $c/s" "${R[$a|calls|$c|cpu]}" "${R[$b|calls|$c|cpu]}"
+      row "redis-server CPU µs per call at $c/s (not in the proxy's)" "${R[$a|calls|$c|redis]}" "${R[$b|calls|$c|redis]}"
+      row "proxy + redis-server CPU µs per call at $c/s" "$(sum2 "${R[$a|calls|$c|cpu]}" "${R[$a|calls|$c|redis]}")" \
+        "$(sum2 "${R[$b|calls|$c|cpu]}" "${R[$b|calls|$c|redis]}")"
       row "proxy PSS MB at $c/s" "${R[$a|calls|$c|pss]}" "${R[$b|calls|$c|pss]}"
       row "p99 set-up ms at $c/s" "${R[$a|calls|$c|p99]}" "${R[$b|calls|$c|p99]}"
       row "UDP drops at $c/s" "${R[$a|calls|$c|drops]}" "${R[$b|calls|$c|drops]}"
