@@ -58,7 +58,14 @@ type LedgerOptions struct {
 	ConfTTL          time.Duration // expiry of a conference key (safety net)
 	RedisTimeout     time.Duration // bound on one write
 	ReconcileEvery   time.Duration // how often every conference key is checked (default 5 s)
-	Recent           time.Duration // a conference seen ending is rewritten this long (default 30 s)
+	// Recent is how long a conference seen here is rewritten at every beat
+	// after its last change (default LiveFor + 2 Interval: long enough for
+	// the share of an instance that died holding dialogs of it to expire,
+	// and for one more beat to write the sum without it). Every beat
+	// carries every such conference, so with a meeting id per call the
+	// beat grows with the call rate times Recent; conference keys older
+	// writes left behind are the reconcile's (ReconcileEvery).
+	Recent time.Duration
 	// Coalesce is how long a change waits for others before it is written
 	// (default DefaultCoalesce; negative: at once). Every write is one
 	// script run and two wake-ups of this process (its reply, and the
@@ -119,7 +126,7 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 		opts.ReconcileEvery = 5 * time.Second
 	}
 	if opts.Recent <= 0 {
-		opts.Recent = 30 * time.Second
+		opts.Recent = opts.LiveFor + 2*opts.Interval
 	}
 	if opts.ConfTTL <= 0 {
 		opts.ConfTTL = 24 * time.Hour
@@ -259,7 +266,7 @@ func (l *Ledger) Beat(ctx context.Context) {
 	at := l.opts.Now()
 	h := l.src.Holdings()
 	now := l.opts.Now()
-	l.placed.prune(now, l.opts.Recent)
+	l.placed.prune(now, placedKeep)
 	sh := share{at: at, total: h.Total, nodes: h.Nodes, confs: map[string]ConfHolding{}}
 	l.mu.Lock()
 	for c, ch := range h.Confs {

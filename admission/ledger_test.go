@@ -394,3 +394,55 @@ func runLedger(t *testing.T, e *ledgerEnv, h Holder, coalesce time.Duration) *Le
 	t.Cleanup(func() { cancel(); <-done })
 	return l
 }
+
+// A conference whose last dialog here ended keeps being rewritten at the
+// beats while another instance's share still counts dialogs of it, long
+// enough for that share to expire if its instance died: the next beat then
+// deletes the key. Past Recent the beats no longer carry it.
+func TestLedger_EndedConferenceRewrittenUntilADeadInstancesShareExpired(t *testing.T) {
+	e := newLedgerEnv(t)
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	ledger := func(self string, h Holder) *Ledger {
+		l, err := NewLedger(e.rdb, e.k, LedgerOptions{Self: self, Interval: time.Second, LiveFor: 5 * time.Second,
+			HeartbeatTimeout: 5 * time.Second, ConfTTL: time.Hour, RedisTimeout: time.Second, ReconcileEvery: time.Hour,
+			Now: clock}, h, zerolog.Nop(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	ctx := context.Background()
+	ha, hb := newHolder(), newHolder()
+	a, b := ledger("A", ha), ledger("B", hb)
+	if want := 7 * time.Second; a.opts.Recent != want {
+		t.Fatalf("default Recent = %s, want LiveFor + 2 beats = %s", a.opts.Recent, want)
+	}
+	ha.add("a1", "X", "n1")
+	hb.add("b1", "X", "n1")
+	a.Beat(ctx)
+	b.Beat(ctx)
+	e.want("both hold X", map[string]string{"n1": "2"}, map[string]string{"A": "1", "B": "1"}, map[string]string{"X": "2"})
+
+	ha.remove("a1")
+	a.Touch("X", "n1")
+	a.flush(ctx)
+	e.want("A's dialog ended", map[string]string{"n1": "1"}, map[string]string{"B": "1"}, map[string]string{"X": "1"})
+
+	// B dies: its share is not rewritten and expires after LiveFor.
+	for range 6 {
+		now = now.Add(time.Second)
+		e.mr.FastForward(time.Second)
+		a.Beat(ctx)
+	}
+	e.want("B's share expired", map[string]string{}, map[string]string{}, nil, "X")
+
+	now = now.Add(2 * time.Second)
+	a.Beat(ctx)
+	a.mu.Lock()
+	_, kept := a.recent["X"]
+	a.mu.Unlock()
+	if kept {
+		t.Errorf("X still rewritten %s after its last change (Recent %s)", 8*time.Second, a.opts.Recent)
+	}
+}

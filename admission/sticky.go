@@ -39,6 +39,10 @@ const (
 // conference older than two beats means the writes are failing.
 func (l *Ledger) placedFresh() time.Duration { return 2 * l.opts.Interval }
 
+// placedKeep is how long a conf-end mark, or an answer no write
+// refreshes, is kept before a beat drops it.
+const placedKeep = 30 * time.Second
+
 // placedEntry is the node Redis held for a conference after a write that
 // carried this instance's dialogs of it.
 type placedEntry struct {

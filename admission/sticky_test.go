@@ -348,8 +348,8 @@ func TestLedger_PlacedPrunedWhenNotRefreshed(t *testing.T) {
 	e := newStickyEnv(t)
 	e.leg("d1", e.sticky)
 	e.l.ConfEnded("other")
-	e.now = e.now.Add(e.l.opts.Recent + time.Second)
-	e.l.placed.prune(e.now, e.l.opts.Recent)
+	e.now = e.now.Add(placedKeep + time.Second)
+	e.l.placed.prune(e.now, placedKeep)
 	if len(e.l.placed.placed) != 0 || len(e.l.placed.ended) != 0 {
 		t.Fatalf("kept: placed %v ended %v", e.l.placed.placed, e.l.placed.ended)
 	}

@@ -38,6 +38,9 @@
 #
 # Environment: RATES, REG_RATES, REJECT_RATES, RTP_RATES, RTP_CALLS,
 # SECONDS_PER_STEP (default 10), RTP_SECONDS (default 5), HOLD_MS (500),
+# CONF_IDS (500: the calls part dials conference ids bench0..bench<CONF_IDS-1>
+# in turn, so at 250/s each id comes back every 2 s; a large value makes every
+# call a conference of its own, as unique meeting ids do),
 # LIMIT (2000), SYSTEMS, PARTS, STOP_ON_FAIL, KAMAILIO_CHILDREN (1: with two
 # UDP receivers a 200 can overtake its 180 inside Kamailio, and sipp fails the call),
 # SIPEDGE_ARGS (extra sipedge flags), KAMAILIO_ARGS (extra kamailio flags: "-x tlsf
@@ -60,6 +63,7 @@ RTP_CALLS=${RTP_CALLS:-500}
 STEP=${SECONDS_PER_STEP:-10}
 RTP_SECONDS=${RTP_SECONDS:-5}
 HOLD_MS=${HOLD_MS:-500}
+CONF_IDS=${CONF_IDS:-500}
 LIMIT=${LIMIT:-2000}
 SYSTEMS=${SYSTEMS:-"sipedge kamailio sipedge-media kamailio-rtp"}
 PARTS=${PARTS:-"calls register reject rtp"}
@@ -234,7 +238,7 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
   local dir="$work/$sys-$part$tag-$rate"; mkdir -p "$dir"
   case $part in
   calls)    sf=$TD/uac_call.xml
-            { echo SEQUENTIAL; for i in $(seq 1 "$n"); do echo "bench$((i % 500));127.0.0.1;$PROXY_PORT"; done; } >"$dir/in.csv"
+            { echo SEQUENTIAL; for i in $(seq 1 "$n"); do echo "bench$((i % CONF_IDS));127.0.0.1;$PROXY_PORT"; done; } >"$dir/in.csv"
             args=(-d "$HOLD_MS" -l "$LIMIT") ;;
   register) sf=$TD/uac_register.xml
             { echo SEQUENTIAL; for i in $(seq 1 "$n"); do echo "user$((i % 5000));127.0.0.1"; done; } >"$dir/in.csv"
