@@ -63,8 +63,9 @@ type LedgerOptions struct {
 	// the share of an instance that died holding dialogs of it to expire,
 	// and for one more beat to write the sum without it). Every beat
 	// carries every such conference, so with a meeting id per call the
-	// beat grows with the call rate times Recent; conference keys older
-	// writes left behind are the reconcile's (ReconcileEvery).
+	// beat grows with the call rate times Recent. A conference key that
+	// no beat carries any more and that is still wrong (restored from an
+	// old AOF) is the reconcile's to fix (ReconcileEvery).
 	Recent time.Duration
 	// Coalesce is how long a change waits for others before it is written
 	// (default DefaultCoalesce; negative: at once). Every write is one
