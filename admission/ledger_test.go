@@ -398,7 +398,7 @@ func runLedger(t *testing.T, e *ledgerEnv, h Holder, coalesce time.Duration) *Le
 // A conference whose last dialog here ended keeps being rewritten at the
 // beats while another instance's share still counts dialogs of it, long
 // enough for that share to expire if its instance died: the next beat then
-// deletes the key. Past Recent the beats no longer carry it.
+// deletes the key, and the beats carry it no more.
 func TestLedger_EndedConferenceRewrittenUntilADeadInstancesShareExpired(t *testing.T) {
 	e := newLedgerEnv(t)
 	now := time.Unix(1_700_000_000, 0)
@@ -437,12 +437,29 @@ func TestLedger_EndedConferenceRewrittenUntilADeadInstancesShareExpired(t *testi
 	}
 	e.want("B's share expired", map[string]string{}, map[string]string{}, nil, "X")
 
-	now = now.Add(2 * time.Second)
-	a.Beat(ctx)
-	a.mu.Lock()
-	_, kept := a.recent["X"]
-	a.mu.Unlock()
-	if kept {
-		t.Errorf("X still rewritten %s after its last change (Recent %s)", 8*time.Second, a.opts.Recent)
+	if a.isRecent("X") {
+		t.Errorf("X still rewritten at the beats after a write found no dialog of it anywhere")
 	}
+
+	// A conference held here alone is settled by the write of its end.
+	ha.add("a2", "Y", "n1")
+	a.Touch("Y", "n1")
+	a.flush(ctx)
+	if !a.isRecent("Y") {
+		t.Fatal("Y, held here, is not rewritten at the beats")
+	}
+	ha.remove("a2")
+	a.Touch("Y", "n1")
+	a.flush(ctx)
+	e.want("Y ended", map[string]string{}, map[string]string{}, nil, "Y")
+	if a.isRecent("Y") {
+		t.Errorf("Y still rewritten at the beats after its end was written")
+	}
+}
+
+func (l *Ledger) isRecent(conf string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.recent[conf]
+	return ok
 }

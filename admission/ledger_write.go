@@ -132,12 +132,16 @@ func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
 		return fmt.Errorf("write dialog counts of instance %q: %w", l.opts.Self, err)
 	}
 	l.m.writes.Inc()
+	var settled []string
 	for i := 0; i+2 < len(res); i += 3 {
 		conf, _ := res[i].(string)
 		n, _ := res[i+1].(int64)
 		placed, _ := res[i+2].(string)
 		mine := sh.confs[conf]
 		l.placed.notePlaced(conf, mine, placed, sh.at)
+		if n == 0 && mine.Dialogs == 0 {
+			settled = append(settled, conf)
+		}
 		switch {
 		case n == 0 && !full:
 			l.log.Info().Str("conf_id", conf).Msg("conference ended: last dialog gone")
@@ -148,7 +152,25 @@ func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
 				Msg("conference dialog landed off its placed node")
 		}
 	}
+	l.settle(settled, sh.at)
 	return nil
+}
+
+// settle stops rewriting, at the beats, the conferences a write found
+// with no dialog at any live instance (their key is deleted): nothing is
+// left to converge, unless they changed since the write's holdings were
+// read (at). A key an old AOF brings back is the reconcile's.
+func (l *Ledger) settle(confs []string, at time.Time) {
+	if len(confs) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range confs {
+		if seen, ok := l.recent[c]; ok && !seen.After(at) && !l.dirtyConfs[c] {
+			delete(l.recent, c)
+		}
+	}
 }
 
 // reconcileScript checks every conference key named in ARGV against the
