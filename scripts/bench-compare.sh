@@ -51,7 +51,10 @@
 # from its admin /debug/pprof, written there as <system>-<part>-<rate>.pprof,
 # and a heap profile at the end of that window, <system>-<part>-<rate>.heap.pprof;
 # with PPROF_TRACE=<seconds>, then an execution trace that long,
-# <system>-<part>-<rate>.trace, for go tool trace).
+# <system>-<part>-<rate>.trace, for go tool trace),
+# REDIS_CPUS (a taskset CPU list for redis-server, e.g. 1 for the load core;
+# unset, the kernel places it, mostly on the proxy's core while sipp keeps
+# core 1 busy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -112,7 +115,8 @@ wait_udp() { # port: until something listens on it
 
 # --- shared: Redis and the three sipp UAS nodes (the SAME nodes for all) ---
 RP=$(free_port)
-redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
+pin_redis=(); [ -n "${REDIS_CPUS:-}" ] && pin_redis=(taskset -c "$REDIS_CPUS")
+"${pin_redis[@]}" redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
 REDIS_PID=$!
 pids+=($REDIS_PID)
 for _ in $(seq 50); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
