@@ -88,8 +88,8 @@ bench-compare: bench-deps build
 	./scripts/bench-compare.sh
 
 # sipedge's CPU per extra call set-up and per call end while sipp holds
-# 100, then 4000 concurrent anchored calls (LEVELS=...; capped by ulimit -n:
-# 4 sockets a call), with the ratio. Knobs: see scripts/bench-flat.sh.
+# 100, then 10000 concurrent anchored calls (LEVELS=...; capped by the hard
+# ulimit -n: 4 sockets a call), with the ratio. Knobs: see scripts/bench-flat.sh.
 bench-flat: deps build
 	./scripts/bench-flat.sh
 

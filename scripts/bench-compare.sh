@@ -23,6 +23,10 @@
 #   PAIRED_RATES (default "250 500") calls/s, PAIRS rounds of one sipedge step
 #   then one Kamailio step, each freshly started; the table adds the median of
 #   the rounds' CPU-per-call ratios (the low rates move most with this machine).
+#   With PAIRED_TOP=1 (default) the same rounds run at the highest call rate
+#   both passed in the sweeps, and the table adds the median of the rounds'
+#   p99 ratios there: sipp times a set-up in steps of about 4 ms (0, 4, 8 ...),
+#   so one step's p99 turns on whether 1 % of the calls crossed a step.
 # A SIP step passes below 0.1 % failed calls and below 1 % retransmissions
 # (caller's retransmissions per call). An RTP step passes at p99 round trip
 # <= 3 ms and < 1 % loss. With STOP_ON_FAIL=1 (default) a system's sweep
@@ -31,7 +35,8 @@
 # Per step: rate, proxy CPU µs per call (utime+stime from /proc/<pid>/stat summed
 # over every process: kamailio's children, rtpengine), PSS (max over the step of
 # /proc/<pid>/smaps_rollup summed over the processes), p99 of the sipp response
-# time (-trace_rtt: INVITE to 200, REGISTER to 200, INVITE to 503), UDP receive
+# time (-trace_rtt: INVITE to 200, REGISTER to 200, INVITE to 503), the share
+# of those above 4 ms (slow%: finer than the p99 at sipp's 4 ms steps), UDP receive
 # buffer drops (/proc/net/snmp RcvbufErrors, machine-wide), retransmissions,
 # and redis-server's CPU per call (sipedge's shared state; not in the proxy's).
 # At the end: ONE table of ratios (sipedge / Kamailio) with the raw figures.
@@ -74,6 +79,7 @@ STOP_ON_FAIL=${STOP_ON_FAIL:-1}
 KAMAILIO_CHILDREN=${KAMAILIO_CHILDREN:-1}
 PAIRS=${PAIRS:-3}
 PAIRED_RATES=${PAIRED_RATES:-"250 500"}
+PAIRED_TOP=${PAIRED_TOP:-1}
 TD=$ROOT/integration/testdata
 CFG=$ROOT/configs/bench
 
@@ -275,11 +281,12 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
   local header line
   header=$(head -n 1 "$dir/stat.csv"); line=$(tail -n 1 "$dir/stat.csv")
   col() { awk -F';' -v h="$header" -v name="$1" -v l="$line" 'BEGIN{n=split(h,H,";"); split(l,L,";"); for(i=1;i<=n;i++) if(H[i]==name){print L[i]; exit}}'; }
-  local ok failed retr p99
+  local ok failed retr p99 slow
   ok=$(col "SuccessfulCall(C)"); failed=$(col "FailedCall(C)"); retr=$(col "Retransmissions(C)")
   ok=${ok:-0}; failed=${failed:-0}; retr=${retr:-0}
   p99=$(cat "$dir"/*_rtt.csv 2>/dev/null | awk -F';' '$2 ~ /^[0-9.]+$/ {print $2}' | sort -n |
         awk '{v[NR]=$1} END{if(NR==0){print "-"; exit} r=int(NR*0.99+0.999999); if(r<1)r=1; printf "%.1f", v[r]}')
+  slow=$(cat "$dir"/*_rtt.csv 2>/dev/null | awk -F';' '$2 ~ /^[0-9.]+$/ {n++; if ($2 > 4.5) s++} END{if(!n){print "-"; exit} printf "%.2f", 100*s/n}')
   local cpu_us redis_us pct retr_pct pass
   cpu_us=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n="$n" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
   # redis-server holds sipedge's shared state (Kamailio here keeps none): its
@@ -290,10 +297,10 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
   pass=no
   awk -v p="$pct" -v r="$retr_pct" 'BEGIN{exit !(p < 0.1 && r < 1)}' && pass=yes
   local k="$sys|$part$tag|$rate"
-  R[$k|cpu]=$cpu_us; R[$k|redis]=$redis_us; R[$k|pss]=$(awk -v k="$peak" 'BEGIN{printf "%.0f", k/1024}'); R[$k|p99]=$p99
+  R[$k|cpu]=$cpu_us; R[$k|redis]=$redis_us; R[$k|pss]=$(awk -v k="$peak" 'BEGIN{printf "%.0f", k/1024}'); R[$k|p99]=$p99; R[$k|slow]=$slow
   R[$k|drops]=$((d1 - d0)); R[$k|retr]=$retr; R[$k|pass]=$pass
-  printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %-4s %s\n' "$sys" "$part$tag" "$rate" "$n" "$ok" "$failed" \
-    "$pct" "$retr" "$cpu_us" "${R[$k|pss]}" "$p99" "$((d1 - d0))" "$pass" "$redis_us"
+  printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %-6s %-4s %s\n' "$sys" "$part$tag" "$rate" "$n" "$ok" "$failed" \
+    "$pct" "$retr" "$cpu_us" "${R[$k|pss]}" "$p99" "$slow" "$((d1 - d0))" "$pass" "$redis_us"
   [ $pass = yes ]
 }
 
@@ -348,8 +355,8 @@ rtp_sweep() { # sys: an echo node of its own, calls through the proxy, RTP steps
 
 has() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 skipped=" "
-printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %-4s %s\n' system part rate n ok failed fail% retrans \
-  cpu_us/op pss_MB p99_ms drops pass redis_us/op
+printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %-6s %-4s %s\n' system part rate n ok failed fail% retrans \
+  cpu_us/op pss_MB p99_ms slow% drops pass redis_us/op
 for part in calls register reject; do
   [[ " $PARTS " == *" $part "* ]] || continue
   case $part in calls) rates=$RATES ;; register) rates=$REG_RATES ;; reject) rates=$REJECT_RATES ;; esac
@@ -372,8 +379,16 @@ done
 # low-rate gap is not"), so one sweep per system cannot compare them there.
 # Each round runs sipedge and then Kamailio at the same rate, each freshly
 # started, back to back; the table gives the median of the rounds' ratios.
+PAIRED_TOP_RATE=""
 if [[ " $PARTS " == *" calls "* ]] && [ "$PAIRS" -gt 0 ] && has sipedge && has kamailio; then
-  for rate in $PAIRED_RATES; do
+  paired=$PAIRED_RATES
+  if [ "$PAIRED_TOP" = 1 ]; then
+    for r in $RATES; do
+      [ "${R[sipedge|calls|$r|pass]:-}" = yes ] && [ "${R[kamailio|calls|$r|pass]:-}" = yes ] && PAIRED_TOP_RATE=$r
+    done
+    [ -n "$PAIRED_TOP_RATE" ] && [[ " $paired " != *" $PAIRED_TOP_RATE "* ]] && paired+=" $PAIRED_TOP_RATE"
+  fi
+  for rate in $paired; do
     for round in $(seq "$PAIRS"); do
       for sys in sipedge kamailio; do
         [[ "$skipped" == *" $sys "* ]] && continue
@@ -412,6 +427,19 @@ pair_row() { # a b rate: the paired rounds' CPU per call, each round's ratio, an
   printf '| proxy CPU µs per call at %s/s, median of %s of %s paired rounds passed by both (%s) | %s | %s | %s |\n' \
     "$c" "$n" "$PAIRS" "${each:-none}" "$(median <<<"$as")" "$(median <<<"$bs")" "$(median <<<"$rs")"
 }
+pair_p99_row() { # a b rate: the paired rounds' p99 set-up and share above 4 ms, with the medians
+  local a=$1 b=$2 c=$3 i pa pb r n=0 rs="" as="" bs="" sa="" sb="" each=""
+  for i in $(seq "$PAIRS"); do
+    [ "${R[$a|calls.pair$i|$c|pass]:-}" = yes ] && [ "${R[$b|calls.pair$i|$c|pass]:-}" = yes ] || continue
+    pa=${R[$a|calls.pair$i|$c|p99]}; pb=${R[$b|calls.pair$i|$c|p99]}; r=$(ratio "$pa" "$pb")
+    as+="$pa "; bs+="$pb "; rs+="$r "; each+="${each:+; }$pa/$pb = $r"; n=$((n + 1))
+    sa+="${R[$a|calls.pair$i|$c|slow]} "; sb+="${R[$b|calls.pair$i|$c|slow]} "
+  done
+  printf '| p99 set-up ms at %s/s, median of %s of %s paired rounds passed by both (%s) | %s | %s | %s |\n' \
+    "$c" "$n" "$PAIRS" "${each:-none}" "$(median <<<"$as")" "$(median <<<"$bs")" "$(median <<<"$rs")"
+  printf '| set-ups above 4 ms at %s/s, %%, median of the same rounds (%s; %s) | %s | %s | %s |\n' \
+    "$c" "${sa% }" "${sb% }" "$(median <<<"$sa")" "$(median <<<"$sb")" "$(ratio "$(median <<<"$sa")" "$(median <<<"$sb")")"
+}
 table() {
   local a=$1 b=$2 c r
   echo
@@ -431,11 +459,16 @@ table() {
         "$(sum2 "${R[$b|calls|$c|cpu]}" "${R[$b|calls|$c|redis]}")"
       row "proxy PSS MB at $c/s" "${R[$a|calls|$c|pss]}" "${R[$b|calls|$c|pss]}"
       row "p99 set-up ms at $c/s" "${R[$a|calls|$c|p99]}" "${R[$b|calls|$c|p99]}"
+      row "set-ups above 4 ms at $c/s (%)" "${R[$a|calls|$c|slow]}" "${R[$b|calls|$c|slow]}"
       row "UDP drops at $c/s" "${R[$a|calls|$c|drops]}" "${R[$b|calls|$c|drops]}"
       row "retransmissions at $c/s" "${R[$a|calls|$c|retr]}" "${R[$b|calls|$c|retr]}"
     fi
     if [[ $a == sipedge && $b == kamailio ]] && [ "$PAIRS" -gt 0 ]; then
       for c in $PAIRED_RATES; do pair_row "$a" "$b" "$c"; done
+      if [ -n "$PAIRED_TOP_RATE" ]; then
+        [[ " $PAIRED_RATES " == *" $PAIRED_TOP_RATE "* ]] || pair_row "$a" "$b" "$PAIRED_TOP_RATE"
+        pair_p99_row "$a" "$b" "$PAIRED_TOP_RATE"
+      fi
     fi
     r=${R[$a|calls|best]:-0}; [ "$r" != 0 ] && row "p99 set-up ms at own top rate ($a $r/s, $b ${R[$b|calls|best]}/s)" \
       "${R[$a|calls|$r|p99]}" "${R[$b|calls|${R[$b|calls|best]}|p99]:-}"

@@ -19,18 +19,19 @@
 # per level, the CPU per set-up and per end, and at the end each level's
 # ratio to the first.
 #
-# Environment: LEVELS (default "100 4000", capped by RLIMIT_NOFILE: each
-# anchored call holds 4 sockets), EXTRA (calls measured per level, default
-# 600), RATE (set-ups/s, default 200), IDLE_S (default 5), MEDIA_PORTS
-# (default 10000-31999), SIPEDGE_BIN (default ./bin/sipedge: another build
+# Environment: LEVELS (default "100 10000"; a level above what the file
+# limit fits, at 4 sockets per anchored call, is measured at the most that
+# fits and says so: with the usual hard RLIMIT_NOFILE of 20 000 about 4 500),
+# EXTRA (calls measured per level, default 600), RATE (set-ups/s, default
+# 200), IDLE_S (default 5), MEDIA_PORTS (default from 10000, as many ports as
+# the largest level needs), SIPEDGE_BIN (default ./bin/sipedge: another build
 # to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LEVELS=${LEVELS:-"100 4000"}
+LEVELS=${LEVELS:-"100 10000"}
 EXTRA=${EXTRA:-600}
 RATE=${RATE:-200}
 IDLE_S=${IDLE_S:-5}
-MEDIA_PORTS=${MEDIA_PORTS:-10000-31999}
 SIPEDGE_BIN=${SIPEDGE_BIN:-./bin/sipedge}
 TD=integration/testdata
 work=$(mktemp -d)
@@ -39,11 +40,34 @@ stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for 
 cleanup() { stop_all; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
+# A level needs 4 sockets per call (two relay port pairs) plus the extra
+# calls of a cycle (at most 500), within the file limit and the media port
+# range. The soft limit goes up to the hard one (sipedge, a Go program,
+# does the same for itself).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+[ "$nofile" = unlimited ] && nofile=1048576
+fit=$(( ((nofile - 300) / 4 - 500) / 100 * 100 ))
+top=0
+for level in $LEVELS; do (( level > top )) && top=$level; done
+(( top > fit )) && top=$fit
+if [ -z "${MEDIA_PORTS:-}" ]; then
+  MEDIA_PORTS="10000-$(( 10000 + 4 * (top + 500) * 11 / 10 ))"
+  (( ${MEDIA_PORTS#*-} > 65535 )) && MEDIA_PORTS=10000-65535
+fi
+pmin=${MEDIA_PORTS%-*}; pmax=${MEDIA_PORTS#*-}
+pfit=$(( ((pmax - pmin + 1) * 10 / 11 / 4 - 500) / 100 * 100 ))
+(( pfit < fit )) && fit=$pfit
+
+# The script's own listeners (redis-server, sipp, the admin API) take ports
+# outside the media range, so sipedge's relay never finds one taken.
 used_ports=" "
 free_port() {
   local p
   while :; do
-    p=$(( (RANDOM % 15000) + 40000 ))
+    p=$(( (RANDOM % 8000) + 2000 ))
+    (( p >= pmin && p <= pmax )) && p=$(( (RANDOM % 4000) + 61000 ))
+    (( p >= pmin && p <= pmax )) && continue
     [[ "$used_ports" == *" $p "* ]] && continue
     if ! ss -Hlntu "sport = :$p" | grep -q .; then used_ports+="$p "; echo "$p"; return; fi
   done
@@ -51,14 +75,6 @@ free_port() {
 
 pin_proxy=(); pin_load=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin_proxy=(taskset -c 0); pin_load=(taskset -c 1); fi
-
-# A level needs 4 sockets per call (two relay port pairs) plus the extra
-# calls of a cycle, within the file limit and the media port range.
-nofile=$(ulimit -n)
-pmin=${MEDIA_PORTS%-*}; pmax=${MEDIA_PORTS#*-}
-fit=$(( (nofile - 300) * 10 / 44 ))
-pfit=$(( (pmax - pmin + 1) * 10 / 44 ))
-(( pfit < fit )) && fit=$pfit
 
 cpu_ns() { # every thread's run time, ns
   local sum=0 t v
@@ -110,11 +126,16 @@ failed_of() { # FailedCall(C) of a stat file
 
 declare -A SU EN
 printf '%-7s %-7s %-8s %-8s %-13s %-13s %-13s %s\n' level extra batch failed idle_ms/s cpu_us/setup cpu_us/end note
-for level in $LEVELS; do
+measured=""
+for asked in $LEVELS; do
+  level=$asked
   if (( level > fit )); then
-    echo "level $level skipped: $nofile open files (ulimit -n) and media ports $MEDIA_PORTS fit about $fit anchored calls (4 sockets each)"
-    continue
+    (( fit < 100 )) && { echo "level $asked skipped: $nofile open files (ulimit -n) and media ports $MEDIA_PORTS fit fewer than 100 anchored calls"; continue; }
+    level=$fit
+    echo "level $asked measured at $level: $nofile open files (ulimit -n, hard limit $(ulimit -Hn)) and media ports $MEDIA_PORTS fit about $fit anchored calls (4 sockets each)"
   fi
+  [[ " $measured " == *" $level "* ]] && continue
+  measured+=" $level"
   start_level
   calls hold "$level"
   uac hold "$level" 86400000
@@ -158,7 +179,7 @@ for level in $LEVELS; do
 done
 
 first=""
-for level in $LEVELS; do
+for level in $measured; do
   [ -n "${SU[$level]:-}" ] || continue
   if [ -z "$first" ]; then first=$level; continue; fi
   awk -v l="$level" -v f="$first" -v s="${SU[$level]}" -v s0="${SU[$first]}" -v e="${EN[$level]}" -v e0="${EN[$first]}" \
