@@ -36,7 +36,7 @@ import (
 // pairs), so a level anchors as many of its calls as RLIMIT_NOFILE allows
 // (flatAnchored; all 10 000 where the hard limit is above about 42 000).
 // Where it is 20 000 hard, as on the machine of BENCHMARKS.md (raising it
-// needs CAP_SYS_RESOURCE), that is 4 000: the other calls of a level above
+// needs CAP_SYS_RESOURCE), that is 4 500: the other calls of a level above
 // that are joined participants without media (same session, conference
 // and loop bookkeeping, no sockets). The sub-benchmark names say which.
 

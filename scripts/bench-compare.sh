@@ -284,9 +284,8 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
   local ok failed retr p99 slow
   ok=$(col "SuccessfulCall(C)"); failed=$(col "FailedCall(C)"); retr=$(col "Retransmissions(C)")
   ok=${ok:-0}; failed=${failed:-0}; retr=${retr:-0}
-  p99=$(cat "$dir"/*_rtt.csv 2>/dev/null | awk -F';' '$2 ~ /^[0-9.]+$/ {print $2}' | sort -n |
-        awk '{v[NR]=$1} END{if(NR==0){print "-"; exit} r=int(NR*0.99+0.999999); if(r<1)r=1; printf "%.1f", v[r]}')
-  slow=$(cat "$dir"/*_rtt.csv 2>/dev/null | awk -F';' '$2 ~ /^[0-9.]+$/ {n++; if ($2 > 4.5) s++} END{if(!n){print "-"; exit} printf "%.2f", 100*s/n}')
+  read -r p99 slow < <(cat "$dir"/*_rtt.csv 2>/dev/null | awk -F';' '$2 ~ /^[0-9.]+$/ {print $2}' | sort -n |
+        awk '{v[NR]=$1; if ($1 > 4.5) s++} END{if(NR==0){print "- -"; exit} r=int(NR*0.99+0.999999); if(r<1)r=1; printf "%.1f %.2f\n", v[r], 100*s/NR}')
   local cpu_us redis_us pct retr_pct pass
   cpu_us=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n="$n" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
   # redis-server holds sipedge's shared state (Kamailio here keeps none): its
@@ -417,28 +416,15 @@ common() { # the highest rate both passed: sys1 sys2 part rates
 row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
 sum2() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", a + b}'; }
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR]=$1} END{if(NR==0){print "-"; exit} if(NR%2){print v[(NR+1)/2]} else {printf "%.2f", (v[NR/2]+v[NR/2+1])/2}}'; }
-pair_row() { # a b rate: the paired rounds' CPU per call, each round's ratio, and their median
-  local a=$1 b=$2 c=$3 i ca cb r n=0 rs="" as="" bs="" each=""
+pair_row() { # a b rate field label: one figure of the paired rounds, each round's ratio, and their median
+  local a=$1 b=$2 c=$3 f=$4 label=$5 i va vb r n=0 rs="" as="" bs="" each=""
   for i in $(seq "$PAIRS"); do
     [ "${R[$a|calls.pair$i|$c|pass]:-}" = yes ] && [ "${R[$b|calls.pair$i|$c|pass]:-}" = yes ] || continue
-    ca=${R[$a|calls.pair$i|$c|cpu]}; cb=${R[$b|calls.pair$i|$c|cpu]}; r=$(ratio "$ca" "$cb")
-    as+="$ca "; bs+="$cb "; rs+="$r "; each+="${each:+; }$ca/$cb = $r"; n=$((n + 1))
+    va=${R[$a|calls.pair$i|$c|$f]}; vb=${R[$b|calls.pair$i|$c|$f]}; r=$(ratio "$va" "$vb")
+    as+="$va "; bs+="$vb "; rs+="$r "; each+="${each:+; }$va/$vb = $r"; n=$((n + 1))
   done
-  printf '| proxy CPU µs per call at %s/s, median of %s of %s paired rounds passed by both (%s) | %s | %s | %s |\n' \
-    "$c" "$n" "$PAIRS" "${each:-none}" "$(median <<<"$as")" "$(median <<<"$bs")" "$(median <<<"$rs")"
-}
-pair_p99_row() { # a b rate: the paired rounds' p99 set-up and share above 4 ms, with the medians
-  local a=$1 b=$2 c=$3 i pa pb r n=0 rs="" as="" bs="" sa="" sb="" each=""
-  for i in $(seq "$PAIRS"); do
-    [ "${R[$a|calls.pair$i|$c|pass]:-}" = yes ] && [ "${R[$b|calls.pair$i|$c|pass]:-}" = yes ] || continue
-    pa=${R[$a|calls.pair$i|$c|p99]}; pb=${R[$b|calls.pair$i|$c|p99]}; r=$(ratio "$pa" "$pb")
-    as+="$pa "; bs+="$pb "; rs+="$r "; each+="${each:+; }$pa/$pb = $r"; n=$((n + 1))
-    sa+="${R[$a|calls.pair$i|$c|slow]} "; sb+="${R[$b|calls.pair$i|$c|slow]} "
-  done
-  printf '| p99 set-up ms at %s/s, median of %s of %s paired rounds passed by both (%s) | %s | %s | %s |\n' \
-    "$c" "$n" "$PAIRS" "${each:-none}" "$(median <<<"$as")" "$(median <<<"$bs")" "$(median <<<"$rs")"
-  printf '| set-ups above 4 ms at %s/s, %%, median of the same rounds (%s; %s) | %s | %s | %s |\n' \
-    "$c" "${sa% }" "${sb% }" "$(median <<<"$sa")" "$(median <<<"$sb")" "$(ratio "$(median <<<"$sa")" "$(median <<<"$sb")")"
+  printf '| %s at %s/s, median of %s of %s paired rounds passed by both (%s) | %s | %s | %s |\n' \
+    "$label" "$c" "$n" "$PAIRS" "${each:-none}" "$(median <<<"$as")" "$(median <<<"$bs")" "$(median <<<"$rs")"
 }
 table() {
   local a=$1 b=$2 c r
@@ -464,10 +450,11 @@ table() {
       row "retransmissions at $c/s" "${R[$a|calls|$c|retr]}" "${R[$b|calls|$c|retr]}"
     fi
     if [[ $a == sipedge && $b == kamailio ]] && [ "$PAIRS" -gt 0 ]; then
-      for c in $PAIRED_RATES; do pair_row "$a" "$b" "$c"; done
+      for c in $PAIRED_RATES; do pair_row "$a" "$b" "$c" cpu "proxy CPU µs per call"; done
       if [ -n "$PAIRED_TOP_RATE" ]; then
-        [[ " $PAIRED_RATES " == *" $PAIRED_TOP_RATE "* ]] || pair_row "$a" "$b" "$PAIRED_TOP_RATE"
-        pair_p99_row "$a" "$b" "$PAIRED_TOP_RATE"
+        [[ " $PAIRED_RATES " == *" $PAIRED_TOP_RATE "* ]] || pair_row "$a" "$b" "$PAIRED_TOP_RATE" cpu "proxy CPU µs per call"
+        pair_row "$a" "$b" "$PAIRED_TOP_RATE" p99 "p99 set-up ms"
+        pair_row "$a" "$b" "$PAIRED_TOP_RATE" slow "% of set-ups above 4 ms"
       fi
     fi
     r=${R[$a|calls|best]:-0}; [ "$r" != 0 ] && row "p99 set-up ms at own top rate ($a $r/s, $b ${R[$b|calls|best]}/s)" \
