@@ -25,7 +25,7 @@ func TestRealClient_BaresipCallsIntoConference(t *testing.T) {
 	}
 	m := newMediaEnv(t, []string{"media_timeout", "60", "guests_only_timeout", "3600"}, nil)
 	dir := t.TempDir()
-	sipPort := freePort(t)
+	sipPort := freePortRun(t, 2) // its TLS transport, where built in, takes the port above
 	cfg := strings.Join([]string{
 		"sip_listen 127.0.0.1:" + strconv.Itoa(sipPort),
 		"audio_player aufile,/dev/null",                                    // nothing is played: the status line shows what arrives

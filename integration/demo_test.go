@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -326,28 +325,12 @@ func cliRow(table, name string) string {
 }
 
 // sippMediaPort is a base port for sipp's -rtp_echo sockets (it binds the
-// port and the next three, audio and video): four free UDP ports in
-// 6000-9999, below the kernel's ephemeral range that other sockets draw
-// from at any moment and away from the relay ranges tests use.
+// port and the next three, audio and video). It used to be drawn from
+// 6000-9999, where sipp's own defaults live (-mp 6000, rtp_stream from
+// 8000): another test's sipp held it once and this one failed to start.
 func sippMediaPort(t *testing.T) int {
 	t.Helper()
-	for range 200 {
-		base := 6000 + 4*rand.IntN(1000)
-		free := true
-		for p := base; p < base+4 && free; p++ {
-			c, err := net.ListenPacket("udp4", loopback(p))
-			if err != nil {
-				free = false
-				continue
-			}
-			c.Close()
-		}
-		if free {
-			return base
-		}
-	}
-	t.Fatal("no four free UDP ports for sipp's media")
-	return 0
+	return freePortRun(t, 4)
 }
 
 // freePortRun returns the first of n consecutive loopback ports that are
@@ -357,45 +340,12 @@ func sippMediaPort(t *testing.T) int {
 // with it.
 func freePortRun(t testing.TB, n int) int {
 	t.Helper()
-	for range 200 {
-		base := freePort(t)
-		ok := base+n-1 < 65536
-		for p := base + 1; ok && p < base+n; p++ {
-			ok = portFree(p)
-		}
-		if !ok {
-			continue
-		}
-		usedPorts.Lock()
-		for p := base + 1; p < base+n; p++ {
-			ok = ok && !usedPorts.m[p]
-		}
-		if ok {
-			for p := base + 1; p < base+n; p++ {
-				usedPorts.m[p] = true
-			}
-		}
-		usedPorts.Unlock()
-		if ok {
+	for range 500 {
+		base := childPortLo + rand.IntN(childPortHi-childPortLo+2-n)
+		if claimPorts(base, n) {
 			return base
 		}
 	}
 	t.Fatalf("no %d consecutive free loopback ports", n)
 	return 0
-}
-
-// portFree reports whether a loopback port can be bound for TCP and UDP.
-func portFree(port int) bool {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return false
-	}
-	defer l.Close()
-	u, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return false
-	}
-	u.Close()
-	return true
 }

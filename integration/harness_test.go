@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -206,31 +207,63 @@ var usedPorts = struct {
 	m map[int]bool
 }{m: map[int]bool{}}
 
-// freePort returns a loopback port that is free for both UDP and TCP.
+// Ports handed to child processes come from above the kernel's ephemeral
+// range (net.ipv4.ip_local_port_range, 32768-60999 by default). A port the
+// kernel handed out for a moment (Listen on :0) is free when probed, but
+// any connect() may take it again before the child binds it: baresip and
+// sipp failed to start with EADDRINUSE that way. Below the ephemeral range
+// sit sipp's own media defaults (6000, rtp_stream from 8000), baresip's
+// RTP (10000-20000) and the tests' relay ranges (20000-39999).
+const (
+	childPortLo = 61000
+	childPortHi = 65535
+)
+
+// freePort returns a loopback port that is free for both UDP and TCP and
+// that no other helper of this test binary was given.
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err != nil {
+	for range 500 {
+		port := childPortLo + rand.IntN(childPortHi-childPortLo+1)
+		if !claimPorts(port, 1) {
 			continue
 		}
-		u.Close()
-		usedPorts.Lock()
-		taken := usedPorts.m[port]
-		usedPorts.m[port] = true
-		usedPorts.Unlock()
-		if !taken {
-			return port
-		}
+		return port
 	}
 	t.Fatal("no free loopback port for UDP and TCP")
 	return 0
+}
+
+// claimPorts marks the n ports from base as handed out, all or none, if
+// no helper has any of them and each is free for TCP and UDP now.
+func claimPorts(base, n int) bool {
+	usedPorts.Lock()
+	defer usedPorts.Unlock()
+	for p := base; p < base+n; p++ {
+		if usedPorts.m[p] || !portFree(p) {
+			return false
+		}
+	}
+	for p := base; p < base+n; p++ {
+		usedPorts.m[p] = true
+	}
+	return true
+}
+
+// portFree says whether port binds on 127.0.0.1 for both TCP and UDP.
+func portFree(port int) bool {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	u, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	u.Close()
+	return true
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

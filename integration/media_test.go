@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ func newMediaEnv(t *testing.T, settings []string, nodeArgs []string, sipedgeArgs
 // mediaPorts gives each test its own relay range, so tests and instances
 // never fight over ports.
 func mediaPorts(t testing.TB) string {
-	base := 20000 + 2*(freePort(t)%10000)
+	base := 20000 + 2*rand.IntN(10000)
 	return fmt.Sprintf("%d-%d", base, base+999)
 }
 
