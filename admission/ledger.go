@@ -98,6 +98,7 @@ type Ledger struct {
 	dirtyConfs map[string]bool
 	dirtyNodes map[string]bool
 	recent     map[string]time.Time      // conf -> when it was last seen with dialogs here or touched
+	inProgress map[string]bool           // confs whose share in Redis was last written with dialogs (ledger_write.go)
 	notes      map[string]map[string]int // owner -> dialog key -> successful writes still due
 	lastRecon  time.Time
 	okStreak   int // full writes in a row that succeeded
@@ -136,7 +137,7 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 		opts.Coalesce = DefaultCoalesce
 	}
 	l := &Ledger{rdb: rdb, k: k, opts: opts, src: src, log: log, wake: make(chan struct{}, 1), rescan: make(chan struct{}, 1),
-		dirtyConfs: map[string]bool{}, dirtyNodes: map[string]bool{}, recent: map[string]time.Time{},
+		dirtyConfs: map[string]bool{}, dirtyNodes: map[string]bool{}, recent: map[string]time.Time{}, inProgress: map[string]bool{},
 		notes: map[string]map[string]int{}}
 	m, err := newLedgerMetrics(reg, l.index.ready)
 	if err != nil {
@@ -147,7 +148,8 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 }
 
 // Touch marks a conference and a node whose share changed here; the
-// new values are written at once (coalesced), and again at every beat.
+// new values are written at once (coalesced), and again at every beat. A
+// conference whose share stays positive waits for the beat (flush).
 func (l *Ledger) Touch(conf, node string) {
 	l.mu.Lock()
 	if conf != "" {
@@ -246,6 +248,7 @@ func (l *Ledger) flush(ctx context.Context) {
 	for c := range confs {
 		sh.confs[c] = l.src.ConfHolding(c)
 	}
+	l.deferInProgress(sh.confs)
 	if err := l.write(ctx, sh, false); err != nil {
 		l.mu.Lock()
 		for c := range confs {

@@ -150,8 +150,15 @@ func (l *Ledger) ConfEnded(conf string) {
 	}
 }
 
-// ForgetPlaced drops the local answer for conf (its node was moved).
-func (l *Ledger) ForgetPlaced(conf string) { l.placed.forget(conf) }
+// ForgetPlaced drops the local answer for conf (its node was moved); the
+// next window writes conf even while it stays in progress, so that the
+// answer comes back from that write rather than from the next beat.
+func (l *Ledger) ForgetPlaced(conf string) {
+	l.placed.forget(conf)
+	l.mu.Lock()
+	delete(l.inProgress, conf)
+	l.mu.Unlock()
+}
 
 // stickyNode is the node conference req.ConfID is placed on, "" if none:
 // from the Ledger when it can answer, from Redis otherwise.
