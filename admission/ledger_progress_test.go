@@ -47,26 +47,8 @@ func TestLedger_ConferenceInProgressWaitsForTheBeat(t *testing.T) {
 			ha, hb := newHolder(), newHolder()
 			a, b := e.ledger("A", ha), e.ledger("B", hb)
 			for _, s := range tc.steps {
-				for _, k := range s.add {
-					ha.add(k, "c", "n1")
-				}
-				for _, k := range s.remove {
-					ha.remove(k)
-				}
-				if len(s.add)+len(s.remove) > 0 {
-					a.Touch("c", "n1")
-					a.flush(ctx)
-				}
-				for _, k := range s.addB {
-					hb.add(k, "c", "n1")
-				}
-				for _, k := range s.remB {
-					hb.remove(k)
-				}
-				if len(s.addB)+len(s.remB) > 0 {
-					b.Touch("c", "n1")
-					b.flush(ctx)
-				}
+				change(ctx, a, ha, s.add, s.remove)
+				change(ctx, b, hb, s.addB, s.remB)
 				if s.beatA {
 					a.Beat(ctx)
 				}
@@ -82,6 +64,21 @@ func TestLedger_ConferenceInProgressWaitsForTheBeat(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// change adds and removes dialogs of conference c on node n1 in h, then
+// flushes l's window, if anything changed.
+func change(ctx context.Context, l *Ledger, h *fakeHolder, add, remove []string) {
+	for _, k := range add {
+		h.add(k, "c", "n1")
+	}
+	for _, k := range remove {
+		h.remove(k)
+	}
+	if len(add)+len(remove) > 0 {
+		l.Touch("c", "n1")
+		l.flush(ctx)
 	}
 }
 
