@@ -58,7 +58,7 @@ type Config struct {
 	SuspectHold      time.Duration `yaml:"suspect_hold" usage:"a node that failed a call stays out of the ring this long unless a good probe clears it first"`
 	HeartbeatTimeout time.Duration `yaml:"heartbeat_timeout" usage:"a node or instance heartbeat older than this is stale"`
 	ResyncInterval   time.Duration `yaml:"resync_interval" usage:"full reload of Redis state (bounds how late a plain redis-cli change applies)"`
-	CountsWindow     time.Duration `yaml:"counts_window" usage:"dialog counts and new placements are written to Redis this long after the first change, all changes of the window in one write (0 = each change at once)"`
+	CountsWindow     time.Duration `yaml:"counts_window" usage:"dialog counts and new placements are written to Redis this long after the first change, all changes of the window in one write (0 = each change at once); a conference that stays in progress here waits for the beat"`
 	ConfTTL          time.Duration `yaml:"conf_ttl" usage:"expiry of a conference placement key (safety net when BYEs are lost)"`
 	RedisTimeout     time.Duration `yaml:"redis_timeout" usage:"timeout of one Redis call on the SIP path"`
 	StartupRetry     time.Duration `yaml:"startup_retry" usage:"how long to retry an unreachable Redis at start-up before giving up"`
