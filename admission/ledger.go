@@ -98,7 +98,6 @@ type Ledger struct {
 	dirtyConfs map[string]bool
 	dirtyNodes map[string]bool
 	recent     map[string]time.Time      // conf -> when it was last seen with dialogs here or touched
-	inProgress map[string]bool           // confs whose share in Redis was last written with dialogs (ledger_write.go)
 	notes      map[string]map[string]int // owner -> dialog key -> successful writes still due
 	lastRecon  time.Time
 	okStreak   int // full writes in a row that succeeded
@@ -137,7 +136,7 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 		opts.Coalesce = DefaultCoalesce
 	}
 	l := &Ledger{rdb: rdb, k: k, opts: opts, src: src, log: log, wake: make(chan struct{}, 1), rescan: make(chan struct{}, 1),
-		dirtyConfs: map[string]bool{}, dirtyNodes: map[string]bool{}, recent: map[string]time.Time{}, inProgress: map[string]bool{},
+		dirtyConfs: map[string]bool{}, dirtyNodes: map[string]bool{}, recent: map[string]time.Time{},
 		notes: map[string]map[string]int{}}
 	m, err := newLedgerMetrics(reg, l.index.ready)
 	if err != nil {

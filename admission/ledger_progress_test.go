@@ -37,7 +37,7 @@ func TestLedger_ConferenceInProgressWaitsForTheBeat(t *testing.T) {
 			{what: "B's goes", remB: []string{"b1"}, dialogs: "1", writes: 2},
 			{what: "A's beat", beatA: true, dialogs: "2", writes: 3},
 		}},
-		{"a conference back from zero within a window is written", []step{
+		{"a dialog replaced within a window leaves the count in Redis as it was", []step{
 			{what: "first", add: []string{"a1"}, dialogs: "1", writes: 1},
 			{what: "ends and another starts", remove: []string{"a1"}, add: []string{"a2"}, dialogs: "1", writes: 2},
 		}},

@@ -132,7 +132,6 @@ func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
 		return fmt.Errorf("write dialog counts of instance %q: %w", l.opts.Self, err)
 	}
 	l.m.writes.Inc()
-	l.noteWritten(sh.confs, full)
 	var settled []string
 	for i := 0; i+2 < len(res); i += 3 {
 		conf, _ := res[i].(string)
@@ -157,6 +156,11 @@ func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
 	return nil
 }
 
+// deferInProgress drops from confs (a window's changes) each conference
+// that is in progress here: it still has dialogs, and the placement cache
+// holds the node a write that carried dialogs of it returned (sticky.go),
+// so this instance's share of it in Redis is positive.
+//
 // A conference's count matters between beats only where it crosses zero:
 // from none to some here (the key and its placement are made, and no
 // other instance's write may find the sum at 0 and delete the key while
@@ -164,36 +168,17 @@ func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
 // the sum reaches 0). A count that stays positive (3 dialogs here, then 2)
 // is only what sipedgectl shows; it waits for the beat, at most Interval
 // later, like the dialog module's periodic database update in Kamailio.
-// At 3000 calls/s over 500 conferences nearly every conference changed
-// in every window, and the window's script rewrote them all, 20 times a
-// second, on a single-threaded Redis that the proxy's core shares
-// (BENCHMARKS.md "Counts of conferences in progress at the beat").
-
-// deferInProgress drops from confs (a window's changes) each conference
-// whose share was last written with dialogs and still has some.
+// A conference without a local answer (its first write, a failover's
+// ForgetPlaced, a conf-end) is written in the window, so the answer comes
+// back from that write. At 3000 calls/s over 500 conferences nearly every
+// conference changed in every window, and the window's script rewrote
+// them all, 20 times a second, on a single-threaded Redis that the
+// proxy's core shares (BENCHMARKS.md "Counts of conferences in progress
+// at the beat").
 func (l *Ledger) deferInProgress(confs map[string]ConfHolding) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	for c, h := range confs {
-		if h.Dialogs > 0 && l.inProgress[c] {
+		if _, placed := l.placed.get(c); h.Dialogs > 0 && placed {
 			delete(confs, c)
-		}
-	}
-}
-
-// noteWritten records which conferences a successful write left with
-// dialogs in this instance's share; a full write rewrote the whole share.
-func (l *Ledger) noteWritten(confs map[string]ConfHolding, full bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if full {
-		clear(l.inProgress)
-	}
-	for c, h := range confs {
-		if h.Dialogs > 0 {
-			l.inProgress[c] = true
-		} else {
-			delete(l.inProgress, c)
 		}
 	}
 }

@@ -150,15 +150,10 @@ func (l *Ledger) ConfEnded(conf string) {
 	}
 }
 
-// ForgetPlaced drops the local answer for conf (its node was moved); the
-// next window writes conf even while it stays in progress, so that the
-// answer comes back from that write rather than from the next beat.
-func (l *Ledger) ForgetPlaced(conf string) {
-	l.placed.forget(conf)
-	l.mu.Lock()
-	delete(l.inProgress, conf)
-	l.mu.Unlock()
-}
+// ForgetPlaced drops the local answer for conf (its node was moved); with
+// it gone the next window writes conf (deferInProgress), and the answer
+// comes back from that write.
+func (l *Ledger) ForgetPlaced(conf string) { l.placed.forget(conf) }
 
 // stickyNode is the node conference req.ConfID is placed on, "" if none:
 // from the Ledger when it can answer, from Redis otherwise.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -331,21 +330,4 @@ func cliRow(table, name string) string {
 func sippMediaPort(t *testing.T) int {
 	t.Helper()
 	return freePortRun(t, 4)
-}
-
-// freePortRun returns the first of n consecutive loopback ports that are
-// all free for UDP and TCP (the demo's confnodes listen on NODE_PORT and
-// the two ports above it). Only the first used to be checked: a confnode
-// whose port another process held failed to start, and the live page test
-// with it.
-func freePortRun(t testing.TB, n int) int {
-	t.Helper()
-	for range 500 {
-		base := childPortLo + rand.IntN(childPortHi-childPortLo+2-n)
-		if claimPorts(base, n) {
-			return base
-		}
-	}
-	t.Fatalf("no %d consecutive free loopback ports", n)
-	return 0
 }

@@ -223,14 +223,23 @@ const (
 // that no other helper of this test binary was given.
 func freePort(t testing.TB) int {
 	t.Helper()
+	return freePortRun(t, 1)
+}
+
+// freePortRun returns the first of n consecutive loopback ports that are
+// all free for UDP and TCP (the demo's confnodes listen on NODE_PORT and
+// the two ports above it). Only the first used to be checked: a confnode
+// whose port another process held failed to start, and the live page test
+// with it.
+func freePortRun(t testing.TB, n int) int {
+	t.Helper()
 	for range 500 {
-		port := childPortLo + rand.IntN(childPortHi-childPortLo+1)
-		if !claimPorts(port, 1) {
-			continue
+		base := childPortLo + rand.IntN(childPortHi-childPortLo+2-n)
+		if claimPorts(base, n) {
+			return base
 		}
-		return port
 	}
-	t.Fatal("no free loopback port for UDP and TCP")
+	t.Fatalf("no %d consecutive free loopback ports", n)
 	return 0
 }
 
