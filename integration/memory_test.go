@@ -41,6 +41,13 @@ func TestMemory_GCSettingsApplied(t *testing.T) {
 			if got := s.metric(t, "go_gc_gomemlimit_bytes", nil); got != tc.limitByte {
 				t.Errorf("go_gc_gomemlimit_bytes = %v, want %v", got, tc.limitByte)
 			}
+			// The collector's and the scheduler's own figures, for reading a
+			// set-up tail against GC cycles (BENCHMARKS.md "Set-up tail and GC
+			// cycles"): goroutines waited to run, and what the last cycle scanned.
+			if got := s.metric(t, "go_sched_latencies_seconds_count", nil); got <= 0 {
+				t.Errorf("go_sched_latencies_seconds_count = %v, want > 0", got)
+			}
+			s.metric(t, "go_gc_scan_heap_bytes", nil) // fails the test when absent
 		})
 	}
 }
