@@ -213,11 +213,56 @@ var usedPorts = struct {
 // any connect() may take it again before the child binds it: baresip and
 // sipp failed to start with EADDRINUSE that way. Below the ephemeral range
 // sit sipp's own media defaults (6000, rtp_stream from 8000), baresip's
-// RTP (10000-20000) and the tests' relay ranges (20000-39999).
+// RTP (10000-20000) and the tests' relay ranges (relayRange).
 const (
 	childPortLo = 61000
 	childPortHi = 65535
 )
+
+// Relay ranges (--media-ports) come from below the ephemeral range, above
+// baresip's RTP, and never overlap another range handed out and not yet
+// released: two instances of one test (presence's A and B) drawn at random
+// could share ports, and the upper part of the old 20000-39999 lay in the
+// ephemeral range, where any connect() may take a relay port.
+const (
+	relayPortLo = 20000
+	relayPortHi = 32767
+)
+
+var relayRanges = struct {
+	sync.Mutex
+	held map[int]int // first port -> count, until the test that drew it ends
+}{held: map[int]int{}}
+
+// relayRange returns the first port of n (even, so RTP/RTCP pairs align)
+// that no other test or instance holds; they are released when t ends.
+func relayRange(t testing.TB, n int) int {
+	t.Helper()
+	relayRanges.Lock()
+	defer relayRanges.Unlock()
+	for range 500 {
+		base := relayPortLo + 2*rand.IntN((relayPortHi+1-n-relayPortLo)/2)
+		overlaps := false
+		for lo, cnt := range relayRanges.held {
+			if base < lo+cnt && lo < base+n {
+				overlaps = true
+				break
+			}
+		}
+		if overlaps {
+			continue
+		}
+		relayRanges.held[base] = n
+		t.Cleanup(func() {
+			relayRanges.Lock()
+			delete(relayRanges.held, base)
+			relayRanges.Unlock()
+		})
+		return base
+	}
+	t.Fatalf("no free relay range of %d ports", n)
+	return 0
+}
 
 // freePort returns a loopback port that is free for both UDP and TCP and
 // that no other helper of this test binary was given.

@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -34,10 +33,10 @@ func newMediaEnv(t *testing.T, settings []string, nodeArgs []string, sipedgeArgs
 	return m
 }
 
-// mediaPorts gives each test its own relay range, so tests and instances
-// never fight over ports.
+// mediaPorts gives each test and instance its own relay range, so they
+// never fight over ports (relayRange).
 func mediaPorts(t testing.TB) string {
-	base := 20000 + 2*rand.IntN(10000)
+	base := relayRange(t, 1000)
 	return fmt.Sprintf("%d-%d", base, base+999)
 }
 

@@ -18,7 +18,7 @@ func testPool(t testing.TB, pairs int) *Pool {
 	t.Helper()
 	// 10000-19999: below the kernel's ephemeral ports (32768-60999),
 	// which every client socket of a parallel test package draws from,
-	// and below the integration tests' relay ranges (20000-39999).
+	// and below the integration tests' relay ranges (20000-32767).
 	for range 200 {
 		min := 10000 + 2*rand.IntN((10000-2*pairs)/2)
 		if !rangeFree(min, min+2*pairs-1) {
