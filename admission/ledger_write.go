@@ -36,7 +36,11 @@ local self, live, now, confTTL, total, full, prefix = ARGV[1], ARGV[2], ARGV[3],
 local nn = tonumber(ARGV[8])
 redis.call('SADD', instances, self)
 if full == '1' then redis.call('DEL', share) end
+-- mine is what this run wrote of this instance's share: after a full write
+-- (DEL first), every field of it; otherwise every field summed below.
+local mine = {}
 local function put(f, v)
+  mine[f] = v
   if v > 0 then redis.call('HSET', share, f, v) else redis.call('HDEL', share, f) end
 end
 local i = 9
@@ -56,11 +60,15 @@ redis.call('HSET', share, 't', total)
 redis.call('PEXPIRE', share, live)
 
 local members = redis.call('SMEMBERS', instances)
+-- sum is this instance's value (mine) plus the other live shares': every
+-- redis.call costs about as much as the command itself.
 local function sum(f)
-  local s = 0
+  local s = mine[f] or 0
   for _, m in ipairs(members) do
-    local v = redis.call('HGET', prefix .. 'calls:' .. m, f)
-    if v then s = s + tonumber(v) end
+    if m ~= self then
+      local v = redis.call('HGET', prefix .. 'calls:' .. m, f)
+      if v then s = s + tonumber(v) end
+    end
   end
   return s
 end
@@ -82,7 +90,7 @@ if full == '1' then
     setCount(instCalls, m, tonumber(redis.call('HGET', prefix .. 'calls:' .. m, 't') or '0'))
   end
 else
-  setCount(instCalls, self, tonumber(redis.call('HGET', share, 't')))
+  setCount(instCalls, self, total)
 end
 for n in pairs(nodes) do setCount(nodeCalls, n, sum('n:' .. n)) end
 
@@ -96,16 +104,21 @@ for _, c in ipairs(confs) do
       redis.call('PUBLISH', prefix .. 'placements', '-' .. c[1]) -- keys.GoneMessage
     end
   else
+    -- The placement fields are set only where missing, in the one HSET
+    -- of the count (3 commands where HSETNX each and an HGET were 6).
+    local cur = redis.call('HMGET', key, 'node', 'started', 'instance')
+    local set = {'dialogs', n}
+    placed = cur[1] or ''
     if c[2] ~= '' then
-      if redis.call('HSETNX', key, 'node', c[2]) == 1 then
-        redis.call('PUBLISH', prefix .. 'placements', '+' .. c[1]) -- keys.PlacedMessage (unplaced.go)
-      end
-      redis.call('HSETNX', key, 'started', now)
-      redis.call('HSETNX', key, 'instance', self)
+      if not cur[1] then set[#set + 1] = 'node'; set[#set + 1] = c[2]; placed = c[2] end
+      if not cur[2] then set[#set + 1] = 'started'; set[#set + 1] = now end
+      if not cur[3] then set[#set + 1] = 'instance'; set[#set + 1] = self end
     end
-    redis.call('HSET', key, 'dialogs', n)
+    redis.call('HSET', key, unpack(set))
+    if not cur[1] and placed ~= '' then
+      redis.call('PUBLISH', prefix .. 'placements', '+' .. c[1]) -- keys.PlacedMessage (unplaced.go)
+    end
     redis.call('PEXPIRE', key, confTTL)
-    placed = redis.call('HGET', key, 'node') or ''
   end
   out[#out + 1] = c[1]
   out[#out + 1] = n
