@@ -350,12 +350,14 @@ func makeServerTxKey(msg Message, asMethod RequestMethod) (string, error) {
 			port = firstViaHop.Port
 		}
 
-		// abuilder.Grow(len(branch) + len(firstViaHop.Host) + len(TxSeperator))
+		// sipedge patch: the key's whole length at once (a port has at
+		// most 5 digits), and the port written without a string of its own.
+		builder.Grow(len(branch) + len(firstViaHop.Host) + len(method) + 3*len(TxSeperator) + 5)
 		builder.WriteString(branch)
 		builder.WriteString(TxSeperator)
 		builder.WriteString(firstViaHop.Host)
 		builder.WriteString(TxSeperator)
-		builder.WriteString(strconv.Itoa(port))
+		writeInt(&builder, port)
 		builder.WriteString(TxSeperator)
 		builder.WriteString(string(method))
 

@@ -93,7 +93,7 @@ func (uri *Uri) StringWrite(buffer io.StringWriter) {
 	// Optional port number.
 	if uri.Port > 0 {
 		buffer.WriteString(":")
-		buffer.WriteString(strconv.Itoa(uri.Port))
+		writeInt(buffer, uri.Port) // sipedge patch
 	}
 
 	if (uri.UriParams != nil) && uri.UriParams.Length() > 0 {

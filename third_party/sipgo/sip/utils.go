@@ -9,6 +9,7 @@ import (
 	"net"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 )
 
@@ -422,4 +423,21 @@ func printStack(args ...any) {
 	n := runtime.Stack(buf, false)
 	fmt.Println(args...)
 	fmt.Println(string(buf[:n]))
+}
+
+// writeInt writes v in decimal. sipedge patch: strconv.Itoa allocates a
+// string for every value above 99 (ports, status codes, lengths), and
+// writing its digits from a stack buffer through the writer's concrete
+// type does not; other writers get a string as before.
+func writeInt(buffer io.StringWriter, v int) {
+	var b [20]byte
+	d := strconv.AppendInt(b[:0], int64(v), 10)
+	switch w := buffer.(type) {
+	case *strings.Builder:
+		w.Write(d)
+	case *bytes.Buffer:
+		w.Write(d)
+	default:
+		buffer.WriteString(string(d))
+	}
 }
