@@ -27,6 +27,10 @@
 #   both passed in the sweeps, and the table adds the median of the rounds'
 #   p99 ratios there: sipp times a set-up in steps of about 4 ms (0, 4, 8 ...),
 #   so one step's p99 turns on whether 1 % of the calls crossed a step.
+#   The register and reject parts get PAIRS rounds too, at the highest rate
+#   both passed, with the median of the rounds' CPU ratios: a single step of
+#   each once read 1.07 for rejects where three alternated rounds read
+#   0.64-0.81 (BENCHMARKS.md, side by side on c0f3c65).
 # A SIP step passes below 0.1 % failed calls and below 1 % retransmissions
 # (caller's retransmissions per call). An RTP step passes at p99 round trip
 # <= 3 ms and < 1 % loss. With STOP_ON_FAIL=1 (default) a system's sweep
@@ -373,6 +377,24 @@ for part in calls register reject; do
     stop_system
   done
 done
+common() { # the highest rate both passed: sys1 sys2 part rates
+  local a=$1 b=$2 part=$3 c="" r; shift 3
+  for r in "$@"; do [ "${R[$a|$part|$r|pass]:-}" = yes ] && [ "${R[$b|$part|$r|pass]:-}" = yes ] && c=$r; done
+  echo "$c"
+}
+pair_rounds() { # part rate: PAIRS rounds of one sipedge step, then one Kamailio step, each freshly started
+  local part=$1 rate=$2 round sys
+  for round in $(seq "$PAIRS"); do
+    for sys in sipedge kamailio; do
+      [[ "$skipped" == *" $sys "* ]] && continue
+      start_system "$sys" "$part"
+      if [ "$part" = reject ] && [ "$sys" = sipedge ]; then deservice_sipedge; fi
+      run_step "$sys" "$part" "$rate" ".pair$round" || true
+      if [ "$part" = reject ] && [ "$sys" = sipedge ]; then undeservice_sipedge; fi
+      stop_system
+    done
+  done
+}
 # Paired rounds at low rates: this machine's CPU per call at 250-500/s
 # moves by about ±25 % between steps minutes apart (BENCHMARKS.md, "where the
 # low-rate gap is not"), so one sweep per system cannot compare them there.
@@ -387,16 +409,20 @@ if [[ " $PARTS " == *" calls "* ]] && [ "$PAIRS" -gt 0 ] && has sipedge && has k
     done
     [ -n "$PAIRED_TOP_RATE" ] && [[ " $paired " != *" $PAIRED_TOP_RATE "* ]] && paired+=" $PAIRED_TOP_RATE"
   fi
-  for rate in $paired; do
-    for round in $(seq "$PAIRS"); do
-      for sys in sipedge kamailio; do
-        [[ "$skipped" == *" $sys "* ]] && continue
-        start_system "$sys" calls
-        run_step "$sys" calls "$rate" ".pair$round" || true
-        stop_system
-      done
-    done
-  done
+  for rate in $paired; do pair_rounds calls "$rate"; done
+fi
+PAIRED_REG_RATE=""; PAIRED_REJECT_RATE=""
+if [ "$PAIRS" -gt 0 ] && has sipedge && has kamailio; then
+  # shellcheck disable=SC2086
+  if [[ " $PARTS " == *" register "* ]]; then
+    PAIRED_REG_RATE=$(common sipedge kamailio register $REG_RATES)
+    [ -n "$PAIRED_REG_RATE" ] && pair_rounds register "$PAIRED_REG_RATE"
+  fi
+  # shellcheck disable=SC2086
+  if [[ " $PARTS " == *" reject "* ]]; then
+    PAIRED_REJECT_RATE=$(common sipedge kamailio reject $REJECT_RATES)
+    [ -n "$PAIRED_REJECT_RATE" ] && pair_rounds reject "$PAIRED_REJECT_RATE"
+  fi
 fi
 if [[ " $PARTS " == *" rtp "* ]]; then
   for sys in sipedge-media kamailio-rtp; do
@@ -408,19 +434,14 @@ fi
 
 # --- the table of ratios ---
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(a==""||b==""||a=="-"||b=="-"||b+0==0){print "-"}else{printf "%.2f", a/b}}'; }
-common() { # the highest rate both passed: sys1 sys2 part rates
-  local a=$1 b=$2 part=$3 c="" r; shift 3
-  for r in "$@"; do [ "${R[$a|$part|$r|pass]:-}" = yes ] && [ "${R[$b|$part|$r|pass]:-}" = yes ] && c=$r; done
-  echo "$c"
-}
 row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
 sum2() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", a + b}'; }
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR]=$1} END{if(NR==0){print "-"; exit} if(NR%2){print v[(NR+1)/2]} else {printf "%.2f", (v[NR/2]+v[NR/2+1])/2}}'; }
-pair_row() { # a b rate field label: one figure of the paired rounds, each round's ratio, and their median
-  local a=$1 b=$2 c=$3 f=$4 label=$5 i va vb r n=0 rs="" as="" bs="" each=""
+pair_row() { # a b rate field label [part]: one figure of the paired rounds, each round's ratio, and their median
+  local a=$1 b=$2 c=$3 f=$4 label=$5 part=${6:-calls} i va vb r n=0 rs="" as="" bs="" each=""
   for i in $(seq "$PAIRS"); do
-    [ "${R[$a|calls.pair$i|$c|pass]:-}" = yes ] && [ "${R[$b|calls.pair$i|$c|pass]:-}" = yes ] || continue
-    va=${R[$a|calls.pair$i|$c|$f]}; vb=${R[$b|calls.pair$i|$c|$f]}; r=$(ratio "$va" "$vb")
+    [ "${R[$a|$part.pair$i|$c|pass]:-}" = yes ] && [ "${R[$b|$part.pair$i|$c|pass]:-}" = yes ] || continue
+    va=${R[$a|$part.pair$i|$c|$f]}; vb=${R[$b|$part.pair$i|$c|$f]}; r=$(ratio "$va" "$vb")
     as+="$va "; bs+="$vb "; rs+="$r "; each+="${each:+; }$va/$vb = $r"; n=$((n + 1))
   done
   printf '| %s at %s/s, median of %s of %s paired rounds passed by both (%s) | %s | %s | %s |\n' \
@@ -465,11 +486,13 @@ table() {
       row "highest passing REGISTER rate (/s)" "${R[$a|register|best]:-}" "${R[$b|register|best]:-}"
       c=$(common "$a" "$b" register $REG_RATES)
       [ -n "$c" ] && row "proxy CPU µs per REGISTER at $c/s" "${R[$a|register|$c|cpu]}" "${R[$b|register|$c|cpu]}"
+      [ -n "$PAIRED_REG_RATE" ] && pair_row "$a" "$b" "$PAIRED_REG_RATE" cpu "proxy CPU µs per REGISTER" register
     fi
     if [[ " $PARTS " == *" reject "* ]]; then
       row "highest passing 503 reject rate (/s)" "${R[$a|reject|best]:-}" "${R[$b|reject|best]:-}"
       c=$(common "$a" "$b" reject $REJECT_RATES)
       [ -n "$c" ] && row "proxy CPU µs per 503 reject at $c/s" "${R[$a|reject|$c|cpu]}" "${R[$b|reject|$c|cpu]}"
+      [ -n "$PAIRED_REJECT_RATE" ] && pair_row "$a" "$b" "$PAIRED_REJECT_RATE" cpu "proxy CPU µs per 503 reject" reject
     fi
   fi
   if [[ $a == sipedge-media && " $PARTS " == *" rtp "* && -n "${R[$a|rtp|best]:-}" && -n "${R[$b|rtp|best]:-}" ]]; then
