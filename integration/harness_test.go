@@ -219,49 +219,31 @@ const (
 	childPortHi = 65535
 )
 
-// Relay ranges (--media-ports) come from below the ephemeral range, above
-// baresip's RTP, and never overlap another range handed out and not yet
-// released: two instances of one test (presence's A and B) drawn at random
-// could share ports, and the upper part of the old 20000-39999 lay in the
-// ephemeral range, where any connect() may take a relay port.
+// Relay ranges (--media-ports) come from below the ephemeral range and
+// above baresip's RTP, claimed like child ports so that no two ranges
+// handed out overlap: two instances of one test (presence's A and B) drawn
+// at random could share ports, and the upper part of the old 20000-39999
+// lay in the ephemeral range, where any connect() may take a relay port.
 const (
 	relayPortLo = 20000
 	relayPortHi = 32767
 )
 
-var relayRanges = struct {
-	sync.Mutex
-	held map[int]int // first port -> count, until the test that drew it ends
-}{held: map[int]int{}}
-
 // relayRange returns the first port of n (even, so RTP/RTCP pairs align)
-// that no other test or instance holds; they are released when t ends.
+// that no other helper holds; they are released when t ends. They are not
+// probed: a thousand binds per range, and sipedge skips a port it cannot
+// bind.
 func relayRange(t testing.TB, n int) int {
 	t.Helper()
-	relayRanges.Lock()
-	defer relayRanges.Unlock()
-	for range 500 {
-		base := relayPortLo + 2*rand.IntN((relayPortHi+1-n-relayPortLo)/2)
-		overlaps := false
-		for lo, cnt := range relayRanges.held {
-			if base < lo+cnt && lo < base+n {
-				overlaps = true
-				break
-			}
+	base := drawPorts(t, relayPortLo, relayPortHi, n, 2, false)
+	t.Cleanup(func() {
+		usedPorts.Lock()
+		defer usedPorts.Unlock()
+		for p := base; p < base+n; p++ {
+			delete(usedPorts.m, p)
 		}
-		if overlaps {
-			continue
-		}
-		relayRanges.held[base] = n
-		t.Cleanup(func() {
-			relayRanges.Lock()
-			delete(relayRanges.held, base)
-			relayRanges.Unlock()
-		})
-		return base
-	}
-	t.Fatalf("no free relay range of %d ports", n)
-	return 0
+	})
+	return base
 }
 
 // freePort returns a loopback port that is free for both UDP and TCP and
@@ -278,23 +260,31 @@ func freePort(t testing.TB) int {
 // with it.
 func freePortRun(t testing.TB, n int) int {
 	t.Helper()
+	return drawPorts(t, childPortLo, childPortHi, n, 1, true)
+}
+
+// drawPorts claims n consecutive ports in [lo, hi] starting at lo plus a
+// random multiple of step.
+func drawPorts(t testing.TB, lo, hi, n, step int, probe bool) int {
+	t.Helper()
 	for range 500 {
-		base := childPortLo + rand.IntN(childPortHi-childPortLo+2-n)
-		if claimPorts(base, n) {
+		base := lo + step*rand.IntN((hi+2-n-lo)/step)
+		if claimPorts(base, n, probe) {
 			return base
 		}
 	}
-	t.Fatalf("no %d consecutive free loopback ports", n)
+	t.Fatalf("no %d consecutive free ports in %d-%d", n, lo, hi)
 	return 0
 }
 
 // claimPorts marks the n ports from base as handed out, all or none, if
-// no helper has any of them and each is free for TCP and UDP now.
-func claimPorts(base, n int) bool {
+// no helper has any of them and (with probe) each is free for TCP and UDP
+// now.
+func claimPorts(base, n int, probe bool) bool {
 	usedPorts.Lock()
 	defer usedPorts.Unlock()
 	for p := base; p < base+n; p++ {
-		if usedPorts.m[p] || !portFree(p) {
+		if usedPorts.m[p] || (probe && !portFree(p)) {
 			return false
 		}
 	}
