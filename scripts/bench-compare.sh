@@ -144,8 +144,9 @@ for i in 1 2 3; do
 done
 
 # --- starting and stopping a system ---
-PROXY_PORT=""; PROXY_PIDS=""; SIPEDGE_ADMIN=""
+PROXY_PORT=""; PROXY_PIDS=""; SIPEDGE_ADMIN=""; DESERVICED=""
 stop_system() {
+  if [ -n "$DESERVICED" ]; then undeservice_sipedge; DESERVICED=""; fi
   for p in "${sys_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${sys_pids[@]}"; do wait "$p" 2>/dev/null || true; done
   sys_pids=(); PROXY_PIDS=""; PROXY_PORT=""
@@ -205,12 +206,12 @@ start_kamailio() { # dslist [defines...]
   return 0
 }
 
-start_system() { # system part
+start_system() { # system part (sipedge deserviced for the reject part)
   local sys=$1 part=$2
   RTPE_PID=""
   case $sys in
-  sipedge)       start_sipedge bench off sipedge: ;;
-  sipedge-media) start_sipedge bench on sipedge: ;;
+  sipedge)       start_sipedge bench off sipedge:; if [ "$part" = reject ]; then deservice_sipedge; fi ;;
+  sipedge-media) start_sipedge bench on sipedge:; if [ "$part" = reject ]; then deservice_sipedge; fi ;;
   kamailio)      start_kamailio "$work/ds.list" $([ "$part" = reject ] && echo WITH_REJECT) ;;
   kamailio-rtp)
     start_rtpengine || return 1
@@ -230,6 +231,7 @@ deservice_sipedge() {
   redis-cli -p "$RP" SADD sipedge:profiles bench >/dev/null
   redis-cli -p "$RP" HSET sipedge:profile:bench name bench servers bench-host status deservice >/dev/null
   redis-cli -p "$RP" PUBLISH sipedge:events reload >/dev/null
+  DESERVICED=1 # stop_system lifts it
   for _ in $(seq 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SIPEDGE_ADMIN/readyz")" = 503 ] && return 0
     sleep 0.1
@@ -370,10 +372,8 @@ for part in calls register reject; do
     if ! start_system "$sys" "$part"; then
       note "skipping $sys: $RTPENGINE_WHY"; skipped+="$sys "; stop_system; continue
     fi
-    if [ "$part" = reject ] && [[ $sys == sipedge* ]]; then deservice_sipedge; fi
     # shellcheck disable=SC2086
     sweep "$sys" "$part" $rates
-    if [ "$part" = reject ] && [[ $sys == sipedge* ]]; then undeservice_sipedge; fi
     stop_system
   done
 done
@@ -388,9 +388,7 @@ pair_rounds() { # part rate: PAIRS rounds of one sipedge step, then one Kamailio
     for sys in sipedge kamailio; do
       [[ "$skipped" == *" $sys "* ]] && continue
       start_system "$sys" "$part"
-      if [ "$part" = reject ] && [ "$sys" = sipedge ]; then deservice_sipedge; fi
       run_step "$sys" "$part" "$rate" ".pair$round" || true
-      if [ "$part" = reject ] && [ "$sys" = sipedge ]; then undeservice_sipedge; fi
       stop_system
     done
   done
@@ -411,18 +409,15 @@ if [[ " $PARTS " == *" calls "* ]] && [ "$PAIRS" -gt 0 ] && has sipedge && has k
   fi
   for rate in $paired; do pair_rounds calls "$rate"; done
 fi
-PAIRED_REG_RATE=""; PAIRED_REJECT_RATE=""
+declare -A PAIRED_PART_RATE=() # register, reject: the rate of their paired rounds
 if [ "$PAIRS" -gt 0 ] && has sipedge && has kamailio; then
-  # shellcheck disable=SC2086
-  if [[ " $PARTS " == *" register "* ]]; then
-    PAIRED_REG_RATE=$(common sipedge kamailio register $REG_RATES)
-    [ -n "$PAIRED_REG_RATE" ] && pair_rounds register "$PAIRED_REG_RATE"
-  fi
-  # shellcheck disable=SC2086
-  if [[ " $PARTS " == *" reject "* ]]; then
-    PAIRED_REJECT_RATE=$(common sipedge kamailio reject $REJECT_RATES)
-    [ -n "$PAIRED_REJECT_RATE" ] && pair_rounds reject "$PAIRED_REJECT_RATE"
-  fi
+  for part in register reject; do
+    [[ " $PARTS " == *" $part "* ]] || continue
+    if [ "$part" = register ]; then rates=$REG_RATES; else rates=$REJECT_RATES; fi
+    # shellcheck disable=SC2086
+    PAIRED_PART_RATE[$part]=$(common sipedge kamailio "$part" $rates)
+    [ -n "${PAIRED_PART_RATE[$part]}" ] && pair_rounds "$part" "${PAIRED_PART_RATE[$part]}"
+  done
 fi
 if [[ " $PARTS " == *" rtp "* ]]; then
   for sys in sipedge-media kamailio-rtp; do
@@ -486,13 +481,13 @@ table() {
       row "highest passing REGISTER rate (/s)" "${R[$a|register|best]:-}" "${R[$b|register|best]:-}"
       c=$(common "$a" "$b" register $REG_RATES)
       [ -n "$c" ] && row "proxy CPU µs per REGISTER at $c/s" "${R[$a|register|$c|cpu]}" "${R[$b|register|$c|cpu]}"
-      [ -n "$PAIRED_REG_RATE" ] && pair_row "$a" "$b" "$PAIRED_REG_RATE" cpu "proxy CPU µs per REGISTER" register
+      [ -n "${PAIRED_PART_RATE[register]:-}" ] && pair_row "$a" "$b" "${PAIRED_PART_RATE[register]}" cpu "proxy CPU µs per REGISTER" register
     fi
     if [[ " $PARTS " == *" reject "* ]]; then
       row "highest passing 503 reject rate (/s)" "${R[$a|reject|best]:-}" "${R[$b|reject|best]:-}"
       c=$(common "$a" "$b" reject $REJECT_RATES)
       [ -n "$c" ] && row "proxy CPU µs per 503 reject at $c/s" "${R[$a|reject|$c|cpu]}" "${R[$b|reject|$c|cpu]}"
-      [ -n "$PAIRED_REJECT_RATE" ] && pair_row "$a" "$b" "$PAIRED_REJECT_RATE" cpu "proxy CPU µs per 503 reject" reject
+      [ -n "${PAIRED_PART_RATE[reject]:-}" ] && pair_row "$a" "$b" "${PAIRED_PART_RATE[reject]}" cpu "proxy CPU µs per 503 reject" reject
     fi
   fi
   if [[ $a == sipedge-media && " $PARTS " == *" rtp "* && -n "${R[$a|rtp|best]:-}" && -n "${R[$b|rtp|best]:-}" ]]; then
