@@ -60,8 +60,9 @@ redis.call('HSET', share, 't', total)
 redis.call('PEXPIRE', share, live)
 
 local members = redis.call('SMEMBERS', instances)
--- sum is this instance's value (mine) plus the other live shares': every
--- redis.call costs about as much as the command itself.
+-- sum is this instance's value (mine) plus the other live shares': each
+-- redis.call costs about 2 µs (BENCHMARKS.md "redis-server's CPU at low
+-- rates").
 local function sum(f)
   local s = mine[f] or 0
   for _, m in ipairs(members) do
@@ -105,7 +106,8 @@ for _, c in ipairs(confs) do
     end
   else
     -- The placement fields are set only where missing, in the one HSET
-    -- of the count (3 commands where HSETNX each and an HGET were 6).
+    -- of the count: 2 commands where three HSETNX, the HSET and an HGET
+    -- were 5.
     local cur = redis.call('HMGET', key, 'node', 'started', 'instance')
     local set = {'dialogs', n}
     placed = cur[1] or ''

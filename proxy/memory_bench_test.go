@@ -341,8 +341,8 @@ func BenchmarkCallHeldHeap(b *testing.B) {
 	}
 }
 
-// scannableHeap is the heap the collector scanned in its last cycle:
-// objects with pointers, up to their last pointer.
+// scannableHeap is the heap the runtime counted as scannable at its last
+// cycle (/gc/scan/heap:bytes): objects with pointers.
 func scannableHeap() uint64 {
 	s := []rtmetrics.Sample{{Name: "/gc/scan/heap:bytes"}}
 	rtmetrics.Read(s)

@@ -67,12 +67,11 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	// into a registry of their own, the one it gathers each second.
 	reg := newFailureRegisterer(metrics)
 	runtimeReg := prometheus.NewRegistry()
-	// The runtime's GC and scheduler figures besides the defaults: on one
-	// core the set-up tail comes with the collector's cycles, and
-	// go_sched_latencies_seconds is where an operator sees it
-	// (BENCHMARKS.md "Set-up tail and GC cycles"). runtime/metrics.Read
-	// does not stop the world, and this registry is gathered only by
-	// /metrics.
+	// The runtime's GC and scheduler figures besides the defaults: how
+	// long runnable goroutines waited (go_sched_latencies_seconds) and what
+	// each cycle scanned, for reading a set-up tail against the collector
+	// (BENCHMARKS.md "Set-up tail and GC cycles"). This registry is
+	// gathered only by /metrics.
 	runtimeReg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsGC, collectors.MetricsScheduler)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	health, err := redishealth.New(rdb, redishealth.Options{Timeout: cfg.RedisTimeout}, log.With().Str("component", "redis").Logger(), reg)
 	if err != nil {
