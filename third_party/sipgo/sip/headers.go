@@ -813,7 +813,7 @@ func (h *MaxForwardsHeader) StringWrite(buffer io.StringWriter) {
 }
 
 func (h *MaxForwardsHeader) valueStringWrite(buffer io.StringWriter) {
-	buffer.WriteString(h.Value())
+	writeInt(buffer, int(*h)) // sipedge patch
 }
 
 func (h *MaxForwardsHeader) Name() string { return "Max-Forwards" }
@@ -844,7 +844,7 @@ func (h *ExpiresHeader) StringWrite(buffer io.StringWriter) {
 }
 
 func (h *ExpiresHeader) valueStringWrite(buffer io.StringWriter) {
-	buffer.WriteString(h.Value())
+	writeInt(buffer, int(*h)) // sipedge patch
 }
 
 func (h *ExpiresHeader) Name() string { return "Expires" }

@@ -35,3 +35,30 @@ func TestWriteInt_AsItoa(t *testing.T) {
 type stringWriterOnly struct{ s string }
 
 func (w *stringWriterOnly) WriteString(s string) (int, error) { w.s += s; return len(s), nil }
+
+// The headers that write numbers do it through writeInt: their values as
+// before, and no allocation into the message's buffer (Expires 3600 on a
+// REGISTER, a Content-Length, a Via's port).
+func TestHeaders_WriteNumbersWithoutAllocating(t *testing.T) {
+	expires, maxFwd, length := ExpiresHeader(3600), MaxForwardsHeader(70), ContentLengthHeader(1432)
+	via := &ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "127.0.0.1", Port: 5060}
+	for _, tc := range []struct {
+		write func(*bytes.Buffer)
+		want  string
+	}{
+		{func(b *bytes.Buffer) { expires.valueStringWrite(b) }, "3600"},
+		{func(b *bytes.Buffer) { maxFwd.valueStringWrite(b) }, "70"},
+		{func(b *bytes.Buffer) { length.valueStringWrite(b) }, "1432"},
+		{func(b *bytes.Buffer) { via.valueStringWrite(b) }, "SIP/2.0/UDP 127.0.0.1:5060"},
+	} {
+		var bb bytes.Buffer
+		bb.Grow(128)
+		tc.write(&bb)
+		if bb.String() != tc.want {
+			t.Errorf("wrote %q, want %q", bb.String(), tc.want)
+		}
+		if n := testing.AllocsPerRun(100, func() { bb.Reset(); tc.write(&bb) }); n != 0 {
+			t.Errorf("%s: %v allocs, want 0", tc.want, n)
+		}
+	}
+}
