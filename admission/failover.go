@@ -84,12 +84,15 @@ func (a *Admitter) Healthy(node string) bool { return a.nodes.Snapshot().Healthy
 
 // A placement moves only when it names one of the failed nodes: another
 // instance may have moved it already, or the conference may have ended.
+// KEYS: the conference key. ARGV: to, the failed nodes, the conference id,
+// the placements channel.
 var moveScript = redis.NewScript(`
 local n = redis.call('HGET', KEYS[1], 'node')
 if not n then return 0 end
-for i = 2, #ARGV do
+for i = 2, #ARGV - 2 do
   if ARGV[i] == n then
     redis.call('HSET', KEYS[1], 'node', ARGV[1])
+    redis.call('PUBLISH', ARGV[#ARGV], '~' .. ARGV[#ARGV - 1]) -- keys.MovedMessage: instances drop their local answer (sticky.go)
     return 1
   end
 end
@@ -102,11 +105,12 @@ func (s *ConfStore) Move(ctx context.Context, confID, to string, from []string) 
 	if len(from) == 0 {
 		return false, nil
 	}
-	args := make([]any, 0, len(from)+1)
+	args := make([]any, 0, len(from)+3)
 	args = append(args, to)
 	for _, f := range from {
 		args = append(args, f)
 	}
+	args = append(args, confID, s.keys.Placements())
 	n, err := moveScript.Run(ctx, s.rdb, []string{s.keys.Conf(confID)}, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("move placement of conference %q: %w", confID, err)

@@ -22,7 +22,9 @@ import (
 // of the live instances, inside one script. Writing an absolute value twice
 // changes nothing, so a replayed BYE, a retry after a failed write, or a
 // Redis restarted empty or from an old AOF all converge to the exact value
-// at the next beat.
+// at the next beat: most beats write only what changed, and a beat that
+// finds this instance's share lost or rewound, or the set of live shares
+// changed, rewrites everything at once (ledger_beat.go).
 
 // ConfHolding is what one instance holds of one conference.
 type ConfHolding struct {
@@ -51,21 +53,27 @@ type Holder interface {
 
 // LedgerOptions configures a Ledger.
 type LedgerOptions struct {
-	Self             string        // this instance's name
-	Interval         time.Duration // full rewrite period (the heartbeat)
+	Self     string        // this instance's name
+	Interval time.Duration // beat period (the heartbeat)
+	// FullEvery is how often a beat rewrites the whole share and every
+	// conference held here even when nothing asks for it (default 10
+	// Interval, at most placedKeep/2): what else would fix a derived
+	// count edited by hand (ledger_beat.go).
+	FullEvery        time.Duration
 	LiveFor          time.Duration // a share not rewritten for this long no longer counts
 	HeartbeatTimeout time.Duration // an instance hash older than this is not alive
 	ConfTTL          time.Duration // expiry of a conference key (safety net)
 	RedisTimeout     time.Duration // bound on one write
 	ReconcileEvery   time.Duration // how often every conference key is checked (default 5 s)
-	// Recent is how long a conference seen here is rewritten at every beat
-	// after its last change (default LiveFor + 2 Interval: long enough for
-	// the share of an instance that died holding dialogs of it to expire,
-	// and for one more beat to write the sum without it). Every beat
-	// carries every such conference, so with a meeting id per call the
-	// beat grows with the call rate times Recent. A conference key that
-	// no beat carries any more and that is still wrong (restored from an
-	// old AOF) is the reconcile's to fix (ReconcileEvery).
+	// Recent is how long a conference seen here is rewritten at every full
+	// beat after its last change (default LiveFor + 2 Interval: long
+	// enough for the share of an instance that died holding dialogs of it
+	// to expire, and for the beat that sees it gone, a full one, to write
+	// the sum without it). Every full beat carries every such conference,
+	// so with a meeting id per call it grows with the call rate times
+	// Recent. A conference key that no beat carries any more and that is
+	// still wrong (restored from an old AOF) is the reconcile's to fix
+	// (ReconcileEvery).
 	Recent time.Duration
 	// Coalesce is how long a change waits for others before it is written
 	// (default DefaultCoalesce; negative: at once). Every write is one
@@ -99,8 +107,10 @@ type Ledger struct {
 	dirtyNodes map[string]bool
 	recent     map[string]time.Time      // conf -> when it was last seen with dialogs here or touched
 	notes      map[string]map[string]int // owner -> dialog key -> successful writes still due
+	deferred   map[string]bool           // confs in progress a window left for the beat (deferInProgress)
 	lastRecon  time.Time
-	okStreak   int // full writes in a row that succeeded
+	okStreak   int       // beats in a row whose writes succeeded
+	beat       beatState // ledger_beat.go
 
 	placed placedCache    // the node each write returned (sticky.go)
 	index  placementIndex // the conferences that have a placement (unplaced.go)
@@ -126,6 +136,10 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 	if opts.ReconcileEvery <= 0 {
 		opts.ReconcileEvery = 5 * time.Second
 	}
+	if opts.FullEvery <= 0 {
+		opts.FullEvery = 10 * opts.Interval
+	}
+	opts.FullEvery = min(opts.FullEvery, placedKeep/2) // the beats refresh every cached answer (sticky.go)
 	if opts.Recent <= 0 {
 		opts.Recent = opts.LiveFor + 2*opts.Interval
 	}
@@ -137,7 +151,7 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 	}
 	l := &Ledger{rdb: rdb, k: k, opts: opts, src: src, log: log, wake: make(chan struct{}, 1), rescan: make(chan struct{}, 1),
 		dirtyConfs: map[string]bool{}, dirtyNodes: map[string]bool{}, recent: map[string]time.Time{},
-		notes: map[string]map[string]int{}}
+		deferred: map[string]bool{}, notes: map[string]map[string]int{}, beat: newBeatState()}
 	m, err := newLedgerMetrics(reg, l.index.ready)
 	if err != nil {
 		return nil, err
@@ -147,7 +161,7 @@ func NewLedger(rdb redis.UniversalClient, k keys.Keys, opts LedgerOptions, src H
 }
 
 // Touch marks a conference and a node whose share changed here; the
-// new values are written at once (coalesced), and again at every beat. A
+// new values are written at once (coalesced), and again at every full beat. A
 // conference whose share stays positive waits for the beat (flush).
 func (l *Ledger) Touch(conf, node string) {
 	l.mu.Lock()
@@ -196,8 +210,8 @@ func (l *Ledger) kick() {
 // counts_window setting).
 const DefaultCoalesce = 50 * time.Millisecond
 
-// Run writes changes Coalesce after the first of them and rewrites
-// everything every Interval until ctx is done.
+// Run writes changes Coalesce after the first of them and beats every
+// Interval (ledger_beat.go) until ctx is done.
 func (l *Ledger) Run(ctx context.Context) {
 	t := time.NewTicker(l.opts.Interval)
 	defer t.Stop()
@@ -248,7 +262,10 @@ func (l *Ledger) flush(ctx context.Context) {
 		sh.confs[c] = l.src.ConfHolding(c)
 	}
 	l.deferInProgress(sh.confs)
-	if err := l.write(ctx, sh, false); err != nil {
+	if len(sh.confs) == 0 && len(nodes) == 0 {
+		return
+	}
+	if _, err := l.write(ctx, sh, false); err != nil {
 		l.mu.Lock()
 		for c := range confs {
 			l.dirtyConfs[c] = true
@@ -257,68 +274,8 @@ func (l *Ledger) flush(ctx context.Context) {
 			l.dirtyNodes[n] = true
 		}
 		l.mu.Unlock()
+		l.beat.request(FullAfterFailure)
 		l.fail(ctx, "flush", err)
-	}
-}
-
-// Beat consumes the end notes for this instance, then rewrites its whole
-// share and every node and instance count.
-func (l *Ledger) Beat(ctx context.Context) {
-	l.writeNotes(ctx, true)
-	l.consumeNotes(ctx)
-	at := l.opts.Now()
-	h := l.src.Holdings()
-	now := l.opts.Now()
-	l.placed.prune(now, placedKeep)
-	sh := share{at: at, total: h.Total, nodes: h.Nodes, confs: map[string]ConfHolding{}}
-	l.mu.Lock()
-	for c, ch := range h.Confs {
-		sh.confs[c] = ch
-		l.recent[c] = now
-	}
-	for c, at := range l.recent {
-		if now.Sub(at) > l.opts.Recent && !l.dirtyConfs[c] {
-			delete(l.recent, c)
-			continue
-		}
-		if _, ok := sh.confs[c]; !ok {
-			sh.confs[c] = ConfHolding{}
-		}
-	}
-	for c := range l.dirtyConfs {
-		if _, ok := sh.confs[c]; !ok {
-			sh.confs[c] = ConfHolding{}
-		}
-	}
-	l.dirtyConfs, l.dirtyNodes = map[string]bool{}, map[string]bool{}
-	// Reconcile only once Redis has answered for a few beats: after an
-	// outage every live instance must have rewritten its share first.
-	recon := now.Sub(l.lastRecon) >= l.opts.ReconcileEvery && l.okStreak >= reconcileAfter
-	l.mu.Unlock()
-	if err := l.write(ctx, sh, true); err != nil {
-		l.mu.Lock()
-		for c := range sh.confs {
-			l.dirtyConfs[c] = true
-		}
-		l.okStreak = 0
-		l.mu.Unlock()
-		l.fail(ctx, "beat", err)
-		return
-	}
-	l.mu.Lock()
-	l.okStreak++
-	l.mu.Unlock()
-	if !recon && l.index.stale() {
-		l.scanIndex(ctx) // the reconcile scans too
-	}
-	if recon {
-		if err := l.reconcile(ctx); err != nil {
-			l.fail(ctx, "reconcile", err)
-			return
-		}
-		l.mu.Lock()
-		l.lastRecon = now
-		l.mu.Unlock()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,6 +103,43 @@ func (e *ledgerEnv) hash(key string) map[string]string {
 	return out
 }
 
+// snapshot is every hash and set in Redis (what an AOF would restore).
+func (e *ledgerEnv) snapshot() map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, k := range e.mr.Keys() {
+		switch e.mr.Type(k) {
+		case "hash":
+			out[k] = e.hash(k)
+		case "set":
+			ms, _ := e.mr.Members(k)
+			set := map[string]string{}
+			for _, m := range ms {
+				set[m] = ""
+			}
+			out["set:"+k] = set
+		}
+	}
+	return out
+}
+
+// restore replaces everything in Redis with snap.
+func (e *ledgerEnv) restore(snap map[string]map[string]string) {
+	e.mr.FlushAll()
+	for k, fields := range snap {
+		for f, v := range fields {
+			if set, ok := strings.CutPrefix(k, "set:"); ok {
+				e.mr.SAdd(set, f)
+			} else {
+				e.mr.HSet(k, f, v)
+			}
+		}
+	}
+}
+
+func fullWrites(l *Ledger, reason string) float64 {
+	return testutil.ToFloat64(l.m.fullWrites.WithLabelValues(reason))
+}
+
 // want checks node_calls, instance_calls and the dialogs of each conf key
 // (a conf absent from confs must have no key).
 func (e *ledgerEnv) want(what string, nodes, insts, confs map[string]string, gone ...string) {
@@ -174,15 +212,29 @@ func TestLedger_CountsAreSumsOfTheLiveInstancesShares(t *testing.T) {
 	b.Beat(ctx)
 	want("after an empty Redis")
 
-	// Redis restored from an old AOF: stale counts and a conference that
+	// Redis restored from an old AOF: every key as it was some writes ago
+	// (the shares included), with stale counts and a conference that
 	// ended meanwhile.
+	old := e.snapshot()
+	for range 2 {
+		a.Touch("c1", "n1")
+		a.flush(ctx)
+		b.Touch("c2", "n2")
+		b.flush(ctx)
+	}
+	e.restore(old)
 	e.mr.HSet(e.k.NodeCalls(), "n1", "7", "n3", "4")
 	e.mr.HSet(e.k.InstanceCalls(), "A", "9", "GONE", "3")
 	e.mr.HSet(e.k.Conf("c1"), "dialogs", "8")
 	e.mr.HSet(e.k.Conf("old"), "node", "n1", "dialogs", "5")
+	lostA, lostB := fullWrites(a, FullShareLost), fullWrites(b, FullShareLost)
 	a.Beat(ctx)
 	b.Beat(ctx)
 	want("after a stale Redis")
+	if fullWrites(a, FullShareLost) != lostA+1 || fullWrites(b, FullShareLost) != lostB+1 {
+		t.Errorf("full writes for a lost share: A %v→%v, B %v→%v; want one more each",
+			lostA, fullWrites(a, FullShareLost), lostB, fullWrites(b, FullShareLost))
+	}
 	e.want("stale conference", map[string]string{"n1": "2", "n2": "2"}, map[string]string{"A": "2", "B": "2"}, nil, "old")
 
 	// Ends: c1 keeps B's dialog, then goes with it.

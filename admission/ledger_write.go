@@ -28,13 +28,19 @@ type share struct {
 //
 // KEYS: share, node_calls, instance_calls, instances.
 // ARGV: self, live_ms, now_ms, conf_ttl_ms, total, full (1/0),
-// prefix, nodes count N, then N pairs (node, n), then triples (conf, n, node).
-// Returns, for each conf, its derived dialog count and placed node.
+// prefix, gen, epoch, nodes count N, then N pairs (node, n), then triples
+// (conf, n, node).
+// Returns the share's write generation before this run ("" if it had
+// none), the live shares of the other instances ("name=epoch" sorted, space
+// separated; ledger_beat.go), then, for each conf, its derived dialog
+// count and placed node.
 var writeScript = redis.NewScript(`
 local share, nodeCalls, instCalls, instances = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local self, live, now, confTTL, total, full, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local nn = tonumber(ARGV[8])
+local gen, epoch = ARGV[8], ARGV[9]
+local nn = tonumber(ARGV[10])
 redis.call('SADD', instances, self)
+local prevGen = redis.call('HGET', share, 'w') or ''
 if full == '1' then redis.call('DEL', share) end
 -- mine is what this run wrote of this instance's share: after a full write
 -- (DEL first), every field of it; otherwise every field summed below.
@@ -43,7 +49,7 @@ local function put(f, v)
   mine[f] = v
   if v > 0 then redis.call('HSET', share, f, v) else redis.call('HDEL', share, f) end
 end
-local i = 9
+local i = 11
 local nodes = {}
 for _ = 1, nn do
   put('n:' .. ARGV[i], tonumber(ARGV[i + 1]))
@@ -56,10 +62,22 @@ while i <= #ARGV do
   confs[#confs + 1] = {ARGV[i], ARGV[i + 2]}
   i = i + 3
 end
-redis.call('HSET', share, 't', total)
+redis.call('HSET', share, 't', total, 'w', gen, 'e', epoch)
 redis.call('PEXPIRE', share, live)
 
 local members = redis.call('SMEMBERS', instances)
+-- The other instances whose share counts now, each with the epoch of the
+-- process that writes it: a share that expired or was rewritten by a
+-- restarted instance changes this, and the beat rewrites everything.
+local lives = {}
+for _, m in ipairs(members) do
+  if m ~= self then
+    local e = redis.call('HGET', prefix .. 'calls:' .. m, 'e')
+    if not e and redis.call('EXISTS', prefix .. 'calls:' .. m) == 1 then e = '?' end -- written by an older sipedge
+    if e then lives[#lives + 1] = m .. '=' .. e end
+  end
+end
+table.sort(lives)
 -- sum is this instance's value (mine) plus the other live shares': each
 -- redis.call costs about 2 µs (BENCHMARKS.md "redis-server's CPU at low
 -- rates").
@@ -95,7 +113,7 @@ else
 end
 for n in pairs(nodes) do setCount(nodeCalls, n, sum('n:' .. n)) end
 
-local out = {}
+local out = {prevGen, table.concat(lives, ' ')}
 for _, c in ipairs(confs) do
   local key = prefix .. 'conf:' .. c[1]
   local n = sum('c:' .. c[1])
@@ -129,12 +147,20 @@ end
 return out
 `)
 
-func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
+// written is what a write found of the share before it, and of the others.
+type written struct {
+	prevGen string // the share's generation before the write ("" if none)
+	lives   string // the other live shares (writeScript)
+	lost    bool   // the share was not the one the last successful write left
+}
+
+func (l *Ledger) write(ctx context.Context, sh share, full bool) (written, error) {
 	ctx, cancel := context.WithTimeout(ctx, max(l.opts.RedisTimeout, time.Second))
 	defer cancel()
 	now := l.opts.Now()
+	gen := l.beat.nextGen()
 	args := []any{l.opts.Self, l.opts.LiveFor.Milliseconds(), now.UnixMilli(), l.opts.ConfTTL.Milliseconds(),
-		sh.total, flag(full), l.k.Prefix, len(sh.nodes)}
+		sh.total, flag(full), l.k.Prefix, gen, l.beat.epoch, len(sh.nodes)}
 	for _, n := range sortedKeys(sh.nodes) {
 		args = append(args, n, sh.nodes[n])
 	}
@@ -144,9 +170,18 @@ func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
 	res, err := writeScript.Run(ctx, l.rdb, []string{l.k.Calls(l.opts.Self), l.k.NodeCalls(), l.k.InstanceCalls(), l.k.Instances()},
 		args...).Slice()
 	if err != nil {
-		return fmt.Errorf("write dialog counts of instance %q: %w", l.opts.Self, err)
+		return written{}, fmt.Errorf("write dialog counts of instance %q: %w", l.opts.Self, err)
 	}
 	l.m.writes.Inc()
+	var w written
+	if len(res) >= 2 {
+		w.prevGen, _ = res[0].(string)
+		w.lives, _ = res[1].(string)
+		res = res[2:]
+	}
+	if w.lost = l.beat.written(gen, w, sh.at, full); w.lost {
+		l.placed.distrust(sh.at) // the answers before this write came from a share Redis lost
+	}
 	var settled []string
 	for i := 0; i+2 < len(res); i += 3 {
 		conf, _ := res[i].(string)
@@ -168,7 +203,7 @@ func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
 		}
 	}
 	l.settle(settled, sh.at)
-	return nil
+	return w, nil
 }
 
 // deferInProgress drops from confs (a window's changes) each conference
@@ -190,12 +225,25 @@ func (l *Ledger) write(ctx context.Context, sh share, full bool) error {
 // them all, 20 times a second, on a single-threaded Redis that the
 // proxy's core shares (BENCHMARKS.md "Counts of conferences in progress
 // at the beat").
+//
+// The next beat writes the conferences left here (l.deferred), light or
+// full (ledger_beat.go).
 func (l *Ledger) deferInProgress(confs map[string]ConfHolding) {
+	var left []string
 	for c, h := range confs {
 		if _, placed := l.placed.get(c); h.Dialogs > 0 && placed {
 			delete(confs, c)
+			left = append(left, c)
 		}
 	}
+	if len(left) == 0 {
+		return
+	}
+	l.mu.Lock()
+	for _, c := range left {
+		l.deferred[c] = true
+	}
+	l.mu.Unlock()
 }
 
 // settle stops rewriting, at the beats, the conferences a write found

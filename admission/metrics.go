@@ -53,6 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 type ledgerMetrics struct {
 	writes     prometheus.Counter
+	fullWrites *prometheus.CounterVec // by reason (ledger_beat.go)
 	errors     *prometheus.CounterVec
 	notes      *prometheus.CounterVec
 	reconciled prometheus.Counter
@@ -65,6 +66,10 @@ func newLedgerMetrics(reg prometheus.Registerer, indexReady func() bool) (*ledge
 			Name: "sipedge_admission_count_writes_total",
 			Help: "Writes of this instance's share of the dialog counts to Redis.",
 		}),
+		fullWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_admission_count_full_writes_total",
+			Help: "Beats that rewrote this instance's whole share and recounted every conference held here, by reason: start, periodic (every 10 beats), share_lost (Redis restarted, restored or flushed), instances_changed (another instance's share appeared, expired or was rewritten), after_failure, resubscribed. The other beats write only what changed.",
+		}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_admission_count_errors_total",
 			Help: "Failed writes of the dialog counts (retried at the next beat), by operation.",
@@ -94,7 +99,10 @@ func newLedgerMetrics(reg prometheus.Registerer, indexReady func() bool) (*ledge
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	for _, c := range []prometheus.Collector{m.writes, m.errors, m.notes, m.reconciled, m.indexed, ready} {
+	for _, r := range fullReasons {
+		m.fullWrites.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.writes, m.fullWrites, m.errors, m.notes, m.reconciled, m.indexed, ready} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register ledger metrics: %w", err)
 		}

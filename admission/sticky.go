@@ -11,15 +11,23 @@ import (
 // The node of an active conference lives in sipedge:conf:<id> (field
 // node). Only three things change it: the Ledger's write script, which
 // sets it (HSETNX) when the key is created and deletes the key when no live
-// instance holds a dialog of the conference any more; Move, on a failover;
-// and the key's expiry. Every write of the Ledger returns the node the key
-// holds after the write, for each conference it wrote. While this instance
-// keeps holding dialogs of a conference, its own share keeps the key alive,
-// so the node the last write returned is what an HGET would answer now:
-// Admit uses it instead of asking Redis. It asks Redis, as before, when
-//   - no write returned a node for it within placedFresh (this instance
-//     holds no dialog of it, its first dialog is not written yet, or Redis
-//     does not answer the writes: the share may expire and the key with it);
+// instance holds a dialog of the conference any more; Move, on a failover,
+// which announces it on the placements channel ("~<id>"); and the key's
+// expiry (ConfTTL, renewed by every write that carries the conference, a
+// full beat at least every FullEvery). Every write of the Ledger returns
+// the node the key holds after the write, for each conference it wrote.
+// While this instance keeps holding dialogs of a conference, its own share
+// keeps the key alive, so the node the last write returned is what an HGET
+// would answer now: Admit uses it instead of asking Redis. It asks Redis,
+// as before, when
+//   - no write returned a node for it (this instance holds no dialog of
+//     it, or its first dialog is not written yet);
+//   - no write of the Ledger succeeded within placedFresh (Redis does not
+//     answer: the share may expire and the key with it);
+//   - the answer predates a write that found the share lost (Redis
+//     restarted or restored; ledger_beat.go) or a new subscription to the
+//     placements channel (a move may have been announced unheard);
+//   - another instance announced a move of it;
 //   - this instance holds no dialog of it now;
 //   - a "conf-end" was seen for it and the dialogs it held then are not all
 //     gone (they are being torn down; a write made after the end that finds
@@ -34,9 +42,10 @@ const (
 	StickyRedis = "redis" // HGET sipedge:conf:<id> node
 )
 
-// placedFresh bounds how old the node returned by a write may be: the
-// Ledger rewrites every conference it holds at each beat (1 s), so a
-// conference older than two beats means the writes are failing.
+// placedFresh bounds how long ago the Ledger's last successful write may
+// be: it writes at every beat (1 s), each write renews the share and checks
+// it is the one the last write left (ledger_beat.go), so nothing written
+// for two beats means the writes are failing.
 func (l *Ledger) placedFresh() time.Duration { return 2 * l.opts.Interval }
 
 // placedKeep is how long a conf-end mark, or an answer no write
@@ -52,9 +61,10 @@ type placedEntry struct {
 
 // placedCache is the Ledger's record of what its writes returned.
 type placedCache struct {
-	mu     sync.RWMutex
-	placed map[string]placedEntry
-	ended  map[string]time.Time // conf-end seen at; cleared by a later write that found no dialog of it
+	mu        sync.RWMutex
+	placed    map[string]placedEntry
+	ended     map[string]time.Time // conf-end seen at; cleared by a later write that found no dialog of it
+	trustFrom time.Time            // answers from holdings read before this are not used (distrust)
 }
 
 // notePlaced records the outcome of a write for one conference: mine is
@@ -81,6 +91,16 @@ func (c *placedCache) notePlaced(conf string, mine ConfHolding, placed string, a
 		c.placed = map[string]placedEntry{}
 	}
 	c.placed[conf] = placedEntry{node: placed, at: at}
+}
+
+// distrust sets aside every answer from holdings read before at: the next
+// write that carries a conference answers it again.
+func (c *placedCache) distrust(at time.Time) {
+	c.mu.Lock()
+	if at.After(c.trustFrom) {
+		c.trustFrom = at
+	}
+	c.mu.Unlock()
 }
 
 // forget drops what a write returned for conf.
@@ -124,6 +144,9 @@ func (c *placedCache) get(conf string) (placedEntry, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	e, ok := c.placed[conf]
+	if ok && e.at.Before(c.trustFrom) {
+		return placedEntry{}, false
+	}
 	return e, ok
 }
 
@@ -132,7 +155,7 @@ func (c *placedCache) get(conf string) (placedEntry, bool) {
 // false when Redis must be asked.
 func (l *Ledger) Placed(conf string) (string, bool) {
 	e, ok := l.placed.get(conf)
-	if !ok || l.opts.Now().Sub(e.at) > l.placedFresh() {
+	if !ok || !l.beat.writtenWithin(l.opts.Now(), l.placedFresh()) {
 		return "", false
 	}
 	if l.src.ConfHolding(conf).Dialogs <= 0 {
@@ -154,6 +177,10 @@ func (l *Ledger) ConfEnded(conf string) {
 // it gone the next window writes conf (deferInProgress), and the answer
 // comes back from that write.
 func (l *Ledger) ForgetPlaced(conf string) { l.placed.forget(conf) }
+
+// ConfMoved is told of every move announced on the placements channel
+// (contract.Watcher.OnConfMoved), this instance's own included.
+func (l *Ledger) ConfMoved(conf string) { l.ForgetPlaced(conf) }
 
 // stickyNode is the node conference req.ConfID is placed on, "" if none:
 // from the Ledger when it can answer, from Redis otherwise.

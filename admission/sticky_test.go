@@ -192,6 +192,48 @@ func TestAdmit_StickyPlacementAnsweredLocallyWhenHeld(t *testing.T) {
 			source: StickyRedis, node: func(e *stickyEnv) string { return e.sticky }, today: true,
 		},
 		{
+			name: "beats that write nothing of it (light) keep the answer local",
+			setup: func(e *stickyEnv) {
+				e.leg("d1", e.sticky)
+				for range 5 {
+					e.now = e.now.Add(time.Second)
+					e.mr.FastForward(time.Second)
+					e.l.Beat(context.Background())
+				}
+			},
+			source: StickyLocal, node: func(e *stickyEnv) string { return e.sticky }, today: true,
+		},
+		{
+			name: "another instance moved it (announced): Redis asked",
+			setup: func(e *stickyEnv) {
+				e.leg("d1", e.sticky)
+				e.mr.HSet(e.k.Conf(stickyConf), "node", e.ringN)
+				e.l.ConfMoved(stickyConf)
+			},
+			source: StickyRedis, node: func(e *stickyEnv) string { return e.ringN }, today: true,
+		},
+		{
+			name: "a later write found the share lost (Redis emptied): the answer before it is set aside",
+			setup: func(e *stickyEnv) {
+				e.leg("d1", e.sticky)
+				e.mr.FlushAll()
+				e.now = e.now.Add(time.Millisecond)
+				e.h.add("o1", "other", e.sticky)
+				e.l.Touch("other", e.sticky)
+				e.l.flush(context.Background())
+			},
+			source: StickyRedis, node: func(e *stickyEnv) string { return e.ringN }, today: true,
+		},
+		{
+			name: "resubscribed to the placements channel (a move may be unheard): Redis asked",
+			setup: func(e *stickyEnv) {
+				e.leg("d1", e.sticky)
+				e.now = e.now.Add(time.Millisecond)
+				e.l.PlacementsSubscribed()
+			},
+			source: StickyRedis, node: func(e *stickyEnv) string { return e.sticky }, today: true,
+		},
+		{
 			name: "Redis error with a leg held: answered locally",
 			setup: func(e *stickyEnv) {
 				e.leg("d1", e.sticky)
@@ -352,5 +394,39 @@ func TestLedger_PlacedPrunedWhenNotRefreshed(t *testing.T) {
 	e.l.placed.prune(e.now, placedKeep)
 	if len(e.l.placed.placed) != 0 || len(e.l.placed.ended) != 0 {
 		t.Fatalf("kept: placed %v ended %v", e.l.placed.placed, e.l.placed.ended)
+	}
+}
+
+// A move is announced on the placements channel, for the instances that
+// answer the conference's node locally (ConfMoved).
+func TestConfStore_MoveAnnouncesTheMove(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	k := keys.New("")
+	ctx := context.Background()
+	ps := rdb.Subscribe(ctx, k.Placements())
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mr.HSet(k.Conf("c"), "node", "n1")
+	s := NewConfStore(rdb, k, time.Hour)
+	if moved, err := s.Move(ctx, "c", "n2", []string{"n3"}); err != nil || moved {
+		t.Fatalf("Move off a node it is not on: %v %v", moved, err)
+	}
+	if moved, err := s.Move(ctx, "c", "n2", []string{"n3", "n1"}); err != nil || !moved {
+		t.Fatalf("Move: %v %v", moved, err)
+	}
+	if got := mr.HGet(k.Conf("c"), "node"); got != "n2" {
+		t.Fatalf("node %q after the move, want n2", got)
+	}
+	select {
+	case m := <-ps.Channel():
+		if id, ok := keys.ParseMoved(m.Payload); !ok || id != "c" {
+			t.Fatalf("announced %q, want the move of c", m.Payload)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the move was not announced")
 	}
 }

@@ -167,6 +167,10 @@ func (l *Ledger) ConfPlaced(conf string, placed bool) { l.index.announced(conf, 
 // rebuilds the index at once.
 func (l *Ledger) PlacementsSubscribed() {
 	l.index.resubscribed()
+	// Moves announced while unsubscribed were not heard: no local answer
+	// until a full write gives them again (sticky.go).
+	l.placed.distrust(l.opts.Now())
+	l.beat.request(FullResubscribed)
 	select {
 	case l.rescan <- struct{}{}:
 	default: // a rebuild is already due

@@ -177,6 +177,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, ctl ...Cont
 	}
 	contractW.OnConfEnd(ledger.ConfEnded)     // legs being torn down answer no placement
 	contractW.OnConfPlaced(ledger.ConfPlaced) // admission/unplaced.go: new conferences placed without a lookup
+	contractW.OnConfMoved(ledger.ConfMoved)   // admission/sticky.go: a failover elsewhere moved a conference
 	contractW.OnPlacementsSubscribed(ledger.PlacementsSubscribed)
 	a, err := admission.NewAdmitter(watcher, state, admission.NewConfStore(rdb, k, cfg.ConfTTL), admission.Options{
 		Self:             admission.Self{Name: cfg.Name, Site: cfg.Site, Server: cfg.Server},

@@ -52,6 +52,7 @@ type Watcher struct {
 	notify   []chan struct{}
 	onEnd    []func(id string)              // OnConfEnd
 	onPlaced []func(id string, placed bool) // OnConfPlaced
+	onMoved  []func(id string)              // OnConfMoved
 	onSub    []func()                       // OnPlacementsSubscribed
 }
 
@@ -127,6 +128,15 @@ func (w *Watcher) OnConfPlaced(f func(id string, placed bool)) {
 	w.mu.Unlock()
 }
 
+// OnConfMoved registers f to be called for every conference moved off a
+// failed node (keys.MovedMessage on the placements channel); f must not
+// block. Call it before Run.
+func (w *Watcher) OnConfMoved(f func(id string)) {
+	w.mu.Lock()
+	w.onMoved = append(w.onMoved, f)
+	w.mu.Unlock()
+}
+
 // OnPlacementsSubscribed registers f to be called at every (re)subscription
 // to the placements channel, before any message received on it: messages
 // published while the subscription was down are lost, so what was built
@@ -182,7 +192,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 func (w *Watcher) listen(ctx context.Context) {
 	w.mu.Lock()
-	onEnd, onPlaced, onSub := w.onEnd, w.onPlaced, w.onSub
+	onEnd, onPlaced, onMoved, onSub := w.onEnd, w.onPlaced, w.onMoved, w.onSub
 	w.mu.Unlock()
 	placements := w.k.Placements()
 	ps := w.rdb.Subscribe(ctx, w.k.Events(), placements) // one subscription, two channels
@@ -209,6 +219,10 @@ func (w *Watcher) listen(ctx context.Context) {
 					if id, placed, ok := keys.ParsePlacement(m.Payload); ok {
 						for _, f := range onPlaced {
 							f(id, placed)
+						}
+					} else if id, ok := keys.ParseMoved(m.Payload); ok {
+						for _, f := range onMoved {
+							f(id)
 						}
 					}
 					continue

@@ -230,6 +230,7 @@ func TestWatcher_OneSubscription(t *testing.T) {
 		}
 		placed <- id
 	})
+	w.OnConfMoved(func(id string) { placed <- "moved " + id })
 	w.OnPlacementsSubscribed(func() { placed <- "(subscribed)" })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -280,15 +281,16 @@ func TestWatcher_OneSubscription(t *testing.T) {
 	}
 	mr.Publish(tk.Placements(), "junk")
 	mr.Publish(tk.Placements(), keys.PlacedMessage("c7"))
+	mr.Publish(tk.Placements(), keys.MovedMessage("c7"))
 	mr.Publish(tk.Placements(), keys.GoneMessage("c7"))
-	for _, want := range []string{"c7", "gone c7"} {
+	for _, want := range []string{"c7", "moved c7", "gone c7"} {
 		select {
 		case got := <-placed:
 			if got != want {
 				t.Errorf("OnConfPlaced got %q, want %q", got, want)
 			}
 		case <-time.After(3 * time.Second):
-			t.Fatalf("placement message %q not given to OnConfPlaced", want)
+			t.Fatalf("placement message %q not given to OnConfPlaced or OnConfMoved", want)
 		}
 	}
 	mr.SAdd(tk.Exceptions(), "edge-b") // plain write: seen at the next reload

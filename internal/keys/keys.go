@@ -72,6 +72,20 @@ func PlacedMessage(id string) string { return "+" + id }
 // GoneMessage: see PlacedMessage.
 func GoneMessage(id string) string { return "-" + id }
 
+// MovedMessage is the placements channel's message for conference id
+// moved off a failed node (admission.ConfStore.Move): instances holding a
+// local answer for its node drop it. The move script builds the same
+// string.
+func MovedMessage(id string) string { return "~" + id }
+
+// ParseMoved reads a MovedMessage; ok is false for anything else.
+func ParseMoved(msg string) (id string, ok bool) {
+	if len(msg) < 2 || msg[0] != '~' {
+		return "", false
+	}
+	return msg[1:], true
+}
+
 // ParsePlacement reads a message of the placements channel: the id, and
 // whether it was placed (true) or is gone (false); ok is false for
 // anything else.

@@ -41,3 +41,25 @@ func TestParsePlacement(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMoved(t *testing.T) {
+	for _, tc := range []struct {
+		msg string
+		id  string
+		ok  bool
+	}{
+		{msg: MovedMessage("c1"), id: "c1", ok: true},
+		{msg: MovedMessage("~x"), id: "~x", ok: true},
+		{msg: PlacedMessage("c1")},
+		{msg: GoneMessage("c1")},
+		{msg: "~"},
+		{msg: ""},
+	} {
+		if id, ok := ParseMoved(tc.msg); id != tc.id || ok != tc.ok {
+			t.Errorf("ParseMoved(%q) = %q, %v; want %q, %v", tc.msg, id, ok, tc.id, tc.ok)
+		}
+		if _, _, ok := ParsePlacement(tc.msg); ok && tc.ok {
+			t.Errorf("ParsePlacement(%q) takes a move for a placement", tc.msg)
+		}
+	}
+}
