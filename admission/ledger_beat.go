@@ -29,6 +29,7 @@ package admission
 import (
 	"cmp"
 	"context"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -190,7 +191,8 @@ func (l *Ledger) Beat(ctx context.Context) {
 // held here or seen within Recent. Either way it takes the changes out of
 // the dirty sets.
 func (l *Ledger) beatShare(now time.Time, h Holdings, full bool) share {
-	sh := share{at: now, total: h.Total, nodes: h.Nodes, confs: map[string]ConfHolding{}}
+	sh := share{at: now, total: h.Total, nodes: make(map[string]int, len(h.Nodes)), confs: map[string]ConfHolding{}}
+	maps.Copy(sh.nodes, h.Nodes) // h.Nodes may be nil, and the full write after a light one reads it again
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for n := range l.dirtyNodes {

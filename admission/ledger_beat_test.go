@@ -127,3 +127,33 @@ func TestLedger_RestartedInstanceRecountedAtTheNextBeat(t *testing.T) {
 	}
 	// Y, which A never held, is the reconcile's (ReconcileEvery).
 }
+
+// emptyHolder holds nothing, and says so with nil maps, as the proxy's
+// dialog set does.
+type emptyHolder struct{}
+
+func (emptyHolder) ConfHolding(string) ConfHolding { return ConfHolding{} }
+func (emptyHolder) NodeDialogs(string) int         { return 0 }
+func (emptyHolder) ActiveDialogs() int             { return 0 }
+func (emptyHolder) Holdings() Holdings             { return Holdings{} }
+func (emptyHolder) EndNoted([]string) int          { return 0 }
+
+// A beat with changes to write and holdings without maps (the last dialog
+// of a node just ended) writes the zeros. It once panicked on the nil map,
+// killing the instance.
+func TestLedger_BeatWithNilHoldingsWritesTheChanges(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := context.Background()
+	now := time.Unix(1_700_000_000, 0)
+	a := e.clockLedger("A", emptyHolder{}, &now)
+	a.Beat(ctx) // full
+	e.mr.HSet(e.k.NodeCalls(), "n1", "1")
+	e.mr.HSet(e.k.Conf("c"), "node", "n1", "dialogs", "1")
+	a.Touch("c", "n1")
+	now = now.Add(time.Second)
+	a.Beat(ctx) // light, carrying the changes
+	e.want("light beat", map[string]string{}, map[string]string{}, nil, "c")
+	if got := allFullWrites(a); len(got) != 1 {
+		t.Errorf("full writes %v, want only the first", got)
+	}
+}
