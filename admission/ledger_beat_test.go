@@ -157,3 +157,39 @@ func TestLedger_BeatWithNilHoldingsWritesTheChanges(t *testing.T) {
 		t.Errorf("full writes %v, want only the first", got)
 	}
 }
+
+// One instance reconciles the conference keys for all: the one holding the
+// lease renews it; another takes over once it lapses.
+func TestLedger_OneInstanceReconcilesForAll(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := context.Background()
+	a, b := e.ledger("A", newHolder()), e.ledger("B", newHolder())
+	for range reconcileAfter {
+		a.Beat(ctx)
+		b.Beat(ctx)
+	}
+	stale := func() { e.mr.HSet(e.k.Conf("old"), "node", "n1", "dialogs", "5") }
+	stale()
+	a.Beat(ctx) // A's first reconcile: A takes the lease
+	e.want("A reconciled", map[string]string{}, map[string]string{}, nil, "old")
+	if got, _ := e.mr.Get(e.k.Reconciler()); got != "A" {
+		t.Fatalf("reconciler %q, want A", got)
+	}
+
+	stale()
+	b.Beat(ctx)
+	if !e.mr.Exists(e.k.Conf("old")) {
+		t.Fatal("B reconciled while A holds the lease")
+	}
+	a.Beat(ctx)
+	e.want("A again", map[string]string{}, map[string]string{}, nil, "old")
+
+	// A stops: its lease lapses, and B's next reconcile takes it.
+	stale()
+	e.mr.FastForward(10 * time.Millisecond)
+	b.Beat(ctx)
+	e.want("B took over", map[string]string{}, map[string]string{}, nil, "old")
+	if got, _ := e.mr.Get(e.k.Reconciler()); got != "B" {
+		t.Fatalf("reconciler %q after A's lease lapsed, want B", got)
+	}
+}

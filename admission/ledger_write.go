@@ -297,14 +297,37 @@ end
 return fixed
 `)
 
+// turnScript takes or renews the reconciler's lease (KEYS[1]) for ARGV[1],
+// for ARGV[2] ms, unless another instance holds it; 1 if it is ARGV[1]'s.
+var turnScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
 // reconcile fixes conference keys no live instance rewrites (restored from
-// an old AOF, or left by an instance that died).
+// an old AOF, or left by an instance that died). One instance does it for
+// all (keys.Reconciler): it recounts every conference key from every
+// share, so with each instance doing it the cluster's cost grew with the
+// instances times the conferences. The lease lasts two periods: the
+// instance holding it renews it at each of its reconciles, and when that
+// instance stops, another takes it at most two periods later. The others
+// only scan, for their placement index.
 func (l *Ledger) reconcile(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*max(l.opts.RedisTimeout, time.Second))
 	defer cancel()
+	lease := max(2*l.opts.ReconcileEvery, time.Millisecond)
+	mine, err := turnScript.Run(ctx, l.rdb, []string{l.k.Reconciler()}, l.opts.Self, lease.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("take the reconciler's turn: %w", err)
+	}
 	ids, err := l.scanConfs(ctx)
 	if err != nil {
 		return err
+	}
+	if mine != 1 {
+		return nil
 	}
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), 500)]

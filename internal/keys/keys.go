@@ -50,6 +50,11 @@ func (k Keys) Conf(id string) string { return k.Prefix + "conf:" + id }
 // ConfPattern matches every Conf key (for SCAN).
 func (k Keys) ConfPattern() string { return k.Prefix + "conf:*" }
 
+// Reconciler is the STRING naming the instance whose turn it is to
+// reconcile the conference keys (admission.Ledger), a lease that instance
+// renews; one instance does it for the cluster.
+func (k Keys) Reconciler() string { return k.Prefix + "reconciler" }
+
 // ConfCfg is the HASH of per-conference overrides.
 func (k Keys) ConfCfg(id string) string { return k.Prefix + "confcfg:" + id }
 
