@@ -440,3 +440,38 @@ func TestRedisFault_ConfnodeRegistersAgain(t *testing.T) {
 	e.rdb.FlushAll(ctx)
 	eventually(t, 3*time.Second, "registration written again after FLUSHALL", registered)
 }
+
+// TestRedisFault_FlushedCountsBackWithinABeat: Redis loses its data with
+// no outage (FLUSHALL: an operator's slip, or a failover to an empty
+// replica). No write fails, so only the generation each write stamps on
+// the instance's share tells the instances. Every count is exact again
+// within a beat or two, not at the next periodic full beat (10 s). Each
+// instance counts its full write in
+// sipedge_admission_count_full_writes_total{reason="share_lost"}.
+func TestRedisFault_FlushedCountsBackWithinABeat(t *testing.T) {
+	c, _ := newFaultCluster(t, false, twoInstances, threeNodes)
+	a := c.inst[0]
+	held := startHeld(t, a, "fl-held", 4, 2, 25*time.Second)
+	eventually(t, 10*time.Second, "held calls counted", func() string { return c.countsExact(held, "A") })
+	lost := map[string]string{"reason": "share_lost"}
+	before := map[string]float64{}
+	for _, s := range c.inst {
+		before[s.name] = s.metricOr0(t, "sipedge_admission_count_full_writes_total", lost)
+	}
+
+	if err := c.rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	flushed := time.Now()
+	c.reregister()
+	eventually(t, 3*time.Second, "counts exact after FLUSHALL", func() string { return c.countsExact(held, "A") })
+	t.Logf("counts exact %v after FLUSHALL", time.Since(flushed).Round(time.Millisecond))
+	for _, s := range c.inst {
+		if got := s.metricOr0(t, "sipedge_admission_count_full_writes_total", lost); got < before[s.name]+1 {
+			t.Errorf("sipedge %s: %v full writes for a lost share, want at least %v", s.name, got, before[s.name]+1)
+		}
+	}
+
+	held.run.wait().requireAllSucceeded(t, len(held.confs)*held.per)
+	eventually(t, 10*time.Second, "no count left", c.countsEmpty)
+}
