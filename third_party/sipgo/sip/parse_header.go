@@ -89,7 +89,8 @@ func (headersParser HeadersParser) ParseHeader(out []Header, line []byte) ([]Hea
 	}
 
 	// NOTE: This line is a must and this conversion must here to stay
-	fieldText := string(fieldValue)
+	// (sipedge patch 5: except for the parsers that keep nothing of it).
+	fieldText := headerText(headerParser, fieldValue)
 	// Support comma separated values
 	for {
 		// We have a registered parser for this header type - use it.
@@ -160,7 +161,7 @@ func parseCSeqHeader(headerText string, cseq *CSeqHeader) error {
 	}
 
 	cseq.SeqNo = uint32(seqno)
-	cseq.MethodName = RequestMethod(headerText[ind+1:])
+	cseq.MethodName = internMethod(headerText[ind+1:]) // sipedge patch 5
 	return nil
 }
 
