@@ -5,9 +5,10 @@ package admission
 // A full write deletes this instance's share and writes it again, with
 // every conference held here or seen in the last Recent, and recounts each
 // of them from the live shares. Its cost grows with the conferences held:
-// at 10 000 it kept the single-threaded redis-server busy for 80–134 ms of
-// every second, while every other client waited (BENCHMARKS.md "The
-// beat's script at scale"). Most beats are light instead: the total, the
+// at 10 000 it keeps the single-threaded redis-server busy for about 60 ms
+// while every other client waits, and it was every second's
+// (BenchmarkBeat; BENCHMARKS.md "Light beats"). Most beats are light
+// instead: the total, the
 // node counts, and the conferences changed since they were last written
 // (those a window left for the beat, deferInProgress). Nothing else
 // differs from what Redis already holds, as long as
