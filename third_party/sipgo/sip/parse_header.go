@@ -90,7 +90,7 @@ func (headersParser HeadersParser) ParseHeader(out []Header, line []byte) ([]Hea
 
 	// NOTE: This line is a must and this conversion must here to stay
 	// (sipedge patch 5: except for the parsers that keep nothing of it).
-	fieldText := headerText(headerParser, fieldValue)
+	fieldText := headerText(lowerFieldName, headerParser, fieldValue)
 	// Support comma separated values
 	for {
 		// We have a registered parser for this header type - use it.

@@ -13,17 +13,29 @@ import (
 // (strconv clones what its errors quote, fmt copies), so ParseHeader hands
 // them a view of the line instead of a copy. Only sipgo's own: a parser a
 // user put in the table may keep its text, and gets a copy as before.
-var noCopyParsers = map[uintptr]bool{
-	reflect.ValueOf(headerParserCSeq).Pointer():          true,
-	reflect.ValueOf(headerParserMaxForwards).Pointer():   true,
-	reflect.ValueOf(headerParserContentLength).Pointer(): true,
+var noCopyParsers = [...]uintptr{
+	reflect.ValueOf(headerParserCSeq).Pointer(),
+	reflect.ValueOf(headerParserMaxForwards).Pointer(),
+	reflect.ValueOf(headerParserContentLength).Pointer(),
 }
 
-// headerText is fieldValue as the string the parser p is given: a view of
-// the line for the parsers above, a copy for every other.
-func headerText(p HeaderParser, fieldValue []byte) string {
-	if len(fieldValue) > 0 && noCopyParsers[reflect.ValueOf(p).Pointer()] {
-		return unsafe.String(unsafe.SliceData(fieldValue), len(fieldValue))
+// headerText is fieldValue as the string the parser p of the header
+// lowerName is given: a view of the line for the parsers above, a copy for
+// every other. The name is looked at first, so the other headers pay a
+// switch, not reflect.
+func headerText(lowerName []byte, p HeaderParser, fieldValue []byte) string {
+	switch string(lowerName) {
+	case "cseq", "max-forwards", "content-length", "l":
+	default:
+		return string(fieldValue)
+	}
+	if len(fieldValue) > 0 {
+		ptr := reflect.ValueOf(p).Pointer()
+		for _, np := range noCopyParsers {
+			if ptr == np {
+				return unsafe.String(unsafe.SliceData(fieldValue), len(fieldValue))
+			}
+		}
 	}
 	return string(fieldValue)
 }

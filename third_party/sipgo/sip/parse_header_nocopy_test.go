@@ -50,7 +50,7 @@ func TestParseHeader_UserParserGetsACopy(t *testing.T) {
 
 func TestParseHeader_NumbersAllocateOnlyTheirHeader(t *testing.T) {
 	hp := HeadersParser(DefaultHeadersParser())
-	for _, line := range []string{"CSeq: 4711 INVITE", "Max-Forwards: 70", "Content-Length: 1234"} {
+	for _, line := range []string{"CSeq: 4711 INVITE", "Max-Forwards: 70", "Content-Length: 1234", "l: 12"} {
 		b := []byte(line)
 		out := make([]Header, 0, 1)
 		if n := testing.AllocsPerRun(100, func() { _, _ = hp.ParseHeader(out[:0], b) }); n != 1 {
@@ -69,5 +69,31 @@ func TestInternMethod(t *testing.T) {
 	}
 	if got := internMethod("invite"); got != "invite" {
 		t.Errorf("internMethod(invite) = %q, want it as it came", got)
+	}
+}
+
+// BenchmarkParseHeader parses an INVITE's headers as the transport meets
+// them: the cost of choosing between a view and a copy is per header.
+func BenchmarkParseHeader(b *testing.B) {
+	hp := HeadersParser(DefaultHeadersParser())
+	lines := [][]byte{
+		[]byte("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1-0"),
+		[]byte("From: sipp <sip:sipp@127.0.0.1:5060>;tag=1"),
+		[]byte("To: <sip:conf1@127.0.0.1:5070>"),
+		[]byte("Call-ID: 1-4711@127.0.0.1"),
+		[]byte("CSeq: 1 INVITE"),
+		[]byte("Contact: sip:sipp@127.0.0.1:5060"),
+		[]byte("Max-Forwards: 70"),
+		[]byte("Subject: Performance Test"),
+		[]byte("Content-Type: application/sdp"),
+		[]byte("Content-Length: 135"),
+	}
+	out := make([]Header, 0, len(lines))
+	b.ReportAllocs()
+	for b.Loop() {
+		out = out[:0]
+		for _, l := range lines {
+			out, _ = hp.ParseHeader(out, l)
+		}
 	}
 }
