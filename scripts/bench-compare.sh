@@ -61,6 +61,8 @@
 # and a heap profile at the end of that window, <system>-<part>-<rate>.heap.pprof;
 # with PPROF_TRACE=<seconds>, then an execution trace that long,
 # <system>-<part>-<rate>.trace, for go tool trace),
+# PERF_STAT=1 (perf stat of the proxy's processes over the middle half of each
+# step: syscalls and context switches per call, printed under the step),
 # REDIS_CPUS (a taskset CPU list for redis-server, e.g. 1 for the load core;
 # unset, the kernel places it, mostly on the proxy's core while sipp keeps
 # core 1 busy).
@@ -280,6 +282,13 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
         curl -fsS -o "$PPROF_DIR/$sys-$part-$rate.trace" "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/trace?seconds=$PPROF_TRACE"
       fi ) &
   fi
+  local perf_pid=""
+  if [ "${PERF_STAT:-0}" = 1 ]; then
+    # Syscalls and context switches of the proxy's processes over the middle half.
+    ( sleep $((STEP / 4)); perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "${PROXY_PIDS// /,}" \
+        -o "$dir/perf.csv" -- sleep $((STEP / 2 > 0 ? STEP / 2 : 1)) >/dev/null 2>&1 ) &
+    perf_pid=$!
+  fi
   while kill -0 "$sp" 2>/dev/null; do v=$(pss_kb "$PROXY_PIDS"); [ "$v" -gt "$peak" ] && peak=$v; sleep 1; done
   wait "$sp" || true
   t1=$(date +%s.%N); c1=$(ticks "$PROXY_PIDS"); d1=$(udp_drops); rc1=$(ticks "$REDIS_PID")
@@ -306,6 +315,12 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
   R[$k|drops]=$((d1 - d0)); R[$k|retr]=$retr; R[$k|pass]=$pass
   printf '%-14s %-9s %-7s %-7s %-7s %-7s %-8s %-8s %-9s %-8s %-9s %-6s %-6s %-4s %s\n' "$sys" "$part$tag" "$rate" "$n" "$ok" "$failed" \
     "$pct" "$retr" "$cpu_us" "${R[$k|pss]}" "$p99" "$slow" "$((d1 - d0))" "$pass" "$redis_us"
+  [ -n "$perf_pid" ] && wait "$perf_pid"
+  if [ -s "$dir/perf.csv" ]; then
+    awk -F, -v n="$(( rate * (STEP / 2 > 0 ? STEP / 2 : 1) ))" -v s="$sys $part$tag $rate/s" \
+      '$3 ~ /sys_enter/ {sc=$1} $3 ~ /context-switches/ {cs=$1}
+       END {printf "  perf %s: %.1f syscalls and %.2f context switches per call\n", s, sc/n, cs/n}' "$dir/perf.csv"
+  fi
   [ $pass = yes ]
 }
 
