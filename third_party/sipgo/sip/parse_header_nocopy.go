@@ -26,18 +26,21 @@ var noCopyParsers = [...]uintptr{
 func headerText(lowerName []byte, p HeaderParser, fieldValue []byte) string {
 	switch string(lowerName) {
 	case "cseq", "max-forwards", "content-length", "l":
-	default:
-		return string(fieldValue)
-	}
-	if len(fieldValue) > 0 {
-		ptr := reflect.ValueOf(p).Pointer()
-		for _, np := range noCopyParsers {
-			if ptr == np {
-				return unsafe.String(unsafe.SliceData(fieldValue), len(fieldValue))
-			}
+		if len(fieldValue) > 0 && isNoCopyParser(p) {
+			return unsafe.String(unsafe.SliceData(fieldValue), len(fieldValue))
 		}
 	}
 	return string(fieldValue)
+}
+
+func isNoCopyParser(p HeaderParser) bool {
+	ptr := reflect.ValueOf(p).Pointer()
+	for _, np := range noCopyParsers {
+		if ptr == np {
+			return true
+		}
+	}
+	return false
 }
 
 // internMethod is m as one of the method constants when it is one, else
