@@ -282,11 +282,11 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
         curl -fsS -o "$PPROF_DIR/$sys-$part-$rate.trace" "http://127.0.0.1:$SIPEDGE_ADMIN/debug/pprof/trace?seconds=$PPROF_TRACE"
       fi ) &
   fi
-  local perf_pid=""
+  local perf_pid="" half=$((STEP / 2 > 0 ? STEP / 2 : 1))
   if [ "${PERF_STAT:-0}" = 1 ]; then
     # Syscalls and context switches of the proxy's processes over the middle half.
     ( sleep $((STEP / 4)); perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "${PROXY_PIDS// /,}" \
-        -o "$dir/perf.csv" -- sleep $((STEP / 2 > 0 ? STEP / 2 : 1)) >/dev/null 2>&1 ) &
+        -o "$dir/perf.csv" -- sleep "$half" >"$dir/perf.err" 2>&1 ) &
     perf_pid=$!
   fi
   while kill -0 "$sp" 2>/dev/null; do v=$(pss_kb "$PROXY_PIDS"); [ "$v" -gt "$peak" ] && peak=$v; sleep 1; done
@@ -317,9 +317,11 @@ run_step() { # sys part rate [tag: results kept under part+tag, e.g. calls.pair2
     "$pct" "$retr" "$cpu_us" "${R[$k|pss]}" "$p99" "$slow" "$((d1 - d0))" "$pass" "$redis_us"
   [ -n "$perf_pid" ] && wait "$perf_pid"
   if [ -s "$dir/perf.csv" ]; then
-    awk -F, -v n="$(( rate * (STEP / 2 > 0 ? STEP / 2 : 1) ))" -v s="$sys $part$tag $rate/s" \
+    awk -F, -v n="$((rate * half))" -v s="$sys $part$tag $rate/s" \
       '$3 ~ /sys_enter/ {sc=$1} $3 ~ /context-switches/ {cs=$1}
        END {printf "  perf %s: %.1f syscalls and %.2f context switches per call\n", s, sc/n, cs/n}' "$dir/perf.csv"
+  elif [ -n "$perf_pid" ]; then
+    echo "  perf $sys $part$tag $rate/s: no count ($(tail -1 "$dir/perf.err" 2>/dev/null))" >&2
   fi
   [ $pass = yes ]
 }
